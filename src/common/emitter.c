@@ -1,0 +1,124 @@
+/*
+ * Node's EventEmitter for servers and sockets: listeners per event, called
+ * in the order they were added, `once` listeners removed before they run.
+ * An emit works on a snapshot, so listeners added or removed while it runs
+ * take effect from the next emit, as in Node.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "nc-int.h"
+
+static const char *event_names[NC_EV__COUNT] = {
+	[NC_EV_LISTENING] = "listening",
+	[NC_EV_CONNECTION] = "connection",
+	[NC_EV_CLOSE] = "close",
+	[NC_EV_ERROR] = "error",
+	[NC_EV_DROP] = "drop",
+	[NC_EV_LOOKUP] = "lookup",
+	[NC_EV_CONNECT] = "connect",
+	[NC_EV_DATA] = "data",
+	[NC_EV_END] = "end",
+	[NC_EV_FINISH] = "finish",
+	[NC_EV_TIMEOUT] = "timeout",
+	[NC_EV_DRAIN] = "drain",
+};
+
+const char *
+nc_event_name(enum nc_event ev)
+{
+	if ((unsigned int)ev >= NC_EV__COUNT)
+		return "unknown";
+	return event_names[ev];
+}
+
+int
+nc__emitter_add(struct nc__emitter *em, enum nc_event ev, nc_listener_cb cb,
+    void *arg, bool once)
+{
+	struct nc__listener	*list;
+	size_t			 cap;
+
+	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (em->count[ev] == em->cap[ev]) {
+		cap = em->cap[ev] == 0 ? 2 : em->cap[ev] * 2;
+		list = reallocarray(em->list[ev], cap, sizeof *list);
+		if (list == NULL)
+			return NC_ENOMEM;
+		em->list[ev] = list;
+		em->cap[ev] = cap;
+	}
+	list = &em->list[ev][em->count[ev]++];
+	list->cb = cb;
+	list->arg = arg;
+	list->once = once;
+	list->removed = false;
+	return 0;
+}
+
+int
+nc__emitter_remove(struct nc__emitter *em, enum nc_event ev,
+    nc_listener_cb cb, void *arg)
+{
+	size_t	i;
+
+	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	for (i = em->count[ev]; i > 0; i--) {
+		if (em->list[ev][i - 1].cb == cb &&
+		    em->list[ev][i - 1].arg == arg) {
+			memmove(&em->list[ev][i - 1], &em->list[ev][i],
+			    (em->count[ev] - i) * sizeof em->list[ev][0]);
+			em->count[ev]--;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+size_t
+nc__emitter_emit(struct nc__emitter *em, void *emitter,
+    const struct nc_event_args *args)
+{
+	struct nc__listener	 stack[8], *snap;
+	enum nc_event		 ev = args->event;
+	size_t			 i, n = em->count[ev];
+
+	if (n == 0)
+		return 0;
+	snap = stack;
+	if (n > sizeof stack / sizeof stack[0]) {
+		snap = reallocarray(NULL, n, sizeof *snap);
+		if (snap == NULL) {
+			log_err("out of memory emitting %s", nc_event_name(ev));
+			return 0;
+		}
+	}
+	memcpy(snap, em->list[ev], n * sizeof *snap);
+
+	/* Once listeners leave the list before any listener runs. */
+	for (i = em->count[ev]; i > 0; i--) {
+		if (em->list[ev][i - 1].once) {
+			memmove(&em->list[ev][i - 1], &em->list[ev][i],
+			    (em->count[ev] - i) * sizeof em->list[ev][0]);
+			em->count[ev]--;
+		}
+	}
+	for (i = 0; i < n; i++)
+		snap[i].cb(emitter, args, snap[i].arg);
+	if (snap != stack)
+		free(snap);
+	return n;
+}
+
+void
+nc__emitter_free(struct nc__emitter *em)
+{
+	size_t	i;
+
+	for (i = 0; i < NC_EV__COUNT; i++)
+		free(em->list[i]);
+	memset(em, 0, sizeof *em);
+}

@@ -1,0 +1,778 @@
+/*
+ * net.Server: binds and listens (TCP, unix, or an fd already bound),
+ * accepts with accept4() from a raw event, and hands each connection to
+ * `connection` listeners as a socket, or drops it past maxConnections.
+ *
+ * As in Node, listen() binds at once but reports on a later turn:
+ * `listening`, or `error` followed by nothing else. close() stops
+ * accepting at once and emits `close` when the last connection is gone.
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "nc-int.h"
+#include "socket-int.h"
+
+#define SERVER_BACKLOG		511
+#define SERVER_ACCEPT_BATCH	64	/* accepts per event, bounded work */
+#define SERVER_EMFILE_RETRY_MS	100
+
+struct nc_server {
+	struct nc__handle	 h;		/* first: nc_run() accounting */
+	struct nc__emitter	 em;
+	struct event_base	*base;
+	int			 refs;
+	int			 fd;
+	struct event		*aev;		/* accept */
+	struct event		*retry;		/* accept again after EMFILE */
+	bool			 listening;	/* handle open */
+	bool			 allow_half_open;
+	bool			 pause_on_connect;
+	bool			 using_workers;
+	int			 max_connections;
+	int			 connections;
+	char			*unix_path;	/* unlinked on close */
+	unsigned int		 generation;	/* bumped by close() */
+	struct nc__error	 listen_error;
+};
+
+/* A deferred report of listen(): for the generation it was made in. */
+struct server_report {
+	struct nc_server	*server;
+	unsigned int		 generation;
+};
+
+static int
+server_unref_events(struct nc__handle *h)
+{
+	struct nc_server	*s = (struct nc_server *)h;
+
+	if (!h->unref)
+		return 0;
+	return nc__event_pending(s->aev) + nc__event_pending(s->retry);
+}
+
+struct nc_server *
+nc_create_server(const struct nc_server_options *opts,
+    nc_listener_cb connection_listener, void *arg)
+{
+	struct nc_server	*s;
+	struct event_base	*base;
+
+	base = nc__base(opts != NULL ? opts->base : NULL);
+	if (base == NULL || (s = calloc(1, sizeof *s)) == NULL)
+		return NULL;
+	s->base = base;
+	s->refs = 1;	/* the program's, dropped by nc_server_release() */
+	s->fd = -1;
+	if (opts != NULL) {
+		s->allow_half_open = opts->allow_half_open;
+		s->pause_on_connect = opts->pause_on_connect;
+	}
+	if (connection_listener != NULL &&
+	    nc__emitter_add(&s->em, NC_EV_CONNECTION, connection_listener,
+	    arg, false) != 0) {
+		free(s);
+		return NULL;
+	}
+	nc__handle_init(&s->h, base, server_unref_events);
+	return s;
+}
+
+void
+nc_server_hold(struct nc_server *s)
+{
+	s->refs++;
+}
+
+void
+nc_server_release(struct nc_server *s)
+{
+	if (s == NULL || --s->refs > 0)
+		return;
+	if (s->aev != NULL)
+		event_free(s->aev);
+	if (s->retry != NULL)
+		event_free(s->retry);
+	if (s->fd != -1)
+		close(s->fd);
+	nc__handle_remove(&s->h);
+	nc__emitter_free(&s->em);
+	free(s->unix_path);
+	free(s);
+}
+
+static void
+server_emit(struct nc_server *s, const struct nc_event_args *args)
+{
+	nc__emitter_emit(&s->em, s, args);
+}
+
+static void
+server_close_handle(struct nc_server *s)
+{
+	if (s->aev != NULL) {
+		event_free(s->aev);
+		s->aev = NULL;
+	}
+	if (s->retry != NULL) {
+		event_free(s->retry);
+		s->retry = NULL;
+	}
+	if (s->fd != -1) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	if (s->unix_path != NULL) {
+		(void)unlink(s->unix_path);
+		free(s->unix_path);
+		s->unix_path = NULL;
+	}
+	s->listening = false;
+}
+
+static void
+server_close_emit_cb(void *arg)
+{
+	struct nc_server	*s = arg;
+	struct nc_event_args	 args;
+
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_CLOSE;
+	server_emit(s, &args);
+	nc_server_release(s);
+}
+
+/* Node's _emitCloseIfDrained. */
+static void
+server_emit_close_if_drained(struct nc_server *s)
+{
+	if (s->listening || s->connections > 0)
+		return;
+	nc_server_hold(s);
+	if (nc__defer(s->base, server_close_emit_cb, s) != 0) {
+		log_err("server: out of memory, emitting close at once");
+		server_close_emit_cb(s);
+	}
+}
+
+void
+nc__server_connection_closed(struct nc_server *s)
+{
+	if (s->connections > 0)
+		s->connections--;
+	if (s->generation > 0 && !s->listening)
+		server_emit_close_if_drained(s);
+	nc_server_release(s);	/* the connection's hold */
+}
+
+static void
+server_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nc_server	*s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->aev != NULL && event_add(s->aev, NULL) == -1)
+		log_err("server fd %d: cannot watch for connections", s->fd);
+}
+
+static void
+server_drop(struct nc_server *s, int fd)
+{
+	struct nc_event_args	args;
+	struct nc_address	local, remote;
+	struct sockaddr_storage	ss;
+	socklen_t		len;
+
+	memset(&local, 0, sizeof local);
+	memset(&remote, 0, sizeof remote);
+	len = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		(void)nc__sockaddr_to_address((struct sockaddr *)&ss, len,
+		    &local);
+	len = sizeof ss;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+		(void)nc__sockaddr_to_address((struct sockaddr *)&ss, len,
+		    &remote);
+	close(fd);
+	log_debug("server fd %d: dropped a connection from %s (max %d)",
+	    s->fd, remote.address, s->max_connections);
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_DROP;
+	args.local = &local;
+	args.remote = &remote;
+	server_emit(s, &args);
+}
+
+static void
+server_emit_error(struct nc_server *s, int code, const char *syscall)
+{
+	struct nc__error	e;
+	struct nc_event_args	args;
+
+	nc__error_set(&e, code, syscall, NULL, -1);
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_ERROR;
+	args.error = &e.pub;
+	if (s->em.count[NC_EV_ERROR] == 0) {
+		log_err("unhandled server error: %s", e.message);
+		if (s->listening)
+			(void)nc_server_close(s, NULL, NULL);
+		return;
+	}
+	server_emit(s, &args);
+}
+
+static void
+server_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct nc_server	*s = arg;
+	struct nc_socket	*sock;
+	struct nc_event_args	 args;
+	struct timeval		 tv;
+	int			 fd, i;
+
+	(void)what;
+	nc_server_hold(s);
+	for (i = 0; i < SERVER_ACCEPT_BATCH && s->listening &&
+	    s->fd == lfd; i++) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				/* Never spin on a listener we cannot accept from. */
+				log_warnx("server fd %d: accept: %s; pausing "
+				    "%d ms", lfd, strerror(errno),
+				    SERVER_EMFILE_RETRY_MS);
+				(void)event_del(s->aev);
+				tv.tv_sec = 0;
+				tv.tv_usec = SERVER_EMFILE_RETRY_MS * 1000;
+				if (s->retry == NULL)
+					s->retry = evtimer_new(s->base,
+					    server_accept_retry_cb, s);
+				if (s->retry != NULL)
+					(void)evtimer_add(s->retry, &tv);
+				break;
+			}
+			server_emit_error(s, -errno, "accept");
+			break;
+		}
+		if (s->max_connections > 0 &&
+		    s->connections >= s->max_connections) {
+			server_drop(s, fd);
+			continue;
+		}
+		sock = nc__socket_accepted(s->base, fd, s->allow_half_open,
+		    s->pause_on_connect);
+		if (sock == NULL) {
+			close(fd);
+			server_emit_error(s, NC_ENOMEM, "accept");
+			break;
+		}
+		sock->server = s;
+		nc_server_hold(s);	/* released when sock is destroyed */
+		s->connections++;
+		memset(&args, 0, sizeof args);
+		args.event = NC_EV_CONNECTION;
+		args.socket = sock;
+		nc_socket_hold(sock);
+		server_emit(s, &args);
+		nc_socket_release(sock);
+	}
+	nc_server_release(s);
+}
+
+static void
+server_report_cb(void *arg)
+{
+	struct server_report	*r = arg;
+	struct nc_server	*s = r->server;
+	struct nc_event_args	 args;
+
+	if (r->generation == s->generation) {
+		memset(&args, 0, sizeof args);
+		if (s->listen_error.pub.code != 0) {
+			args.event = NC_EV_ERROR;
+			args.error = &s->listen_error.pub;
+			if (s->em.count[NC_EV_ERROR] == 0)
+				log_err("unhandled server error: %s",
+				    s->listen_error.message);
+			else
+				server_emit(s, &args);
+			s->listen_error.pub.code = 0;
+		} else if (s->listening) {
+			args.event = NC_EV_LISTENING;
+			server_emit(s, &args);
+		}
+	}
+	free(r);
+	nc_server_release(s);
+}
+
+static int
+server_report_later(struct nc_server *s)
+{
+	struct server_report	*r;
+
+	if ((r = malloc(sizeof *r)) == NULL)
+		return NC_ENOMEM;
+	r->server = s;
+	r->generation = s->generation;
+	nc_server_hold(s);
+	if (nc__defer(s->base, server_report_cb, r) != 0) {
+		nc_server_release(s);
+		free(r);
+		return NC_ENOMEM;
+	}
+	return 0;
+}
+
+/* Watches fd (bound and listening) for connections. */
+static int
+server_start(struct nc_server *s, int fd)
+{
+	s->fd = fd;
+	s->aev = event_new(s->base, fd, EV_READ | EV_PERSIST,
+	    server_accept_cb, s);
+	if (s->aev == NULL || event_add(s->aev, NULL) == -1) {
+		server_close_handle(s);
+		return NC_ENOMEM;
+	}
+	s->listening = true;
+	return 0;
+}
+
+/* A listen that failed: the error goes out on a later turn. */
+static int
+server_fail_later(struct nc_server *s, int code, const char *address,
+    int port)
+{
+	nc__error_set(&s->listen_error, code, "listen", address, port);
+	return server_report_later(s);
+}
+
+static int
+server_check_can_listen(struct nc_server *s, int backlog)
+{
+	if (s->listening)
+		return NC_ERR_SERVER_ALREADY_LISTEN;
+	if (backlog < 0)
+		return NC_ERR_OUT_OF_RANGE;
+	return 0;
+}
+
+static int
+server_bind_listen(struct nc_server *s, const struct sockaddr *sa,
+    socklen_t len, int backlog, bool ipv6_only, const char *address, int port)
+{
+	int	fd, on = 1, v6only = ipv6_only ? 1 : 0;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd == -1)
+		return server_fail_later(s, -errno, address, port);
+	/* All sockets in Node set SO_REUSEADDR. */
+	if (sa->sa_family != AF_UNIX)
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	if (sa->sa_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only,
+		    sizeof v6only);
+	if (bind(fd, sa, len) == -1 || listen(fd,
+	    backlog > 0 ? backlog : SERVER_BACKLOG) == -1) {
+		int	code = -errno;
+
+		close(fd);
+		return server_fail_later(s, code, address, port);
+	}
+	if (server_start(s, fd) != 0)
+		return NC_ENOMEM;
+	return server_report_later(s);
+}
+
+struct server_listen_lookup {
+	struct nc_server	*server;
+	unsigned int		 generation;
+	int			 port;
+	int			 backlog;
+	bool			 ipv6_only;
+};
+
+static void
+server_lookup_cb(int status, const char *address, int family, void *arg)
+{
+	struct server_listen_lookup	*l = arg;
+	struct nc_server		*s = l->server;
+	struct sockaddr_storage		 ss;
+	socklen_t			 len;
+
+	(void)family;
+	if (l->generation != s->generation || s->listening)
+		goto done;
+	if (status != 0) {
+		nc__error_set(&s->listen_error, status, "getaddrinfo", NULL,
+		    -1);
+		(void)server_report_later(s);
+		goto done;
+	}
+	if (nc__sockaddr_from(address, l->port, &ss, &len) == 0)
+		(void)server_bind_listen(s, (struct sockaddr *)&ss, len,
+		    l->backlog, l->ipv6_only, address, l->port);
+done:
+	free(l);
+	nc_server_release(s);
+}
+
+static int
+server_listen_tcp(struct nc_server *s, int port, const char *host,
+    int backlog, bool ipv6_only)
+{
+	struct sockaddr_storage		 ss;
+	struct server_listen_lookup	*l;
+	socklen_t			 len;
+	int				 fd, rc;
+
+	if (port < 0 || port > 65535)
+		return NC_ERR_SOCKET_BAD_PORT;
+	if ((rc = server_check_can_listen(s, backlog)) != 0)
+		return rc;
+	if (host == NULL) {
+		/* `::` where IPv6 is available, else 0.0.0.0. */
+		fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd != -1) {
+			close(fd);
+			host = "::";
+		} else
+			host = "0.0.0.0";
+	}
+	if (nc__sockaddr_from(host, port, &ss, &len) == 0)
+		return server_bind_listen(s, (struct sockaddr *)&ss, len,
+		    backlog, ipv6_only, host, port);
+
+	/* A name: resolve it off the loop, then bind the first address. */
+	if ((l = calloc(1, sizeof *l)) == NULL)
+		return NC_ENOMEM;
+	l->server = s;
+	l->generation = s->generation;
+	l->port = port;
+	l->backlog = backlog;
+	l->ipv6_only = ipv6_only;
+	nc_server_hold(s);
+	if ((rc = nc__lookup_start(s->base, host, 0, server_lookup_cb, l,
+	    NULL)) != 0) {
+		nc_server_release(s);
+		free(l);
+		return rc;
+	}
+	return 0;
+}
+
+int
+nc_server_listen(struct nc_server *s, int port, const char *host, int backlog,
+    nc_listener_cb listening, void *arg)
+{
+	int	rc;
+
+	if ((rc = server_listen_tcp(s, port, host, backlog, false)) != 0)
+		return rc;
+	if (listening != NULL)
+		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
+		    true);
+	return 0;
+}
+
+static int
+server_listen_unix(struct nc_server *s, const char *path, int backlog)
+{
+	struct sockaddr_un	sun;
+	socklen_t		len;
+	int			rc;
+
+	if ((rc = server_check_can_listen(s, backlog)) != 0)
+		return rc;
+	if ((rc = nc__sockaddr_unix(path, &sun, &len)) != 0)
+		return server_fail_later(s, rc, path, -1);
+	if ((rc = server_bind_listen(s, (struct sockaddr *)&sun, len, backlog,
+	    false, path, -1)) != 0)
+		return rc;
+	if (s->listening && (s->unix_path = strdup(path)) == NULL)
+		log_warnx("server: out of memory; %s will not be unlinked",
+		    path);
+	return 0;
+}
+
+int
+nc_server_listen_path(struct nc_server *s, const char *path,
+    nc_listener_cb listening, void *arg)
+{
+	int	rc;
+
+	if (path == NULL)
+		return NC_ERR_MISSING_ARGS;
+	if ((rc = server_listen_unix(s, path, 0)) != 0)
+		return rc;
+	if (listening != NULL)
+		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
+		    true);
+	return 0;
+}
+
+static int
+server_listen_fd(struct nc_server *s, int fd, int backlog)
+{
+	int		type, acc, flags, rc;
+	socklen_t	len;
+
+	if ((rc = server_check_can_listen(s, backlog)) != 0)
+		return rc;
+	if (fd < 0)
+		return NC_ERR_INVALID_ARG_VALUE;
+	len = sizeof type;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1)
+		return server_fail_later(s, -errno, NULL, -1);
+	if (type != SOCK_STREAM)
+		return server_fail_later(s, NC_EINVAL, NULL, -1);
+	len = sizeof acc;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == -1)
+		acc = 0;
+	if (!acc && listen(fd, backlog > 0 ? backlog : SERVER_BACKLOG) == -1)
+		return server_fail_later(s, -errno, NULL, -1);
+	if ((flags = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
+		return server_fail_later(s, -errno, NULL, -1);
+	if (server_start(s, fd) != 0)
+		return NC_ENOMEM;
+	return server_report_later(s);
+}
+
+int
+nc_server_listen_handle(struct nc_server *s, int fd, nc_listener_cb listening,
+    void *arg)
+{
+	int	rc;
+
+	if ((rc = server_listen_fd(s, fd, 0)) != 0)
+		return rc;
+	if (listening != NULL)
+		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
+		    true);
+	return 0;
+}
+
+int
+nc_server_listen_options(struct nc_server *s,
+    const struct nc_listen_options *o, nc_listener_cb listening, void *arg)
+{
+	int	rc;
+
+	if (o == NULL)
+		return NC_ERR_MISSING_ARGS;
+	if (o->has_fd)
+		rc = server_listen_fd(s, o->fd, o->backlog);
+	else if (o->path != NULL)
+		rc = server_listen_unix(s, o->path, o->backlog);
+	else
+		rc = server_listen_tcp(s, o->port, o->host, o->backlog,
+		    o->ipv6_only);
+	if (rc != 0)
+		return rc;
+	if (listening != NULL)
+		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
+		    true);
+	return 0;
+}
+
+/* server.close(cb) on a server that was not open: cb gets the error. */
+struct server_close_cb {
+	nc_listener_cb	 cb;
+	void		*arg;
+};
+
+static void
+server_not_running_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	struct server_close_cb	*c = arg;
+	struct nc_event_args	 args = *ev;
+	struct nc__error	 e;
+
+	nc__error_set(&e, NC_ERR_SERVER_NOT_RUNNING, NULL, NULL, -1);
+	args.error = &e.pub;
+	c->cb(emitter, &args, c->arg);
+	free(c);
+}
+
+int
+nc_server_close(struct nc_server *s, nc_listener_cb cb, void *arg)
+{
+	struct server_close_cb	*c;
+	int			 rc;
+
+	if (cb != NULL) {
+		if (!s->listening) {
+			if ((c = malloc(sizeof *c)) == NULL)
+				return NC_ENOMEM;
+			c->cb = cb;
+			c->arg = arg;
+			if ((rc = nc__emitter_add(&s->em, NC_EV_CLOSE,
+			    server_not_running_cb, c, true)) != 0) {
+				free(c);
+				return rc;
+			}
+		} else if ((rc = nc__emitter_add(&s->em, NC_EV_CLOSE, cb, arg,
+		    true)) != 0)
+			return rc;
+	}
+	s->generation++;	/* cancels a pending `listening` */
+	server_close_handle(s);
+	server_emit_close_if_drained(s);
+	return 0;
+}
+
+int
+nc_server_address(struct nc_server *s, struct nc_address *a)
+{
+	struct sockaddr_storage	ss;
+	socklen_t		len = sizeof ss;
+
+	if (!s->listening || s->fd == -1)
+		return NC_ERR_SERVER_NOT_RUNNING;
+	if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == -1)
+		return -errno;
+	return nc__sockaddr_to_address((struct sockaddr *)&ss, len, a);
+}
+
+void
+nc_server_ref(struct nc_server *s)
+{
+	s->h.unref = false;
+}
+
+void
+nc_server_unref(struct nc_server *s)
+{
+	s->h.unref = true;
+}
+
+int
+nc_server_max_connections(const struct nc_server *s)
+{
+	return s->max_connections;
+}
+
+int
+nc_server_set_max_connections(struct nc_server *s, int max)
+{
+	if (max < 0)
+		return NC_ERR_OUT_OF_RANGE;
+	s->max_connections = max;
+	return 0;
+}
+
+int
+nc_server_connections(const struct nc_server *s)
+{
+	return s->using_workers ? -1 : s->connections;
+}
+
+struct server_count {
+	struct nc_server	*server;
+	nc_count_cb		 cb;
+	void			*arg;
+};
+
+static void
+server_count_cb(void *arg)
+{
+	struct server_count	*c = arg;
+
+	c->cb(c->server, 0, c->server->connections, c->arg);
+	nc_server_release(c->server);
+	free(c);
+}
+
+int
+nc_server_get_connections(struct nc_server *s, nc_count_cb cb, void *arg)
+{
+	struct server_count	*c;
+
+	if (cb == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if ((c = malloc(sizeof *c)) == NULL)
+		return NC_ENOMEM;
+	c->server = s;
+	c->cb = cb;
+	c->arg = arg;
+	nc_server_hold(s);
+	if (nc__defer(s->base, server_count_cb, c) != 0) {
+		nc_server_release(s);
+		free(c);
+		return NC_ENOMEM;
+	}
+	return 0;
+}
+
+bool
+nc_server_listening(const struct nc_server *s)
+{
+	return s->listening;
+}
+
+int
+nc_server_fd(const struct nc_server *s)
+{
+	return s->fd;
+}
+
+struct event_base *
+nc_server_base(const struct nc_server *s)
+{
+	return s->base;
+}
+
+int
+nc_server_on(struct nc_server *s, enum nc_event ev, nc_listener_cb cb,
+    void *arg)
+{
+	return nc__emitter_add(&s->em, ev, cb, arg, false);
+}
+
+int
+nc_server_once(struct nc_server *s, enum nc_event ev, nc_listener_cb cb,
+    void *arg)
+{
+	return nc__emitter_add(&s->em, ev, cb, arg, true);
+}
+
+int
+nc_server_off(struct nc_server *s, enum nc_event ev, nc_listener_cb cb,
+    void *arg)
+{
+	return nc__emitter_remove(&s->em, ev, cb, arg);
+}
+
+size_t
+nc_server_listener_count(const struct nc_server *s, enum nc_event ev)
+{
+	if ((unsigned int)ev >= NC_EV__COUNT)
+		return 0;
+	return s->em.count[ev];
+}

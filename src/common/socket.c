@@ -1,0 +1,1113 @@
+/*
+ * net.Socket: a TCP or unix stream on raw libevent events. Reads go
+ * straight from the kernel to `data` listeners; writes queue in an
+ * evbuffer and leave with sendmsg(MSG_NOSIGNAL), so no SIGPIPE is raised.
+ *
+ * Life of a socket: IDLE (new) -> LOOKUP -> CONNECTING -> OPEN, or OPEN
+ * at once for accepted and fd sockets; any state -> DESTROYED. The
+ * library holds one reference until `close` has been emitted; memory goes
+ * with the last reference.
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "nc-int.h"
+#include "socket-int.h"
+
+#define SOCKET_READ_SIZE	65536
+#define SOCKET_HIGH_WATER_MARK	16384
+#define SOCKET_IOV_MAX		64
+
+static void	socket_read_cb(evutil_socket_t, short, void *);
+static void	socket_write_cb(evutil_socket_t, short, void *);
+static void	socket_timeout_cb(evutil_socket_t, short, void *);
+static void	socket_flush(struct nc_socket *);
+static void	socket_error(struct nc_socket *, int, const char *);
+static void	socket_maybe_destroy(struct nc_socket *);
+static void	socket_fail_writes(struct nc_socket *, int);
+
+static const char *state_names[] = {
+	[S_IDLE] = "idle",
+	[S_LOOKUP] = "lookup",
+	[S_CONNECTING] = "connecting",
+	[S_OPEN] = "open",
+	[S_DESTROYED] = "destroyed",
+};
+
+/* The one place the state changes: only forward, never out of DESTROYED. */
+static void
+socket_set_state(struct nc_socket *s, enum socket_state state)
+{
+	if (state < s->state || s->state == S_DESTROYED)
+		log_err("socket fd %d: illegal transition %s -> %s", s->fd,
+		    state_names[s->state], state_names[state]);
+	log_debug("socket fd %d: %s -> %s", s->fd, state_names[s->state],
+	    state_names[state]);
+	s->state = state;
+}
+
+static int
+socket_unref_events(struct nc__handle *h)
+{
+	struct nc_socket	*s = (struct nc_socket *)h;
+	int			 n;
+
+	/* The idle timer never keeps the loop alive, as in Node. */
+	n = nc__event_pending(s->tev);
+	if (h->unref)
+		n += nc__event_pending(s->rev) + nc__event_pending(s->wev) +
+		    nc__event_pending(s->lookup_ev);
+	return n;
+}
+
+static void
+socket_now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+static int64_t
+socket_elapsed_ms(const struct timespec *since)
+{
+	struct timespec	now;
+
+	socket_now(&now);
+	return (int64_t)(now.tv_sec - since->tv_sec) * 1000 +
+	    (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+static void
+socket_arm_timer(struct nc_socket *s, int64_t ms)
+{
+	struct timeval	tv;
+
+	if (ms < 0)
+		ms = 0;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	if (event_add(s->tev, &tv) == -1)
+		log_err("socket fd %d: cannot arm the idle timer", s->fd);
+}
+
+/* Any read or write: the idle timer starts again from now. */
+static void
+socket_activity(struct nc_socket *s)
+{
+	if (s->timeout_ms == 0)
+		return;
+	socket_now(&s->last_activity);
+	if (!nc__event_pending(s->tev) && s->state != S_DESTROYED)
+		socket_arm_timer(s, s->timeout_ms);
+}
+
+static struct nc_socket *
+socket_alloc(struct event_base *base)
+{
+	struct nc_socket	*s;
+
+	base = nc__base(base);
+	if (base == NULL || (s = calloc(1, sizeof *s)) == NULL)
+		return NULL;
+	s->base = base;
+	s->fd = -1;
+	s->refs = 1;
+	s->remote_port = -1;
+	s->local_port = -1;
+	s->readable = true;
+	s->writable = true;
+	s->out = evbuffer_new();
+	s->tev = evtimer_new(base, socket_timeout_cb, s);
+	if (s->out == NULL || s->tev == NULL) {
+		if (s->out != NULL)
+			evbuffer_free(s->out);
+		if (s->tev != NULL)
+			event_free(s->tev);
+		free(s);
+		return NULL;
+	}
+	nc__handle_init(&s->h, base, socket_unref_events);
+	return s;
+}
+
+static void
+socket_free(struct nc_socket *s)
+{
+	struct socket_write	*w;
+
+	while ((w = s->writes) != NULL) {
+		s->writes = w->next;
+		free(w);
+	}
+	nc__handle_remove(&s->h);
+	nc__emitter_free(&s->em);
+	if (s->rev != NULL)
+		event_free(s->rev);
+	if (s->wev != NULL)
+		event_free(s->wev);
+	event_free(s->tev);
+	evbuffer_free(s->out);
+	if (s->decoded != NULL)
+		evbuffer_free(s->decoded);
+	free(s->host);
+	free(s->path);
+	free(s->local_address_opt);
+	free(s);
+}
+
+void
+nc_socket_hold(struct nc_socket *s)
+{
+	s->refs++;
+}
+
+void
+nc_socket_release(struct nc_socket *s)
+{
+	if (s == NULL)
+		return;
+	if (--s->refs == 0)
+		socket_free(s);
+}
+
+static void
+socket_emit(struct nc_socket *s, const struct nc_event_args *args)
+{
+	nc__emitter_emit(&s->em, s, args);
+}
+
+static void
+socket_emit_simple(struct nc_socket *s, enum nc_event ev)
+{
+	struct nc_event_args	args;
+
+	memset(&args, 0, sizeof args);
+	args.event = ev;
+	socket_emit(s, &args);
+}
+
+/* Fills the cached addresses once the fd is connected. */
+static void
+socket_fill_addresses(struct nc_socket *s)
+{
+	struct sockaddr_storage	ss;
+	struct nc_address	a;
+	socklen_t		len;
+
+	len = sizeof ss;
+	if (getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
+	    nc__sockaddr_to_address((struct sockaddr *)&ss, len, &a) == 0 &&
+	    a.port >= 0) {
+		memcpy(s->remote_address, a.address, sizeof s->remote_address);
+		memcpy(s->remote_family, a.family, sizeof s->remote_family);
+		s->remote_port = a.port;
+		s->has_remote = true;
+	}
+	len = sizeof ss;
+	if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
+	    nc__sockaddr_to_address((struct sockaddr *)&ss, len, &a) == 0 &&
+	    a.port >= 0) {
+		memcpy(s->local_address, a.address, sizeof s->local_address);
+		s->local_port = a.port;
+		s->has_local = true;
+	}
+}
+
+/* Starts or stops the read event to match the socket's state. */
+static void
+socket_update_read(struct nc_socket *s)
+{
+	bool	want;
+
+	if (s->rev == NULL)
+		return;
+	want = s->state == S_OPEN && s->readable && !s->paused &&
+	    !s->eof;
+	if (want && !nc__event_pending(s->rev)) {
+		if (event_add(s->rev, NULL) == -1)
+			socket_error(s, NC_ENOMEM, "read");
+	} else if (!want && nc__event_pending(s->rev))
+		(void)event_del(s->rev);
+}
+
+/* Makes s an open stream on fd (connected or accepted). */
+static int
+socket_open_fd(struct nc_socket *s, int fd)
+{
+	s->fd = fd;
+	s->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, socket_read_cb,
+	    s);
+	s->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST,
+	    socket_write_cb, s);
+	if (s->rev == NULL || s->wev == NULL)
+		return NC_ENOMEM;
+	return 0;
+}
+
+static void
+socket_became_open(struct nc_socket *s)
+{
+	socket_set_state(s, S_OPEN);
+	socket_fill_addresses(s);
+	socket_update_read(s);
+	socket_activity(s);
+}
+
+struct nc_socket *
+nc__socket_accepted(struct event_base *base, int fd, bool allow_half_open,
+    bool paused)
+{
+	struct nc_socket	*s;
+
+	if ((s = socket_alloc(base)) == NULL)
+		return NULL;
+	s->allow_half_open = allow_half_open;
+	s->paused = paused;
+	if (socket_open_fd(s, fd) != 0) {
+		s->fd = -1;
+		socket_free(s);
+		return NULL;
+	}
+	socket_became_open(s);
+	return s;
+}
+
+struct nc_socket *
+nc_socket_new(const struct nc_socket_options *opts)
+{
+	struct nc_socket	*s;
+	int			 flags;
+
+	if ((s = socket_alloc(opts != NULL ? opts->base : NULL)) == NULL)
+		return NULL;
+	if (opts == NULL)
+		return s;
+	s->allow_half_open = opts->allow_half_open;
+	if (!opts->has_fd)
+		return s;
+
+	/* As the spec says: with fd, reads and writes only where asked. */
+	s->readable = opts->readable;
+	s->writable = opts->writable;
+	if (!s->readable)
+		s->eof = true;
+	if (!s->writable)
+		s->ended = s->finished = true;
+	if ((flags = fcntl(opts->fd, F_GETFL)) != -1)
+		(void)fcntl(opts->fd, F_SETFL, flags | O_NONBLOCK);
+	(void)fcntl(opts->fd, F_SETFD, FD_CLOEXEC);
+	if (socket_open_fd(s, opts->fd) != 0) {
+		s->fd = -1;
+		socket_free(s);
+		return NULL;
+	}
+	socket_became_open(s);
+	return s;
+}
+
+/* Closing: deferred so `error` and `close` never fire inside a call. */
+static void
+socket_close_cb(void *arg)
+{
+	struct nc_socket	*s = arg;
+	struct nc_event_args	 args;
+	struct nc__error	 e;
+
+	/* Writes that never went out fail first, as Node's errorBuffer. */
+	socket_fail_writes(s, s->error.pub.code != 0 ? s->error.pub.code :
+	    NC_ERR_STREAM_DESTROYED);
+	if (s->error.pub.code != 0) {
+		e = s->error;
+		e.pub.syscall = e.syscall[0] != '\0' ? e.syscall : NULL;
+		e.pub.address = e.address[0] != '\0' ? e.address : NULL;
+		e.pub.message = e.message;
+		memset(&args, 0, sizeof args);
+		args.event = NC_EV_ERROR;
+		args.error = &e.pub;
+		if (s->em.count[NC_EV_ERROR] == 0)
+			log_err("unhandled socket error: %s", e.message);
+		else
+			socket_emit(s, &args);
+	}
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_CLOSE;
+	args.had_error = s->error.pub.code != 0;
+	socket_emit(s, &args);
+	nc_socket_release(s);	/* the library's reference */
+}
+
+static void
+socket_fail_writes(struct nc_socket *s, int code)
+{
+	struct socket_write	*w;
+
+	while ((w = s->writes) != NULL) {
+		s->writes = w->next;
+		if (s->writes == NULL)
+			s->writes_tail = NULL;
+		if (w->cb != NULL)
+			w->cb(s, code, w->arg);
+		free(w);
+	}
+}
+
+/*
+ * socket.destroy([err]): no more I/O; the fd closes now, pending writes
+ * fail, `error` (if err) and `close` follow on a later turn.
+ */
+static void
+socket_destroy(struct nc_socket *s, int code, const char *syscall)
+{
+	if (s->state == S_DESTROYED)
+		return;
+	if (code != 0 && s->error.pub.code == 0) {
+		nc__error_set(&s->error, code, syscall,
+		    s->error_address[0] != '\0' ? s->error_address : NULL,
+		    s->error_address[0] != '\0' ? s->error_port : -1);
+	}
+	socket_set_state(s, S_DESTROYED);
+	if (s->rev != NULL)
+		(void)event_del(s->rev);
+	if (s->wev != NULL)
+		(void)event_del(s->wev);
+	(void)event_del(s->tev);
+	if (s->fd != -1) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	s->readable = s->writable = false;
+	if (s->server != NULL) {
+		nc__server_connection_closed(s->server);
+		s->server = NULL;
+	}
+	if (nc__defer(s->base, socket_close_cb, s) != 0) {
+		log_err("socket: out of memory, closing at once");
+		socket_close_cb(s);
+	}
+}
+
+static void
+socket_error(struct nc_socket *s, int code, const char *syscall)
+{
+	socket_destroy(s, code, syscall);
+}
+
+void
+nc_socket_destroy(struct nc_socket *s)
+{
+	socket_destroy(s, 0, NULL);
+}
+
+void
+nc_socket_destroy_error(struct nc_socket *s, int code)
+{
+	socket_destroy(s, code, NULL);
+}
+
+/*
+ * Both directions done (FIN received and our side finished): the socket
+ * has nothing left to do, as Node's autoDestroy.
+ */
+static void
+socket_maybe_destroy(struct nc_socket *s)
+{
+	if (s->state == S_OPEN && s->eof && s->finished)
+		socket_destroy(s, 0, NULL);
+}
+
+static void
+socket_finish(struct nc_socket *s)
+{
+	if (s->finished || s->state != S_OPEN)
+		return;
+	if (shutdown(s->fd, SHUT_WR) == -1 && errno != ENOTCONN &&
+	    errno != ENOTSOCK) {
+		socket_error(s, -errno, "shutdown");
+		return;
+	}
+	s->finished = true;
+	nc_socket_hold(s);
+	socket_emit_simple(s, NC_EV_FINISH);
+	if (s->state != S_DESTROYED)
+		socket_maybe_destroy(s);
+	nc_socket_release(s);
+}
+
+/* After bytes left: write callbacks, `drain`, and a pending end(). */
+static void
+socket_after_write_cb(void *arg)
+{
+	struct nc_socket	*s = arg;
+	struct socket_write	*w;
+
+	s->after_write_queued = false;
+	while (s->state != S_DESTROYED && (w = s->writes) != NULL &&
+	    w->end <= s->bytes_flushed) {
+		s->writes = w->next;
+		if (s->writes == NULL)
+			s->writes_tail = NULL;
+		if (w->cb != NULL)
+			w->cb(s, 0, w->arg);
+		free(w);
+	}
+	if (s->state == S_OPEN && evbuffer_get_length(s->out) == 0) {
+		if (s->need_drain) {
+			s->need_drain = false;
+			socket_emit_simple(s, NC_EV_DRAIN);
+		}
+		if (s->state == S_OPEN && s->ended)
+			socket_finish(s);
+	}
+	nc_socket_release(s);
+}
+
+static void
+socket_schedule_after_write(struct nc_socket *s)
+{
+	if (s->after_write_queued)
+		return;
+	if (nc__defer(s->base, socket_after_write_cb, s) != 0) {
+		socket_error(s, NC_ENOMEM, "write");
+		return;
+	}
+	s->after_write_queued = true;
+	nc_socket_hold(s);
+}
+
+/* Writes as much of the queue as the kernel takes, without blocking. */
+static void
+socket_flush(struct nc_socket *s)
+{
+	struct evbuffer_iovec	vec[SOCKET_IOV_MAX];
+	struct iovec		iov[SOCKET_IOV_MAX];
+	struct msghdr		msg;
+	ssize_t			n;
+	int			i, nvec;
+
+	if (s->state != S_OPEN)
+		return;
+	while (evbuffer_get_length(s->out) > 0) {
+		nvec = evbuffer_peek(s->out, -1, NULL, vec, SOCKET_IOV_MAX);
+		if (nvec > SOCKET_IOV_MAX)
+			nvec = SOCKET_IOV_MAX;
+		for (i = 0; i < nvec; i++) {
+			iov[i].iov_base = vec[i].iov_base;
+			iov[i].iov_len = vec[i].iov_len;
+		}
+		memset(&msg, 0, sizeof msg);
+		msg.msg_iov = iov;
+		msg.msg_iovlen = (size_t)nvec;
+		n = sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n == -1 && errno == ENOTSOCK)
+			n = writev(s->fd, iov, nvec);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			socket_error(s, -errno, "write");
+			return;
+		}
+		(void)evbuffer_drain(s->out, (size_t)n);
+		s->bytes_flushed += (uint64_t)n;
+		socket_activity(s);
+	}
+	if (evbuffer_get_length(s->out) > 0) {
+		if (!nc__event_pending(s->wev) && event_add(s->wev, NULL) == -1)
+			socket_error(s, NC_ENOMEM, "write");
+	} else if (nc__event_pending(s->wev))
+		(void)event_del(s->wev);
+	if (s->writes != NULL || s->need_drain || s->ended)
+		socket_schedule_after_write(s);
+}
+
+static void
+socket_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nc_socket	*s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->state == S_CONNECTING) {
+		nc__socket_connect_ready(s);
+		return;
+	}
+	socket_flush(s);
+}
+
+static void
+socket_emit_data(struct nc_socket *s, const unsigned char *buf, size_t len)
+{
+	struct nc_event_args	 args;
+	size_t			 n;
+	char			*text;
+
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_DATA;
+	if (!s->has_encoding) {
+		args.data = (const char *)buf;
+		args.len = len;
+		socket_emit(s, &args);
+		return;
+	}
+	if (nc__decoder_write(&s->decoder, buf, len, s->decoded) != 0 ||
+	    evbuffer_add(s->decoded, "", 1) != 0) {
+		socket_error(s, NC_ENOMEM, "read");
+		return;
+	}
+	n = evbuffer_get_length(s->decoded);
+	if ((text = (char *)evbuffer_pullup(s->decoded, -1)) == NULL) {
+		socket_error(s, NC_ENOMEM, "read");
+		return;
+	}
+	if (n > 1) {	/* only a NUL: a character still incomplete */
+		args.data = text;
+		args.len = n - 1;
+		socket_emit(s, &args);
+	}
+	if (s->decoded != NULL)
+		(void)evbuffer_drain(s->decoded, n);
+}
+
+/* FIN from the peer: `end`, then Node's allowHalfOpen rules. */
+static void
+socket_eof(struct nc_socket *s)
+{
+	s->eof = true;
+	socket_update_read(s);
+	if (s->has_encoding) {
+		if (nc__decoder_end(&s->decoder, s->decoded) == 0 &&
+		    evbuffer_get_length(s->decoded) > 0) {
+			(void)evbuffer_add(s->decoded, "", 1);
+			socket_emit_data(s, (const unsigned char *)"", 0);
+		}
+		if (s->state == S_DESTROYED)
+			return;
+	}
+	socket_emit_simple(s, NC_EV_END);
+	if (s->state == S_DESTROYED)
+		return;
+	if (!s->allow_half_open) {
+		/* Writes from now on fail with EPIPE (Node's writeAfterFIN). */
+		s->peer_ended = true;
+		if (!s->ended) {
+			s->ended = true;
+			s->writable = false;
+			socket_flush(s);
+			if (s->state == S_OPEN &&
+			    evbuffer_get_length(s->out) == 0)
+				socket_schedule_after_write(s);
+		}
+	}
+	socket_maybe_destroy(s);
+}
+
+static void
+socket_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nc_socket	*s = arg;
+	unsigned char		 buf[SOCKET_READ_SIZE];
+	ssize_t			 n;
+
+	(void)what;
+	n = read(fd, buf, sizeof buf);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		socket_error(s, -errno, "read");
+		return;
+	}
+	nc_socket_hold(s);
+	if (n == 0)
+		socket_eof(s);
+	else {
+		s->bytes_read += (uint64_t)n;
+		socket_activity(s);
+		socket_emit_data(s, buf, (size_t)n);
+	}
+	nc_socket_release(s);
+}
+
+static void
+socket_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nc_socket	*s = arg;
+	int64_t			 idle;
+
+	(void)fd;
+	(void)what;
+	if (s->timeout_ms == 0 || s->state == S_DESTROYED)
+		return;
+	idle = socket_elapsed_ms(&s->last_activity);
+	if (idle < s->timeout_ms) {
+		socket_arm_timer(s, s->timeout_ms - idle);
+		return;
+	}
+	/* Not re-armed: the next timeout counts from the next activity. */
+	nc_socket_hold(s);
+	socket_emit_simple(s, NC_EV_TIMEOUT);
+	nc_socket_release(s);
+}
+
+static void
+socket_write_error_cb(void *arg)
+{
+	struct socket_write	*w = arg;
+
+	w->cb(w->socket, w->status, w->arg);
+	nc_socket_release(w->socket);
+	free(w);
+}
+
+/* A write that cannot happen: its callback on a later turn. */
+static void
+socket_write_refused(struct nc_socket *s, int code, nc_write_cb cb, void *arg)
+{
+	struct socket_write	*w;
+
+	if (cb == NULL)
+		return;
+	if ((w = calloc(1, sizeof *w)) == NULL)
+		return;
+	w->socket = s;
+	w->status = code;
+	w->cb = cb;
+	w->arg = arg;
+	nc_socket_hold(s);
+	if (nc__defer(s->base, socket_write_error_cb, w) != 0) {
+		nc_socket_release(s);
+		free(w);
+	}
+}
+
+/*
+ * Queues len bytes already added to s->out (or added by add()). Returns
+ * Node's write() result: 1 below the high-water mark, 0 at or above it.
+ */
+static int
+socket_write_queued(struct nc_socket *s, size_t len, nc_write_cb cb,
+    void *arg)
+{
+	struct socket_write	*w;
+	size_t			 pending;
+
+	pending = evbuffer_get_length(s->out);
+	s->bytes_queued += len;
+	if (cb != NULL) {
+		if ((w = calloc(1, sizeof *w)) == NULL)
+			return NC_ENOMEM;
+		w->end = s->bytes_queued;
+		w->cb = cb;
+		w->arg = arg;
+		if (s->writes_tail != NULL)
+			s->writes_tail->next = w;
+		else
+			s->writes = w;
+		s->writes_tail = w;
+	}
+	if (pending >= SOCKET_HIGH_WATER_MARK)
+		s->need_drain = true;
+	if (s->state == S_OPEN)
+		socket_flush(s);
+	return pending < SOCKET_HIGH_WATER_MARK ? 1 : 0;
+}
+
+/* Checks a write may go; if not, fails it as Node does. */
+static int
+socket_write_check(struct nc_socket *s, nc_write_cb cb, void *arg)
+{
+	if (s->state == S_DESTROYED) {
+		socket_write_refused(s, NC_ERR_STREAM_DESTROYED, cb, arg);
+		return 0;
+	}
+	if (s->peer_ended && !s->allow_half_open) {
+		/* "This socket has been ended by the other party" */
+		socket_write_refused(s, NC_EPIPE, cb, arg);
+		socket_error(s, NC_EPIPE, "write");
+		return 0;
+	}
+	if (s->ended) {
+		socket_write_refused(s, NC_ERR_STREAM_WRITE_AFTER_END, cb, arg);
+		socket_error(s, NC_ERR_STREAM_WRITE_AFTER_END, NULL);
+		return 0;
+	}
+	return 1;
+}
+
+int
+nc_socket_write(struct nc_socket *s, const void *data, size_t len,
+    nc_write_cb cb, void *arg)
+{
+	if (data == NULL && len > 0)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (!socket_write_check(s, cb, arg))
+		return 0;
+	if (len > 0 && evbuffer_add(s->out, data, len) != 0)
+		return NC_ENOMEM;
+	return socket_write_queued(s, len, cb, arg);
+}
+
+int
+nc_socket_write_buffer(struct nc_socket *s, struct evbuffer *buf,
+    nc_write_cb cb, void *arg)
+{
+	size_t	len;
+
+	if (buf == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (!socket_write_check(s, cb, arg))
+		return 0;
+	len = evbuffer_get_length(buf);
+	if (len > 0 && evbuffer_add_buffer(s->out, buf) != 0)
+		return NC_ENOMEM;
+	return socket_write_queued(s, len, cb, arg);
+}
+
+int
+nc_socket_write_string(struct nc_socket *s, const char *str,
+    const char *encoding, nc_write_cb cb, void *arg)
+{
+	enum nc__encoding	 enc = NC__ENC_UTF8;
+	struct evbuffer		*tmp;
+	int			 rc;
+
+	if (str == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (encoding != NULL && (rc = nc__encoding_parse(encoding, &enc)) != 0)
+		return rc;
+	if (enc == NC__ENC_UTF8)
+		return nc_socket_write(s, str, strlen(str), cb, arg);
+	if ((tmp = evbuffer_new()) == NULL)
+		return NC_ENOMEM;
+	if ((rc = nc__encode_string(enc, str, strlen(str), tmp)) == 0)
+		rc = nc_socket_write_buffer(s, tmp, cb, arg);
+	evbuffer_free(tmp);
+	return rc;
+}
+
+static int
+socket_end(struct nc_socket *s)
+{
+	if (s->state == S_DESTROYED || s->ended)
+		return 0;
+	s->ended = true;
+	s->writable = false;
+	if (s->state == S_OPEN) {
+		socket_flush(s);
+		if (s->state == S_OPEN)
+			socket_schedule_after_write(s);
+	}
+	return 0;
+}
+
+int
+nc_socket_end(struct nc_socket *s, const void *data, size_t len)
+{
+	int	rc;
+
+	if (data != NULL && len > 0 &&
+	    (rc = nc_socket_write(s, data, len, NULL, NULL)) < 0)
+		return rc;
+	return socket_end(s);
+}
+
+int
+nc_socket_end_string(struct nc_socket *s, const char *str,
+    const char *encoding)
+{
+	int	rc;
+
+	if (str != NULL &&
+	    (rc = nc_socket_write_string(s, str, encoding, NULL, NULL)) < 0)
+		return rc;
+	return socket_end(s);
+}
+
+void
+nc_socket_pause(struct nc_socket *s)
+{
+	s->paused = true;
+	socket_update_read(s);
+}
+
+void
+nc_socket_resume(struct nc_socket *s)
+{
+	s->paused = false;
+	socket_update_read(s);
+}
+
+bool
+nc_socket_is_paused(const struct nc_socket *s)
+{
+	return s->paused;
+}
+
+int
+nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
+    void *arg)
+{
+	int	rc;
+
+	if (ms < 0)
+		return NC_ERR_OUT_OF_RANGE;
+	if (s->state == S_DESTROYED)
+		return 0;
+	if (ms == 0) {
+		s->timeout_ms = 0;
+		(void)event_del(s->tev);
+		if (cb != NULL)
+			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb, arg);
+		return 0;
+	}
+	if (cb != NULL) {
+		if ((rc = nc__emitter_add(&s->em, NC_EV_TIMEOUT, cb, arg,
+		    true)) != 0)
+			return rc;
+	}
+	s->timeout_ms = ms;
+	socket_now(&s->last_activity);
+	socket_arm_timer(s, ms);
+	return 0;
+}
+
+int
+nc_socket_set_no_delay(struct nc_socket *s, bool no_delay)
+{
+	int	on = no_delay ? 1 : 0;
+
+	s->no_delay = no_delay;
+	s->has_no_delay = true;
+	if (s->fd == -1 || s->remote_family[0] == '\0')
+		return 0;
+	if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
+		return -errno;
+	return 0;
+}
+
+int
+nc_socket_set_keep_alive(struct nc_socket *s, bool enable,
+    unsigned int initial_delay_ms)
+{
+	int	on = enable ? 1 : 0, secs;
+
+	s->keep_alive = enable;
+	s->keep_alive_delay = initial_delay_ms;
+	s->has_keep_alive = true;
+	if (s->fd == -1 || s->remote_family[0] == '\0')
+		return 0;
+	if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == -1)
+		return -errno;
+	if (enable && initial_delay_ms > 0) {
+		secs = (int)((initial_delay_ms + 999) / 1000);
+		if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs,
+		    sizeof secs) == -1)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Options set before the connection existed apply once it does. */
+void
+nc__socket_apply_options(struct nc_socket *s)
+{
+	if (s->has_no_delay)
+		(void)nc_socket_set_no_delay(s, s->no_delay);
+	if (s->has_keep_alive)
+		(void)nc_socket_set_keep_alive(s, s->keep_alive,
+		    s->keep_alive_delay);
+}
+
+int
+nc_socket_set_encoding(struct nc_socket *s, const char *encoding)
+{
+	enum nc__encoding	enc;
+	int			rc;
+
+	if (encoding == NULL) {
+		s->has_encoding = false;
+		return 0;
+	}
+	if ((rc = nc__encoding_parse(encoding, &enc)) != 0)
+		return rc;
+	if (s->decoded == NULL && (s->decoded = evbuffer_new()) == NULL)
+		return NC_ENOMEM;
+	nc__decoder_init(&s->decoder, enc);
+	s->has_encoding = true;
+	return 0;
+}
+
+int
+nc_socket_address(struct nc_socket *s, struct nc_address *a)
+{
+	struct sockaddr_storage	ss;
+	socklen_t		len = sizeof ss;
+
+	if (s->fd == -1)
+		return NC_ERR_SOCKET_CLOSED;
+	if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == -1)
+		return -errno;
+	return nc__sockaddr_to_address((struct sockaddr *)&ss, len, a);
+}
+
+void
+nc_socket_ref(struct nc_socket *s)
+{
+	s->h.unref = false;
+}
+
+void
+nc_socket_unref(struct nc_socket *s)
+{
+	s->h.unref = true;
+}
+
+const char *
+nc_socket_remote_address(const struct nc_socket *s)
+{
+	return s->has_remote ? s->remote_address : NULL;
+}
+
+const char *
+nc_socket_remote_family(const struct nc_socket *s)
+{
+	return s->has_remote ? s->remote_family : NULL;
+}
+
+int
+nc_socket_remote_port(const struct nc_socket *s)
+{
+	return s->has_remote ? s->remote_port : -1;
+}
+
+const char *
+nc_socket_local_address(const struct nc_socket *s)
+{
+	return s->has_local ? s->local_address : NULL;
+}
+
+int
+nc_socket_local_port(const struct nc_socket *s)
+{
+	return s->has_local ? s->local_port : -1;
+}
+
+size_t
+nc_socket_buffer_size(const struct nc_socket *s)
+{
+	return evbuffer_get_length(s->out);
+}
+
+uint64_t
+nc_socket_bytes_read(const struct nc_socket *s)
+{
+	return s->bytes_read;
+}
+
+uint64_t
+nc_socket_bytes_written(const struct nc_socket *s)
+{
+	return s->bytes_flushed + evbuffer_get_length(s->out);
+}
+
+bool
+nc_socket_connecting(const struct nc_socket *s)
+{
+	return s->state == S_LOOKUP || s->state == S_CONNECTING;
+}
+
+bool
+nc_socket_destroyed(const struct nc_socket *s)
+{
+	return s->state == S_DESTROYED;
+}
+
+int
+nc_socket_fd(const struct nc_socket *s)
+{
+	return s->fd;
+}
+
+struct event_base *
+nc_socket_base(const struct nc_socket *s)
+{
+	return s->base;
+}
+
+int
+nc_socket_on(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
+    void *arg)
+{
+	return nc__emitter_add(&s->em, ev, cb, arg, false);
+}
+
+int
+nc_socket_once(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
+    void *arg)
+{
+	return nc__emitter_add(&s->em, ev, cb, arg, true);
+}
+
+int
+nc_socket_off(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
+    void *arg)
+{
+	return nc__emitter_remove(&s->em, ev, cb, arg);
+}
+
+size_t
+nc_socket_listener_count(const struct nc_socket *s, enum nc_event ev)
+{
+	if ((unsigned int)ev >= NC_EV__COUNT)
+		return 0;
+	return s->em.count[ev];
+}
+
+/* Hooks for connect.c. */
+void
+nc__socket_set_state(struct nc_socket *s, enum socket_state state)
+{
+	socket_set_state(s, state);
+}
+
+int
+nc__socket_open_fd(struct nc_socket *s, int fd)
+{
+	return socket_open_fd(s, fd);
+}
+
+void
+nc__socket_became_open(struct nc_socket *s)
+{
+	socket_became_open(s);
+	socket_flush(s);
+	if (s->state == S_OPEN && s->ended)
+		socket_schedule_after_write(s);
+}
+
+void
+nc__socket_fail(struct nc_socket *s, int code, const char *syscall)
+{
+	socket_destroy(s, code, syscall);
+}
+
+void
+nc__socket_emit(struct nc_socket *s, const struct nc_event_args *args)
+{
+	socket_emit(s, args);
+}
