@@ -121,7 +121,9 @@ tmpdir_path(const char *name)
 {
 	if (tmpdir[0] == '\0')
 		tmpdir_make();
-	snprintf(tmppath, sizeof tmppath, "%s/%s", tmpdir, name);
+	if ((size_t)snprintf(tmppath, sizeof tmppath, "%s/%s", tmpdir, name) >=
+	    sizeof tmppath)
+		ck_abort_msg("path too long: %s/%s", tmpdir, name);
 	return tmppath;
 }
 
@@ -139,8 +141,9 @@ tmpdir_cleanup(void)
 			if (strcmp(de->d_name, ".") == 0 ||
 			    strcmp(de->d_name, "..") == 0)
 				continue;
-			snprintf(p, sizeof p, "%s/%s", tmpdir, de->d_name);
-			(void)unlink(p);
+			if ((size_t)snprintf(p, sizeof p, "%s/%s", tmpdir,
+			    de->d_name) < sizeof p)
+				(void)unlink(p);
 		}
 		closedir(d);
 	}

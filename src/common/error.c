@@ -48,15 +48,18 @@ nc_strerror(int code)
 }
 
 /*
- * Fills an error as Node builds it (uvExceptionWithHostPort): the message
- * is "SYSCALL CODE: description ADDRESS:PORT", with the description in
- * lower case for system errors as libuv words them.
+ * Fills an error as Node builds it: listen errors read "listen CODE:
+ * description ADDRESS:PORT" (uvExceptionWithHostPort), the others
+ * "SYSCALL CODE ADDRESS:PORT" (exceptionWithHostPort, errnoException,
+ * dnsException); the port shows only when it is above 0. Node's own
+ * codes without a syscall are just their message.
  */
 void
 nc__error_set(struct nc__error *e, int code, const char *syscall,
     const char *address, int port)
 {
 	char	desc[128], where[NC_ADDRSTRLEN + 16];
+
 	memset(e, 0, sizeof *e);
 	e->pub.code = code;
 	e->pub.port = port;
@@ -69,22 +72,25 @@ nc__error_set(struct nc__error *e, int code, const char *syscall,
 		e->pub.address = e->address;
 	}
 
-	snprintf(desc, sizeof desc, "%s", nc_strerror(code));
-	/* "Address already in use" -> "address already in use", as libuv. */
-	if (code > NC__ERR_BASE && desc[0] >= 'A' && desc[0] <= 'Z')
-		desc[0] = (char)(desc[0] - 'A' + 'a');
-
 	where[0] = '\0';
-	if (address != NULL && port >= 0)
+	if (address != NULL && port > 0)
 		snprintf(where, sizeof where, " %s:%d", address, port);
 	else if (address != NULL)
 		snprintf(where, sizeof where, " %s", address);
 
-	if (code <= NC__ERR_BASE && syscall == NULL)
-		snprintf(e->message, sizeof e->message, "%s", desc);
-	else
-		snprintf(e->message, sizeof e->message, "%s%s%s: %s%s",
-		    syscall != NULL ? syscall : "", syscall != NULL ? " " : "",
-		    nc_err_name(code), desc, where);
+	if (syscall == NULL) {
+		snprintf(e->message, sizeof e->message, "%s%s",
+		    code <= NC__ERR_BASE ? nc_strerror(code) : nc_err_name(code),
+		    where);
+	} else if (strcmp(syscall, "listen") == 0) {
+		/* "Address already in use" -> "address already in use" */
+		snprintf(desc, sizeof desc, "%s", nc_strerror(code));
+		if (code > NC__ERR_BASE && desc[0] >= 'A' && desc[0] <= 'Z')
+			desc[0] = (char)(desc[0] - 'A' + 'a');
+		snprintf(e->message, sizeof e->message, "%s %s: %s%s",
+		    syscall, nc_err_name(code), desc, where);
+	} else
+		snprintf(e->message, sizeof e->message, "%s %s%s", syscall,
+		    nc_err_name(code), where);
 	e->pub.message = e->message;
 }
