@@ -1,0 +1,964 @@
+/*
+ * netcluster.json: parse with jansson, check every key against a table
+ * per object level, and report each error as FILE:LINE:COL: KEY.PATH:
+ * message. jansson keeps no positions in a decoded value, so a small
+ * scanner walks the file text to the key path; it runs only on error.
+ */
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nc-config.h"
+#include "nc-int.h"
+
+#define CONFIG_MAX_DEPTH	8
+#define CONFIG_MAX_WORKERS	1024
+#define CONFIG_DEFAULT_CONTROL	"/run/netcluster/control.sock"
+
+struct config_seg {
+	const char	*key;	/* NULL for an array index */
+	size_t		 index;
+};
+
+struct config_ctx {
+	const char		*name;
+	const char		*text;
+	size_t			 len;
+	struct config_seg	 segs[CONFIG_MAX_DEPTH];
+	size_t			 nsegs;
+	char			*errors;
+	size_t			 errlen;
+	int			 nerrors;
+};
+
+/* The text scanner: just enough JSON to find where a path points. */
+struct scan {
+	const char	*p;
+	const char	*end;
+};
+
+static void
+scan_ws(struct scan *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' ||
+	    *s->p == '\n' || *s->p == '\r'))
+		s->p++;
+}
+
+static int
+scan_string(struct scan *s, const char **start, size_t *len)
+{
+	if (s->p >= s->end || *s->p != '"')
+		return -1;
+	*start = ++s->p;
+	while (s->p < s->end && *s->p != '"') {
+		if (*s->p == '\\' && s->p + 1 < s->end)
+			s->p++;
+		s->p++;
+	}
+	if (s->p >= s->end)
+		return -1;
+	*len = (size_t)(s->p - *start);
+	s->p++;
+	return 0;
+}
+
+static int
+scan_value(struct scan *s, int depth)
+{
+	const char	*k;
+	size_t		 kl;
+	char		 close;
+
+	scan_ws(s);
+	if (s->p >= s->end || depth > 64)
+		return -1;
+	if (*s->p == '"')
+		return scan_string(s, &k, &kl);
+	if (*s->p == '{' || *s->p == '[') {
+		close = *s->p == '{' ? '}' : ']';
+		s->p++;
+		for (;;) {
+			scan_ws(s);
+			if (s->p < s->end && *s->p == close) {
+				s->p++;
+				return 0;
+			}
+			if (close == '}') {
+				if (scan_string(s, &k, &kl) == -1)
+					return -1;
+				scan_ws(s);
+				if (s->p >= s->end || *s->p++ != ':')
+					return -1;
+			}
+			if (scan_value(s, depth + 1) == -1)
+				return -1;
+			scan_ws(s);
+			if (s->p < s->end && *s->p == ',')
+				s->p++;
+		}
+	}
+	while (s->p < s->end && strchr(",}] \t\r\n", *s->p) == NULL)
+		s->p++;
+	return 0;
+}
+
+/* Where the value (or, with at_key, the key) of the path starts. */
+static const char *
+config_locate(const struct config_ctx *c, bool at_key)
+{
+	struct scan	 s = { c->text, c->text + c->len };
+	const char	*k, *key_at = c->text;
+	size_t		 kl, i, idx;
+
+	for (i = 0; i < c->nsegs; i++) {
+		scan_ws(&s);
+		if (s.p >= s.end)
+			return key_at;
+		if (c->segs[i].key != NULL) {
+			if (*s.p != '{')
+				return s.p;
+			s.p++;
+			for (;;) {
+				scan_ws(&s);
+				key_at = s.p;
+				if (scan_string(&s, &k, &kl) == -1)
+					return key_at;
+				scan_ws(&s);
+				if (s.p >= s.end || *s.p++ != ':')
+					return key_at;
+				if (kl == strlen(c->segs[i].key) &&
+				    memcmp(k, c->segs[i].key, kl) == 0)
+					break;
+				if (scan_value(&s, 0) == -1)
+					return key_at;
+				scan_ws(&s);
+				if (s.p < s.end && *s.p == ',')
+					s.p++;
+			}
+		} else {
+			if (*s.p != '[')
+				return s.p;
+			s.p++;
+			for (idx = 0; idx < c->segs[i].index; idx++) {
+				if (scan_value(&s, 0) == -1)
+					return s.p;
+				scan_ws(&s);
+				if (s.p < s.end && *s.p == ',')
+					s.p++;
+			}
+			key_at = s.p;
+		}
+	}
+	scan_ws(&s);
+	return at_key ? key_at : s.p;
+}
+
+static void
+config_position(const struct config_ctx *c, const char *at, int *line,
+    int *col)
+{
+	const char	*p;
+
+	*line = 1;
+	*col = 1;
+	for (p = c->text; p < at && p < c->text + c->len; p++) {
+		if (*p == '\n') {
+			(*line)++;
+			*col = 1;
+		} else if ((*p & 0xc0) != 0x80)	/* characters, not bytes */
+			(*col)++;
+	}
+}
+
+static void
+config_path(const struct config_ctx *c, char *buf, size_t len)
+{
+	size_t	i, o = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < c->nsegs && o < len; i++) {
+		if (c->segs[i].key != NULL)
+			o += (size_t)snprintf(buf + o, len - o, "%s%s",
+			    i == 0 ? "" : ".", c->segs[i].key);
+		else
+			o += (size_t)snprintf(buf + o, len - o, "[%zu]",
+			    c->segs[i].index);
+	}
+}
+
+static void
+config_append(struct config_ctx *c, const char *line)
+{
+	size_t	 n = strlen(line);
+	char	*p;
+
+	if ((p = realloc(c->errors, c->errlen + n + 2)) == NULL)
+		return;
+	c->errors = p;
+	memcpy(c->errors + c->errlen, line, n);
+	c->errlen += n;
+	c->errors[c->errlen++] = '\n';
+	c->errors[c->errlen] = '\0';
+}
+
+static void __attribute__((format(printf, 3, 4)))
+config_error(struct config_ctx *c, bool at_key, const char *fmt, ...)
+{
+	char	path[256], msg[512], line[1024];
+	int	l, col;
+	va_list	ap;
+
+	c->nerrors++;
+	if (c->nerrors > NC_CONFIG_MAX_ERRORS)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	config_path(c, path, sizeof path);
+	config_position(c, config_locate(c, at_key), &l, &col);
+	snprintf(line, sizeof line, "%s:%d:%d: %s%s%s", c->name, l, col, path,
+	    path[0] != '\0' ? ": " : "", msg);
+	config_append(c, line);
+}
+
+static void
+config_push_key(struct config_ctx *c, const char *key)
+{
+	if (c->nsegs < CONFIG_MAX_DEPTH) {
+		c->segs[c->nsegs].key = key;
+		c->segs[c->nsegs].index = 0;
+	}
+	c->nsegs++;
+}
+
+static void
+config_push_index(struct config_ctx *c, size_t index)
+{
+	if (c->nsegs < CONFIG_MAX_DEPTH) {
+		c->segs[c->nsegs].key = NULL;
+		c->segs[c->nsegs].index = index;
+	}
+	c->nsegs++;
+}
+
+static void
+config_pop(struct config_ctx *c)
+{
+	c->nsegs--;
+}
+
+/* What was found, for "got ...": the value's JSON, shortened. */
+static void
+config_got(const json_t *v, char *buf, size_t len)
+{
+	char	*s;
+
+	s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	if (s == NULL) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	if (strlen(s) > 40)
+		snprintf(buf, len, "%.37s...", s);
+	else
+		snprintf(buf, len, "%s", s);
+	free(s);
+}
+
+static const char *
+config_type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	default:
+		return "null";
+	}
+}
+
+static int
+config_int(struct config_ctx *c, json_t *v, long long min, long long max,
+    int *out)
+{
+	char	got[64];
+
+	if (!json_is_integer(v) || json_integer_value(v) < min ||
+	    json_integer_value(v) > max) {
+		config_got(v, got, sizeof got);
+		config_error(c, false, "expected an integer from %lld to %lld, "
+		    "got %s", min, max, got);
+		return -1;
+	}
+	*out = (int)json_integer_value(v);
+	return 0;
+}
+
+static int
+config_bool(struct config_ctx *c, json_t *v, bool *out)
+{
+	char	got[64];
+
+	if (!json_is_boolean(v)) {
+		config_got(v, got, sizeof got);
+		config_error(c, false, "expected true or false, got %s", got);
+		return -1;
+	}
+	*out = json_is_true(v);
+	return 0;
+}
+
+static int
+config_string(struct config_ctx *c, json_t *v, size_t maxlen, char **out)
+{
+	char	got[64];
+
+	if (!json_is_string(v) || json_string_length(v) == 0 ||
+	    json_string_length(v) > maxlen ||
+	    strlen(json_string_value(v)) != json_string_length(v)) {
+		config_got(v, got, sizeof got);
+		config_error(c, false, "expected a non-empty string of at most "
+		    "%zu bytes, got %s", maxlen, got);
+		return -1;
+	}
+	free(*out);
+	if ((*out = strdup(json_string_value(v))) == NULL) {
+		config_error(c, false, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+config_enum(struct config_ctx *c, json_t *v, const char *const *names,
+    size_t n, int *out)
+{
+	char	got[64], expected[256];
+	size_t	i, o = 0;
+
+	if (json_is_string(v)) {
+		for (i = 0; i < n; i++) {
+			if (strcmp(json_string_value(v), names[i]) == 0) {
+				*out = (int)i;
+				return 0;
+			}
+		}
+	}
+	for (i = 0; i < n && o < sizeof expected; i++)
+		o += (size_t)snprintf(expected + o, sizeof expected - o,
+		    "%s%s", i == 0 ? "" : ", ", names[i]);
+	config_got(v, got, sizeof got);
+	config_error(c, false, "expected one of %s, got %s", expected, got);
+	return -1;
+}
+
+static const char *const mode_names[] = {
+	"shared", "round-robin", "exclusive", "reuseport"
+};
+static const char *const handler_names[] = { "echo", "proxy", "module" };
+static const char *const level_names[] = {
+	"err", "warning", "notice", "info", "debug"
+};
+
+const char *
+nc_config_mode_name(enum nc_mode m)
+{
+	return (size_t)m < sizeof mode_names / sizeof mode_names[0] ?
+	    mode_names[m] : "unknown";
+}
+
+const char *
+nc_config_handler_name(enum nc_handler h)
+{
+	return (size_t)h < sizeof handler_names / sizeof handler_names[0] ?
+	    handler_names[h] : "unknown";
+}
+
+void
+nc_config_listen_clear(struct nc_listen_addr *a)
+{
+	free(a->text);
+	free(a->host);
+	free(a->path);
+	free(a->name);
+	memset(a, 0, sizeof *a);
+}
+
+static int
+listen_port(const char *s, int *port)
+{
+	char		*end;
+	long		 v;
+
+	if (*s == '\0' || strspn(s, "0123456789") != strlen(s) ||
+	    strlen(s) > 5)
+		return -1;
+	v = strtol(s, &end, 10);
+	if (v < 0 || v > 65535)
+		return -1;
+	*port = (int)v;
+	return 0;
+}
+
+/* A host name as RFC 1123 allows: letters, digits, hyphens and dots. */
+static bool
+listen_hostname(const char *h)
+{
+	size_t	n = strlen(h);
+
+	if (n == 0 || n > 253 || h[0] == '-' || h[0] == '.')
+		return false;
+	return strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-.") == n;
+}
+
+int
+nc_config_parse_listen(const char *text, struct nc_listen_addr *a, char *err,
+    size_t errlen)
+{
+	const char	*colon, *p;
+	char		*host = NULL, *end;
+	long		 v;
+	size_t		 hl;
+
+	memset(a, 0, sizeof *a);
+	if ((a->text = strdup(text)) == NULL)
+		goto nomem;
+	if (strncmp(text, "unix:", 5) == 0) {
+		a->kind = NC_LISTEN_UNIX;
+		p = text + 5;
+		if (*p == '\0' || strlen(p) >= 108) {
+			snprintf(err, errlen, "unix socket path must be 1 to "
+			    "107 bytes, got \"%s\"", text);
+			goto fail;
+		}
+		if ((a->path = strdup(p)) == NULL)
+			goto nomem;
+		return 0;
+	}
+	if (strncmp(text, "fd:", 3) == 0) {
+		a->kind = NC_LISTEN_FD;
+		errno = 0;
+		v = strtol(text + 3, &end, 10);
+		if (text[3] == '\0' || *end != '\0' || errno != 0 || v < 3 ||
+		    v > INT_MAX) {
+			snprintf(err, errlen, "expected fd:N with N >= 3, "
+			    "got \"%s\"", text);
+			goto fail;
+		}
+		a->fd = (int)v;
+		return 0;
+	}
+	if (strncmp(text, "systemd:", 8) == 0) {
+		a->kind = NC_LISTEN_SYSTEMD;
+		p = text + 8;
+		/* sd_pid_notify(3): names of at most 255 printable bytes. */
+		if (*p == '\0' || strlen(p) > 255 || strchr(p, ':') != NULL) {
+			snprintf(err, errlen, "expected systemd:NAME, got "
+			    "\"%s\"", text);
+			goto fail;
+		}
+		if ((a->name = strdup(p)) == NULL)
+			goto nomem;
+		return 0;
+	}
+
+	a->kind = NC_LISTEN_TCP;
+	if (listen_port(text, &a->port) == 0)
+		return 0;
+	if (text[0] == '[') {
+		if ((p = strchr(text, ']')) == NULL || p[1] != ':')
+			goto bad;
+		hl = (size_t)(p - text - 1);
+		if ((host = strndup(text + 1, hl)) == NULL)
+			goto nomem;
+		if (!nc_is_ipv6(host) || listen_port(p + 2, &a->port) != 0)
+			goto bad;
+	} else {
+		if ((colon = strrchr(text, ':')) == NULL ||
+		    memchr(text, ':', (size_t)(colon - text)) != NULL)
+			goto bad;
+		if ((host = strndup(text, (size_t)(colon - text))) == NULL)
+			goto nomem;
+		if (listen_port(colon + 1, &a->port) != 0 ||
+		    (!nc_is_ipv4(host) && !listen_hostname(host)))
+			goto bad;
+	}
+	a->host = host;
+	return 0;
+
+bad:
+	snprintf(err, errlen, "expected PORT, HOST:PORT, [V6]:PORT, unix:PATH, "
+	    "fd:N or systemd:NAME with a port from 0 to 65535, got \"%s\"",
+	    text);
+	goto fail;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	free(host);
+	nc_config_listen_clear(a);
+	return -1;
+}
+
+/* Checks an upstream: HOST:PORT, [V6]:PORT or unix:PATH. */
+static int
+config_upstream(struct config_ctx *c, json_t *v, char **out)
+{
+	struct nc_listen_addr	a;
+	char			err[256], got[64];
+
+	if (config_string(c, v, 1024, out) != 0)
+		return -1;
+	if (nc_config_parse_listen(*out, &a, err, sizeof err) != 0 ||
+	    (a.kind == NC_LISTEN_TCP && (a.host == NULL || a.port == 0)) ||
+	    a.kind == NC_LISTEN_FD || a.kind == NC_LISTEN_SYSTEMD) {
+		if (a.text != NULL)
+			nc_config_listen_clear(&a);
+		config_got(v, got, sizeof got);
+		config_error(c, false, "expected HOST:PORT, [V6]:PORT or "
+		    "unix:PATH with a port from 1 to 65535, got %s", got);
+		return -1;
+	}
+	nc_config_listen_clear(&a);
+	return 0;
+}
+
+static int
+config_array(struct config_ctx *c, json_t *v, bool nonempty)
+{
+	char	got[64];
+
+	if (!json_is_array(v) || (nonempty && json_array_size(v) == 0)) {
+		config_got(v, got, sizeof got);
+		config_error(c, false, "expected %s array, got %s",
+		    nonempty ? "a non-empty" : "an", got);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
+{
+	const char	*key;
+	json_t		*v, *e;
+	size_t		 i;
+	char		 err[256];
+	int		 iv;
+
+	svc->mode = NC_MODE_SHARED;
+	svc->handler = NC_HANDLER_ECHO;
+	svc->backlog = 511;
+	svc->no_delay = true;
+
+	json_object_foreach(obj, key, v) {
+		config_push_key(c, key);
+		if (strcmp(key, "name") == 0)
+			(void)config_string(c, v, 64, &svc->name);
+		else if (strcmp(key, "handler") == 0) {
+			if (config_enum(c, v, handler_names, 3, &iv) == 0)
+				svc->handler = (enum nc_handler)iv;
+		} else if (strcmp(key, "mode") == 0) {
+			if (config_enum(c, v, mode_names, 4, &iv) == 0)
+				svc->mode = (enum nc_mode)iv;
+		} else if (strcmp(key, "listen") == 0) {
+			if (config_array(c, v, true) == 0) {
+				svc->listen = calloc(json_array_size(v),
+				    sizeof *svc->listen);
+				json_array_foreach(v, i, e) {
+					config_push_index(c, i);
+					if (!json_is_string(e)) {
+						char	got[64];
+
+						config_got(e, got, sizeof got);
+						config_error(c, false, "expected "
+						    "a string, got %s", got);
+					} else if (svc->listen != NULL &&
+					    nc_config_parse_listen(
+					    json_string_value(e),
+					    &svc->listen[svc->nlisten], err,
+					    sizeof err) != 0)
+						config_error(c, false, "%s", err);
+					else if (svc->listen != NULL)
+						svc->nlisten++;
+					config_pop(c);
+				}
+			}
+		} else if (strcmp(key, "backlog") == 0)
+			(void)config_int(c, v, 1, 65535, &svc->backlog);
+		else if (strcmp(key, "max_connections") == 0)
+			(void)config_int(c, v, 0, 1000000,
+			    &svc->max_connections);
+		else if (strcmp(key, "allow_half_open") == 0)
+			(void)config_bool(c, v, &svc->allow_half_open);
+		else if (strcmp(key, "pause_on_connect") == 0)
+			(void)config_bool(c, v, &svc->pause_on_connect);
+		else if (strcmp(key, "idle_timeout_ms") == 0)
+			(void)config_int(c, v, 0, 86400000,
+			    &svc->idle_timeout_ms);
+		else if (strcmp(key, "no_delay") == 0)
+			(void)config_bool(c, v, &svc->no_delay);
+		else if (strcmp(key, "keep_alive") == 0)
+			(void)config_bool(c, v, &svc->keep_alive);
+		else if (strcmp(key, "keep_alive_initial_delay_ms") == 0)
+			(void)config_int(c, v, 0, 86400000,
+			    &svc->keep_alive_initial_delay_ms);
+		else if (strcmp(key, "upstream") == 0) {
+			if (config_array(c, v, true) == 0) {
+				svc->upstream = calloc(json_array_size(v),
+				    sizeof *svc->upstream);
+				json_array_foreach(v, i, e) {
+					config_push_index(c, i);
+					if (svc->upstream != NULL &&
+					    config_upstream(c, e,
+					    &svc->upstream[svc->nupstream]) == 0)
+						svc->nupstream++;
+					else if (svc->upstream != NULL) {
+						free(svc->upstream[
+						    svc->nupstream]);
+						svc->upstream[svc->nupstream] =
+						    NULL;
+					}
+					config_pop(c);
+				}
+			}
+		} else if (strcmp(key, "module") == 0)
+			(void)config_string(c, v, PATH_MAX, &svc->module);
+		else if (strcmp(key, "options") == 0) {
+			if (!json_is_object(v))
+				config_error(c, false, "expected an object, "
+				    "got %s", config_type_name(v));
+			else
+				svc->options = json_incref(v);
+		} else
+			config_error(c, true, "unknown key");
+		config_pop(c);
+	}
+
+	if (json_object_get(obj, "name") == NULL)
+		config_error(c, false, "missing key \"name\"");
+	if (json_object_get(obj, "listen") == NULL)
+		config_error(c, false, "missing key \"listen\"");
+	if (svc->handler == NC_HANDLER_PROXY &&
+	    json_object_get(obj, "upstream") == NULL)
+		config_error(c, false, "handler proxy needs \"upstream\"");
+	if (svc->handler == NC_HANDLER_MODULE &&
+	    json_object_get(obj, "module") == NULL)
+		config_error(c, false, "handler module needs \"module\"");
+	if (svc->handler != NC_HANDLER_PROXY &&
+	    json_object_get(obj, "upstream") != NULL) {
+		config_push_key(c, "upstream");
+		config_error(c, true, "only the proxy handler takes "
+		    "\"upstream\"");
+		config_pop(c);
+	}
+	if (svc->handler != NC_HANDLER_MODULE &&
+	    json_object_get(obj, "module") != NULL) {
+		config_push_key(c, "module");
+		config_error(c, true, "only the module handler takes "
+		    "\"module\"");
+		config_pop(c);
+	}
+}
+
+/* Two listeners that would bind the same thing. */
+static bool
+listen_same(const struct nc_listen_addr *a, const struct nc_listen_addr *b)
+{
+	if (a->kind != b->kind)
+		return false;
+	switch (a->kind) {
+	case NC_LISTEN_TCP:
+		if (a->port != b->port || a->port == 0)
+			return false;
+		/* All interfaces overlap every address on the port. */
+		if (a->host == NULL || b->host == NULL ||
+		    strcmp(a->host, "::") == 0 || strcmp(b->host, "::") == 0)
+			return true;
+		if ((strcmp(a->host, "0.0.0.0") == 0 && nc_is_ipv4(b->host)) ||
+		    (strcmp(b->host, "0.0.0.0") == 0 && nc_is_ipv4(a->host)))
+			return true;
+		return strcmp(a->host, b->host) == 0;
+	case NC_LISTEN_UNIX:
+		return strcmp(a->path, b->path) == 0;
+	case NC_LISTEN_FD:
+		return a->fd == b->fd;
+	case NC_LISTEN_SYSTEMD:
+		return strcmp(a->name, b->name) == 0;
+	}
+	return false;
+}
+
+static void
+config_check_whole(struct config_ctx *c, struct nc_config *cfg)
+{
+	struct nc_service	*s, *t;
+	struct nc_listen_addr	*a;
+	struct stat		 st;
+	char			 dir[PATH_MAX], *slash;
+	size_t			 i, j, k, l;
+
+	for (i = 0; i < cfg->nservices; i++) {
+		s = &cfg->services[i];
+		config_push_key(c, "services");
+		config_push_index(c, i);
+		for (j = 0; j < i && s->name != NULL; j++) {
+			t = &cfg->services[j];
+			if (t->name != NULL && strcmp(s->name, t->name) == 0) {
+				config_push_key(c, "name");
+				config_error(c, false, "duplicate service name "
+				    "\"%s\" (also services[%zu])", s->name, j);
+				config_pop(c);
+			}
+		}
+		for (k = 0; k < s->nlisten; k++) {
+			a = &s->listen[k];
+			config_push_key(c, "listen");
+			config_push_index(c, k);
+			for (j = 0; j <= i; j++) {
+				t = &cfg->services[j];
+				for (l = 0; l < (j == i ? k : t->nlisten); l++) {
+					if (!listen_same(a, &t->listen[l]))
+						continue;
+					config_error(c, false, "\"%s\" overlaps "
+					    "\"%s\" of services[%zu] (%s)",
+					    a->text, t->listen[l].text, j,
+					    t->name != NULL ? t->name : "?");
+				}
+			}
+			if (a->kind == NC_LISTEN_UNIX) {
+				snprintf(dir, sizeof dir, "%s", a->path);
+				if ((slash = strrchr(dir, '/')) == NULL)
+					snprintf(dir, sizeof dir, ".");
+				else if (slash == dir)
+					dir[1] = '\0';
+				else
+					*slash = '\0';
+				if (stat(dir, &st) == -1 || !S_ISDIR(st.st_mode))
+					config_error(c, false, "directory %s of "
+					    "the unix socket does not exist",
+					    dir);
+			}
+			config_pop(c);
+			config_pop(c);
+		}
+		config_pop(c);
+		config_pop(c);
+	}
+}
+
+static void
+config_top(struct config_ctx *c, json_t *root, struct nc_config *cfg)
+{
+	const char	*key;
+	json_t		*v, *e;
+	size_t		 i;
+	int		 iv;
+	long		 ncpu;
+
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	cfg->workers = ncpu > 0 && ncpu <= CONFIG_MAX_WORKERS ? (int)ncpu : 1;
+	cfg->log_level = NC_LOG_INFO;
+	cfg->shutdown_timeout_ms = 30000;
+	if ((cfg->control_socket = strdup(CONFIG_DEFAULT_CONTROL)) == NULL)
+		config_error(c, false, "out of memory");
+
+	json_object_foreach(root, key, v) {
+		config_push_key(c, key);
+		if (strcmp(key, "workers") == 0)
+			(void)config_int(c, v, 1, CONFIG_MAX_WORKERS,
+			    &cfg->workers);
+		else if (strcmp(key, "user") == 0)
+			(void)config_string(c, v, 64, &cfg->user);
+		else if (strcmp(key, "group") == 0)
+			(void)config_string(c, v, 64, &cfg->group);
+		else if (strcmp(key, "control_socket") == 0)
+			(void)config_string(c, v, 107, &cfg->control_socket);
+		else if (strcmp(key, "log_level") == 0) {
+			if (config_enum(c, v, level_names, 5, &iv) == 0)
+				cfg->log_level = NC_LOG_ERR + iv;
+		} else if (strcmp(key, "shutdown_timeout_ms") == 0)
+			(void)config_int(c, v, 0, 3600000,
+			    &cfg->shutdown_timeout_ms);
+		else if (strcmp(key, "services") == 0) {
+			if (config_array(c, v, true) == 0) {
+				cfg->services = calloc(json_array_size(v),
+				    sizeof *cfg->services);
+				if (cfg->services == NULL) {
+					config_error(c, false, "out of memory");
+					config_pop(c);
+					continue;
+				}
+				cfg->nservices = json_array_size(v);
+				json_array_foreach(v, i, e) {
+					config_push_index(c, i);
+					if (!json_is_object(e))
+						config_error(c, false, "expected "
+						    "an object, got %s",
+						    config_type_name(e));
+					else
+						config_service(c, e,
+						    &cfg->services[i]);
+					config_pop(c);
+				}
+			}
+		} else
+			config_error(c, true, "unknown key");
+		config_pop(c);
+	}
+	if (json_object_get(root, "services") == NULL)
+		config_error(c, false, "missing key \"services\"");
+}
+
+void
+nc_config_free(struct nc_config *cfg)
+{
+	struct nc_service	*s;
+	size_t			 i, j;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->nservices; i++) {
+		s = &cfg->services[i];
+		free(s->name);
+		for (j = 0; j < s->nlisten; j++)
+			nc_config_listen_clear(&s->listen[j]);
+		free(s->listen);
+		for (j = 0; j < s->nupstream; j++)
+			free(s->upstream[j]);
+		free(s->upstream);
+		free(s->module);
+		if (s->options != NULL)
+			json_decref(s->options);
+	}
+	free(cfg->services);
+	free(cfg->file);
+	free(cfg->user);
+	free(cfg->group);
+	free(cfg->control_socket);
+	free(cfg);
+}
+
+int
+nc_config_parse(const char *name, const char *text, size_t len,
+    struct nc_config **cfgp, char **errors)
+{
+	struct config_ctx	 c;
+	struct nc_config	*cfg;
+	json_error_t		 jerr;
+	json_t			*root;
+	char			 line[512];
+
+	*cfgp = NULL;
+	*errors = NULL;
+	memset(&c, 0, sizeof c);
+	c.name = name;
+	c.text = text;
+	c.len = len;
+
+	if (len > NC_CONFIG_MAX_SIZE) {
+		snprintf(line, sizeof line, "%s: file is larger than %d bytes",
+		    name, NC_CONFIG_MAX_SIZE);
+		config_append(&c, line);
+		*errors = c.errors;
+		return -1;
+	}
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		snprintf(line, sizeof line, "%s:%d:%d: %s", name, jerr.line,
+		    jerr.column, jerr.text);
+		config_append(&c, line);
+		*errors = c.errors;
+		return -1;
+	}
+	if ((cfg = calloc(1, sizeof *cfg)) == NULL ||
+	    (cfg->file = strdup(name)) == NULL) {
+		free(cfg);
+		json_decref(root);
+		config_append(&c, "out of memory");
+		*errors = c.errors;
+		return -1;
+	}
+	if (!json_is_object(root))
+		config_error(&c, false, "expected an object at the top, got %s",
+		    config_type_name(root));
+	else
+		config_top(&c, root, cfg);
+	if (c.nerrors == 0)
+		config_check_whole(&c, cfg);
+	json_decref(root);
+	if (c.nerrors > NC_CONFIG_MAX_ERRORS) {
+		snprintf(line, sizeof line, "%s: %d more errors", name,
+		    c.nerrors - NC_CONFIG_MAX_ERRORS);
+		config_append(&c, line);
+	}
+	if (c.nerrors > 0) {
+		nc_config_free(cfg);
+		*errors = c.errors;
+		return -1;
+	}
+	*cfgp = cfg;
+	return 0;
+}
+
+int
+nc_config_load(const char *path, struct nc_config **cfgp, char **errors)
+{
+	struct stat	 st;
+	char		*text, line[PATH_MAX + 128];
+	ssize_t		 n;
+	size_t		 got = 0;
+	int		 fd, rc;
+
+	*cfgp = NULL;
+	*errors = NULL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &st) == -1) {
+		snprintf(line, sizeof line, "%s: %s", path, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		*errors = strdup(line);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > NC_CONFIG_MAX_SIZE) {
+		snprintf(line, sizeof line, "%s: %s", path,
+		    !S_ISREG(st.st_mode) ? "not a regular file" :
+		    "file is larger than 1048576 bytes");
+		close(fd);
+		*errors = strdup(line);
+		return -1;
+	}
+	if ((text = malloc((size_t)st.st_size + 1)) == NULL) {
+		close(fd);
+		*errors = strdup("out of memory");
+		return -1;
+	}
+	while (got < (size_t)st.st_size &&
+	    (n = read(fd, text + got, (size_t)st.st_size - got)) > 0)
+		got += (size_t)n;
+	close(fd);
+	text[got] = '\0';
+	rc = nc_config_parse(path, text, got, cfgp, errors);
+	free(text);
+	return rc;
+}

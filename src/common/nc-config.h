@@ -1,0 +1,102 @@
+/*
+ * netcluster.json: the daemon's configuration, parsed and checked into a
+ * value that is swapped in only when complete. Shared by the programs
+ * (netclusterd checks and applies it, workers receive it from the master);
+ * not installed.
+ */
+
+#ifndef NC_CONFIG_H
+#define NC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#define NC_CONFIG_MAX_SIZE	(1024 * 1024)	/* bytes of a config file */
+#define NC_CONFIG_MAX_ERRORS	20
+
+enum nc_listen_kind {
+	NC_LISTEN_TCP,		/* "PORT", "HOST:PORT", "[V6]:PORT" */
+	NC_LISTEN_UNIX,		/* "unix:PATH" */
+	NC_LISTEN_FD,		/* "fd:N" */
+	NC_LISTEN_SYSTEMD	/* "systemd:NAME" */
+};
+
+struct nc_listen_addr {
+	enum nc_listen_kind	 kind;
+	char			*text;	/* as written */
+	char			*host;	/* TCP: NULL for all interfaces */
+	int			 port;	/* TCP */
+	char			*path;	/* UNIX */
+	int			 fd;	/* FD */
+	char			*name;	/* SYSTEMD */
+};
+
+enum nc_handler {
+	NC_HANDLER_ECHO,
+	NC_HANDLER_PROXY,
+	NC_HANDLER_MODULE
+};
+
+enum nc_mode {
+	NC_MODE_SHARED,
+	NC_MODE_ROUND_ROBIN,
+	NC_MODE_EXCLUSIVE,
+	NC_MODE_REUSEPORT
+};
+
+struct nc_service {
+	char			*name;
+	enum nc_handler		 handler;
+	struct nc_listen_addr	*listen;
+	size_t			 nlisten;
+	enum nc_mode		 mode;
+	int			 backlog;
+	int			 max_connections;
+	bool			 allow_half_open;
+	bool			 pause_on_connect;
+	int			 idle_timeout_ms;
+	bool			 no_delay;
+	bool			 keep_alive;
+	int			 keep_alive_initial_delay_ms;
+	char			**upstream;
+	size_t			 nupstream;
+	char			*module;
+	json_t			*options;	/* the "options" object or NULL */
+};
+
+struct nc_config {
+	char			*file;
+	int			 workers;
+	char			*user;
+	char			*group;
+	char			*control_socket;
+	int			 log_level;	/* NC_LOG_* */
+	int			 shutdown_timeout_ms;
+	struct nc_service	*services;
+	size_t			 nservices;
+};
+
+/*
+ * Loads and checks path. On success returns 0 and *cfgp; on failure
+ * returns -1 and *errors holds every error found (at most
+ * NC_CONFIG_MAX_ERRORS), one per line, each "FILE:LINE:COL: KEY: message";
+ * the caller frees it.
+ */
+int		 nc_config_load(const char *path, struct nc_config **cfgp,
+		    char **errors);
+/* The same from text in memory; name stands for the file in messages. */
+int		 nc_config_parse(const char *name, const char *text, size_t len,
+		    struct nc_config **cfgp, char **errors);
+void		 nc_config_free(struct nc_config *);
+
+/* Parses one listen string; 0, or -1 with a message in err. */
+int		 nc_config_parse_listen(const char *text,
+		    struct nc_listen_addr *, char *err, size_t errlen);
+void		 nc_config_listen_clear(struct nc_listen_addr *);
+
+const char	*nc_config_mode_name(enum nc_mode);
+const char	*nc_config_handler_name(enum nc_handler);
+
+#endif /* NC_CONFIG_H */
