@@ -1,0 +1,325 @@
+/*
+ * netcluster.json: defaults, every listen form, and a table of bad
+ * configs with the exact error each must give.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "nc-config.h"
+
+static struct nc_config *
+parse_ok(const char *text)
+{
+	struct nc_config	*cfg = NULL;
+	char			*errors = NULL;
+
+	if (nc_config_parse("t.json", text, strlen(text), &cfg, &errors) != 0)
+		ck_abort_msg("unexpected errors:\n%s", errors);
+	ck_assert_ptr_null(errors);
+	return cfg;
+}
+
+START_TEST(test_defaults)
+{
+	struct nc_config	*cfg;
+	struct nc_service	*s;
+	long			 ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	cfg = parse_ok("{\"services\": [{\"name\": \"echo\", "
+	    "\"listen\": [\"8124\"]}]}");
+	ck_assert_int_eq(cfg->workers, ncpu > 0 ? ncpu : 1);
+	ck_assert_ptr_null(cfg->user);
+	ck_assert_ptr_null(cfg->group);
+	ck_assert_str_eq(cfg->control_socket, "/run/netcluster/control.sock");
+	ck_assert_int_eq(cfg->log_level, NC_LOG_INFO);
+	ck_assert_int_eq(cfg->shutdown_timeout_ms, 30000);
+	ck_assert_uint_eq(cfg->nservices, 1);
+	s = &cfg->services[0];
+	ck_assert_str_eq(s->name, "echo");
+	ck_assert_int_eq(s->handler, NC_HANDLER_ECHO);
+	ck_assert_int_eq(s->mode, NC_MODE_SHARED);
+	ck_assert_int_eq(s->backlog, 511);
+	ck_assert_int_eq(s->max_connections, 0);
+	ck_assert(!s->allow_half_open);
+	ck_assert(!s->pause_on_connect);
+	ck_assert_int_eq(s->idle_timeout_ms, 0);
+	ck_assert(s->no_delay);
+	ck_assert(!s->keep_alive);
+	ck_assert_int_eq(s->keep_alive_initial_delay_ms, 0);
+	ck_assert_uint_eq(s->nlisten, 1);
+	ck_assert_int_eq(s->listen[0].kind, NC_LISTEN_TCP);
+	ck_assert_ptr_null(s->listen[0].host);
+	ck_assert_int_eq(s->listen[0].port, 8124);
+	nc_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_every_key)
+{
+	struct nc_config	*cfg;
+	struct nc_service	*s;
+
+	cfg = parse_ok("{\"workers\": 3, \"user\": \"nobody\", "
+	    "\"group\": \"nogroup\", \"control_socket\": \"/tmp/c.sock\", "
+	    "\"log_level\": \"debug\", \"shutdown_timeout_ms\": 500, "
+	    "\"services\": [{\"name\": \"p\", \"handler\": \"proxy\", "
+	    "\"upstream\": [\"127.0.0.1:9000\", \"[::1]:9001\", "
+	    "\"unix:/tmp/u.sock\"], \"listen\": [\"0\"], "
+	    "\"mode\": \"round-robin\", \"backlog\": 16, "
+	    "\"max_connections\": 7, \"allow_half_open\": true, "
+	    "\"pause_on_connect\": true, \"idle_timeout_ms\": 1000, "
+	    "\"no_delay\": false, \"keep_alive\": true, "
+	    "\"keep_alive_initial_delay_ms\": 2000, \"options\": {\"x\": 1}}, "
+	    "{\"name\": \"m\", \"handler\": \"module\", \"module\": "
+	    "\"/usr/lib/x.so\", \"listen\": [\"fd:3\"], \"mode\": \"reuseport\"},"
+	    "{\"name\": \"x\", \"listen\": [\"systemd:web\"], "
+	    "\"mode\": \"exclusive\"}]}");
+	ck_assert_int_eq(cfg->workers, 3);
+	ck_assert_str_eq(cfg->user, "nobody");
+	ck_assert_str_eq(cfg->group, "nogroup");
+	ck_assert_str_eq(cfg->control_socket, "/tmp/c.sock");
+	ck_assert_int_eq(cfg->log_level, NC_LOG_DEBUG);
+	ck_assert_int_eq(cfg->shutdown_timeout_ms, 500);
+	ck_assert_uint_eq(cfg->nservices, 3);
+	s = &cfg->services[0];
+	ck_assert_int_eq(s->handler, NC_HANDLER_PROXY);
+	ck_assert_uint_eq(s->nupstream, 3);
+	ck_assert_str_eq(s->upstream[1], "[::1]:9001");
+	ck_assert_int_eq(s->mode, NC_MODE_ROUND_ROBIN);
+	ck_assert_int_eq(s->backlog, 16);
+	ck_assert_int_eq(s->max_connections, 7);
+	ck_assert(s->allow_half_open && s->pause_on_connect && s->keep_alive);
+	ck_assert(!s->no_delay);
+	ck_assert_int_eq(s->idle_timeout_ms, 1000);
+	ck_assert_int_eq(s->keep_alive_initial_delay_ms, 2000);
+	ck_assert_ptr_nonnull(s->options);
+	ck_assert_int_eq(json_integer_value(json_object_get(s->options, "x")),
+	    1);
+	s = &cfg->services[1];
+	ck_assert_int_eq(s->handler, NC_HANDLER_MODULE);
+	ck_assert_str_eq(s->module, "/usr/lib/x.so");
+	ck_assert_int_eq(s->listen[0].kind, NC_LISTEN_FD);
+	ck_assert_int_eq(s->listen[0].fd, 3);
+	ck_assert_int_eq(s->mode, NC_MODE_REUSEPORT);
+	s = &cfg->services[2];
+	ck_assert_int_eq(s->listen[0].kind, NC_LISTEN_SYSTEMD);
+	ck_assert_str_eq(s->listen[0].name, "web");
+	ck_assert_int_eq(s->mode, NC_MODE_EXCLUSIVE);
+	nc_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_listen_forms)
+{
+	static const struct {
+		const char		*text;
+		enum nc_listen_kind	 kind;
+		const char		*host;
+		int			 port;
+		const char		*path;
+	} ok[] = {
+		{ "0", NC_LISTEN_TCP, NULL, 0, NULL },
+		{ "65535", NC_LISTEN_TCP, NULL, 65535, NULL },
+		{ "127.0.0.1:80", NC_LISTEN_TCP, "127.0.0.1", 80, NULL },
+		{ "localhost:0", NC_LISTEN_TCP, "localhost", 0, NULL },
+		{ "[::1]:8124", NC_LISTEN_TCP, "::1", 8124, NULL },
+		{ "[::]:1", NC_LISTEN_TCP, "::", 1, NULL },
+		{ "unix:/tmp/x.sock", NC_LISTEN_UNIX, NULL, 0, "/tmp/x.sock" },
+		{ "unix:rel.sock", NC_LISTEN_UNIX, NULL, 0, "rel.sock" },
+	};
+	static const char *const bad[] = {
+		"", "65536", "-1", "1.2.3.4", "1.2.3.4:", ":80", "::1:80",
+		"[::1]80", "[::1]:", "[1.2.3.4]:80", "[::1:80", "host name:80",
+		"unix:", "fd:", "fd:2", "fd:x", "fd:3x", "systemd:", "80 ",
+		" 80", "1.2.3.4:99999", "0x50", "+80", "a:b:80",
+	};
+	struct nc_listen_addr	a;
+	char			err[256];
+	size_t			i;
+
+	for (i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		ck_assert_msg(nc_config_parse_listen(ok[i].text, &a, err,
+		    sizeof err) == 0, "%s: %s", ok[i].text, err);
+		ck_assert_int_eq(a.kind, ok[i].kind);
+		ck_assert_int_eq(a.port, ok[i].port);
+		if (ok[i].host == NULL)
+			ck_assert_ptr_null(a.host);
+		else
+			ck_assert_str_eq(a.host, ok[i].host);
+		if (ok[i].path != NULL)
+			ck_assert_str_eq(a.path, ok[i].path);
+		ck_assert_str_eq(a.text, ok[i].text);
+		nc_config_listen_clear(&a);
+	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(nc_config_parse_listen(bad[i], &a, err,
+		    sizeof err) == -1, "\"%s\" accepted", bad[i]);
+		ck_assert_msg(strstr(err, bad[i]) != NULL, "%s: %s", bad[i],
+		    err);
+	}
+}
+END_TEST
+
+/* Each bad config and the exact first line of its errors. */
+static const struct {
+	const char	*text;
+	const char	*error;
+} bad_configs[] = {
+	{ "",
+	  "t.json:1:0: '[' or '{' expected near end of file" },
+	{ "{\"services\": [}",
+	  "t.json:1:15: unexpected token near '}'" },
+	{ "[]",
+	  "t.json:1:1: expected an object at the top, got an array" },
+	{ "{}",
+	  "t.json:1:1: missing key \"services\"" },
+	{ "{\"services\": []}",
+	  "t.json:1:14: services: expected a non-empty array, got []" },
+	{ "{\"services\": {}}",
+	  "t.json:1:14: services: expected a non-empty array, got {}" },
+	{ "{\"services\": [1]}",
+	  "t.json:1:15: services[0]: expected an object, got an integer" },
+	{ "{\"workers\": 0, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:13: workers: expected an integer from 1 to 1024, got 0" },
+	{ "{\"workers\": \"2\", \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:13: workers: expected an integer from 1 to 1024, got \"2\"" },
+	{ "{\"workers\": 2.5, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:13: workers: expected an integer from 1 to 1024, got 2.5" },
+	{ "{\"log_level\": \"loud\", \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:15: log_level: expected one of err, warning, notice, info, debug, got \"loud\"" },
+	{ "{\"shutdown_timeout_ms\": -1, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:25: shutdown_timeout_ms: expected an integer from 0 to 3600000, got -1" },
+	{ "{\"user\": \"\", \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:10: user: expected a non-empty string of at most 64 bytes, got \"\"" },
+	{ "{\"colour\": 1, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:2: colour: unknown key" },
+	{ "{\"services\": [{\"name\": \"e\",\n  \"listen\": [\"1\"],\n  \"mode\": \"rr\"}]}",
+	  "t.json:3:11: services[0].mode: expected one of shared, round-robin, exclusive, reuseport, got \"rr\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"handler\": \"http\"}]}",
+	  "t.json:1:57: services[0].handler: expected one of echo, proxy, module, got \"http\"" },
+	{ "{\"services\": [{\"listen\": [\"1\"]}]}",
+	  "t.json:1:15: services[0]: missing key \"name\"" },
+	{ "{\"services\": [{\"name\": \"e\"}]}",
+	  "t.json:1:15: services[0]: missing key \"listen\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": []}]}",
+	  "t.json:1:39: services[0].listen: expected a non-empty array, got []" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [80]}]}",
+	  "t.json:1:40: services[0].listen[0]: expected a string, got 80" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\", \"70000\"]}]}",
+	  "t.json:1:45: services[0].listen[1]: expected PORT, HOST:PORT, [V6]:PORT, unix:PATH, fd:N or systemd:NAME with a port from 0 to 65535, got \"70000\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"backlog\": 0}]}",
+	  "t.json:1:57: services[0].backlog: expected an integer from 1 to 65535, got 0" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"no_delay\": \"yes\"}]}",
+	  "t.json:1:58: services[0].no_delay: expected true or false, got \"yes\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"mdoe\": \"shared\"}]}",
+	  "t.json:1:46: services[0].mdoe: unknown key" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"handler\": \"proxy\"}]}",
+	  "t.json:1:15: services[0]: handler proxy needs \"upstream\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"handler\": \"proxy\", \"upstream\": [\"9000\"]}]}",
+	  "t.json:1:79: services[0].upstream[0]: expected HOST:PORT, [V6]:PORT or unix:PATH with a port from 1 to 65535, got \"9000\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"handler\": \"module\"}]}",
+	  "t.json:1:15: services[0]: handler module needs \"module\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"upstream\": [\"a:1\"]}]}",
+	  "t.json:1:46: services[0].upstream: only the proxy handler takes \"upstream\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"options\": []}]}",
+	  "t.json:1:57: services[0].options: expected an object, got an array" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"8124\"]},\n {\"name\": \"e\", \"listen\": [\"8125\"]}]}",
+	  "t.json:2:11: services[1].name: duplicate service name \"e\" (also services[0])" },
+	{ "{\"services\": [{\"name\": \"a\", \"listen\": [\"8124\"]},\n {\"name\": \"b\", \"listen\": [\"127.0.0.1:8124\"]}]}",
+	  "t.json:2:27: services[1].listen[0]: \"127.0.0.1:8124\" overlaps \"8124\" of services[0] (a)" },
+	{ "{\"services\": [{\"name\": \"a\", \"listen\": [\"unix:/tmp/a.sock\", \"unix:/tmp/a.sock\"]}]}",
+	  "t.json:1:60: services[0].listen[1]: \"unix:/tmp/a.sock\" overlaps \"unix:/tmp/a.sock\" of services[0] (a)" },
+	{ "{\"services\": [{\"name\": \"a\", \"listen\": [\"unix:/nonexistent-dir/a.sock\"]}]}",
+	  "t.json:1:40: services[0].listen[0]: directory /nonexistent-dir of the unix socket does not exist" },
+	{ "{\"services\": [{\"name\": \"a\", \"listen\": [\"1\"]}], \"services\": []}",
+	  "t.json:1:57: duplicate object key near '\"services\"'" },
+};
+
+START_TEST(test_bad_configs)
+{
+	struct nc_config	*cfg;
+	char			*errors, *nl;
+	const char		*text = bad_configs[_i].text;
+
+	ck_assert_int_eq(nc_config_parse("t.json", text, strlen(text), &cfg,
+	    &errors), -1);
+	ck_assert_ptr_null(cfg);
+	ck_assert_ptr_nonnull(errors);
+	if ((nl = strchr(errors, '\n')) != NULL)
+		*nl = '\0';
+	ck_assert_str_eq(errors, bad_configs[_i].error);
+	free(errors);
+}
+END_TEST
+
+START_TEST(test_all_errors_reported)
+{
+	struct nc_config	*cfg;
+	char			*errors, *p;
+	const char		*text = "{\"workers\": 0, \"log_level\": 1, "
+	    "\"services\": [{\"name\": \"e\", \"listen\": [\"x\"], "
+	    "\"mode\": \"rr\"}], \"x\": 1}";
+	int			 lines = 0;
+
+	ck_assert_int_eq(nc_config_parse("t.json", text, strlen(text), &cfg,
+	    &errors), -1);
+	for (p = errors; *p != '\0'; p++)
+		lines += *p == '\n';
+	ck_assert_msg(lines == 5, "%s", errors);
+	free(errors);
+}
+END_TEST
+
+START_TEST(test_load_file)
+{
+	struct nc_config	*cfg;
+	char			*errors;
+	FILE			*f;
+	const char		*path = tmpdir_path("c.json");
+
+	ck_assert_int_eq(nc_config_load(tmpdir_path("missing.json"), &cfg,
+	    &errors), -1);
+	ck_assert_msg(strstr(errors, "missing.json: No such file or "
+	    "directory") != NULL, "%s", errors);
+	free(errors);
+
+	path = tmpdir_path("c.json");
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fputs("{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}", f);
+	fclose(f);
+	ck_assert_int_eq(nc_config_load(path, &cfg, &errors), 0);
+	ck_assert_str_eq(cfg->file, path);
+	nc_config_free(cfg);
+
+	/* Oversized files are refused before parsing. */
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	ck_assert_int_eq(fseek(f, NC_CONFIG_MAX_SIZE + 1, SEEK_SET), 0);
+	fputc(' ', f);
+	fclose(f);
+	ck_assert_int_eq(nc_config_load(path, &cfg, &errors), -1);
+	ck_assert_msg(strstr(errors, "larger than") != NULL, "%s", errors);
+	free(errors);
+	tmpdir_cleanup();
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite	*s = suite_create("config");
+	TCase	*tc = tcase_create("core");
+
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_every_key);
+	tcase_add_test(tc, test_listen_forms);
+	tcase_add_loop_test(tc, test_bad_configs, 0,
+	    sizeof bad_configs / sizeof bad_configs[0]);
+	tcase_add_test(tc, test_all_errors_reported);
+	tcase_add_test(tc, test_load_file);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
