@@ -1,0 +1,380 @@
+/*
+ * The master-worker channel: one JSON object per SOCK_SEQPACKET packet,
+ * fds as SCM_RIGHTS. Every packet is checked before anyone sees it: size,
+ * truncation of data or fds, JSON that parses to an object with a string
+ * "type", an integer "seq", and an "fds" count equal to the fds that
+ * came. A bad packet is a protocol error: its fds are closed and the
+ * channel stops.
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "nc-int.h"
+#include "nc-ipc.h"
+
+struct ipc_out {
+	char		*data;
+	size_t		 len;
+	int		 fds[NC_IPC_MAX_FDS];
+	size_t		 nfds;
+	struct ipc_out	*next;
+};
+
+struct nc_ipc {
+	int		 fd;
+	struct event	*rev;
+	struct event	*wev;
+	struct ipc_out	*head, *tail;
+	size_t		 queued;
+	long long	 seq;
+	bool		 failed;
+	nc_ipc_msg_cb	 msg_cb;
+	nc_ipc_error_cb	 error_cb;
+	void		*arg;
+};
+
+static void
+close_fds(const int *fds, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+static void
+ipc_fail(struct nc_ipc *ipc, const char *reason)
+{
+	ipc->failed = true;
+	(void)event_del(ipc->rev);
+	(void)event_del(ipc->wev);
+	ipc->error_cb(ipc, reason, ipc->arg);
+}
+
+/* Checks one packet; returns NULL and a reason when it is bad. */
+static json_t *
+ipc_parse(const char *buf, size_t len, size_t nfds, const char **reason)
+{
+	static char	 why[160];
+	json_error_t	 jerr;
+	json_t		*msg, *v;
+
+	msg = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (msg == NULL) {
+		snprintf(why, sizeof why, "malformed message: %.120s", jerr.text);
+		*reason = why;
+		return NULL;
+	}
+	if (!json_is_object(msg)) {
+		*reason = "malformed message: not an object";
+		goto bad;
+	}
+	v = json_object_get(msg, "type");
+	if (!json_is_string(v) || json_string_length(v) == 0 ||
+	    json_string_length(v) > 64) {
+		*reason = "malformed message: \"type\" is not a short string";
+		goto bad;
+	}
+	v = json_object_get(msg, "seq");
+	if (!json_is_integer(v) || json_integer_value(v) < 0) {
+		*reason = "malformed message: \"seq\" is not an integer >= 0";
+		goto bad;
+	}
+	v = json_object_get(msg, "fds");
+	if ((v == NULL && nfds != 0) || (v != NULL && (!json_is_integer(v) ||
+	    json_integer_value(v) != (json_int_t)nfds))) {
+		snprintf(why, sizeof why, "wrong fd count: message says %s, "
+		    "%zu came", v == NULL ? "none" : json_is_integer(v) ?
+		    "another number" : "nothing valid", nfds);
+		*reason = why;
+		goto bad;
+	}
+	return msg;
+bad:
+	json_decref(msg);
+	return NULL;
+}
+
+static void
+ipc_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nc_ipc	*ipc = arg;
+	char		 buf[NC_IPC_MAX_SIZE + 1];
+	union {
+		struct cmsghdr	hdr;
+		char		buf[CMSG_SPACE(sizeof(int) * NC_IPC_MAX_FDS)];
+	} cbuf;
+	struct msghdr	 mh;
+	struct iovec	 iov;
+	struct cmsghdr	*cm;
+	const char	*reason = NULL;
+	int		 fds[NC_IPC_MAX_FDS + 64];
+	size_t		 nfds = 0, n, i;
+	ssize_t		 len;
+	json_t		*msg;
+
+	(void)what;
+	memset(&mh, 0, sizeof mh);
+	iov.iov_base = buf;
+	iov.iov_len = sizeof buf;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf.buf;
+	mh.msg_controllen = sizeof cbuf.buf;
+	len = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (len == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		ipc_fail(ipc, strerror(errno));
+		return;
+	}
+	/* Collect every fd that came before judging the packet. */
+	for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < n; i++) {
+			int	got;
+
+			memcpy(&got, CMSG_DATA(cm) + i * sizeof(int),
+			    sizeof got);
+			if (nfds < sizeof fds / sizeof fds[0])
+				fds[nfds++] = got;
+			else
+				close(got);
+		}
+	}
+	if (len == 0 && nfds == 0) {
+		ipc_fail(ipc, "closed");
+		return;
+	}
+	if (mh.msg_flags & MSG_CTRUNC)
+		reason = "too many fds (truncated)";
+	else if ((mh.msg_flags & MSG_TRUNC) || len > NC_IPC_MAX_SIZE)
+		reason = "oversized message";
+	else if (nfds > NC_IPC_MAX_FDS)
+		reason = "too many fds";
+	else if (len == 0)
+		reason = "empty message";
+	if (reason != NULL) {
+		close_fds(fds, nfds);
+		ipc_fail(ipc, reason);
+		return;
+	}
+	if ((msg = ipc_parse(buf, (size_t)len, nfds, &reason)) == NULL) {
+		close_fds(fds, nfds);
+		ipc_fail(ipc, reason);
+		return;
+	}
+	ipc->msg_cb(ipc, msg, fds, nfds, ipc->arg);
+}
+
+static void
+ipc_update_write(struct nc_ipc *ipc)
+{
+	if (ipc->head != NULL && !ipc->failed) {
+		if (!nc__event_pending(ipc->wev))
+			(void)event_add(ipc->wev, NULL);
+	} else if (nc__event_pending(ipc->wev))
+		(void)event_del(ipc->wev);
+}
+
+static void
+ipc_out_free(struct ipc_out *o)
+{
+	close_fds(o->fds, o->nfds);
+	free(o->data);
+	free(o);
+}
+
+/* Sends queued packets until the kernel pushes back; -1 on failure. */
+static int
+ipc_write(struct nc_ipc *ipc)
+{
+	union {
+		struct cmsghdr	hdr;
+		char		buf[CMSG_SPACE(sizeof(int) * NC_IPC_MAX_FDS)];
+	} cbuf;
+	struct ipc_out	*o;
+	struct msghdr	 mh;
+	struct iovec	 iov;
+	struct cmsghdr	*cm;
+
+	while ((o = ipc->head) != NULL) {
+		memset(&mh, 0, sizeof mh);
+		iov.iov_base = o->data;
+		iov.iov_len = o->len;
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		if (o->nfds > 0) {
+			memset(&cbuf, 0, sizeof cbuf);
+			mh.msg_control = cbuf.buf;
+			mh.msg_controllen = CMSG_SPACE(sizeof(int) * o->nfds);
+			cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int) * o->nfds);
+			memcpy(CMSG_DATA(cm), o->fds, sizeof(int) * o->nfds);
+		}
+		if (sendmsg(ipc->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == EINTR || errno == ENOBUFS)
+				return 0;
+			return -1;
+		}
+		/* The kernel holds its own references now. */
+		ipc->head = o->next;
+		if (ipc->head == NULL)
+			ipc->tail = NULL;
+		ipc->queued--;
+		ipc_out_free(o);
+	}
+	return 0;
+}
+
+static void
+ipc_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nc_ipc	*ipc = arg;
+
+	(void)fd;
+	(void)what;
+	if (ipc_write(ipc) == -1) {
+		ipc_fail(ipc, strerror(errno));
+		return;
+	}
+	ipc_update_write(ipc);
+}
+
+struct nc_ipc *
+nc_ipc_new(struct event_base *base, int fd, nc_ipc_msg_cb msg_cb,
+    nc_ipc_error_cb error_cb, void *arg)
+{
+	struct nc_ipc	*ipc;
+
+	if ((ipc = calloc(1, sizeof *ipc)) == NULL)
+		return NULL;
+	ipc->fd = fd;
+	ipc->msg_cb = msg_cb;
+	ipc->error_cb = error_cb;
+	ipc->arg = arg;
+	ipc->seq = 1;
+	ipc->rev = event_new(base, fd, EV_READ | EV_PERSIST, ipc_read_cb, ipc);
+	ipc->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, ipc_write_cb,
+	    ipc);
+	if (ipc->rev == NULL || ipc->wev == NULL ||
+	    event_add(ipc->rev, NULL) == -1) {
+		if (ipc->rev != NULL)
+			event_free(ipc->rev);
+		if (ipc->wev != NULL)
+			event_free(ipc->wev);
+		free(ipc);
+		return NULL;
+	}
+	return ipc;
+}
+
+long long
+nc_ipc_send(struct nc_ipc *ipc, json_t *msg, const int *fds, size_t nfds)
+{
+	struct ipc_out	*o = NULL;
+	json_t		*seq;
+	long long	 s;
+
+	if (ipc->failed || nfds > NC_IPC_MAX_FDS ||
+	    ipc->queued >= NC_IPC_MAX_QUEUE)
+		goto fail;
+	seq = json_object_get(msg, "seq");
+	if (json_is_integer(seq))
+		s = json_integer_value(seq);
+	else {
+		s = ipc->seq++;
+		if (json_object_set_new(msg, "seq", json_integer(s)) == -1)
+			goto fail;
+	}
+	if (nfds > 0 && json_object_set_new(msg, "fds",
+	    json_integer((json_int_t)nfds)) == -1)
+		goto fail;
+	if ((o = calloc(1, sizeof *o)) == NULL)
+		goto fail;
+	o->data = json_dumps(msg, JSON_COMPACT);
+	if (o->data == NULL || (o->len = strlen(o->data)) > NC_IPC_MAX_SIZE) {
+		free(o->data);
+		free(o);
+		goto fail;
+	}
+	memcpy(o->fds, fds, nfds * sizeof *fds);
+	o->nfds = nfds;
+	if (ipc->tail != NULL)
+		ipc->tail->next = o;
+	else
+		ipc->head = o;
+	ipc->tail = o;
+	ipc->queued++;
+	if (ipc_write(ipc) == -1) {
+		ipc_fail(ipc, strerror(errno));
+		return s;	/* queued; freed with the channel */
+	}
+	ipc_update_write(ipc);
+	return s;
+fail:
+	close_fds(fds, nfds);
+	return -1;
+}
+
+void
+nc_ipc_flush(struct nc_ipc *ipc, int timeout_ms)
+{
+	struct pollfd	pfd;
+
+	while (ipc->head != NULL && !ipc->failed) {
+		if (ipc_write(ipc) == -1 || ipc->head == NULL)
+			break;
+		pfd.fd = ipc->fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, timeout_ms) <= 0)
+			break;
+	}
+}
+
+int
+nc_ipc_fd(const struct nc_ipc *ipc)
+{
+	return ipc->fd;
+}
+
+void
+nc_ipc_free(struct nc_ipc *ipc)
+{
+	struct ipc_out	*o;
+
+	if (ipc == NULL)
+		return;
+	while ((o = ipc->head) != NULL) {
+		ipc->head = o->next;
+		ipc_out_free(o);
+	}
+	event_free(ipc->rev);
+	event_free(ipc->wev);
+	close(ipc->fd);
+	free(ipc);
+}
+
+int
+nc_ipc_socketpair(int fds[2])
+{
+	return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
+	    0, fds);
+}

@@ -1,0 +1,62 @@
+/*
+ * The channel between netclusterd and its workers: an AF_UNIX
+ * SOCK_SEQPACKET socket carrying one JSON object per packet, with file
+ * descriptors as SCM_RIGHTS. docs/protocol.md is the protocol.
+ * Shared by the programs; not installed.
+ */
+
+#ifndef NC_IPC_H
+#define NC_IPC_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+struct event_base;
+
+#define NC_IPC_MAX_SIZE		65536	/* bytes of one message */
+#define NC_IPC_MAX_FDS		16	/* fds riding with one message */
+#define NC_IPC_MAX_QUEUE	4096	/* messages waiting to be sent */
+
+struct nc_ipc;
+
+/*
+ * A message arrived: a JSON object whose "type" is a string, "seq" an
+ * integer, and "fds" (absent = 0) the number of fds that came with it.
+ * The callback owns msg (json_decref it) and the fds (close them).
+ */
+typedef void	(*nc_ipc_msg_cb)(struct nc_ipc *, json_t *msg, int *fds,
+		    size_t nfds, void *arg);
+/*
+ * The channel failed: EOF (reason "closed"), a system error, or a
+ * protocol error (oversized, truncated, malformed, wrong fd count). Any
+ * fds that came with the bad message are already closed. The channel
+ * reads no more; the callback may free it.
+ */
+typedef void	(*nc_ipc_error_cb)(struct nc_ipc *, const char *reason,
+		    void *arg);
+
+/* Takes fd (a SOCK_SEQPACKET socket) over; NULL only without memory. */
+struct nc_ipc	*nc_ipc_new(struct event_base *, int fd, nc_ipc_msg_cb,
+		    nc_ipc_error_cb, void *arg);
+/*
+ * Queues msg (its "seq" is set here when absent and returned; "fds" is
+ * set to nfds) with nfds fds; the channel owns the fds from now on and
+ * closes them once the kernel took them (or when it is freed). Returns the
+ * seq, or -1 when the message is too large, the queue is full, or the
+ * channel failed (the fds are closed then too).
+ */
+long long	 nc_ipc_send(struct nc_ipc *, json_t *msg, const int *fds,
+		    size_t nfds);
+/* Sends what is queued now, blocking up to timeout_ms; for exit paths. */
+void		 nc_ipc_flush(struct nc_ipc *, int timeout_ms);
+int		 nc_ipc_fd(const struct nc_ipc *);
+void		 nc_ipc_free(struct nc_ipc *);
+
+/*
+ * Creates a channel pair (SOCK_SEQPACKET, close-on-exec); 0 or -1 with
+ * errno.
+ */
+int		 nc_ipc_socketpair(int fds[2]);
+
+#endif /* NC_IPC_H */
