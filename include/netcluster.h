@@ -20,9 +20,8 @@
  * - The library owns servers and sockets and frees each one after its
  *   `close` event has been emitted. A program that keeps a pointer past
  *   that takes a hold (nc_server_hold(), nc_socket_hold()) and releases it.
- * - libevent writes with writev() and no MSG_NOSIGNAL: programs should
- *   ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)); the library does not touch
- *   signal dispositions.
+ * - Sockets write with MSG_NOSIGNAL, so writing to a closed peer never
+ *   raises SIGPIPE; the library does not touch signal dispositions.
  */
 
 #ifndef NETCLUSTER_H
@@ -351,9 +350,11 @@ struct nc_connect_options {
 
 /*
  * socket.connect(...): connect_listener, if not NULL, is added as a once
- * `connect` listener. Returns ERR_MISSING_ARGS (no port and no path),
- * ERR_SOCKET_BAD_PORT, ERR_INVALID_ARG_VALUE (family); failures to
- * resolve or connect are emitted.
+ * `connect` listener. A NULL or empty host is "localhost". Returns
+ * ERR_MISSING_ARGS (no port and no path), ERR_SOCKET_BAD_PORT,
+ * ERR_INVALID_ARG_VALUE (family, local_address), ERR_SOCKET_CLOSED (a
+ * destroyed socket), -EISCONN or -EALREADY (connected or connecting);
+ * failures to resolve or connect are emitted.
  */
 NC_EXTERN int	 nc_socket_connect(struct nc_socket *,
 		    const struct nc_connect_options *,
@@ -391,9 +392,11 @@ NC_EXTERN int	 nc_create_connection_path(struct event_base *,
  * below the high-water mark (Node's true), 0 when it is at or above it
  * (false: wait for `drain`), or a negative code for a bad argument. cb, if
  * not NULL, is called once the data has gone to the kernel, or with the
- * error that failed it. Writing after end() fails the write with
- * ERR_STREAM_WRITE_AFTER_END, and after the peer ended a socket that is
- * not half-open, with EPIPE; both are also emitted as `error`.
+ * error that failed it. Writes before the connection is made are queued.
+ * Writing after end() fails the write with ERR_STREAM_WRITE_AFTER_END,
+ * and after the peer ended a socket that is not half-open, with EPIPE;
+ * both are also emitted as `error`. A socket that never connected fails
+ * writes with ERR_SOCKET_CLOSED.
  */
 NC_EXTERN int	 nc_socket_write(struct nc_socket *, const void *data,
 		    size_t len, nc_write_cb cb, void *arg);
@@ -409,10 +412,12 @@ NC_EXTERN int	 nc_socket_end(struct nc_socket *, const void *data,
 		    size_t len);
 NC_EXTERN int	 nc_socket_end_string(struct nc_socket *, const char *str,
 		    const char *encoding);
-/* socket.destroy(): no more I/O; pending writes fail with ECANCELED;
- * `close` follows on a later turn. */
+/* socket.destroy(): no more I/O; pending writes fail with ECANCELED
+ * (ERR_SOCKET_CLOSED_BEFORE_CONNECTION if it never connected); `close`
+ * follows on a later turn. */
 NC_EXTERN void	 nc_socket_destroy(struct nc_socket *);
-/* socket.destroy(err): emits `error` with code, then `close(true)`. */
+/* socket.destroy(err): pending writes fail with code; emits `error` with
+ * code, then `close(true)`. */
 NC_EXTERN void	 nc_socket_destroy_error(struct nc_socket *, int code);
 NC_EXTERN void	 nc_socket_pause(struct nc_socket *);
 NC_EXTERN void	 nc_socket_resume(struct nc_socket *);

@@ -139,18 +139,17 @@ connect_start_cb(void *arg)
 static void
 connect_done(struct nc_socket *s)
 {
-	nc__socket_apply_options(s);
+	struct nc_event_args	args;
+
 	nc__socket_became_open(s);
 	if (s->state != S_OPEN)
 		return;
+	/* setNoDelay/setKeepAlive called before: now there is a TCP fd. */
+	nc__socket_apply_options(s);
 	nc_socket_hold(s);
-	{
-		struct nc_event_args	args;
-
-		memset(&args, 0, sizeof args);
-		args.event = NC_EV_CONNECT;
-		nc__socket_emit(s, &args);
-	}
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_CONNECT;
+	nc__socket_emit(s, &args);
 	nc_socket_release(s);
 }
 
@@ -172,15 +171,16 @@ nc__socket_connect_ready(struct nc_socket *s)
 }
 
 static int
-connect_bind_local(struct nc_socket *s, int fd)
+connect_bind_local(struct nc_socket *s, int fd, int af)
 {
 	struct sockaddr_storage	ss;
 	socklen_t		len;
 	const char		*addr = s->local_address_opt;
 	int			 rc;
 
+	/* localPort alone: any address of the family connected to. */
 	if (addr == NULL)
-		addr = s->family == 6 ? "::" : "0.0.0.0";
+		addr = af == AF_INET6 ? "::" : "0.0.0.0";
 	if ((rc = nc__sockaddr_from(addr, s->local_port_opt, &ss, &len)) != 0)
 		return rc;
 	if (bind(fd, (struct sockaddr *)&ss, len) == -1)
@@ -208,7 +208,8 @@ connect_to(struct nc_socket *s, const char *address)
 		    s->path);
 		s->error_port = -1;
 	} else {
-		if ((rc = nc__sockaddr_from(address, s->port, &ss, &len)) != 0) {
+		rc = nc__sockaddr_from(address, s->port, &ss, &len);
+		if (rc != 0) {
 			connect_error_at(s, rc, "connect", address, s->port);
 			return;
 		}
@@ -226,7 +227,7 @@ connect_to(struct nc_socket *s, const char *address)
 	}
 	if (s->path == NULL && (s->local_address_opt != NULL ||
 	    s->local_port_opt != 0)) {
-		if ((rc = connect_bind_local(s, fd)) != 0) {
+		if ((rc = connect_bind_local(s, fd, sa->sa_family)) != 0) {
 			close(fd);
 			connect_error_at(s, rc, "bind", s->local_address_opt,
 			    s->local_port_opt);
@@ -243,7 +244,13 @@ connect_to(struct nc_socket *s, const char *address)
 		connect_done(s);
 		return;
 	}
-	if (errno != EINPROGRESS && errno != EAGAIN) {
+	/*
+	 * Only EINPROGRESS (or EINTR) leaves the connection pending.
+	 * EAGAIN is a failure: no local port left (TCP), or the listener's
+	 * backlog full (unix), where nothing is pending and the fd would
+	 * look writable at once.
+	 */
+	if (errno != EINPROGRESS && errno != EINTR) {
 		nc__socket_fail(s, -errno, "connect");
 		return;
 	}
@@ -261,23 +268,32 @@ connect_dup(char **dst, const char *src)
 	return 0;
 }
 
-int
-nc_socket_connect(struct nc_socket *s, const struct nc_connect_options *o,
-    nc_listener_cb connect_listener, void *arg)
+/* The checks Node makes before anything happens (it throws). */
+static int
+connect_check(const struct nc_connect_options *o)
 {
-	int	family, rc;
-
 	if (o == NULL || (o->path == NULL && o->port == 0))
 		return NC_ERR_MISSING_ARGS;
 	if (o->path == NULL && (o->port < 0 || o->port > 65535))
 		return NC_ERR_SOCKET_BAD_PORT;
 	if (o->local_port < 0 || o->local_port > 65535)
 		return NC_ERR_SOCKET_BAD_PORT;
-	family = o->family == 0 ? 4 : o->family;
-	if (family != 4 && family != 6)
+	if (o->family != 0 && o->family != 4 && o->family != 6)
 		return NC_ERR_INVALID_ARG_VALUE;
 	if (o->local_address != NULL && nc_is_ip(o->local_address) == 0)
 		return NC_ERR_INVALID_ARG_VALUE;
+	return 0;
+}
+
+int
+nc_socket_connect(struct nc_socket *s, const struct nc_connect_options *o,
+    nc_listener_cb connect_listener, void *arg)
+{
+	int	family, rc;
+
+	if ((rc = connect_check(o)) != 0)
+		return rc;
+	family = o->family == 0 ? 4 : o->family;
 	if (s->state == S_DESTROYED)
 		return NC_ERR_SOCKET_CLOSED;
 	if (s->state != S_IDLE)
@@ -285,7 +301,8 @@ nc_socket_connect(struct nc_socket *s, const struct nc_connect_options *o,
 
 	if ((rc = connect_dup(&s->path, o->path)) != 0 ||
 	    (rc = connect_dup(&s->host, o->path != NULL ? NULL :
-	    o->host != NULL ? o->host : "localhost")) != 0 ||
+	    o->host != NULL && o->host[0] != '\0' ? o->host :
+	    "localhost")) != 0 ||
 	    (rc = connect_dup(&s->local_address_opt, o->local_address)) != 0)
 		return rc;
 	if (connect_listener != NULL &&
@@ -341,11 +358,12 @@ nc_connect(const struct nc_connect_options *o, nc_listener_cb connect_listener,
 	int				 rc;
 
 	*sockp = NULL;
+	/* Bad arguments create nothing (not even the default base). */
+	if ((rc = connect_check(o)) != 0)
+		return rc;
 	memset(&so, 0, sizeof so);
-	if (o != NULL) {
-		so.base = o->base;
-		so.allow_half_open = o->allow_half_open;
-	}
+	so.base = o->base;
+	so.allow_half_open = o->allow_half_open;
 	if ((s = nc_socket_new(&so)) == NULL)
 		return NC_ENOMEM;
 	if ((rc = nc_socket_connect(s, o, connect_listener, arg)) != 0) {

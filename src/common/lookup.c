@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -126,6 +127,7 @@ nc__lookup_start(struct event_base *base, const char *host, int family,
 	struct nc__lookup	*l;
 	pthread_attr_t		 attr;
 	pthread_t		 tid;
+	sigset_t		 all, old;
 	int			 rc;
 
 	if ((l = calloc(1, sizeof *l)) == NULL)
@@ -148,7 +150,11 @@ nc__lookup_start(struct event_base *base, const char *host, int family,
 		goto fail;
 	}
 	(void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* The thread blocks every signal: they stay for the loop's thread. */
+	(void)sigfillset(&all);
+	(void)pthread_sigmask(SIG_SETMASK, &all, &old);
 	rc = pthread_create(&tid, &attr, lookup_thread, l);
+	(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	if (rc != 0) {
 		rc = -rc;

@@ -109,7 +109,7 @@ loop_alive(struct event_base *base)
 	n = event_base_get_num_events(base,
 	    EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE);
 	for (h = handles; h != NULL; h = h->next)
-		if (h->base == base && h->unref)
+		if (h->base == base)
 			n -= h->unref_events(h);
 	return n > 0;
 }

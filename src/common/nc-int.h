@@ -73,7 +73,8 @@ struct event_base *nc__base(struct event_base *);
 int		nc__defer(struct event_base *, void (*fn)(void *), void *arg);
 /*
  * Handles that take part in nc_run()'s accounting: each reports how many
- * of its libevent events are pending while it is unref'd.
+ * of its pending libevent events must not keep the loop alive (all of them
+ * while it is unref'd; timers Node unrefs, always).
  */
 struct nc__handle {
 	struct event_base	*base;

@@ -38,14 +38,17 @@ struct nc_socket {
 	int			 refs;
 	int			 fd;
 	enum socket_state	 state;
-	struct nc_server	*server;	/* accepted by, until destroyed */
+	struct nc_server	*server;	/* accepted by; NULL once
+						 * destroyed */
 
 	bool			 allow_half_open;
 	bool			 readable;	/* may read (fd option) */
 	bool			 writable;	/* may write: not ended */
 	bool			 paused;
 	bool			 eof;		/* FIN received (`end`) */
-	bool			 peer_ended;	/* writes now fail with EPIPE */
+	bool			 peer_ended;	/* FIN received, not half-open:
+						 * writes after end() fail with
+						 * EPIPE */
 	bool			 ended;		/* end() called */
 	bool			 finished;	/* our FIN sent (`finish`) */
 	bool			 need_drain;
@@ -93,6 +96,7 @@ struct nc_socket {
 	int			 error_port;
 
 	struct nc__error	 error;
+	int			 write_error;	/* queued writes fail with */
 };
 
 /* socket.c */

@@ -41,6 +41,7 @@ static void	socket_flush(struct nc_socket *);
 static void	socket_error(struct nc_socket *, int, const char *);
 static void	socket_maybe_destroy(struct nc_socket *);
 static void	socket_fail_writes(struct nc_socket *, int);
+static void	socket_emit_decoded(struct nc_socket *);
 
 static const char *state_names[] = {
 	[S_IDLE] = "idle",
@@ -62,13 +63,16 @@ socket_set_state(struct nc_socket *s, enum socket_state state)
 	s->state = state;
 }
 
+/*
+ * What must not keep nc_run() alive: the idle timer never does, as in
+ * Node; the rest does unless the program called nc_socket_unref().
+ */
 static int
 socket_unref_events(struct nc__handle *h)
 {
 	struct nc_socket	*s = (struct nc_socket *)h;
 	int			 n;
 
-	/* The idle timer never keeps the loop alive, as in Node. */
 	n = nc__event_pending(s->tev);
 	if (h->unref)
 		n += nc__event_pending(s->rev) + nc__event_pending(s->wev) +
@@ -329,8 +333,7 @@ socket_close_cb(void *arg)
 	struct nc__error	 e;
 
 	/* Writes that never went out fail first, as Node's errorBuffer. */
-	socket_fail_writes(s, s->error.pub.code != 0 ? s->error.pub.code :
-	    NC_ERR_STREAM_DESTROYED);
+	socket_fail_writes(s, s->write_error);
 	if (s->error.pub.code != 0) {
 		e = s->error;
 		e.pub.syscall = e.syscall[0] != '\0' ? e.syscall : NULL;
@@ -351,6 +354,8 @@ socket_close_cb(void *arg)
 	nc_socket_release(s);	/* the library's reference */
 }
 
+/* Completes every pending write: those whose bytes all went out
+ * succeed, the others fail with code. */
 static void
 socket_fail_writes(struct nc_socket *s, int code)
 {
@@ -361,7 +366,7 @@ socket_fail_writes(struct nc_socket *s, int code)
 		if (s->writes == NULL)
 			s->writes_tail = NULL;
 		if (w->cb != NULL)
-			w->cb(s, code, w->arg);
+			w->cb(s, w->end <= s->bytes_flushed ? 0 : code, w->arg);
 		free(w);
 	}
 }
@@ -373,13 +378,34 @@ socket_fail_writes(struct nc_socket *s, int code)
 static void
 socket_destroy(struct nc_socket *s, int code, const char *syscall)
 {
+	bool	named;
+
 	if (s->state == S_DESTROYED)
 		return;
 	if (code != 0 && s->error.pub.code == 0) {
+		/*
+		 * Lookup and connect errors name the host or the peer
+		 * ("connect ECONNREFUSED 127.0.0.1:8080"); read and write
+		 * errors ("read ECONNRESET") and Node's own codes do not.
+		 */
+		named = syscall != NULL && s->error_address[0] != '\0' &&
+		    (s->state == S_LOOKUP || s->state == S_CONNECTING);
 		nc__error_set(&s->error, code, syscall,
-		    s->error_address[0] != '\0' ? s->error_address : NULL,
-		    s->error_address[0] != '\0' ? s->error_port : -1);
+		    named ? s->error_address : NULL,
+		    named ? s->error_port : -1);
 	}
+	/*
+	 * Queued writes fail with the error, else as in Node and libuv:
+	 * ERR_SOCKET_CLOSED_BEFORE_CONNECTION if the socket never opened,
+	 * ECANCELED if it did.
+	 */
+	if (code != 0)
+		s->write_error = code;
+	else if (s->state == S_IDLE || s->state == S_LOOKUP ||
+	    s->state == S_CONNECTING)
+		s->write_error = NC_ERR_SOCKET_CLOSED_BEFORE_CONNECTION;
+	else
+		s->write_error = NC_ECANCELED;
 	socket_set_state(s, S_DESTROYED);
 	if (s->rev != NULL)
 		(void)event_del(s->rev);
@@ -554,8 +580,6 @@ static void
 socket_emit_data(struct nc_socket *s, const unsigned char *buf, size_t len)
 {
 	struct nc_event_args	 args;
-	size_t			 n;
-	char			*text;
 
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_DATA;
@@ -565,8 +589,24 @@ socket_emit_data(struct nc_socket *s, const unsigned char *buf, size_t len)
 		socket_emit(s, &args);
 		return;
 	}
-	if (nc__decoder_write(&s->decoder, buf, len, s->decoded) != 0 ||
-	    evbuffer_add(s->decoded, "", 1) != 0) {
+	if (nc__decoder_write(&s->decoder, buf, len, s->decoded) != 0) {
+		socket_error(s, NC_ENOMEM, "read");
+		return;
+	}
+	socket_emit_decoded(s);
+}
+
+/* Emits the text decoded so far (if any) as one NUL-terminated `data`. */
+static void
+socket_emit_decoded(struct nc_socket *s)
+{
+	struct nc_event_args	 args;
+	size_t			 n;
+	char			*text;
+
+	if (evbuffer_get_length(s->decoded) == 0)
+		return;		/* a character still incomplete */
+	if (evbuffer_add(s->decoded, "", 1) != 0) {
 		socket_error(s, NC_ENOMEM, "read");
 		return;
 	}
@@ -575,13 +615,12 @@ socket_emit_data(struct nc_socket *s, const unsigned char *buf, size_t len)
 		socket_error(s, NC_ENOMEM, "read");
 		return;
 	}
-	if (n > 1) {	/* only a NUL: a character still incomplete */
-		args.data = text;
-		args.len = n - 1;
-		socket_emit(s, &args);
-	}
-	if (s->decoded != NULL)
-		(void)evbuffer_drain(s->decoded, n);
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_DATA;
+	args.data = text;
+	args.len = n - 1;
+	socket_emit(s, &args);
+	(void)evbuffer_drain(s->decoded, n);
 }
 
 /* FIN from the peer: `end`, then Node's allowHalfOpen rules. */
@@ -591,20 +630,26 @@ socket_eof(struct nc_socket *s)
 	s->eof = true;
 	socket_update_read(s);
 	if (s->has_encoding) {
-		if (nc__decoder_end(&s->decoder, s->decoded) == 0 &&
-		    evbuffer_get_length(s->decoded) > 0) {
-			(void)evbuffer_add(s->decoded, "", 1);
-			socket_emit_data(s, (const unsigned char *)"", 0);
+		/* What the decoder still holds, before `end`. */
+		if (nc__decoder_end(&s->decoder, s->decoded) != 0) {
+			socket_error(s, NC_ENOMEM, "read");
+			return;
 		}
+		socket_emit_decoded(s);
 		if (s->state == S_DESTROYED)
 			return;
 	}
+	/*
+	 * Node's writeAfterFIN replaces write() before the `end` listeners
+	 * run: from now on a write after end() fails with EPIPE. A write
+	 * inside `end` without end() still goes out before our FIN.
+	 */
+	if (!s->allow_half_open)
+		s->peer_ended = true;
 	socket_emit_simple(s, NC_EV_END);
 	if (s->state == S_DESTROYED)
 		return;
 	if (!s->allow_half_open) {
-		/* Writes from now on fail with EPIPE (Node's writeAfterFIN). */
-		s->peer_ended = true;
 		if (!s->ended) {
 			s->ended = true;
 			s->writable = false;
@@ -732,10 +777,20 @@ static int
 socket_write_check(struct nc_socket *s, nc_write_cb cb, void *arg)
 {
 	if (s->state == S_DESTROYED) {
-		socket_write_refused(s, NC_ERR_STREAM_DESTROYED, cb, arg);
+		/* Node's Writable checks `ending` before `destroyed`. */
+		socket_write_refused(s, s->ended ?
+		    NC_ERR_STREAM_WRITE_AFTER_END : NC_ERR_STREAM_DESTROYED,
+		    cb, arg);
 		return 0;
 	}
-	if (s->peer_ended && !s->allow_half_open) {
+	if (s->state == S_IDLE) {
+		/* Neither connected nor connecting: Node's _writeGeneric
+		 * without a handle. */
+		socket_write_refused(s, NC_ERR_SOCKET_CLOSED, cb, arg);
+		socket_error(s, NC_ERR_SOCKET_CLOSED, NULL);
+		return 0;
+	}
+	if (s->peer_ended && s->ended) {
 		/* "This socket has been ended by the other party" */
 		socket_write_refused(s, NC_EPIPE, cb, arg);
 		socket_error(s, NC_EPIPE, "write");
@@ -872,7 +927,8 @@ nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
 		s->timeout_ms = 0;
 		(void)event_del(s->tev);
 		if (cb != NULL)
-			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb, arg);
+			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb,
+			    arg);
 		return 0;
 	}
 	if (cb != NULL) {
