@@ -98,6 +98,15 @@ typedef void	(*nc__lookup_cb)(int status, const char *address, int family,
 int		nc__lookup_start(struct event_base *, const char *host,
 		    int family, nc__lookup_cb, void *arg, struct event **evp);
 
+/* cluster.c and server.c: a server under netclusterd. */
+int		nc__cluster_listen(struct nc_server *, struct event_base *,
+		    const char *address, int backlog);
+void		nc__cluster_forget(struct nc_server *);
+void		nc__server_cluster_listening(struct nc_server *, int code,
+		    int fd, const char *address, int port);
+int		nc__server_cluster_connection(struct nc_server *, int fd);
+int		nc__server_total_connections(void);
+
 /* address.c */
 struct sockaddr_un;
 int		nc__sockaddr_to_address(const struct sockaddr *, socklen_t,

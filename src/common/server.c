@@ -23,6 +23,7 @@
 
 #include <event2/event.h>
 
+#include "nc-cluster.h"
 #include "nc-int.h"
 #include "socket-int.h"
 
@@ -47,7 +48,20 @@ struct nc_server {
 	char			*unix_path;	/* unlinked on close */
 	unsigned int		 generation;	/* bumped by close() */
 	struct nc__error	 listen_error;
+	bool			 cluster_pending; /* asked the master */
+	unsigned int		 cluster_generation;
+	bool			 cluster_rr;	/* the master accepts for us */
+	struct nc_address	 cluster_address;
 };
+
+/* Connections open on every server of the process (cluster `count`). */
+static int	server_total;
+
+int
+nc__server_total_connections(void)
+{
+	return server_total;
+}
 
 /* A deferred report of listen(): for the generation it was made in. */
 struct server_report {
@@ -172,8 +186,10 @@ server_emit_close_if_drained(struct nc_server *s)
 void
 nc__server_connection_closed(struct nc_server *s)
 {
-	if (s->connections > 0)
+	if (s->connections > 0) {
 		s->connections--;
+		server_total--;
+	}
 	if (s->generation > 0 && !s->listening)
 		server_emit_close_if_drained(s);
 	nc_server_release(s);	/* the connection's hold */
@@ -290,6 +306,7 @@ server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		sock->server = s;
 		nc_server_hold(s);	/* released when sock is destroyed */
 		s->connections++;
+		server_total++;
 		memset(&args, 0, sizeof args);
 		args.event = NC_EV_CONNECTION;
 		args.socket = sock;
@@ -372,7 +389,7 @@ server_fail_later(struct nc_server *s, int code, const char *address,
 static int
 server_check_can_listen(struct nc_server *s, int backlog)
 {
-	if (s->listening)
+	if (s->listening || s->cluster_pending)
 		return NC_ERR_SERVER_ALREADY_LISTEN;
 	if (backlog < 0)
 		return NC_ERR_OUT_OF_RANGE;
@@ -440,9 +457,139 @@ done:
 	nc_server_release(s);
 }
 
+/*
+ * Under netclusterd, a listen that is not exclusive asks the master for
+ * the handle of address (netcluster.json's listen syntax), as Node's
+ * workers do; the answer comes to nc__server_cluster_listening().
+ */
+static int
+server_listen_cluster(struct nc_server *s, const char *address, int backlog)
+{
+	int	rc;
+
+	if ((rc = server_check_can_listen(s, backlog)) != 0)
+		return rc;
+	if ((rc = nc__cluster_listen(s, s->base, address,
+	    backlog > 0 ? backlog : SERVER_BACKLOG)) != 0)
+		return rc;
+	s->cluster_pending = true;
+	s->cluster_generation = s->generation;
+	return 0;
+}
+
+int
+nc_cluster_server_listen(struct nc_server *s, const char *address,
+    int backlog, nc_listener_cb listening, void *arg)
+{
+	int	rc;
+
+	if (!nc_cluster_is_worker())
+		return NC_EINVAL;
+	if ((rc = server_listen_cluster(s, address, backlog)) != 0)
+		return rc;
+	if (listening != NULL)
+		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
+		    true);
+	return 0;
+}
+
+/* The master's "[::]:80", "1.2.3.4:80" or "unix:PATH" as address(). */
+static void
+server_parse_bound(struct nc_address *a, const char *bound, int port)
+{
+	const char	*end;
+
+	memset(a, 0, sizeof *a);
+	a->port = -1;
+	if (bound == NULL)
+		return;
+	if (strncmp(bound, "unix:", 5) == 0) {
+		snprintf(a->address, sizeof a->address, "%s", bound + 5);
+		return;
+	}
+	a->port = port;
+	if (bound[0] == '[' && (end = strchr(bound, ']')) != NULL) {
+		snprintf(a->address, sizeof a->address, "%.*s",
+		    (int)(end - bound - 1), bound + 1);
+		strcpy(a->family, "IPv6");
+	} else if ((end = strrchr(bound, ':')) != NULL) {
+		snprintf(a->address, sizeof a->address, "%.*s",
+		    (int)(end - bound), bound);
+		strcpy(a->family, "IPv4");
+	}
+}
+
+void
+nc__server_cluster_listening(struct nc_server *s, int code, int fd,
+    const char *address, int port)
+{
+	s->cluster_pending = false;
+	if (s->listening || s->generation != s->cluster_generation) {
+		/* Closed (or listening again) meanwhile. */
+		if (fd != -1)
+			close(fd);
+		if (code == 0 && fd == -1)
+			nc__cluster_forget(s);
+		return;
+	}
+	if (code != 0) {
+		(void)server_fail_later(s, code, address, port);
+		return;
+	}
+	memset(&s->cluster_address, 0, sizeof s->cluster_address);
+	if (fd != -1) {
+		if (server_start(s, fd) != 0) {
+			close(fd);
+			(void)server_fail_later(s, NC_ENOMEM, address, port);
+			return;
+		}
+	} else {
+		/* Round-robin: no fd here; connections come from the master. */
+		s->cluster_rr = true;
+		s->listening = true;
+		server_parse_bound(&s->cluster_address, address, port);
+	}
+	s->using_workers = false;
+	(void)server_report_later(s);
+}
+
+/* A connection the master accepted for us: 1 if taken, 0 if refused. */
+int
+nc__server_cluster_connection(struct nc_server *s, int fd)
+{
+	struct nc_socket	*sock;
+	struct nc_event_args	 args;
+
+	if (!s->listening || !s->cluster_rr || (s->max_connections > 0 &&
+	    s->connections >= s->max_connections)) {
+		close(fd);	/* the master keeps its copy and re-routes */
+		return 0;
+	}
+	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	sock = nc__socket_accepted(s->base, fd, s->allow_half_open,
+	    s->pause_on_connect);
+	if (sock == NULL) {
+		close(fd);
+		return 0;
+	}
+	sock->server = s;
+	nc_server_hold(s);
+	s->connections++;
+	server_total++;
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_CONNECTION;
+	args.socket = sock;
+	nc_socket_hold(sock);
+	nc_server_hold(s);
+	server_emit(s, &args);
+	nc_socket_release(sock);
+	nc_server_release(s);
+	return 1;
+}
+
 static int
 server_listen_tcp(struct nc_server *s, int port, const char *host,
-    int backlog, bool ipv6_only)
+    int backlog, bool ipv6_only, bool exclusive)
 {
 	struct sockaddr_storage		 ss;
 	struct server_listen_lookup	*l;
@@ -453,6 +600,16 @@ server_listen_tcp(struct nc_server *s, int port, const char *host,
 		return NC_ERR_SOCKET_BAD_PORT;
 	if ((rc = server_check_can_listen(s, backlog)) != 0)
 		return rc;
+	if (!exclusive && nc_cluster_is_worker()) {
+		char	address[NC_ADDRSTRLEN + 16];
+
+		if (host == NULL)
+			snprintf(address, sizeof address, "%d", port);
+		else
+			snprintf(address, sizeof address, nc_is_ipv6(host) ?
+			    "[%s]:%d" : "%s:%d", host, port);
+		return server_listen_cluster(s, address, backlog);
+	}
 	if (host == NULL) {
 		/* `::` where IPv6 is available, else 0.0.0.0. */
 		fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -490,7 +647,7 @@ nc_server_listen(struct nc_server *s, int port, const char *host, int backlog,
 {
 	int	rc;
 
-	if ((rc = server_listen_tcp(s, port, host, backlog, false)) != 0)
+	if ((rc = server_listen_tcp(s, port, host, backlog, false, false)) != 0)
 		return rc;
 	if (listening != NULL)
 		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
@@ -499,14 +656,20 @@ nc_server_listen(struct nc_server *s, int port, const char *host, int backlog,
 }
 
 static int
-server_listen_unix(struct nc_server *s, const char *path, int backlog)
+server_listen_unix(struct nc_server *s, const char *path, int backlog,
+    bool exclusive)
 {
 	struct sockaddr_un	sun;
 	socklen_t		len;
+	char			address[NC_ADDRSTRLEN + 8];
 	int			rc;
 
 	if ((rc = server_check_can_listen(s, backlog)) != 0)
 		return rc;
+	if (!exclusive && nc_cluster_is_worker()) {
+		snprintf(address, sizeof address, "unix:%s", path);
+		return server_listen_cluster(s, address, backlog);
+	}
 	if ((rc = nc__sockaddr_unix(path, &sun, &len)) != 0)
 		return server_fail_later(s, rc, path, -1);
 	if ((rc = server_bind_listen(s, (struct sockaddr *)&sun, len, backlog,
@@ -526,7 +689,7 @@ nc_server_listen_path(struct nc_server *s, const char *path,
 
 	if (path == NULL)
 		return NC_ERR_MISSING_ARGS;
-	if ((rc = server_listen_unix(s, path, 0)) != 0)
+	if ((rc = server_listen_unix(s, path, 0, false)) != 0)
 		return rc;
 	if (listening != NULL)
 		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
@@ -585,13 +748,19 @@ nc_server_listen_options(struct nc_server *s,
 
 	if (o == NULL)
 		return NC_ERR_MISSING_ARGS;
-	if (o->has_fd)
+	if (o->has_fd && !o->exclusive && nc_cluster_is_worker()) {
+		/* Node: listen({fd}) in a worker is the master's fd. */
+		char	address[32];
+
+		snprintf(address, sizeof address, "fd:%d", o->fd);
+		rc = server_listen_cluster(s, address, o->backlog);
+	} else if (o->has_fd)
 		rc = server_listen_fd(s, o->fd, o->backlog);
 	else if (o->path != NULL)
-		rc = server_listen_unix(s, o->path, o->backlog);
+		rc = server_listen_unix(s, o->path, o->backlog, o->exclusive);
 	else
 		rc = server_listen_tcp(s, o->port, o->host, o->backlog,
-		    o->ipv6_only);
+		    o->ipv6_only, o->exclusive);
 	if (rc != 0)
 		return rc;
 	if (listening != NULL)
@@ -642,6 +811,10 @@ nc_server_close(struct nc_server *s, nc_listener_cb cb, void *arg)
 			return rc;
 	}
 	s->generation++;	/* cancels a pending `listening` */
+	if (s->cluster_rr)
+		nc__cluster_forget(s);
+	s->cluster_rr = false;
+	s->cluster_pending = false;
 	server_close_handle(s);
 	server_emit_close_if_drained(s);
 	return 0;
@@ -653,6 +826,10 @@ nc_server_address(struct nc_server *s, struct nc_address *a)
 	struct sockaddr_storage	ss;
 	socklen_t		len = sizeof ss;
 
+	if (s->listening && s->cluster_rr) {
+		*a = s->cluster_address;
+		return 0;
+	}
 	if (!s->listening || s->fd == -1)
 		return NC_ERR_SERVER_NOT_RUNNING;
 	if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == -1)

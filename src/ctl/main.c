@@ -1,0 +1,256 @@
+/*
+ * netclusterctl: the operator's CLI. Sends one request to netclusterd's
+ * control socket and prints the answer, as text or (--json) as the JSON
+ * the master sent. Exit status 0 on success, 1 with a one-line reason.
+ */
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#define CTL_DEFAULT_SOCKET	"/run/netcluster/control.sock"
+#define CTL_TIMEOUT_MS		5000
+#define CTL_MAX_REPLY		(1024 * 1024)
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: netclusterctl [-s SOCKET] [--json] COMMAND\n"
+	    "Talks to netclusterd's control socket (default %s).\n"
+	    "Commands:\n"
+	    "  status               the master, its services and their "
+	    "connections\n"
+	    "  workers              each worker: pid, state, uptime, restarts, "
+	    "connections\n"
+	    "  connections [NAME]   open connections, summed over the workers\n"
+	    "  stop                 stop gracefully (as SIGTERM)\n"
+	    "Options:\n"
+	    "  -s, --socket SOCKET  the control socket\n"
+	    "  -j, --json           print the master's JSON answer as is\n"
+	    "  -h, --help           print this help\n", CTL_DEFAULT_SOCKET);
+}
+
+static void __attribute__((noreturn, format(printf, 1, 2)))
+fail(const char *fmt, ...)
+{
+	va_list	ap;
+
+	fputs("netclusterctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static char *
+request(const char *path, const char *line)
+{
+	struct sockaddr_un	 sun;
+	struct pollfd		 pfd;
+	char			*buf;
+	size_t			 len = 0;
+	ssize_t			 n;
+	int			 fd;
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun.sun_path)
+		fail("%s: path too long", path);
+	strcpy(sun.sun_path, path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		fail("socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
+		fail("%s: %s (is netclusterd running?)", path,
+		    strerror(errno));
+	if (write(fd, line, strlen(line)) != (ssize_t)strlen(line))
+		fail("%s: write: %s", path, strerror(errno));
+	if ((buf = malloc(CTL_MAX_REPLY + 1)) == NULL)
+		fail("out of memory");
+	for (;;) {
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, CTL_TIMEOUT_MS) <= 0)
+			fail("%s: no answer within %d ms", path,
+			    CTL_TIMEOUT_MS);
+		n = read(fd, buf + len, CTL_MAX_REPLY - len);
+		if (n <= 0)
+			fail("%s: the master closed the connection", path);
+		len += (size_t)n;
+		if (memchr(buf, '\n', len) != NULL)
+			break;
+		if (len == CTL_MAX_REPLY)
+			fail("%s: answer too long", path);
+	}
+	close(fd);
+	buf[len] = '\0';
+	return buf;
+}
+
+static void
+print_services(json_t *services)
+{
+	json_t		*s, *l;
+	size_t		 i, j;
+
+	json_array_foreach(services, i, s) {
+		printf("service %s: handler %s, mode %s, %lld connections\n",
+		    json_string_value(json_object_get(s, "name")),
+		    json_string_value(json_object_get(s, "handler")),
+		    json_string_value(json_object_get(s, "mode")),
+		    (long long)json_integer_value(json_object_get(s,
+		    "connections")));
+		json_array_foreach(json_object_get(s, "listeners"), j, l)
+			printf("  listen %s -> %s\n",
+			    json_string_value(json_object_get(l, "listen")),
+			    json_string_value(json_object_get(l, "bound")));
+	}
+}
+
+static void
+print_missing(json_t *reply)
+{
+	json_t	*m = json_object_get(reply, "missing"), *v;
+	size_t	 i;
+
+	if (json_array_size(m) == 0)
+		return;
+	printf("not answering in time:");
+	json_array_foreach(m, i, v)
+		printf(" worker %lld", (long long)json_integer_value(v));
+	printf("\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	const char	*path = getenv("NETCLUSTER_CONTROL_SOCKET");
+	const char	*cmd;
+	json_error_t	 jerr;
+	json_t		*req, *reply, *w;
+	char		*line, *answer;
+	bool		 as_json = false;
+	size_t		 i;
+	int		 ch;
+
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+
+	if (path == NULL || *path == '\0')
+		path = CTL_DEFAULT_SOCKET;
+	while ((ch = getopt_long(argc, argv, "s:jh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			path = optarg;
+			break;
+		case 'j':
+			as_json = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[optind++];
+	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "workers") != 0 &&
+	    strcmp(cmd, "connections") != 0 && strcmp(cmd, "stop") != 0) {
+		fprintf(stderr, "netclusterctl: unknown command \"%s\"\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	if (optind < argc && strcmp(cmd, "connections") != 0) {
+		fprintf(stderr, "netclusterctl: %s takes no argument\n", cmd);
+		return 2;
+	}
+	req = json_pack("{s:s}", "command", cmd);
+	if (optind < argc)
+		(void)json_object_set_new(req, "service",
+		    json_string(argv[optind++]));
+	if (optind < argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (req == NULL || (line = json_dumps(req, JSON_COMPACT)) == NULL)
+		fail("out of memory");
+	json_decref(req);
+	if ((line = realloc(line, strlen(line) + 2)) == NULL)
+		fail("out of memory");
+	strcat(line, "\n");
+	answer = request(path, line);
+	free(line);
+
+	reply = json_loads(answer, JSON_DISABLE_EOF_CHECK, &jerr);
+	if (reply == NULL || !json_is_object(reply))
+		fail("bad answer from the master: %s", jerr.text);
+	if (!json_is_true(json_object_get(reply, "ok")))
+		fail("%s", json_string_value(json_object_get(reply, "error")) !=
+		    NULL ? json_string_value(json_object_get(reply, "error")) :
+		    "the master refused the request");
+	if (as_json) {
+		fputs(answer, stdout);
+	} else if (strcmp(cmd, "status") == 0) {
+		printf("netclusterd pid %lld, up %.0f s, %lld of %lld workers "
+		    "alive, %lld connections\n",
+		    (long long)json_integer_value(json_object_get(reply, "pid")),
+		    json_real_value(json_object_get(reply, "uptime_s")),
+		    (long long)json_integer_value(json_object_get(reply,
+		    "alive")),
+		    (long long)json_integer_value(json_object_get(reply,
+		    "workers")),
+		    (long long)json_integer_value(json_object_get(reply,
+		    "connections")));
+		print_services(json_object_get(reply, "services"));
+		print_missing(reply);
+	} else if (strcmp(cmd, "workers") == 0) {
+		printf("%-5s %-6s %-8s %-9s %-9s %-8s %s\n", "SLOT", "ID",
+		    "PID", "STATE", "UPTIME", "RESTARTS", "CONNECTIONS");
+		json_array_foreach(json_object_get(reply, "workers"), i, w)
+			printf("%-5lld %-6lld %-8lld %-9s %-9.0f %-8lld %lld%s\n",
+			    (long long)json_integer_value(json_object_get(w,
+			    "slot")),
+			    (long long)json_integer_value(json_object_get(w,
+			    "id")),
+			    (long long)json_integer_value(json_object_get(w,
+			    "pid")),
+			    json_string_value(json_object_get(w, "state")),
+			    json_real_value(json_object_get(w, "uptime_s")),
+			    (long long)json_integer_value(json_object_get(w,
+			    "restarts")),
+			    (long long)json_integer_value(json_object_get(w,
+			    "count")),
+			    json_is_true(json_object_get(w, "answered")) ? "" :
+			    " (no answer)");
+	} else if (strcmp(cmd, "connections") == 0) {
+		printf("%lld\n", (long long)json_integer_value(
+		    json_object_get(reply, "connections")));
+		print_missing(reply);
+	} else
+		printf("%s\n", json_string_value(json_object_get(reply,
+		    "message")));
+	json_decref(reply);
+	free(answer);
+	return 0;
+}

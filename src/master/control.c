@@ -1,0 +1,380 @@
+/*
+ * The control socket: a unix stream socket, mode 0600, that takes one
+ * JSON request per line from a peer with our uid (or root) and answers
+ * one JSON object per line: {"ok": true, ...} or {"ok": false, "error":
+ * "..."}. Requests are bounded; a bad one gets an error, never a crash.
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "master.h"
+
+#define CONTROL_MAX_REQUEST	4096
+#define CONTROL_MAX_CLIENTS	64
+#define OOM_REPLY		"{\"ok\":false,\"error\":\"out of memory\"}\n"
+
+struct answer;
+
+struct client {
+	struct bufferevent	*bev;
+	bool			 busy;		/* an answer is pending */
+	struct answer		*answer;	/* that answer */
+	struct client		*prev, *next;
+};
+
+static struct evconnlistener	*control_listener;
+static char			 control_path[108];
+static struct client		*clients;
+static int			 nclients;
+
+struct answer {
+	struct client	*client;	/* NULL once the client left */
+	char		 command[16];
+	char		 service[65];
+};
+
+static void
+client_free(struct client *c)
+{
+	if (c->answer != NULL)
+		c->answer->client = NULL;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		clients = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	bufferevent_free(c->bev);
+	nclients--;
+	free(c);
+}
+
+static void
+client_reply(struct client *c, json_t *reply)
+{
+	char	*s;
+
+	if (reply == NULL || (s = json_dumps(reply, JSON_COMPACT)) == NULL) {
+		json_decref(reply);
+		(void)bufferevent_write(c->bev, OOM_REPLY, strlen(OOM_REPLY));
+		c->busy = false;
+		return;
+	}
+	json_decref(reply);
+	(void)bufferevent_write(c->bev, s, strlen(s));
+	(void)bufferevent_write(c->bev, "\n", 1);
+	free(s);
+	c->busy = false;
+}
+
+static void
+client_error(struct client *c, const char *fmt, ...)
+{
+	char	msg[256];
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	client_reply(c, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
+}
+
+static json_t *
+services_json(json_t *counts, const char *only)
+{
+	struct service_rt	*svc;
+	struct listener		*l;
+	json_t			*list, *addrs, *w, *n;
+	size_t			 i, j, k;
+	json_int_t		 total;
+
+	if ((list = json_array()) == NULL)
+		return NULL;
+	for (i = 0; i < master_nservices; i++) {
+		svc = &master_services[i];
+		if (only != NULL && strcmp(only, svc->conf->name) != 0)
+			continue;
+		addrs = json_array();
+		for (j = 0; j < svc->nlisteners; j++) {
+			l = &svc->listeners[j];
+			(void)json_array_append_new(addrs, json_pack(
+			    "{s:s, s:s, s:i, s:I}", "listen", l->addr->text,
+			    "bound", l->bound, "port", l->port, "accepted",
+			    (json_int_t)l->accepted));
+		}
+		total = 0;
+		json_array_foreach(json_object_get(counts, "workers"), k, w) {
+			n = json_object_get(json_object_get(w, "services"),
+			    svc->conf->name);
+			if (json_is_integer(n))
+				total += json_integer_value(n);
+		}
+		(void)json_array_append_new(list, json_pack(
+		    "{s:s, s:s, s:s, s:o, s:I}", "name", svc->conf->name,
+		    "handler", nc_config_handler_name(svc->conf->handler),
+		    "mode", nc_config_mode_name(svc->conf->mode),
+		    "listeners", addrs, "connections", total));
+	}
+	return list;
+}
+
+static void
+answer_cb(json_t *counts, void *arg)
+{
+	struct answer	*a = arg;
+	struct client	*c = a->client;
+	json_t		*reply, *w, *missing;
+	json_int_t	 total = 0;
+	size_t		 i;
+
+	if (c == NULL) {
+		free(a);
+		return;
+	}
+	c->answer = NULL;
+	missing = json_array();
+	json_array_foreach(json_object_get(counts, "workers"), i, w) {
+		if (json_is_true(json_object_get(w, "answered")))
+			total += json_integer_value(json_object_get(w,
+			    "count"));
+		else if (strcmp(json_string_value(json_object_get(w,
+		    "state")), "dead") != 0)
+			(void)json_array_append_new(missing, json_integer(
+			    json_integer_value(json_object_get(w, "id"))));
+	}
+	if (strcmp(a->command, "workers") == 0)
+		reply = json_pack("{s:b, s:O, s:o}", "ok", 1, "workers",
+		    json_object_get(counts, "workers"), "missing", missing);
+	else if (strcmp(a->command, "connections") == 0) {
+		w = services_json(counts, a->service[0] != '\0' ?
+		    a->service : NULL);
+		if (a->service[0] != '\0') {
+			total = json_integer_value(json_object_get(
+			    json_array_get(w, 0), "connections"));
+		}
+		reply = json_pack("{s:b, s:I, s:o, s:o}", "ok", 1,
+		    "connections", total, "services", w, "missing", missing);
+	} else
+		reply = json_pack("{s:b, s:i, s:i, s:f, s:i, s:I, s:o, s:o}",
+		    "ok", 1, "pid", (int)getpid(), "workers", master_nworkers,
+		    "uptime_s", elapsed_s(&master_started), "alive",
+		    (int)supervisor_alive(), "connections", total, "services",
+		    services_json(counts, NULL), "missing", missing);
+	client_reply(c, reply);
+	free(a);
+}
+
+static void
+client_request(struct client *c, const char *line)
+{
+	struct answer	*a;
+	json_error_t	 jerr;
+	json_t		*req, *cmd, *svc;
+	const char	*command, *key;
+	json_t		*v;
+	size_t		 i;
+
+	req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+	if (req == NULL || !json_is_object(req)) {
+		client_error(c, "bad request: %s", req == NULL ? jerr.text :
+		    "not a JSON object");
+		json_decref(req);
+		return;
+	}
+	cmd = json_object_get(req, "command");
+	svc = json_object_get(req, "service");
+	json_object_foreach(req, key, v) {
+		if (strcmp(key, "command") != 0 && strcmp(key, "service") != 0) {
+			client_error(c, "bad request: unknown key \"%.32s\"",
+			    key);
+			json_decref(req);
+			return;
+		}
+	}
+	if (!json_is_string(cmd)) {
+		client_error(c, "bad request: \"command\" must be a string");
+		json_decref(req);
+		return;
+	}
+	command = json_string_value(cmd);
+	if (svc != NULL && (!json_is_string(svc) ||
+	    json_string_length(svc) > 64)) {
+		client_error(c, "bad request: \"service\" must be a name");
+		json_decref(req);
+		return;
+	}
+	if (svc != NULL) {
+		for (i = 0; i < master_nservices; i++)
+			if (strcmp(master_services[i].conf->name,
+			    json_string_value(svc)) == 0)
+				break;
+		if (i == master_nservices) {
+			client_error(c, "no service named \"%s\"",
+			    json_string_value(svc));
+			json_decref(req);
+			return;
+		}
+	}
+	if (strcmp(command, "stop") == 0) {
+		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
+		    "stopping"));
+		json_decref(req);
+		(void)kill(getpid(), SIGTERM);
+		return;
+	}
+	if (strcmp(command, "status") != 0 && strcmp(command, "workers") != 0 &&
+	    strcmp(command, "connections") != 0) {
+		client_error(c, "unknown command \"%.32s\" (expected status, "
+		    "workers, connections or stop)", command);
+		json_decref(req);
+		return;
+	}
+	if ((a = calloc(1, sizeof *a)) == NULL) {
+		client_error(c, "out of memory");
+		json_decref(req);
+		return;
+	}
+	a->client = c;
+	snprintf(a->command, sizeof a->command, "%s", command);
+	if (svc != NULL)
+		snprintf(a->service, sizeof a->service, "%s",
+		    json_string_value(svc));
+	json_decref(req);
+	c->busy = true;
+	c->answer = a;
+	if (supervisor_count(NULL, answer_cb, a) != 0) {
+		c->answer = NULL;
+		free(a);
+		client_error(c, "out of memory");
+	}
+}
+
+static void
+client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client	*c = arg;
+	struct evbuffer	*in = bufferevent_get_input(bev);
+	char		*line;
+	size_t		 len;
+
+	while (!c->busy && (line = evbuffer_readln(in, &len,
+	    EVBUFFER_EOL_LF)) != NULL) {
+		if (len > CONTROL_MAX_REQUEST)
+			client_error(c, "request longer than %d bytes",
+			    CONTROL_MAX_REQUEST);
+		else
+			client_request(c, line);
+		free(line);
+	}
+	if (!c->busy && evbuffer_get_length(in) > CONTROL_MAX_REQUEST) {
+		client_error(c, "request longer than %d bytes",
+		    CONTROL_MAX_REQUEST);
+		(void)evbuffer_drain(in, evbuffer_get_length(in));
+	}
+}
+
+static void
+client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct client	*c = arg;
+
+	(void)bev;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		client_free(c);
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int len, void *arg)
+{
+	struct client	*c;
+	struct ucred	 cred;
+	socklen_t	 clen = sizeof cred;
+
+	(void)l;
+	(void)sa;
+	(void)len;
+	(void)arg;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1 ||
+	    (cred.uid != 0 && cred.uid != geteuid())) {
+		log_warnx("control: refused a client with uid %d",
+		    (int)cred.uid);
+		close(fd);
+		return;
+	}
+	if (nclients >= CONTROL_MAX_CLIENTS ||
+	    (c = calloc(1, sizeof *c)) == NULL) {
+		close(fd);
+		return;
+	}
+	c->bev = bufferevent_socket_new(master_base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		close(fd);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
+	(void)bufferevent_enable(c->bev, EV_READ);
+	c->next = clients;
+	if (clients != NULL)
+		clients->prev = c;
+	clients = c;
+	nclients++;
+}
+
+int
+control_open(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un	sun;
+	mode_t			old;
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun.sun_path) {
+		snprintf(err, errlen, "%s: path too long", path);
+		return -1;
+	}
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+	(void)unlink(path);
+	old = umask(0177);	/* mode 0600 from birth */
+	control_listener = evconnlistener_new_bind(master_base, accept_cb, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+	    (struct sockaddr *)&sun, sizeof sun);
+	umask(old);
+	if (control_listener == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	snprintf(control_path, sizeof control_path, "%s", path);
+	return 0;
+}
+
+void
+control_close(void)
+{
+	struct client	*c;
+
+	while ((c = clients) != NULL)
+		client_free(c);
+	if (control_listener != NULL) {
+		evconnlistener_free(control_listener);
+		control_listener = NULL;
+		(void)unlink(control_path);
+	}
+}

@@ -1,0 +1,560 @@
+/*
+ * Listeners: the master binds every address of the configuration once
+ * (one socket per worker slot for reuseport; none for exclusive, where
+ * each worker binds its own), keeps them open for its whole life, and for
+ * round-robin (and reuseport slots whose worker is gone) accepts itself
+ * and hands each connection to a worker. A connection the master accepted
+ * is never dropped: it waits in the listener's queue until a worker takes
+ * it.
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "master.h"
+#include "netcluster.h"
+
+#define ACCEPT_BATCH	64	/* accepts per event */
+#define QUEUE_MAX	4096	/* accepted, not yet handed over */
+#define WORKER_WINDOW	64	/* handoffs in flight per worker */
+
+struct queue {
+	struct handoff	*head, *tail;
+	size_t		 len;
+};
+
+static struct queue	*queues;	/* by listener id */
+static char		**sd_names;	/* systemd's fd names */
+static int		 sd_nfds = -1;
+
+static void	listener_accept_cb(evutil_socket_t, short, void *);
+
+static int
+set_flags(int fd)
+{
+	int	flags;
+
+	if ((flags = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+bind_tcp(const char *host, int port, int backlog, bool reuseport, int *fd,
+    char *err, size_t errlen)
+{
+	struct sockaddr_storage	ss;
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t		len;
+	int			s, on = 1, off = 0;
+
+	memset(&ss, 0, sizeof ss);
+	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		len = sizeof *sin;
+	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		len = sizeof *sin6;
+	} else {
+		snprintf(err, errlen, "%s is not an address", host);
+		return -1;
+	}
+	s = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	(void)setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	if (reuseport)
+		(void)setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+	if (ss.ss_family == AF_INET6)
+		(void)setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off,
+		    sizeof off);
+	if (bind(s, (struct sockaddr *)&ss, len) == -1 ||
+	    listen(s, backlog) == -1) {
+		snprintf(err, errlen, "%s port %d: %s (%s)", host, port,
+		    strerror(errno), nc_err_name(-errno));
+		close(s);
+		return -1;
+	}
+	*fd = s;
+	return 0;
+}
+
+static int
+bind_unix(struct listener *l, int backlog, char *err, size_t errlen)
+{
+	struct sockaddr_un	sun;
+	struct stat		st;
+	const char		*path = l->addr->path;
+	int			s, probe;
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+	/* A socket file nobody answers on is left from a crash: replace it. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe != -1 && connect(probe, (struct sockaddr *)&sun,
+		    sizeof sun) == -1 && errno == ECONNREFUSED)
+			(void)unlink(path);
+		if (probe != -1)
+			close(probe);
+	}
+	s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s == -1 || bind(s, (struct sockaddr *)&sun, sizeof sun) == -1 ||
+	    listen(s, backlog) == -1) {
+		snprintf(err, errlen, "%s: %s (%s)", path, strerror(errno),
+		    nc_err_name(-errno));
+		if (s != -1)
+			close(s);
+		return -1;
+	}
+	l->unlink_path = true;
+	l->fds[0] = s;
+	return 0;
+}
+
+static int
+take_fd(int fd, int backlog, char *err, size_t errlen)
+{
+	int		type, acc;
+	socklen_t	len = sizeof type;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 ||
+	    type != SOCK_STREAM) {
+		snprintf(err, errlen, "fd %d is not a stream socket", fd);
+		return -1;
+	}
+	len = sizeof acc;
+	if ((getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == -1 ||
+	    !acc) && listen(fd, backlog) == -1) {
+		snprintf(err, errlen, "fd %d: listen: %s", fd, strerror(errno));
+		return -1;
+	}
+	if (set_flags(fd) == -1) {
+		snprintf(err, errlen, "fd %d: %s", fd, strerror(errno));
+		return -1;
+	}
+	return fd;
+}
+
+static int
+systemd_fd(const char *name, char *err, size_t errlen)
+{
+	int	i;
+
+	if (sd_nfds == -1) {
+		sd_nfds = sd_listen_fds_with_names(1, &sd_names);
+		if (sd_nfds < 0)
+			sd_nfds = 0;
+	}
+	for (i = 0; i < sd_nfds; i++)
+		if (sd_names != NULL && strcmp(sd_names[i], name) == 0)
+			return SD_LISTEN_FDS_START + i;
+	snprintf(err, errlen, "no socket named %s was passed by systemd "
+	    "(FileDescriptorName=)", name);
+	return -1;
+}
+
+static void
+describe(struct listener *l)
+{
+	struct sockaddr_storage	ss;
+	struct nc_address	a;
+	socklen_t		len = sizeof ss;
+	char			host[NC_ADDRSTRLEN];
+
+	l->port = -1;
+	snprintf(l->bound, sizeof l->bound, "%s", l->addr->text);
+	if (l->nfds == 0 || l->fds[0] == -1 ||
+	    getsockname(l->fds[0], (struct sockaddr *)&ss, &len) == -1)
+		return;
+	memset(&a, 0, sizeof a);
+	if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+		inet_ntop(ss.ss_family, ss.ss_family == AF_INET ?
+		    (void *)&((struct sockaddr_in *)&ss)->sin_addr :
+		    (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr, host,
+		    sizeof host);
+		l->port = ntohs(ss.ss_family == AF_INET ?
+		    ((struct sockaddr_in *)&ss)->sin_port :
+		    ((struct sockaddr_in6 *)&ss)->sin6_port);
+		snprintf(l->bound, sizeof l->bound, ss.ss_family == AF_INET6 ?
+		    "[%s]:%d" : "%s:%d", host, l->port);
+	} else if (ss.ss_family == AF_UNIX)
+		snprintf(l->bound, sizeof l->bound, "unix:%s",
+		    ((struct sockaddr_un *)&ss)->sun_path);
+}
+
+static int
+listener_bind(struct listener *l, char *err, size_t errlen)
+{
+	const struct nc_listen_addr	*a = l->addr;
+	const struct nc_service		*c = l->service->conf;
+	const char			*host;
+	int				 fd, port, i;
+	size_t				 n = 1;
+
+	if (c->mode == NC_MODE_EXCLUSIVE && (a->kind == NC_LISTEN_TCP ||
+	    a->kind == NC_LISTEN_UNIX)) {
+		l->nfds = 0;	/* each worker binds its own */
+		snprintf(l->bound, sizeof l->bound, "%s (per worker)", a->text);
+		l->port = -1;
+		return 0;
+	}
+	if (c->mode == NC_MODE_REUSEPORT && a->kind == NC_LISTEN_TCP)
+		n = (size_t)master_nworkers;
+	if ((l->fds = calloc(n, sizeof *l->fds)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < (int)n; i++)
+		l->fds[i] = -1;
+	l->nfds = n;
+
+	switch (a->kind) {
+	case NC_LISTEN_TCP:
+		host = a->host;
+		if (host == NULL) {
+			/* `::` dual-stack where IPv6 exists, else 0.0.0.0. */
+			fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			host = fd != -1 ? "::" : "0.0.0.0";
+			if (fd != -1)
+				close(fd);
+		} else if (strcmp(host, "localhost") == 0)
+			host = "127.0.0.1";
+		port = a->port;
+		for (i = 0; i < (int)n; i++) {
+			if (bind_tcp(host, port, c->backlog,
+			    c->mode == NC_MODE_REUSEPORT, &l->fds[i], err,
+			    errlen) == -1)
+				return -1;
+			if (port == 0) {
+				describe(l);
+				port = l->port;
+			}
+		}
+		break;
+	case NC_LISTEN_UNIX:
+		if (bind_unix(l, c->backlog, err, errlen) == -1)
+			return -1;
+		break;
+	case NC_LISTEN_FD:
+		if ((l->fds[0] = take_fd(a->fd, c->backlog, err, errlen)) == -1)
+			return -1;
+		break;
+	case NC_LISTEN_SYSTEMD:
+		if ((fd = systemd_fd(a->name, err, errlen)) == -1 ||
+		    (l->fds[0] = take_fd(fd, c->backlog, err, errlen)) == -1)
+			return -1;
+		break;
+	}
+	describe(l);
+	return 0;
+}
+
+int
+listener_bind_all(char *err, size_t errlen)
+{
+	struct service_rt	*svc;
+	struct listener		*l;
+	size_t			 i, j, total = 0;
+	char			 why[256];
+
+	for (i = 0; i < master_nservices; i++)
+		total += master_services[i].conf->nlisten;
+	master_listeners = calloc(total, sizeof *master_listeners);
+	queues = calloc(total, sizeof *queues);
+	if (master_listeners == NULL || queues == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < master_nservices; i++) {
+		svc = &master_services[i];
+		svc->nlisteners = svc->conf->nlisten;
+		svc->listeners = calloc(svc->nlisteners, sizeof *svc->listeners);
+		if (svc->listeners == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		for (j = 0; j < svc->nlisteners; j++) {
+			l = &svc->listeners[j];
+			l->service = svc;
+			l->addr = &svc->conf->listen[j];
+			l->id = (int)master_nlisteners;
+			master_listeners[master_nlisteners++] = l;
+			if (listener_bind(l, why, sizeof why) == -1) {
+				snprintf(err, errlen, "service %s: listen %s: "
+				    "%s", svc->conf->name, l->addr->text, why);
+				return -1;
+			}
+			log_info("service %s (%s): listening on %s",
+			    svc->conf->name, nc_config_mode_name(
+			    svc->conf->mode), l->bound);
+		}
+	}
+	/* Round-robin: the master accepts, paused, and hands fds over. */
+	for (i = 0; i < master_nlisteners; i++) {
+		l = master_listeners[i];
+		if (l->service->conf->mode == NC_MODE_ROUND_ROBIN) {
+			l->accept_ev = event_new(master_base, l->fds[0],
+			    EV_READ | EV_PERSIST, listener_accept_cb, l);
+			if (l->accept_ev == NULL) {
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+		} else if (l->nfds > 1) {
+			l->slot_evs = calloc(l->nfds, sizeof *l->slot_evs);
+			if (l->slot_evs == NULL) {
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+			for (j = 0; j < l->nfds; j++) {
+				l->slot_evs[j] = event_new(master_base,
+				    l->fds[j], EV_READ | EV_PERSIST,
+				    listener_accept_cb, l);
+				if (l->slot_evs[j] == NULL) {
+					snprintf(err, errlen, "out of memory");
+					return -1;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+struct listener *
+listener_find(const char *address)
+{
+	struct nc_listen_addr	 want;
+	const struct nc_listen_addr *a;
+	struct listener		*l;
+	char			 err[256];
+	size_t			 i;
+
+	if (nc_config_parse_listen(address, &want, err, sizeof err) != 0)
+		return NULL;
+	for (i = 0; i < master_nlisteners; i++) {
+		l = master_listeners[i];
+		a = l->addr;
+		if (a->kind != want.kind)
+			continue;
+		if ((a->kind == NC_LISTEN_TCP && a->port == want.port &&
+		    ((a->host == NULL && want.host == NULL) ||
+		    (a->host != NULL && want.host != NULL &&
+		    strcmp(a->host, want.host) == 0))) ||
+		    (a->kind == NC_LISTEN_UNIX &&
+		    strcmp(a->path, want.path) == 0) ||
+		    (a->kind == NC_LISTEN_FD && a->fd == want.fd) ||
+		    (a->kind == NC_LISTEN_SYSTEMD &&
+		    strcmp(a->name, want.name) == 0))
+			break;
+	}
+	nc_config_listen_clear(&want);
+	return i < master_nlisteners ? master_listeners[i] : NULL;
+}
+
+int
+listener_fd_for(struct listener *l, struct worker *w)
+{
+	if (l->nfds == 0)
+		return -1;
+	if (l->nfds > 1)
+		return l->fds[w->slot % (int)l->nfds];
+	return l->fds[0];
+}
+
+static bool
+worker_can_take(struct worker *w, struct listener *l)
+{
+	return w != NULL && w->state == W_ONLINE && w->rr != NULL &&
+	    w->rr[l->id] && w->inflight < WORKER_WINDOW;
+}
+
+/* Hands queued connections to workers, round-robin, while any can take. */
+void
+listener_dispatch(struct listener *l)
+{
+	struct queue	*q = &queues[l->id];
+	struct handoff	*h;
+	struct worker	*w;
+	int		 i, n = master_nworkers;
+
+	while ((h = q->head) != NULL) {
+		w = NULL;
+		for (i = 0; i < n; i++) {
+			w = master_workers[(l->rr_next + (size_t)i) %
+			    (size_t)n];
+			if (worker_can_take(w, l))
+				break;
+			w = NULL;
+		}
+		if (w == NULL)
+			break;
+		l->rr_next = ((size_t)w->slot + 1) % (size_t)n;
+		q->head = h->next;
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->len--;
+		h->next = NULL;
+		if (supervisor_send_conn(w, h) == -1) {
+			/* Back to the front; the worker is being replaced. */
+			h->next = q->head;
+			q->head = h;
+			if (q->tail == NULL)
+				q->tail = h;
+			q->len++;
+			break;
+		}
+	}
+	/* Back-pressure: stop accepting while the queue is full. */
+	listener_worker_changed();
+}
+
+void
+listener_requeue(struct handoff *h)
+{
+	struct queue	*q = &queues[h->listener->id];
+
+	h->worker = NULL;
+	h->tries++;
+	h->next = q->head;	/* it waited longest */
+	q->head = h;
+	if (q->tail == NULL)
+		q->tail = h;
+	q->len++;
+}
+
+static void
+listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct listener	*l = arg;
+	struct queue	*q = &queues[l->id];
+	struct handoff	*h;
+	int		 fd, i;
+
+	(void)what;
+	for (i = 0; i < ACCEPT_BATCH && q->len < QUEUE_MAX; i++) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				log_warnx("service %s: accept on %s: %s",
+				    l->service->conf->name, l->bound,
+				    strerror(errno));
+			break;
+		}
+		if ((h = calloc(1, sizeof *h)) == NULL) {
+			log_errx("out of memory; closing a connection");
+			close(fd);
+			break;
+		}
+		h->fd = fd;
+		h->listener = l;
+		if (q->tail != NULL)
+			q->tail->next = h;
+		else
+			q->head = h;
+		q->tail = h;
+		q->len++;
+		l->accepted++;
+	}
+	listener_dispatch(l);
+}
+
+/* Which accept events should run now (worker states changed). */
+void
+listener_worker_changed(void)
+{
+	struct listener	*l;
+	struct worker	*w;
+	size_t		 i, j;
+	bool		 want;
+
+	for (i = 0; i < master_nlisteners; i++) {
+		l = master_listeners[i];
+		if (l->accept_ev != NULL) {
+			want = !master_stopping &&
+			    queues[l->id].len < QUEUE_MAX;
+			if (want && !event_pending(l->accept_ev, EV_READ, NULL))
+				(void)event_add(l->accept_ev, NULL);
+			else if (!want)
+				(void)event_del(l->accept_ev);
+		}
+		/* reuseport: a slot without its worker is served from here. */
+		for (j = 0; l->slot_evs != NULL && j < l->nfds; j++) {
+			w = master_workers[j];
+			want = !master_stopping &&
+			    queues[l->id].len < QUEUE_MAX &&
+			    (w == NULL || w->state != W_ONLINE);
+			if (want && !event_pending(l->slot_evs[j], EV_READ,
+			    NULL))
+				(void)event_add(l->slot_evs[j], NULL);
+			else if (!want)
+				(void)event_del(l->slot_evs[j]);
+		}
+	}
+}
+
+void
+listener_stop_accepting(void)
+{
+	listener_worker_changed();
+}
+
+void
+listener_close_all(void)
+{
+	struct listener	*l;
+	struct handoff	*h;
+	size_t		 i, j;
+
+	for (i = 0; i < master_nlisteners; i++) {
+		l = master_listeners[i];
+		if (l->accept_ev != NULL)
+			event_free(l->accept_ev);
+		for (j = 0; l->slot_evs != NULL && j < l->nfds; j++)
+			event_free(l->slot_evs[j]);
+		free(l->slot_evs);
+		while ((h = queues[i].head) != NULL) {
+			queues[i].head = h->next;
+			close(h->fd);
+			free(h);
+		}
+		for (j = 0; j < l->nfds; j++)
+			if (l->fds[j] != -1)
+				close(l->fds[j]);
+		if (l->unlink_path)
+			(void)unlink(l->addr->path);
+		free(l->fds);
+	}
+	for (i = 0; i < master_nservices; i++)
+		free(master_services[i].listeners);
+	free(master_listeners);
+	free(queues);
+	if (sd_names != NULL) {
+		for (i = 0; i < (size_t)sd_nfds; i++)
+			free(sd_names[i]);
+		free(sd_names);
+	}
+}

@@ -1,0 +1,300 @@
+/*
+ * netclusterd: reads and checks the config, binds every listener, starts
+ * the workers, and runs until SIGTERM or SIGINT, when it stops accepting,
+ * lets the workers drain up to shutdown_timeout_ms, and exits 0.
+ */
+
+#include <sys/types.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "master.h"
+#include "netcluster.h"
+
+struct event_base	*master_base;
+struct nc_config	*master_config;
+struct service_rt	*master_services;
+size_t			 master_nservices;
+struct listener		**master_listeners;
+size_t			 master_nlisteners;
+int			 master_nworkers;
+struct worker		**master_workers;
+bool			 master_stopping;
+struct timespec		 master_started;
+
+static int		 log_threshold = 6;
+static bool		 log_journal;
+
+static const char *const level_words[] = {
+	"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"
+};
+
+static void
+log_line(int level, const char *msg)
+{
+	struct timespec	ts;
+	struct tm	tm;
+	char		when[32];
+
+	if (level > log_threshold)
+		return;
+	if (log_journal) {
+		/* sd-daemon(3) prefixes; journald adds the time. */
+		fprintf(stderr, "<%d>%s\n", level, msg);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "%s netclusterd[%d]: %s: %s\n", when, (int)getpid(),
+	    level_words[level & 7], msg);
+}
+
+void
+log_msg(int level, const char *fmt, ...)
+{
+	char	msg[1024];
+	va_list	ap;
+
+	if (level > log_threshold)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	log_line(level, msg);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	char	msg[1024];
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	log_line(3, msg);
+	exit(1);
+}
+
+static void
+library_log_cb(int level, const char *msg, void *arg)
+{
+	(void)arg;
+	log_line(level, msg);
+}
+
+double
+elapsed_s(const struct timespec *since)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - since->tv_sec) +
+	    (double)(now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
+/* Is stderr the journal (JOURNAL_STREAM, systemd.exec(5))? */
+static bool
+stderr_is_journal(void)
+{
+	const char	*js = getenv("JOURNAL_STREAM");
+	struct stat	 st;
+	unsigned long	 dev, ino;
+
+	if (js == NULL || sscanf(js, "%lu:%lu", &dev, &ino) != 2 ||
+	    fstat(STDERR_FILENO, &st) == -1)
+		return false;
+	return st.st_dev == dev && st.st_ino == ino;
+}
+
+static int
+level_from_word(const char *w)
+{
+	int	i;
+
+	for (i = 3; i <= 7; i++)
+		if (strcmp(w, level_words[i]) == 0)
+			return i;
+	return -1;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: netclusterd [-c FILE] [-t] [-w N] [-l LEVEL] [-V] [-h]\n"
+	    "Runs the services of FILE (default %s) on a master and its\n"
+	    "workers, in the foreground, logging to stderr.\n"
+	    "  -c FILE   the configuration (netcluster.json(5))\n"
+	    "  -t        check the configuration, print \"FILE: configuration "
+	    "OK\" or\n"
+	    "            its errors, and exit 0 or 1\n"
+	    "  -w N      run N workers (overrides \"workers\")\n"
+	    "  -l LEVEL  log threshold: err, warning, notice, info, debug\n"
+	    "  -V        print the version and exit\n"
+	    "  -h        print this help and exit\n", SYSCONFDIR
+	    "/netcluster.json");
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (sig == SIGCHLD) {
+		supervisor_reap();
+		return;
+	}
+	if (sig == SIGHUP) {
+		log_warnx("SIGHUP: reloading is not available in this "
+		    "version; the running configuration stays");
+		return;
+	}
+	if (master_stopping)
+		return;
+	log_notice("%s: stopping; open connections have %d ms to finish",
+	    sig == SIGINT ? "SIGINT" : "SIGTERM",
+	    master_config->shutdown_timeout_ms);
+	master_stopping = true;
+	listener_stop_accepting();
+	supervisor_stop();
+	master_worker_gone();
+}
+
+void
+master_worker_gone(void)
+{
+	if (master_stopping && supervisor_alive() == 0)
+		event_base_loopbreak(master_base);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char	*file = SYSCONFDIR "/netcluster.json", *level = NULL;
+	struct event	*sigs[4];
+	static const int signums[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
+	char		*errors, err[512];
+	bool		 test = false;
+	int		 ch, workers = 0, i;
+	size_t		 k;
+
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+
+	while ((ch = getopt_long(argc, argv, "c:tw:l:Vh", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 'w':
+			workers = atoi(optarg);
+			if (workers < 1 || workers > 1024) {
+				fprintf(stderr, "netclusterd: -w: expected 1 "
+				    "to 1024 workers, got \"%s\"\n", optarg);
+				return 2;
+			}
+			break;
+		case 'l':
+			level = optarg;
+			if (level_from_word(level) == -1) {
+				fprintf(stderr, "netclusterd: -l: expected "
+				    "err, warning, notice, info or debug, got "
+				    "\"%s\"\n", level);
+				return 2;
+			}
+			break;
+		case 'V':
+			printf("netclusterd %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	if (nc_config_load(file, &master_config, &errors) != 0) {
+		fputs(errors, stderr);
+		free(errors);
+		return 1;
+	}
+	if (test) {
+		printf("%s: configuration OK\n", file);
+		nc_config_free(master_config);
+		return 0;
+	}
+
+	log_journal = stderr_is_journal();
+	log_threshold = level != NULL ? level_from_word(level) :
+	    master_config->log_level;
+	nc_set_log_cb(library_log_cb, NULL);
+	nc_set_log_level(log_threshold);
+	signal(SIGPIPE, SIG_IGN);
+	clock_gettime(CLOCK_MONOTONIC, &master_started);
+	master_nworkers = workers > 0 ? workers : master_config->workers;
+
+	if ((master_base = event_base_new()) == NULL)
+		fatalx("cannot create the event loop");
+	master_nservices = master_config->nservices;
+	master_services = calloc(master_nservices, sizeof *master_services);
+	if (master_services == NULL)
+		fatalx("out of memory");
+	for (k = 0; k < master_nservices; k++)
+		master_services[k].conf = &master_config->services[k];
+	for (i = 0; i < 4; i++) {
+		sigs[i] = evsignal_new(master_base, signums[i], signal_cb, NULL);
+		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
+			fatalx("cannot watch signal %d", signums[i]);
+	}
+	if (listener_bind_all(err, sizeof err) == -1) {
+		listener_close_all();
+		fatalx("%s", err);
+	}
+	if (control_open(master_config->control_socket, err, sizeof err) == -1) {
+		listener_close_all();
+		fatalx("control socket %s", err);
+	}
+	log_notice("netclusterd %s started: %zu services, %d workers",
+	    PACKAGE_VERSION, master_nservices, master_nworkers);
+	supervisor_start();
+	listener_worker_changed();
+
+	event_base_dispatch(master_base);
+
+	control_close();
+	listener_close_all();
+	for (i = 0; i < 4; i++)
+		event_free(sigs[i]);
+	free(master_workers);
+	free(master_services);
+	nc_config_free(master_config);
+	event_base_free(master_base);
+	log_notice("stopped");
+	return 0;
+}

@@ -1,0 +1,123 @@
+/*
+ * netclusterd: the master. It binds the listeners of the configuration,
+ * forks and supervises the workers, answers their handle requests over
+ * the channel, accepts for round-robin services, sums figures, and serves
+ * the control socket.
+ */
+
+#ifndef MASTER_H
+#define MASTER_H
+
+#include <sys/types.h>
+
+#include <stdbool.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "nc-config.h"
+
+struct event;
+struct event_base;
+struct nc_ipc;
+
+enum worker_state {
+	W_STARTING,	/* forked, no `ready` yet */
+	W_ONLINE,	/* every listener up */
+	W_STOPPING,	/* sent `stop`, draining */
+	W_DEAD
+};
+
+/* A connection accepted by the master, on its way to a worker. */
+struct handoff {
+	int			 fd;
+	struct listener		*listener;
+	struct worker		*worker;	/* NULL while queued */
+	long long		 seq;
+	int			 tries;
+	struct handoff		*next;
+};
+
+/* One bound address of a service (one per worker slot for reuseport). */
+struct listener {
+	struct service_rt	*service;
+	const struct nc_listen_addr *addr;
+	int			 id;		/* in `conn` and `listen.result` */
+	int			*fds;		/* one, or one per slot */
+	size_t			 nfds;
+	char			 bound[160];	/* what it really bound */
+	int			 port;		/* the real port, or -1 */
+	bool			 unlink_path;	/* a unix socket we created */
+	struct event		*accept_ev;	/* round-robin (per fd) */
+	struct event		**slot_evs;	/* reuseport: orphan slots */
+	size_t			 rr_next;
+	unsigned long long	 accepted;
+};
+
+struct service_rt {
+	const struct nc_service	*conf;
+	struct listener		*listeners;
+	size_t			 nlisteners;
+};
+
+struct worker {
+	int			 slot;		/* 0 .. workers-1 */
+	int			 id;		/* unique, grows */
+	pid_t			 pid;
+	enum worker_state	 state;
+	struct nc_ipc		*ipc;
+	struct timespec		 started;
+	int			 restarts;	/* of this slot */
+	int			 inflight;	/* round-robin handoffs */
+	unsigned long long	 handed;	/* connections it accepted */
+	bool			*rr;		/* by listener id: registered */
+	struct event		*kill_ev;	/* shutdown deadline */
+	json_t			*last_count;
+};
+
+/* main.c */
+extern struct event_base	*master_base;
+extern struct nc_config		*master_config;
+extern struct service_rt	*master_services;
+extern size_t			 master_nservices;
+extern struct listener		**master_listeners;	/* by id */
+extern size_t			 master_nlisteners;
+extern int			 master_nworkers;
+extern struct worker		**master_workers;	/* by slot */
+extern bool			 master_stopping;
+extern struct timespec		 master_started;
+
+void	 fatalx(const char *, ...) __attribute__((noreturn, format(printf, 1, 2)));
+void	 log_msg(int, const char *, ...) __attribute__((format(printf, 2, 3)));
+#define log_errx(...)	log_msg(3, __VA_ARGS__)
+#define log_warnx(...)	log_msg(4, __VA_ARGS__)
+#define log_notice(...)	log_msg(5, __VA_ARGS__)
+#define log_info(...)	log_msg(6, __VA_ARGS__)
+#define log_debug(...)	log_msg(7, __VA_ARGS__)
+void	 master_worker_gone(void);
+double	 elapsed_s(const struct timespec *);
+
+/* listener.c */
+int	 listener_bind_all(char *err, size_t errlen);
+void	 listener_close_all(void);
+void	 listener_stop_accepting(void);
+struct listener *listener_find(const char *address);
+int	 listener_fd_for(struct listener *, struct worker *);
+void	 listener_dispatch(struct listener *);
+void	 listener_requeue(struct handoff *);
+void	 listener_worker_changed(void);
+
+/* supervisor.c */
+void	 supervisor_start(void);
+void	 supervisor_stop(void);
+void	 supervisor_reap(void);
+int	 supervisor_send_conn(struct worker *, struct handoff *);
+int	 supervisor_count(json_t *request, void (*done)(json_t *, void *),
+	    void *arg);
+size_t	 supervisor_alive(void);
+
+/* control.c */
+int	 control_open(const char *path, char *err, size_t errlen);
+void	 control_close(void);
+
+#endif /* MASTER_H */

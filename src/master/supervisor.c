@@ -1,0 +1,732 @@
+/*
+ * Supervision: one worker per slot, forked and exec'd with its channel in
+ * NETCLUSTER_CHANNEL_FD; replaced when it dies, with back-off when it
+ * keeps dying; replaced too when it breaks the protocol. The channel's
+ * messages from a worker are dispatched through one table of what a
+ * worker may send, in which state, with how many fds.
+ */
+
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "master.h"
+#include "nc-ipc.h"
+#include "netcluster.h"
+
+#define BACKOFF_START_MS	100
+#define BACKOFF_MAX_MS		30000
+#define BACKOFF_RESET_S		60
+#define COUNT_TIMEOUT_MS	1000
+
+struct inflight {
+	struct handoff		*h;
+	struct inflight		*next;
+};
+
+struct count_req {
+	json_t			*result;	/* {"workers": [...], ...} */
+	int			 waiting;
+	long long		*seqs;		/* by slot, -1 if not asked */
+	struct event		*timer;
+	void			(*done)(json_t *, void *);
+	void			*arg;
+	struct count_req	*next;
+};
+
+struct slot_state {
+	int			 deaths;	/* in a row, short-lived */
+	int			 backoff_ms;
+	struct event		*restart_ev;
+	int			 restarts;
+};
+
+static struct inflight	*inflights;
+static struct count_req	*counts;
+static struct slot_state *slots;
+static int		 next_worker_id = 1;
+
+static void	supervisor_spawn(int slot);
+static void	worker_kill(struct worker *, const char *why);
+
+static const char *state_names[] = {
+	[W_STARTING] = "starting",
+	[W_ONLINE] = "online",
+	[W_STOPPING] = "stopping",
+	[W_DEAD] = "dead",
+};
+
+static const char *
+worker_binary(void)
+{
+	static char	 path[PATH_MAX];
+	const char	*env = getenv("NETCLUSTER_WORKER");
+	char		 self[PATH_MAX], *slash;
+	ssize_t		 n;
+
+	if (env != NULL && *env != '\0')
+		return env;
+	if (path[0] != '\0')
+		return path;
+	/* Beside netclusterd (a build tree), else where make install put it. */
+	n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL) {
+			*slash = '\0';
+			if ((size_t)snprintf(path, sizeof path,
+			    "%s/netcluster-worker", self) < sizeof path &&
+			    access(path, X_OK) == 0)
+				return path;
+		}
+	}
+	snprintf(path, sizeof path, "%s/netcluster-worker", PKGLIBEXECDIR);
+	return path;
+}
+
+static void
+worker_send(struct worker *w, json_t *msg)
+{
+	if (msg == NULL) {
+		log_errx("out of memory sending to worker %d", w->id);
+		return;
+	}
+	if (w->ipc != NULL)
+		(void)nc_ipc_send(w->ipc, msg, NULL, 0);
+	json_decref(msg);
+}
+
+static void
+worker_send_init(struct worker *w)
+{
+	json_t		*conf, *msg;
+	json_error_t	 jerr;
+
+	conf = json_load_file(master_config->file, JSON_REJECT_DUPLICATES,
+	    &jerr);
+	if (conf == NULL) {
+		worker_kill(w, "cannot read the config again");
+		return;
+	}
+	msg = json_pack("{s:s, s:i, s:i, s:o}", "type", "init", "id", w->id,
+	    "slot", w->slot, "config", conf);
+	worker_send(w, msg);
+}
+
+static void
+reply_listen(struct worker *w, json_t *req, int code, struct listener *l,
+    int fd)
+{
+	json_t		*msg;
+	int		 fds[1];
+	const char	*mode = "shared";
+
+	if (l != NULL)
+		mode = nc_config_mode_name(l->service->conf->mode);
+	msg = json_pack("{s:s, s:I, s:i, s:s, s:i, s:s, s:i}", "type",
+	    "listen.result", "ack", json_integer_value(json_object_get(req,
+	    "seq")), "error", code, "mode", mode, "listener",
+	    l != NULL ? l->id : -1, "address", l != NULL ? l->bound : "",
+	    "port", l != NULL ? l->port : -1);
+	if (msg == NULL || w->ipc == NULL) {
+		json_decref(msg);
+		return;
+	}
+	if (fd != -1 && (fds[0] = fcntl(fd, F_DUPFD_CLOEXEC, 3)) != -1)
+		(void)nc_ipc_send(w->ipc, msg, fds, 1);
+	else
+		(void)nc_ipc_send(w->ipc, msg, NULL, 0);
+	json_decref(msg);
+}
+
+static int
+msg_listen(struct worker *w, json_t *msg)
+{
+	struct listener	*l;
+	const char	*address;
+
+	address = json_string_value(json_object_get(msg, "address"));
+	if (address == NULL || strlen(address) > 1024)
+		return -1;
+	if ((l = listener_find(address)) == NULL) {
+		/* Only what the config names: anything else is refused. */
+		log_warnx("worker %d [pid %d]: refused a handle for %.128s: "
+		    "no service listens there", w->id, (int)w->pid, address);
+		reply_listen(w, msg, NC_EACCES, NULL, -1);
+		return 0;
+	}
+	if (l->service->conf->mode == NC_MODE_ROUND_ROBIN) {
+		w->rr[l->id] = true;
+		reply_listen(w, msg, 0, l, -1);
+		listener_dispatch(l);
+		return 0;
+	}
+	if (l->nfds == 0) {
+		reply_listen(w, msg, NC_EINVAL, l, -1);
+		return 0;
+	}
+	reply_listen(w, msg, 0, l, listener_fd_for(l, w));
+	return 0;
+}
+
+static int
+msg_unlisten(struct worker *w, json_t *msg)
+{
+	json_int_t	id = json_integer_value(json_object_get(msg,
+	    "listener"));
+
+	if (id < 0 || (size_t)id >= master_nlisteners)
+		return -1;
+	w->rr[id] = false;
+	return 0;
+}
+
+static int
+msg_hello(struct worker *w, json_t *msg)
+{
+	(void)msg;
+	worker_send_init(w);
+	return 0;
+}
+
+static int
+msg_ready(struct worker *w, json_t *msg)
+{
+	size_t	i;
+
+	(void)msg;
+	w->state = W_ONLINE;
+	log_info("worker %d [pid %d] (slot %d) online", w->id, (int)w->pid,
+	    w->slot);
+	listener_worker_changed();
+	for (i = 0; i < master_nlisteners; i++)
+		listener_dispatch(master_listeners[i]);
+	return 0;
+}
+
+static int
+msg_listening(struct worker *w, json_t *msg)
+{
+	log_debug("worker %d [pid %d]: service %s listening on %s port %d",
+	    w->id, (int)w->pid,
+	    json_string_value(json_object_get(msg, "service")),
+	    json_string_value(json_object_get(msg, "address")),
+	    (int)json_integer_value(json_object_get(msg, "port")));
+	return 0;
+}
+
+static int
+msg_fatal(struct worker *w, json_t *msg)
+{
+	const char	*svc = json_string_value(json_object_get(msg, "service"));
+	const char	*m = json_string_value(json_object_get(msg, "message"));
+
+	log_errx("worker %d [pid %d]: service %.64s: %.200s", w->id,
+	    (int)w->pid, svc != NULL ? svc : "?", m != NULL ? m : "?");
+	return 0;
+}
+
+static int
+msg_conn_ack(struct worker *w, json_t *msg)
+{
+	struct inflight	**pp, *p;
+	struct listener	*l;
+	long long	 ack = json_integer_value(json_object_get(msg, "ack"));
+	json_t		*acc = json_object_get(msg, "accepted");
+
+	if (!json_is_boolean(acc))
+		return -1;
+	for (pp = &inflights; (p = *pp) != NULL; pp = &p->next)
+		if (p->h->worker == w && p->h->seq == ack)
+			break;
+	if (p == NULL)
+		return -1;	/* an ack for nothing we sent */
+	*pp = p->next;
+	w->inflight--;
+	l = p->h->listener;
+	if (json_is_true(acc)) {
+		w->handed++;
+		close(p->h->fd);
+		free(p->h);
+	} else {
+		/* Full or closing: another worker takes it. */
+		listener_requeue(p->h);
+	}
+	listener_dispatch(l);
+	free(p);
+	return 0;
+}
+
+static void
+count_finish(struct count_req *c)
+{
+	struct count_req	**pp;
+
+	for (pp = &counts; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	event_free(c->timer);
+	c->done(c->result, c->arg);
+	json_decref(c->result);
+	free(c->seqs);
+	free(c);
+}
+
+static int
+msg_count_reply(struct worker *w, json_t *msg)
+{
+	struct count_req	*c;
+	json_t			*entry, *svcs;
+	long long		 ack = json_integer_value(json_object_get(msg,
+	    "ack"));
+
+	if (!json_is_integer(json_object_get(msg, "count")) ||
+	    !json_is_object(svcs = json_object_get(msg, "services")))
+		return -1;
+	for (c = counts; c != NULL; c = c->next) {
+		if (c->seqs[w->slot] != ack)
+			continue;
+		c->seqs[w->slot] = -1;
+		entry = json_array_get(json_object_get(c->result, "workers"),
+		    (size_t)w->slot);
+		(void)json_object_set(entry, "count",
+		    json_object_get(msg, "count"));
+		(void)json_object_set(entry, "services", svcs);
+		(void)json_object_set_new(entry, "answered", json_true());
+		if (--c->waiting == 0)
+			count_finish(c);
+		return 0;
+	}
+	log_debug("worker %d: late count reply", w->id);
+	return 0;
+}
+
+/* What a worker may send: sorted by name for bsearch(). */
+static const struct msg_type {
+	const char	*name;
+	size_t		 fds;
+	int		 states;	/* bit per enum worker_state */
+	int		(*handler)(struct worker *, json_t *);
+} msg_types[] = {
+	/* name		fds	states			handler */
+	{ "conn.ack",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_conn_ack },
+	{ "count.reply", 0,	1 << W_ONLINE | 1 << W_STOPPING, msg_count_reply },
+	{ "fatal",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_fatal },
+	{ "hello",	0,	1 << W_STARTING,	msg_hello },
+	{ "listen",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_listen },
+	{ "listening",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_listening },
+	{ "ready",	0,	1 << W_STARTING,	msg_ready },
+	{ "unlisten",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_unlisten },
+};
+
+static int
+msg_type_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct msg_type *)elem)->name);
+}
+
+static void
+worker_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
+    void *arg)
+{
+	struct worker		*w = arg;
+	const struct msg_type	*t;
+	const char		*type;
+	size_t			 i;
+
+	(void)ipc;
+	type = json_string_value(json_object_get(msg, "type"));
+	t = bsearch(type, msg_types, sizeof msg_types / sizeof msg_types[0],
+	    sizeof msg_types[0], msg_type_cmp);
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (t == NULL || t->fds != nfds || !(t->states & (1 << w->state)) ||
+	    t->handler(w, msg) != 0) {
+		log_errx("worker %d [pid %d]: protocol error: %s message "
+		    "\"%.64s\" in state %s", w->id, (int)w->pid,
+		    t == NULL ? "unknown" : t->fds != nfds ? "wrong fd count in" :
+		    !(t->states & (1 << w->state)) ? "unexpected" : "bad",
+		    type, state_names[w->state]);
+		json_decref(msg);
+		worker_kill(w, "protocol error");
+		return;
+	}
+	json_decref(msg);
+}
+
+static void
+worker_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)ipc;
+	if (strcmp(reason, "closed") == 0) {
+		log_debug("worker %d [pid %d]: channel closed", w->id,
+		    (int)w->pid);
+		return;		/* its exit is reaped */
+	}
+	log_errx("worker %d [pid %d]: protocol error: %s", w->id, (int)w->pid,
+	    reason);
+	worker_kill(w, "protocol error");
+}
+
+/* Gives its handoffs to others; stops talking to it. */
+static void
+worker_detach(struct worker *w)
+{
+	struct inflight	**pp, *p;
+
+	for (pp = &inflights; (p = *pp) != NULL;) {
+		if (p->h->worker != w) {
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		listener_requeue(p->h);
+		free(p);
+	}
+	w->inflight = 0;
+	if (w->ipc != NULL) {
+		nc_ipc_free(w->ipc);
+		w->ipc = NULL;
+	}
+	memset(w->rr, 0, master_nlisteners * sizeof *w->rr);
+}
+
+static void
+worker_kill(struct worker *w, const char *why)
+{
+	log_warnx("worker %d [pid %d]: killing it: %s", w->id, (int)w->pid,
+	    why);
+	if (w->pid > 0)
+		(void)kill(w->pid, SIGKILL);
+	if (w->state != W_DEAD)
+		w->state = W_STOPPING;
+	worker_detach(w);
+	listener_worker_changed();
+}
+
+int
+supervisor_send_conn(struct worker *w, struct handoff *h)
+{
+	struct inflight	*p;
+	json_t		*msg;
+	int		 fds[1];
+	long long	 seq;
+
+	if (w->ipc == NULL || (p = calloc(1, sizeof *p)) == NULL)
+		return -1;
+	if ((fds[0] = fcntl(h->fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+		free(p);
+		return -1;
+	}
+	msg = json_pack("{s:s, s:i}", "type", "conn", "listener",
+	    h->listener->id);
+	if (msg == NULL) {
+		close(fds[0]);
+		free(p);
+		return -1;
+	}
+	seq = nc_ipc_send(w->ipc, msg, fds, 1);
+	json_decref(msg);
+	if (seq == -1) {
+		free(p);
+		return -1;
+	}
+	h->worker = w;
+	h->seq = seq;
+	p->h = h;
+	p->next = inflights;
+	inflights = p;
+	w->inflight++;
+	return 0;
+}
+
+static void
+restart_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	if (!master_stopping)
+		supervisor_spawn((int)(intptr_t)arg);
+}
+
+static void
+supervisor_spawn(int slot)
+{
+	struct worker	*w;
+	const char	*bin = worker_binary();
+	char		 env[32];
+	int		 sv[2];
+	pid_t		 pid;
+
+	if (nc_ipc_socketpair(sv) == -1)
+		fatalx("socketpair: %s", strerror(errno));
+	if ((w = calloc(1, sizeof *w)) == NULL ||
+	    (w->rr = calloc(master_nlisteners + 1, sizeof *w->rr)) == NULL)
+		fatalx("out of memory");
+	w->slot = slot;
+	w->id = next_worker_id++;
+	w->restarts = slots[slot].restarts;
+	clock_gettime(CLOCK_MONOTONIC, &w->started);
+
+	switch (pid = fork()) {
+	case -1:
+		fatalx("fork: %s", strerror(errno));
+	case 0:
+		/* The child: only async-signal-safe calls until exec. */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(sv[0]);
+		if (sv[1] != 3) {
+			if (dup2(sv[1], 3) == -1)
+				_exit(127);
+			close(sv[1]);
+		} else
+			(void)fcntl(3, F_SETFD, 0);
+		snprintf(env, sizeof env, "%d", 3);
+		setenv("NETCLUSTER_CHANNEL_FD", env, 1);
+		execl(bin, "netcluster-worker", (char *)NULL);
+		_exit(127);
+	default:
+		break;
+	}
+	close(sv[1]);
+	w->pid = pid;
+	w->state = W_STARTING;
+	w->ipc = nc_ipc_new(master_base, sv[0], worker_msg_cb,
+	    worker_error_cb, w);
+	if (w->ipc == NULL)
+		fatalx("out of memory");
+	master_workers[slot] = w;
+	log_info("worker %d [pid %d] (slot %d) started", w->id, (int)pid,
+	    slot);
+}
+
+void
+supervisor_start(void)
+{
+	int	i;
+
+	slots = calloc((size_t)master_nworkers, sizeof *slots);
+	master_workers = calloc((size_t)master_nworkers,
+	    sizeof *master_workers);
+	if (slots == NULL || master_workers == NULL)
+		fatalx("out of memory");
+	for (i = 0; i < master_nworkers; i++) {
+		slots[i].backoff_ms = BACKOFF_START_MS;
+		slots[i].restart_ev = evtimer_new(master_base, restart_cb,
+		    (void *)(intptr_t)i);
+		if (slots[i].restart_ev == NULL)
+			fatalx("out of memory");
+		supervisor_spawn(i);
+	}
+}
+
+static void
+kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)fd;
+	(void)what;
+	log_warnx("worker %d [pid %d]: still running after %d ms; killing it",
+	    w->id, (int)w->pid, master_config->shutdown_timeout_ms);
+	(void)kill(w->pid, SIGKILL);
+}
+
+void
+supervisor_stop(void)
+{
+	struct worker	*w;
+	struct timeval	 tv;
+	int		 i;
+
+	tv.tv_sec = master_config->shutdown_timeout_ms / 1000;
+	tv.tv_usec = (master_config->shutdown_timeout_ms % 1000) * 1000;
+	for (i = 0; i < master_nworkers; i++) {
+		(void)event_del(slots[i].restart_ev);
+		if ((w = master_workers[i]) == NULL || w->state == W_DEAD)
+			continue;
+		w->state = W_STOPPING;
+		worker_send(w, json_pack("{s:s}", "type", "stop"));
+		w->kill_ev = evtimer_new(master_base, kill_cb, w);
+		if (w->kill_ev != NULL)
+			(void)evtimer_add(w->kill_ev, &tv);
+	}
+}
+
+static void
+worker_free(struct worker *w)
+{
+	if (w->kill_ev != NULL)
+		event_free(w->kill_ev);
+	worker_detach(w);
+	json_decref(w->last_count);
+	free(w->rr);
+	free(w);
+}
+
+/* SIGCHLD: reap every child that exited and replace it. */
+void
+supervisor_reap(void)
+{
+	struct worker		*w;
+	struct slot_state	*st;
+	struct count_req	*c, *cn;
+	struct timeval		 tv;
+	pid_t			 pid;
+	int			 status, i;
+	double			 lived;
+	char			 why[64];
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (i = 0; i < master_nworkers; i++)
+			if (master_workers[i] != NULL &&
+			    master_workers[i]->pid == pid)
+				break;
+		if (i == master_nworkers)
+			continue;
+		w = master_workers[i];
+		st = &slots[i];
+		if (WIFSIGNALED(status))
+			snprintf(why, sizeof why, "killed by signal %d",
+			    WTERMSIG(status));
+		else
+			snprintf(why, sizeof why, "exited with status %d",
+			    WEXITSTATUS(status));
+		w->state = W_DEAD;
+		lived = elapsed_s(&w->started);
+		/* Its pending count answers will not come. */
+		for (c = counts; c != NULL; c = cn) {
+			cn = c->next;
+			if (c->seqs[i] != -1) {
+				c->seqs[i] = -1;
+				if (--c->waiting == 0)
+					count_finish(c);
+			}
+		}
+		master_workers[i] = NULL;
+		worker_free(w);
+		if (master_stopping) {
+			log_info("worker [pid %d] (slot %d) %s", (int)pid, i,
+			    why);
+			continue;
+		}
+		if (lived >= BACKOFF_RESET_S) {
+			st->deaths = 0;
+			st->backoff_ms = BACKOFF_START_MS;
+		}
+		st->deaths++;
+		st->restarts++;
+		tv.tv_sec = st->deaths > 1 ? st->backoff_ms / 1000 : 0;
+		tv.tv_usec = st->deaths > 1 ? (st->backoff_ms % 1000) * 1000 : 0;
+		log_warnx("worker [pid %d] (slot %d) %s after %.1f s; "
+		    "restarting in %ld ms", (int)pid, i, why, lived,
+		    (long)(tv.tv_sec * 1000 + tv.tv_usec / 1000));
+		if (st->deaths > 1) {
+			st->backoff_ms = st->backoff_ms * 3 / 2;
+			if (st->backoff_ms > BACKOFF_MAX_MS)
+				st->backoff_ms = BACKOFF_MAX_MS;
+		}
+		(void)evtimer_add(st->restart_ev, &tv);
+	}
+	listener_worker_changed();
+	for (i = 0; i < (int)master_nlisteners; i++)
+		listener_dispatch(master_listeners[i]);
+	if (master_stopping)
+		master_worker_gone();
+}
+
+size_t
+supervisor_alive(void)
+{
+	size_t	i, n = 0;
+
+	for (i = 0; i < (size_t)master_nworkers; i++)
+		if (master_workers[i] != NULL)
+			n++;
+	return n;
+}
+
+static void
+count_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct count_req	*c = arg;
+
+	(void)fd;
+	(void)what;
+	count_finish(c);	/* who did not answer stays "answered": false */
+}
+
+/*
+ * getConnections for the whole cluster: asks every live worker and calls
+ * done with {"workers": [{slot, id, pid, state, count, services,
+ * answered}...]} once all answered or the bound passed.
+ */
+int
+supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
+{
+	struct count_req	*c;
+	struct worker		*w;
+	struct timeval		 tv = { COUNT_TIMEOUT_MS / 1000,
+	    (COUNT_TIMEOUT_MS % 1000) * 1000 };
+	json_t			*list, *msg;
+	int			 i;
+
+	(void)request;
+	if ((c = calloc(1, sizeof *c)) == NULL ||
+	    (c->seqs = calloc((size_t)master_nworkers, sizeof *c->seqs)) ==
+	    NULL || (list = json_array()) == NULL) {
+		free(c);
+		return -1;
+	}
+	c->result = json_pack("{s:o}", "workers", list);
+	c->done = done;
+	c->arg = arg;
+	c->timer = evtimer_new(master_base, count_timeout_cb, c);
+	for (i = 0; i < master_nworkers; i++) {
+		c->seqs[i] = -1;
+		w = master_workers[i];
+		(void)json_array_append_new(list, json_pack(
+		    "{s:i, s:i, s:i, s:s, s:i, s:b, s:f, s:i, s:I}", "slot", i,
+		    "id", w != NULL ? w->id : 0, "pid", w != NULL ? w->pid : 0,
+		    "state", w != NULL ? state_names[w->state] : "dead",
+		    "count", 0, "answered", 0, "uptime_s",
+		    w != NULL ? elapsed_s(&w->started) : 0.0, "restarts",
+		    slots[i].restarts, "handed",
+		    (json_int_t)(w != NULL ? w->handed : 0)));
+		if (w == NULL || w->ipc == NULL || w->state == W_DEAD ||
+		    w->state == W_STARTING)
+			continue;
+		msg = json_pack("{s:s}", "type", "count");
+		if (msg == NULL)
+			continue;
+		c->seqs[i] = nc_ipc_send(w->ipc, msg, NULL, 0);
+		json_decref(msg);
+		if (c->seqs[i] != -1)
+			c->waiting++;
+	}
+	c->next = counts;
+	counts = c;
+	if (c->waiting == 0) {
+		count_finish(c);
+		return 0;
+	}
+	(void)evtimer_add(c->timer, &tv);
+	return 0;
+}

@@ -1,0 +1,357 @@
+/*
+ * netcluster-worker: started by netclusterd with its channel in
+ * NETCLUSTER_CHANNEL_FD. It waits for `init` (the validated config), runs
+ * every service, reports `ready` once all its listeners are up, answers
+ * `count`, and on `stop` (or SIGTERM) closes its servers, lets open
+ * connections finish, and exits. Without its master it exits at once.
+ */
+
+#include <sys/prctl.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "nc-cluster.h"
+#include "nc-config.h"
+#include "netcluster.h"
+#include "worker.h"
+
+struct event_base	*worker_base;
+int			 worker_id = -1;
+
+static struct nc_config	*config;
+static struct service	*services;
+static size_t		 nservices;
+static bool		 stopping;
+static bool		 ready_sent;
+
+static void __attribute__((noreturn, format(printf, 1, 2)))
+fatalx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	fprintf(stderr, "<3>netcluster-worker %d [pid %d]: ", worker_id,
+	    (int)getpid());
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	nc_cluster_flush(100);
+	exit(1);
+}
+
+static void
+worker_log_cb(int level, const char *msg, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "<%d>netcluster-worker %d [pid %d]: %s\n", level,
+	    worker_id, (int)getpid(), msg);
+}
+
+static void
+worker_send(json_t *msg)
+{
+	if (msg == NULL)
+		fatalx("out of memory");
+	(void)nc_cluster_send(msg, NULL, 0);
+	json_decref(msg);
+}
+
+static void
+worker_exit_if_done(void)
+{
+	size_t	i;
+
+	for (i = 0; i < nservices; i++)
+		if (services[i].closed < services[i].nservers)
+			return;
+	nc_cluster_flush(1000);
+	exit(0);
+}
+
+static void
+worker_server_closed(void *server, const struct nc_event_args *ev, void *arg)
+{
+	struct service	*svc = arg;
+
+	(void)server;
+	(void)ev;
+	svc->closed++;
+	if (stopping)
+		worker_exit_if_done();
+}
+
+/* stop: close every server; exit once their connections have ended. */
+static void
+worker_stop(void)
+{
+	size_t	i, j;
+
+	if (stopping)
+		return;
+	stopping = true;
+	for (i = 0; i < nservices; i++)
+		for (j = 0; j < services[i].nservers; j++)
+			(void)nc_server_close(services[i].servers[j], NULL, NULL);
+	worker_exit_if_done();
+}
+
+static void
+worker_check_ready(void)
+{
+	size_t	i;
+
+	if (ready_sent)
+		return;
+	for (i = 0; i < nservices; i++)
+		if (services[i].listening < services[i].nservers)
+			return;
+	ready_sent = true;
+	worker_send(json_pack("{s:s, s:i}", "type", "ready", "pid",
+	    (int)getpid()));
+}
+
+static void
+worker_listening(void *server, const struct nc_event_args *ev, void *arg)
+{
+	struct service		*svc = arg;
+	struct nc_address	 a;
+
+	(void)ev;
+	svc->listening++;
+	if (nc_server_address(server, &a) == 0)
+		worker_send(json_pack("{s:s, s:s, s:s, s:i}", "type",
+		    "listening", "service", svc->conf->name, "address",
+		    a.address, "port", a.port));
+	worker_check_ready();
+}
+
+static void
+worker_listen_error(void *server, const struct nc_event_args *ev, void *arg)
+{
+	struct service	*svc = arg;
+
+	(void)server;
+	/* The master decides: it logs this and replaces the worker. */
+	worker_send(json_pack("{s:s, s:s, s:s, s:i}", "type", "fatal",
+	    "service", svc->conf->name, "message", ev->error->message,
+	    "code", ev->error->code));
+	fatalx("service %s: %s", svc->conf->name, ev->error->message);
+}
+
+static void
+worker_connection(void *server, const struct nc_event_args *ev, void *arg)
+{
+	struct service	*svc = arg;
+
+	(void)server;
+	echo_connection(svc, ev->socket);
+}
+
+/* Listens on one address: through the master, or alone (exclusive). */
+static int
+worker_listen(struct service *svc, struct nc_server *srv,
+    const struct nc_listen_addr *a)
+{
+	struct nc_listen_options	o;
+
+	if (svc->conf->mode != NC_MODE_EXCLUSIVE || a->kind == NC_LISTEN_FD ||
+	    a->kind == NC_LISTEN_SYSTEMD)
+		return nc_cluster_server_listen(srv, a->text,
+		    svc->conf->backlog, worker_listening, svc);
+	memset(&o, 0, sizeof o);
+	o.exclusive = true;
+	o.backlog = svc->conf->backlog;
+	if (a->kind == NC_LISTEN_UNIX)
+		o.path = a->path;
+	else {
+		o.port = a->port;
+		o.host = a->host;
+	}
+	return nc_server_listen_options(srv, &o, worker_listening, svc);
+}
+
+static void
+worker_start(void)
+{
+	struct nc_server_options	 so;
+	const struct nc_service		*c;
+	struct service			*svc;
+	struct nc_server		*srv;
+	size_t				 i, j;
+	int				 rc;
+
+	nservices = config->nservices;
+	if ((services = calloc(nservices, sizeof *services)) == NULL)
+		fatalx("out of memory");
+	for (i = 0; i < nservices; i++) {
+		svc = &services[i];
+		c = svc->conf = &config->services[i];
+		if (c->handler != NC_HANDLER_ECHO)
+			fatalx("service %s: handler %s is not available",
+			    c->name, nc_config_handler_name(c->handler));
+		svc->servers = calloc(c->nlisten, sizeof *svc->servers);
+		if (svc->servers == NULL)
+			fatalx("out of memory");
+		memset(&so, 0, sizeof so);
+		so.base = worker_base;
+		so.allow_half_open = c->allow_half_open;
+		so.pause_on_connect = c->pause_on_connect;
+		for (j = 0; j < c->nlisten; j++) {
+			srv = nc_create_server(&so, worker_connection, svc);
+			if (srv == NULL)
+				fatalx("out of memory");
+			svc->servers[svc->nservers++] = srv;
+			(void)nc_server_set_max_connections(srv,
+			    c->max_connections);
+			(void)nc_server_on(srv, NC_EV_ERROR,
+			    worker_listen_error, svc);
+			(void)nc_server_on(srv, NC_EV_CLOSE,
+			    worker_server_closed, svc);
+			if ((rc = worker_listen(svc, srv, &c->listen[j])) != 0)
+				fatalx("service %s: listen %s: %s", c->name,
+				    c->listen[j].text, nc_strerror(rc));
+		}
+	}
+	worker_check_ready();
+}
+
+static void
+worker_init(json_t *msg)
+{
+	json_t	*conf;
+	char	*text, *errors;
+
+	if (config != NULL)
+		fatalx("init received twice");
+	worker_id = (int)json_integer_value(json_object_get(msg, "id"));
+	if (!json_is_object(conf = json_object_get(msg, "config")))
+		fatalx("init without a config");
+	if ((text = json_dumps(conf, JSON_COMPACT)) == NULL)
+		fatalx("out of memory");
+	if (nc_config_parse("(from the master)", text, strlen(text), &config,
+	    &errors) != 0)
+		fatalx("config from the master refused: %s", errors);
+	free(text);
+	nc_set_log_level(config->log_level);
+	worker_start();
+}
+
+static void
+worker_count(json_t *msg)
+{
+	json_t	*per, *reply;
+	size_t	 i, j;
+	int	 n;
+
+	if ((per = json_object()) == NULL)
+		fatalx("out of memory");
+	for (i = 0; i < nservices; i++) {
+		n = 0;
+		for (j = 0; j < services[i].nservers; j++)
+			n += nc_server_connections(services[i].servers[j]);
+		(void)json_object_set_new(per, services[i].conf->name,
+		    json_integer(n));
+	}
+	reply = json_pack("{s:s, s:I, s:i, s:o}", "type", "count.reply",
+	    "ack", json_integer_value(json_object_get(msg, "seq")), "count",
+	    nc_cluster_connections(), "services", per);
+	worker_send(reply);
+}
+
+static void
+worker_msg_cb(json_t *msg, int *fds, size_t nfds, void *arg)
+{
+	const char	*type = json_string_value(json_object_get(msg, "type"));
+	size_t		 i;
+
+	(void)arg;
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (nfds > 0)
+		fatalx("message %s came with %zu fds", type, nfds);
+	if (strcmp(type, "init") == 0)
+		worker_init(msg);
+	else if (strcmp(type, "count") == 0)
+		worker_count(msg);
+	else if (strcmp(type, "stop") == 0)
+		worker_stop();
+	else
+		fatalx("unknown message type \"%.64s\"", type);
+	json_decref(msg);
+}
+
+static void
+worker_lost_cb(const char *reason, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "<6>netcluster-worker %d [pid %d]: master gone (%s); "
+	    "exiting\n", worker_id, (int)getpid(), reason);
+	exit(0);
+}
+
+static void
+worker_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	(void)arg;
+	worker_stop();
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: netcluster-worker\n"
+	    "Runs the services netclusterd sends it; started by netclusterd\n"
+	    "with its channel in NETCLUSTER_CHANNEL_FD, never by hand.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	struct event	*term, *intr;
+
+	if (argc > 1) {
+		if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		usage(stderr);
+		return 2;
+	}
+	/* No orphans: the kernel tells us when the master dies. */
+	(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() == 1)
+		return 0;	/* the master died before prctl() */
+	signal(SIGPIPE, SIG_IGN);
+	nc_set_log_cb(worker_log_cb, NULL);
+
+	if (!nc_cluster_is_worker()) {
+		fprintf(stderr, "netcluster-worker: NETCLUSTER_CHANNEL_FD is "
+		    "not set to a channel; netclusterd starts workers\n");
+		return 2;
+	}
+	if ((worker_base = event_base_new()) == NULL)
+		fatalx("cannot create the event loop");
+	if (nc_cluster_attach(worker_base, worker_msg_cb, worker_lost_cb,
+	    NULL) != 0)
+		fatalx("cannot attach to the channel");
+	term = evsignal_new(worker_base, SIGTERM, worker_signal_cb, NULL);
+	intr = evsignal_new(worker_base, SIGINT, worker_signal_cb, NULL);
+	if (term == NULL || intr == NULL || evsignal_add(term, NULL) == -1 ||
+	    evsignal_add(intr, NULL) == -1)
+		fatalx("cannot watch signals");
+	worker_send(json_pack("{s:s, s:i}", "type", "hello", "pid",
+	    (int)getpid()));
+	event_base_dispatch(worker_base);
+	return 0;
+}

@@ -1,0 +1,30 @@
+/*
+ * netcluster-worker: runs the services of the configuration the master
+ * sent, each as servers of libnetcluster whose listens go to the master.
+ */
+
+#ifndef WORKER_H
+#define WORKER_H
+
+#include "nc-config.h"
+#include "netcluster.h"
+
+struct event_base;
+
+/* One service as this worker runs it: a server per listen address. */
+struct service {
+	const struct nc_service	*conf;
+	struct nc_server	**servers;
+	size_t			  nservers;
+	size_t			  listening;
+	size_t			  closed;
+};
+
+/* handler-echo.c */
+void	echo_connection(struct service *, struct nc_socket *);
+
+/* main.c */
+extern struct event_base	*worker_base;
+extern int			 worker_id;
+
+#endif /* WORKER_H */
