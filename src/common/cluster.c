@@ -140,6 +140,13 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 		if (fd != -1)
 			close(fd);
 		fd = -1;
+	}
+	/*
+	 * Round-robin servers take every connection from the master;
+	 * reuseport ones take those of slots whose worker is gone.
+	 */
+	if (code == 0 && mode != NULL && (fd == -1 ||
+	    strcmp(mode, "reuseport") == 0)) {
 		if ((r = calloc(1, sizeof *r)) == NULL)
 			code = NC_ENOMEM;
 		else {
@@ -149,8 +156,7 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 			r->next = cl.rr;
 			cl.rr = r;
 		}
-	} else if (code == 0 && fd == -1)
-		code = NC_EINVAL;
+	}
 	nc__server_cluster_listening(p->server, (int)code, fd,
 	    json_string_value(json_object_get(msg, "address")),
 	    (int)json_integer_value(json_object_get(msg, "port")));

@@ -137,7 +137,7 @@ ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (len == -1) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
-		ipc_fail(ipc, strerror(errno));
+		ipc_fail(ipc, errno == ECONNRESET ? "closed" : strerror(errno));
 		return;
 	}
 	/* Collect every fd that came before judging the packet. */

@@ -560,7 +560,7 @@ nc__server_cluster_connection(struct nc_server *s, int fd)
 	struct nc_socket	*sock;
 	struct nc_event_args	 args;
 
-	if (!s->listening || !s->cluster_rr || (s->max_connections > 0 &&
+	if (!s->listening || (s->max_connections > 0 &&
 	    s->connections >= s->max_connections)) {
 		close(fd);	/* the master keeps its copy and re-routes */
 		return 0;
@@ -811,8 +811,7 @@ nc_server_close(struct nc_server *s, nc_listener_cb cb, void *arg)
 			return rc;
 	}
 	s->generation++;	/* cancels a pending `listening` */
-	if (s->cluster_rr)
-		nc__cluster_forget(s);
+	nc__cluster_forget(s);
 	s->cluster_rr = false;
 	s->cluster_pending = false;
 	server_close_handle(s);

@@ -73,6 +73,7 @@ struct worker {
 	bool			*rr;		/* by listener id: registered */
 	struct event		*kill_ev;	/* shutdown deadline */
 	json_t			*last_count;
+	json_t			*listening;	/* what it reported */
 };
 
 /* main.c */

@@ -178,6 +178,9 @@ msg_listen(struct worker *w, json_t *msg)
 		reply_listen(w, msg, NC_EINVAL, l, -1);
 		return 0;
 	}
+	/* reuseport: it also serves the slots of dead workers, from here. */
+	if (l->nfds > 1)
+		w->rr[l->id] = true;
 	reply_listen(w, msg, 0, l, listener_fd_for(l, w));
 	return 0;
 }
@@ -220,6 +223,15 @@ msg_ready(struct worker *w, json_t *msg)
 static int
 msg_listening(struct worker *w, json_t *msg)
 {
+	json_t	*entry;
+
+	/* Kept for `workers`: exclusive listeners differ per worker. */
+	entry = json_pack("{s:O, s:O, s:O}", "service",
+	    json_object_get(msg, "service"), "address",
+	    json_object_get(msg, "address"), "port",
+	    json_object_get(msg, "port"));
+	if (entry != NULL && json_array_append_new(w->listening, entry) == -1)
+		return -1;
 	log_debug("worker %d [pid %d]: service %s listening on %s port %d",
 	    w->id, (int)w->pid,
 	    json_string_value(json_object_get(msg, "service")),
@@ -307,6 +319,8 @@ msg_count_reply(struct worker *w, json_t *msg)
 		(void)json_object_set(entry, "count",
 		    json_object_get(msg, "count"));
 		(void)json_object_set(entry, "services", svcs);
+		(void)json_object_set(entry, "accepted",
+		    json_object_get(msg, "accepted"));
 		(void)json_object_set_new(entry, "answered", json_true());
 		if (--c->waiting == 0)
 			count_finish(c);
@@ -375,7 +389,8 @@ worker_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
 	struct worker	*w = arg;
 
 	(void)ipc;
-	if (strcmp(reason, "closed") == 0) {
+	if (strcmp(reason, "closed") == 0 || strcmp(reason,
+	    strerror(EPIPE)) == 0) {
 		log_debug("worker %d [pid %d]: channel closed", w->id,
 		    (int)w->pid);
 		return;		/* its exit is reaped */
@@ -483,6 +498,8 @@ supervisor_spawn(int slot)
 	w->slot = slot;
 	w->id = next_worker_id++;
 	w->restarts = slots[slot].restarts;
+	if ((w->listening = json_array()) == NULL)
+		fatalx("out of memory");
 	clock_gettime(CLOCK_MONOTONIC, &w->started);
 
 	switch (pid = fork()) {
@@ -577,6 +594,7 @@ worker_free(struct worker *w)
 		event_free(w->kill_ev);
 	worker_detach(w);
 	json_decref(w->last_count);
+	json_decref(w->listening);
 	free(w->rr);
 	free(w);
 }
@@ -710,6 +728,9 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 		    w != NULL ? elapsed_s(&w->started) : 0.0, "restarts",
 		    slots[i].restarts, "handed",
 		    (json_int_t)(w != NULL ? w->handed : 0)));
+		if (w != NULL)
+			(void)json_object_set(json_array_get(list, (size_t)i),
+			    "listening", w->listening);
 		if (w == NULL || w->ipc == NULL || w->state == W_DEAD ||
 		    w->state == W_STARTING)
 			continue;

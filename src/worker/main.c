@@ -32,6 +32,7 @@ static struct service	*services;
 static size_t		 nservices;
 static bool		 stopping;
 static bool		 ready_sent;
+static long long	 accepted;	/* connections served, in all */
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
 fatalx(const char *fmt, ...)
@@ -153,6 +154,7 @@ worker_connection(void *server, const struct nc_event_args *ev, void *arg)
 	struct service	*svc = arg;
 
 	(void)server;
+	accepted++;
 	echo_connection(svc, ev->socket);
 }
 
@@ -261,9 +263,10 @@ worker_count(json_t *msg)
 		(void)json_object_set_new(per, services[i].conf->name,
 		    json_integer(n));
 	}
-	reply = json_pack("{s:s, s:I, s:i, s:o}", "type", "count.reply",
+	reply = json_pack("{s:s, s:I, s:i, s:o, s:I}", "type", "count.reply",
 	    "ack", json_integer_value(json_object_get(msg, "seq")), "count",
-	    nc_cluster_connections(), "services", per);
+	    nc_cluster_connections(), "services", per, "accepted",
+	    (json_int_t)accepted);
 	worker_send(reply);
 }
 

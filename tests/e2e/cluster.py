@@ -1,0 +1,321 @@
+"""netclusterd end to end: the four listener modes with real clients,
+aggregated connection counts, workers killed under load, the master
+killed, and a hostile worker on the channel."""
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, Failure, SCALE, WORKER, check, echo_clients,
+                     run)
+
+
+def echo_service(mode, listen=None, **kw):
+    s = {"name": "echo", "listen": listen or ["127.0.0.1:0"], "mode": mode}
+    s.update(kw)
+    return s
+
+
+def modes_serve(mode, workers, clients=300):
+    d = Daemon([echo_service(mode)], workers=workers)
+    try:
+        d.wait_online()
+        port = d.port()
+        check(port > 0, "no port")
+        ok, bad = echo_clients(("127.0.0.1", port), clients)
+        check(not bad and ok == clients,
+              "%s/%d: %d ok, failures %s" % (mode, workers, ok, bad[:5]))
+        ws = d.ctl("workers")["workers"]
+        shares = [w.get("accepted", 0) for w in ws]
+        check(sum(shares) == clients, "%s: shares %s" % (mode, shares))
+        print("  %s, %d workers: %d clients ok, per worker %s" % (
+            mode, workers, ok, shares))
+        if mode == "round-robin":
+            fair = clients / workers
+            check(min(shares) >= fair * 0.5,
+                  "round-robin unfair: %s" % shares)
+        return shares
+    finally:
+        d.stop()
+
+
+def test_shared():
+    modes_serve("shared", 2)
+    modes_serve("shared", 4)
+
+
+def test_round_robin():
+    modes_serve("round-robin", 2)
+    modes_serve("round-robin", 4)
+
+
+def test_reuseport():
+    modes_serve("reuseport", 2)
+    modes_serve("reuseport", 4)
+
+
+def test_exclusive_port0_distinct():
+    d = Daemon([echo_service("exclusive")], workers=2)
+    try:
+        d.wait_online()
+        ws = d.ctl("workers")["workers"]
+        ports = [w["listening"][0]["port"] for w in ws]
+        check(len(set(ports)) == 2 and all(p > 0 for p in ports),
+              "exclusive ports %s" % ports)
+        for p in ports:
+            ok, bad = echo_clients(("127.0.0.1", p), 20)
+            check(ok == 20 and not bad, "port %d: %s" % (p, bad[:3]))
+        print("  exclusive, 2 workers on port 0: ports %s" % ports)
+    finally:
+        d.stop()
+
+
+def test_exclusive_eaddrinuse():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    d = Daemon([echo_service("exclusive", ["127.0.0.1:%d" % port])],
+               workers=1)
+    try:
+        d.wait_log("EADDRINUSE")
+        line = [l for l in d.lines if "EADDRINUSE" in l][0]
+        check("echo" in line and str(port) in line,
+              "error does not name service and address: %s" % line)
+    finally:
+        d.stop()
+        s.close()
+
+
+def wait_fin(s):
+    s.settimeout(10 * SCALE)
+    while s.recv(4096):
+        pass
+
+
+def test_get_connections():
+    d = Daemon([echo_service("round-robin")], workers=2)
+    try:
+        d.wait_online()
+        port = d.port()
+        conns = []
+        for i in range(5):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.settimeout(10 * SCALE)
+            check(c.recv(7) == b"hello\r\n", "no hello")
+            conns.append(c)
+        check(d.ctl("connections")["connections"] == 5, "count != 5")
+        check(d.ctl("connections", "echo")["connections"] == 5,
+              "service count != 5")
+        seen = [5]
+        while conns:
+            c = conns.pop()
+            c.shutdown(socket.SHUT_WR)
+            wait_fin(c)
+            c.close()
+            n = d.ctl("connections")["connections"]
+            seen.append(n)
+            check(n == len(conns), "count %d, want %d" % (n, len(conns)))
+        print("  connections followed: %s" % seen)
+        # A stopped worker is reported, not waited for.
+        pid = d.worker_pids()[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            r = d.ctl("connections")
+            took = time.monotonic() - start
+            check(took < 3 * SCALE, "took %.1f s" % took)
+            check(len(r["missing"]) == 1, "missing %s" % r["missing"])
+            print("  with a stopped worker: answered in %.2f s, missing %s"
+                  % (took, r["missing"]))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        d.stop()
+
+
+def load_during(d, port, action, threads=8, seconds=2.0):
+    """Sequential echo connections in several threads while action()
+    runs; returns (made, refused, unanswered, reset)."""
+    stats = {"made": 0, "refused": 0, "unanswered": 0, "reset": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                c = socket.create_connection(("127.0.0.1", port),
+                                             timeout=5 * SCALE)
+            except ConnectionRefusedError:
+                with lock:
+                    stats["refused"] += 1
+                continue
+            except OSError:
+                with lock:
+                    stats["unanswered"] += 1
+                continue
+            try:
+                c.sendall(b"ping")
+                got = b""
+                while len(got) < 11:
+                    d_ = c.recv(64)
+                    if not d_:
+                        raise ConnectionResetError("eof")
+                    got += d_
+                key = "made" if got == b"hello\r\nping" else "reset"
+            except socket.timeout:
+                key = "unanswered"
+            except OSError:
+                key = "reset"
+            finally:
+                c.close()
+            with lock:
+                stats[key] += 1
+
+    ts = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    try:
+        action()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            d.read_lines(0.2)
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(30 * SCALE)
+    return stats
+
+
+def kill_worker_under_load(mode):
+    d = Daemon([echo_service(mode)], workers=2)
+    try:
+        d.wait_online()
+        port = d.port()
+        victim = d.worker_pids()[0]
+        stats = load_during(d, port, lambda: os.kill(victim, signal.SIGKILL))
+        d.wait_online(3)    # the replacement came up
+        print("  %s: kill -9 of a worker under load: %s" % (mode, stats))
+        check(stats["refused"] == 0 and stats["unanswered"] == 0,
+              "%s: %s" % (mode, stats))
+        check(stats["made"] > 100, "too little load: %s" % stats)
+        return stats
+    finally:
+        d.stop()
+
+
+def test_kill_worker_shared():
+    kill_worker_under_load("shared")
+
+
+def test_kill_worker_reuseport():
+    kill_worker_under_load("reuseport")
+
+
+def test_kill_worker_round_robin():
+    kill_worker_under_load("round-robin")
+
+
+def test_kill_master():
+    d = Daemon([echo_service("shared")], workers=3)
+    try:
+        d.wait_online()
+        pids = d.worker_pids()
+        check(len(pids) == 3, "workers %s" % pids)
+        # pidfds become readable when their process exits.
+        fds = {os.pidfd_open(p): p for p in pids}
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        start = time.monotonic()
+        d.proc.kill()
+        d.proc.wait()
+        gone = set()
+        deadline = start + 1.0 * SCALE
+        while len(gone) < len(fds) and time.monotonic() < deadline:
+            left = max(0, deadline - time.monotonic())
+            for fd, _ in poller.poll(left * 1000):
+                gone.add(fd)
+                poller.unregister(fd)
+        took = time.monotonic() - start
+        for fd in fds:
+            os.close(fd)
+        check(len(gone) == len(fds), "workers alive 1 s after the master "
+              "died: %s" % [fds[f] for f in fds if f not in gone])
+        print("  kill -9 of the master: %d workers gone in %.3f s"
+              % (len(pids), took))
+    finally:
+        d.stop()
+
+
+FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                    "fake_worker.py")
+
+
+def test_hostile_worker():
+    # Baseline: the master's fds with a real worker online.
+    base = Daemon([echo_service("shared")], workers=1)
+    try:
+        base.wait_online()
+        baseline = base.fd_count()
+    finally:
+        base.stop()
+    import tempfile
+    fd, counter = tempfile.mkstemp(prefix="nc-fake.")
+    os.close(fd)
+    env = {"NETCLUSTER_WORKER": FAKE, "FAKE_COUNTER": counter,
+           "FAKE_REAL_WORKER": WORKER}
+    d = Daemon([echo_service("shared")], workers=1, env=env)
+    try:
+        d.wait_online(1, timeout=30)
+        log = "\n".join(d.lines)
+        for want in ("malformed message", "oversized message",
+                     "wrong fd count", "refused a handle for 127.0.0.1:1",
+                     "unknown message", "too many fds"):
+            check(want in log, "no %r in the log:\n%s" % (want, log))
+        ok, bad = echo_clients(("127.0.0.1", d.port()), 20)
+        check(ok == 20 and not bad, "not serving after abuse: %s" % bad[:3])
+        check(d.fd_count() == baseline, "master fds %d, baseline %d" % (
+            d.fd_count(), baseline))
+        print("  hostile worker: 6 kinds of abuse, master fds %d = %d"
+              % (d.fd_count(), baseline))
+    finally:
+        d.stop()
+        if os.path.exists(counter):
+            os.unlink(counter)
+
+
+def test_config_check():
+    import tempfile
+    with tempfile.TemporaryDirectory() as t:
+        good = os.path.join(t, "good.json")
+        with open(good, "w") as f:
+            f.write('{"services": [{"name": "e", "listen": ["0"]}]}')
+        p = subprocess.run([os.path.join(os.path.dirname(WORKER),
+                            "netclusterd"), "-t", "-c", good],
+                           capture_output=True, text=True)
+        check(p.returncode == 0 and p.stdout == good +
+              ": configuration OK\n", "good: %r %r" % (p.stdout, p.stderr))
+        bad = os.path.join(t, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"services": [{"name": "e", "listen": ["0"],\n'
+                    ' "mode": "rr"}]}')
+        p = subprocess.run([os.path.join(os.path.dirname(WORKER),
+                            "netclusterd"), "-t", "-c", bad],
+                           capture_output=True, text=True)
+        check(p.returncode == 1 and p.stderr == bad + ":2:10: services[0]."
+              "mode: expected one of shared, round-robin, exclusive, "
+              "reuseport, got \"rr\"\n", "bad: %r" % p.stderr)
+
+
+run([test_config_check, test_shared, test_round_robin, test_reuseport,
+     test_exclusive_port0_distinct, test_exclusive_eaddrinuse,
+     test_get_connections, test_kill_worker_shared,
+     test_kill_worker_reuseport, test_kill_worker_round_robin,
+     test_kill_master, test_hostile_worker])

@@ -1,0 +1,193 @@
+"""Helpers for the end-to-end tests: a netclusterd of our own on loopback
+with a config in a temporary directory, clients, bounded waits on the
+daemon's own output. Every wait has a deadline; nothing sleeps to wait."""
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD = os.path.abspath(os.environ.get("top_builddir", "."))
+SCALE = max(1, int(os.environ.get("NC_TEST_TIMEOUT_SCALE", "1") or 1))
+NETCLUSTERD = os.path.join(BUILD, "netclusterd")
+NETCLUSTERCTL = os.path.join(BUILD, "netclusterctl")
+WORKER = os.path.join(BUILD, "netcluster-worker")
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+class Daemon:
+    """netclusterd on a temporary config; stop() always cleans up."""
+
+    def __init__(self, services, workers=2, extra=None, env=None):
+        self.dir = tempfile.mkdtemp(prefix="nc-e2e.")
+        self.control = os.path.join(self.dir, "control.sock")
+        conf = {"workers": workers, "control_socket": self.control,
+                "log_level": "info", "shutdown_timeout_ms": 3000,
+                "services": services}
+        conf.update(extra or {})
+        self.config = os.path.join(self.dir, "netcluster.json")
+        with open(self.config, "w") as f:
+            json.dump(conf, f)
+        self.workers = workers
+        self.lines = []
+        self.buf = b""
+        e = dict(os.environ)
+        e.update(env or {})
+        self.proc = subprocess.Popen(
+            [NETCLUSTERD, "-c", self.config], stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, env=e)
+        os.set_blocking(self.proc.stderr.fileno(), False)
+
+    def read_lines(self, timeout):
+        """Reads what the daemon logged within timeout; returns new lines."""
+        r, _, _ = select.select([self.proc.stderr], [], [], timeout)
+        new = []
+        if r:
+            chunk = self.proc.stderr.read() or b""
+            self.buf += chunk
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                new.append(line.decode("utf-8", "replace"))
+            self.lines.extend(new)
+            if not chunk and self.proc.poll() is not None:
+                raise Failure("netclusterd exited (%s):\n%s" % (
+                    self.proc.returncode, "\n".join(self.lines[-20:])))
+        return new
+
+    def wait_log(self, text, count=1, timeout=10):
+        """Waits until text appeared count times in the log."""
+        deadline = time.monotonic() + timeout * SCALE
+        while sum(text in l for l in self.lines) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("timed out waiting for %r x%d; log:\n%s" % (
+                    text, count, "\n".join(self.lines[-30:])))
+            self.read_lines(min(left, 0.5))
+
+    def wait_online(self, n=None, timeout=10):
+        self.wait_log(" online", n or self.workers, timeout)
+
+    def ctl(self, *args, check_ok=True, timeout=10):
+        p = subprocess.run([NETCLUSTERCTL, "-s", self.control, "--json"] +
+                           list(args), capture_output=True,
+                           timeout=timeout * SCALE)
+        if check_ok and p.returncode != 0:
+            raise Failure("netclusterctl %s: %s" % (
+                " ".join(args), p.stderr.decode()))
+        return json.loads(p.stdout) if p.returncode == 0 else p
+
+    def port(self, service=0, listener=0):
+        st = self.ctl("status")
+        return st["services"][service]["listeners"][listener]["port"]
+
+    def worker_pids(self):
+        return [w["pid"] for w in self.ctl("workers")["workers"]
+                if w["state"] == "online"]
+
+    def fd_count(self):
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10 * SCALE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            self.read_lines(0)
+        except Failure:
+            pass
+        self.proc.stderr.close()
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        os.rmdir(self.dir)
+
+
+def echo_clients(address, n, payload_size=16, timeout=10, family=None):
+    """n concurrent clients: each must get hello and its bytes back.
+    Returns (ok, failures)."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    conns = {}
+    failures = []
+    for i in range(n):
+        if isinstance(address, str):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            s = socket.socket(family or socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(address)
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            failures.append("connect: %s" % e)
+            s.close()
+            continue
+        want = b"hello\r\n" + os.urandom(payload_size)
+        conns[s] = {"want": want, "got": b"", "sent": False}
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    deadline = time.monotonic() + timeout * SCALE
+    ok = 0
+    while conns and time.monotonic() < deadline:
+        for key, ev in sel.select(timeout=0.5):
+            s = key.fileobj
+            c = conns[s]
+            try:
+                if ev & selectors.EVENT_WRITE and not c["sent"]:
+                    s.send(c["want"][7:])
+                    c["sent"] = True
+                    sel.modify(s, selectors.EVENT_READ)
+                    continue
+                if ev & selectors.EVENT_READ:
+                    d = s.recv(4096)
+                    if not d:
+                        raise OSError("closed after %r" % c["got"])
+                    c["got"] += d
+                    if len(c["got"]) >= len(c["want"]):
+                        if c["got"] != c["want"]:
+                            raise OSError("wrong echo %r" % c["got"][:40])
+                        ok += 1
+                        sel.unregister(s)
+                        s.close()
+                        del conns[s]
+            except OSError as e:
+                failures.append(str(e))
+                sel.unregister(s)
+                s.close()
+                del conns[s]
+    for s in list(conns):
+        failures.append("unanswered")
+        s.close()
+    sel.close()
+    return ok, failures
+
+
+def run(tests):
+    """Runs each test function; prints figures; exits 0 or 1."""
+    failed = 0
+    for t in tests:
+        start = time.monotonic()
+        try:
+            t()
+            print("ok   %s (%.1f s)" % (t.__name__, time.monotonic() - start))
+        except Exception as e:  # every failure is reported, then the next
+            failed += 1
+            print("FAIL %s: %s: %s" % (t.__name__, type(e).__name__, e))
+        sys.stdout.flush()
+    sys.exit(1 if failed else 0)
