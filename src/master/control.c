@@ -343,6 +343,7 @@ control_open(const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un	sun;
 	mode_t			old;
+	char			dir[108], *slash;
 
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
@@ -351,6 +352,15 @@ control_open(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+	/* Its directory (/run/netcluster) may not exist yet after a boot. */
+	snprintf(dir, sizeof dir, "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+			snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+			return -1;
+		}
+	}
 	(void)unlink(path);
 	old = umask(0177);	/* mode 0600 from birth */
 	control_listener = evconnlistener_new_bind(master_base, accept_cb, NULL,
