@@ -315,7 +315,8 @@ nc_ipc_send(struct nc_ipc *ipc, json_t *msg, const int *fds, size_t nfds)
 		free(o);
 		goto fail;
 	}
-	memcpy(o->fds, fds, nfds * sizeof *fds);
+	if (nfds > 0)
+		memcpy(o->fds, fds, nfds * sizeof *fds);
 	o->nfds = nfds;
 	if (ipc->tail != NULL)
 		ipc->tail->next = o;
