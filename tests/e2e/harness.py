@@ -101,21 +101,33 @@ class Daemon:
         return len(os.listdir("/proc/%d/fd" % self.proc.pid))
 
     def stop(self):
-        if self.proc.poll() is None:
+        """SIGTERM; the master must exit 0 and nothing may have logged a
+        sanitizer report (workers share the master's stderr)."""
+        graceful = self.proc.poll() is None
+        if graceful:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10 * SCALE)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                graceful = False
         try:
-            self.read_lines(0)
+            while self.read_lines(0.2):
+                pass
         except Failure:
             pass
         self.proc.stderr.close()
         for name in os.listdir(self.dir):
             os.unlink(os.path.join(self.dir, name))
         os.rmdir(self.dir)
+        reports = [l for l in self.lines if "Sanitizer" in l or
+                   "runtime error:" in l]
+        if reports:
+            raise Failure("sanitizer report:\n" + "\n".join(self.lines[-40:]))
+        if graceful and self.proc.returncode != 0:
+            raise Failure("netclusterd exited %d after SIGTERM" %
+                          self.proc.returncode)
 
 
 def echo_clients(address, n, payload_size=16, timeout=10, family=None):
