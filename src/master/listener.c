@@ -32,6 +32,7 @@
 #define ACCEPT_BATCH	64	/* accepts per event */
 #define QUEUE_MAX	4096	/* accepted, not yet handed over */
 #define WORKER_WINDOW	64	/* handoffs in flight per worker */
+#define REFUSED_PAUSE_S	0.1	/* before asking a full worker again */
 
 struct queue {
 	struct handoff	*head, *tail;
@@ -387,8 +388,18 @@ listener_fd_for(struct listener *l, struct worker *w)
 static bool
 worker_can_take(struct worker *w, struct listener *l)
 {
-	return w != NULL && w->state == W_ONLINE && w->rr != NULL &&
-	    w->rr[l->id] && w->inflight < WORKER_WINDOW;
+	if (w == NULL || w->state != W_ONLINE || w->rr == NULL ||
+	    !w->rr[l->id] || w->inflight >= WORKER_WINDOW)
+		return false;
+	/*
+	 * A worker that refused (full) is asked again only after a pause,
+	 * so a connection nobody can take waits here instead of bouncing
+	 * between full workers (Node's #54882).
+	 */
+	if (w->refused && elapsed_s(&w->refused_at) < REFUSED_PAUSE_S)
+		return false;
+	w->refused = false;
+	return true;
 }
 
 /* Hands queued connections to workers, round-robin, while any can take. */

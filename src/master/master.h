@@ -74,6 +74,8 @@ struct worker {
 	struct event		*kill_ev;	/* shutdown deadline */
 	json_t			*last_count;
 	json_t			*listening;	/* what it reported */
+	struct timespec		 refused_at;	/* last `accepted: false` */
+	bool			 refused;
 };
 
 /* main.c */
@@ -116,6 +118,7 @@ int	 supervisor_send_conn(struct worker *, struct handoff *);
 int	 supervisor_count(json_t *request, void (*done)(json_t *, void *),
 	    void *arg);
 size_t	 supervisor_alive(void);
+void	 supervisor_retry_later(void);
 
 /* control.c */
 int	 control_open(const char *path, char *err, size_t errlen);

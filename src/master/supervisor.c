@@ -274,8 +274,11 @@ msg_conn_ack(struct worker *w, json_t *msg)
 		close(p->h->fd);
 		free(p->h);
 	} else {
-		/* Full or closing: another worker takes it. */
+		/* Full or closing: another worker takes it, or this one later. */
+		w->refused = true;
+		clock_gettime(CLOCK_MONOTONIC, &w->refused_at);
 		listener_requeue(p->h);
+		supervisor_retry_later();
 	}
 	listener_dispatch(l);
 	free(p);
@@ -472,6 +475,33 @@ supervisor_send_conn(struct worker *w, struct handoff *h)
 	return 0;
 }
 
+static struct event	*retry_ev;
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	size_t	i;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (i = 0; i < master_nlisteners; i++)
+		listener_dispatch(master_listeners[i]);
+}
+
+/* Dispatches again once refusing workers may have room. */
+void
+supervisor_retry_later(void)
+{
+	struct timeval	tv = { 0, 110000 };
+
+	if (retry_ev == NULL &&
+	    (retry_ev = evtimer_new(master_base, retry_cb, NULL)) == NULL)
+		return;
+	if (!evtimer_pending(retry_ev, NULL))
+		(void)evtimer_add(retry_ev, &tv);
+}
+
 static void
 restart_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -575,6 +605,8 @@ supervisor_stop(void)
 
 	tv.tv_sec = master_config->shutdown_timeout_ms / 1000;
 	tv.tv_usec = (master_config->shutdown_timeout_ms % 1000) * 1000;
+	if (retry_ev != NULL)
+		(void)event_del(retry_ev);
 	for (i = 0; i < master_nworkers; i++) {
 		(void)event_del(slots[i].restart_ev);
 		if ((w = master_workers[i]) == NULL || w->state == W_DEAD)

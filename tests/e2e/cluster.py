@@ -93,6 +93,43 @@ def test_exclusive_eaddrinuse():
         s.close()
 
 
+def test_round_robin_full_workers_queue():
+    """max_connections 2 per worker, 2 workers: the fifth connection waits
+    in the master, not dropped, and is served once a slot frees."""
+    d = Daemon([echo_service("round-robin", max_connections=2)], workers=2)
+    try:
+        d.wait_online()
+        port = d.port()
+        held = []
+        for i in range(4):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.settimeout(10 * SCALE)
+            check(c.recv(7) == b"hello\r\n", "no hello for %d" % i)
+            held.append(c)
+        fifth = socket.create_connection(("127.0.0.1", port))
+        fifth.settimeout(0.5)
+        try:
+            got = fifth.recv(7)
+        except socket.timeout:
+            got = None
+        check(got is None, "fifth served past max_connections: %r" % got)
+        first = held.pop(0)
+        first.shutdown(socket.SHUT_WR)
+        wait_fin(first)
+        first.close()
+        fifth.settimeout(10 * SCALE)
+        check(fifth.recv(7) == b"hello\r\n", "fifth never served")
+        fifth.sendall(b"x")
+        check(fifth.recv(1) == b"x", "no echo")
+        fifth.close()
+        for c in held:
+            c.close()
+        print("  round-robin with full workers: the waiting connection was"
+              " served once a slot freed")
+    finally:
+        d.stop()
+
+
 def wait_fin(s):
     s.settimeout(10 * SCALE)
     while s.recv(4096):
@@ -316,6 +353,7 @@ def test_config_check():
 
 run([test_config_check, test_shared, test_round_robin, test_reuseport,
      test_exclusive_port0_distinct, test_exclusive_eaddrinuse,
-     test_get_connections, test_kill_worker_shared,
+     test_get_connections, test_round_robin_full_workers_queue,
+     test_kill_worker_shared,
      test_kill_worker_reuseport, test_kill_worker_round_robin,
      test_kill_master, test_hostile_worker])
