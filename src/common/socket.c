@@ -378,6 +378,8 @@ socket_fail_writes(struct nc_socket *s, int code)
 static void
 socket_destroy(struct nc_socket *s, int code, const char *syscall)
 {
+	struct nc_server	*server;
+
 	bool	named;
 
 	if (s->state == S_DESTROYED)
@@ -417,14 +419,16 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 		s->fd = -1;
 	}
 	s->readable = s->writable = false;
-	if (s->server != NULL) {
-		nc__server_connection_closed(s->server);
-		s->server = NULL;
-	}
+
+	/* Our `close` is queued first: the server's `close` comes after. */
+	server = s->server;
+	s->server = NULL;
 	if (nc__defer(s->base, socket_close_cb, s) != 0) {
 		log_err("socket: out of memory, closing at once");
 		socket_close_cb(s);
 	}
+	if (server != NULL)
+		nc__server_connection_closed(server);
 }
 
 static void
