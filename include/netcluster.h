@@ -419,6 +419,15 @@ NC_EXTERN void	 nc_socket_destroy(struct nc_socket *);
 /* socket.destroy(err): pending writes fail with code; emits `error` with
  * code, then `close(true)`. */
 NC_EXTERN void	 nc_socket_destroy_error(struct nc_socket *, int code);
+/*
+ * Hands the connection over to another process, as Node's
+ * child.send(socket): returns a duplicate of its fd (close-on-exec) for
+ * the program to pass on, and destroys the socket here (`close` follows,
+ * without error). A server whose connection was handed over reports
+ * nc_server_connections() as -1 from then on. Returns a negative code if
+ * the socket is not connected.
+ */
+NC_EXTERN int	 nc_socket_detach(struct nc_socket *);
 NC_EXTERN void	 nc_socket_pause(struct nc_socket *);
 NC_EXTERN void	 nc_socket_resume(struct nc_socket *);
 NC_EXTERN bool	 nc_socket_is_paused(const struct nc_socket *);

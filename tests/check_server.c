@@ -797,6 +797,35 @@ timer_close_cb(evutil_socket_t fd, short what, void *arg)
 	ck_assert_int_eq(nc_server_close(arg, NULL, NULL), 0);
 }
 
+START_TEST(test_connections_null_after_hand_over)
+{
+	struct nc_server	*s = server_new(NULL);
+	int			 fd;
+
+	/* test-net-server-connections-child-null.js: 0, then null (-1)
+	 * once a connection went to another process. */
+	ck_assert_int_eq(nc_server_listen(s, 0, "127.0.0.1", 0, on_listening,
+	    NULL), 0);
+	ck_assert(run_until(base, &listening_calls, 2000));
+	ck_assert_int_eq(nc_server_connections(s), 0);
+	(void)client("127.0.0.1", bound_port(s));
+	ck_assert(run_until(base, &connections, 2000));
+	ck_assert_int_eq(nc_server_connections(s), 1);
+	fd = nc_socket_detach(accepted[0]);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(nc_server_connections(s), -1);
+	/* The handed fd still reaches the client. */
+	ck_assert_int_eq(write(fd, "moved", 5), 5);
+	ck_assert(run_until_count(base, &client_data, 5, 2000));
+	close(fd);
+	ck_assert(run_until(base, &client_ends, 2000));
+	/* A detached socket cannot be detached again. */
+	ck_assert_int_eq(nc_socket_detach(accepted[0]),
+	    NC_ERR_SOCKET_CLOSED);
+	server_finish(s);
+}
+END_TEST
+
 START_TEST(test_ref_unref)
 {
 	struct nc_server	*s = server_new(NULL);
@@ -1000,6 +1029,7 @@ main(void)
 	tcase_add_test(tc, test_close_waits_for_connections);
 	tcase_add_test(tc, test_max_connections);
 	tcase_add_test(tc, test_get_connections);
+	tcase_add_test(tc, test_connections_null_after_hand_over);
 	tcase_add_test(tc, test_ref_unref);
 	tcase_add_test(tc, test_listeners);
 	tcase_add_test(tc, test_unhandled_error_logged);

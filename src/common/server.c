@@ -183,6 +183,13 @@ server_emit_close_if_drained(struct nc_server *s)
 	}
 }
 
+/* A connection went to another process: counts are not ours any more. */
+void
+nc__server_handed_over(struct nc_server *s)
+{
+	s->using_workers = true;
+}
+
 void
 nc__server_connection_closed(struct nc_server *s)
 {

@@ -116,5 +116,6 @@ void		nc__socket_connect_ready(struct nc_socket *);
 
 /* server.c */
 void		nc__server_connection_closed(struct nc_server *);
+void		nc__server_handed_over(struct nc_server *);
 
 #endif /* SOCKET_INT_H */

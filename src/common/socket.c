@@ -449,6 +449,21 @@ nc_socket_destroy_error(struct nc_socket *s, int code)
 	socket_destroy(s, code, NULL);
 }
 
+int
+nc_socket_detach(struct nc_socket *s)
+{
+	int	fd;
+
+	if (s->state != S_OPEN)
+		return NC_ERR_SOCKET_CLOSED;
+	if ((fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 3)) == -1)
+		return -errno;
+	if (s->server != NULL)
+		nc__server_handed_over(s->server);
+	socket_destroy(s, 0, NULL);
+	return fd;
+}
+
 /*
  * Both directions done (FIN received and our side finished): the socket
  * has nothing left to do, as Node's autoDestroy.
