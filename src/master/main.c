@@ -9,6 +9,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -173,6 +175,47 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	master_worker_gone();
 }
 
+uid_t	master_worker_uid = (uid_t)-1;
+gid_t	master_worker_gid = (gid_t)-1;
+
+/*
+ * "user" and "group": who the workers run as, resolved once here, since
+ * the child cannot call getpwnam() between fork and exec. A user without
+ * a group runs with the user's primary group.
+ */
+static int
+master_credentials(const char *file)
+{
+	struct passwd	*pw;
+	struct group	*gr;
+	const char	*user = master_config->user;
+	const char	*grp = master_config->group;
+
+	if (user != NULL) {
+		if ((pw = getpwnam(user)) == NULL) {
+			fprintf(stderr, "%s: user: no user named \"%s\"\n", file,
+			    user);
+			return -1;
+		}
+		master_worker_uid = pw->pw_uid;
+		master_worker_gid = pw->pw_gid;
+	}
+	if (grp != NULL) {
+		if ((gr = getgrnam(grp)) == NULL) {
+			fprintf(stderr, "%s: group: no group named \"%s\"\n",
+			    file, grp);
+			return -1;
+		}
+		master_worker_gid = gr->gr_gid;
+	}
+	if ((user != NULL || grp != NULL) && geteuid() != 0) {
+		fprintf(stderr, "%s: user/group: netclusterd must start as root "
+		    "to run workers as another user\n", file);
+		return -1;
+	}
+	return 0;
+}
+
 void
 master_worker_gone(void)
 {
@@ -242,6 +285,10 @@ main(int argc, char **argv)
 	if (nc_config_load(file, &master_config, &errors) != 0) {
 		fputs(errors, stderr);
 		free(errors);
+		return 1;
+	}
+	if (master_credentials(file) != 0) {
+		nc_config_free(master_config);
 		return 1;
 	}
 	if (test) {

@@ -89,6 +89,8 @@ extern int			 master_nworkers;
 extern struct worker		**master_workers;	/* by slot */
 extern bool			 master_stopping;
 extern struct timespec		 master_started;
+extern uid_t			 master_worker_uid;	/* -1: as the master */
+extern gid_t			 master_worker_gid;
 
 void	 fatalx(const char *, ...) __attribute__((noreturn, format(printf, 1, 2)));
 void	 log_msg(int, const char *, ...) __attribute__((format(printf, 2, 3)));

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -537,6 +538,20 @@ supervisor_spawn(int slot)
 		fatalx("fork: %s", strerror(errno));
 	case 0:
 		/* The child: only async-signal-safe calls until exec. */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* Drop to user/group, supplementary groups cleared. */
+		if (master_worker_gid != (gid_t)-1 &&
+		    (setgroups(0, NULL) == -1 || setresgid(master_worker_gid,
+		    master_worker_gid, master_worker_gid) == -1))
+			_exit(126);
+		if (master_worker_uid != (uid_t)-1 && setresuid(
+		    master_worker_uid, master_worker_uid, master_worker_uid) == -1)
+			_exit(126);
+		/* The drop above must hold: no way back to root. */
+		if (master_worker_uid != (uid_t)-1 && master_worker_uid != 0 &&
+		    setuid(0) == 0)
+			_exit(126);
+		/* PR_SET_PDEATHSIG is cleared by a change of credentials. */
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(sv[0]);
 		if (sv[1] != 3) {

@@ -328,6 +328,55 @@ def test_hostile_worker():
             os.unlink(counter)
 
 
+def proc_status(pid):
+    fields = {}
+    for line in open("/proc/%d/status" % pid):
+        k, _, v = line.partition(":")
+        fields[k] = v.split()
+    return fields
+
+
+def test_privilege_drop():
+    """As root, with "user": "nobody": the master stays root and binds
+    port 1023 (privileged); every worker runs as nobody, groups cleared."""
+    import pwd
+    if os.geteuid() != 0:
+        raise Failure("this test runs as root (as in CI)")
+    nobody = pwd.getpwnam("nobody")
+    low = None
+    for port in range(1023, 900, -1):     # a free privileged port
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            low = port
+            break
+        except OSError:
+            pass
+        finally:
+            s.close()
+    check(low is not None, "no free port under 1024")
+    d = Daemon([echo_service("shared", ["127.0.0.1:0", "127.0.0.1:%d"
+                                         % low])],
+               workers=2, extra={"user": "nobody"})
+    try:
+        d.wait_online()
+        master = proc_status(d.proc.pid)
+        check(master["Uid"] == ["0"] * 4, "master uid %s" % master["Uid"])
+        for pid in d.worker_pids():
+            st = proc_status(pid)
+            check(st["Uid"] == [str(nobody.pw_uid)] * 4,
+                  "worker uid %s" % st["Uid"])
+            check(st["Gid"] == [str(nobody.pw_gid)] * 4,
+                  "worker gid %s" % st["Gid"])
+            check(st.get("Groups", []) == [], "groups %s" % st["Groups"])
+        ok, bad = echo_clients(("127.0.0.1", d.port()), 20)
+        check(ok == 20 and not bad, "not serving: %s" % bad[:3])
+        print("  workers run as uid %d gid %d, no groups; master uid 0"
+              % (nobody.pw_uid, nobody.pw_gid))
+    finally:
+        d.stop()
+
+
 def test_config_check():
     import tempfile
     with tempfile.TemporaryDirectory() as t:
@@ -356,4 +405,4 @@ run([test_config_check, test_shared, test_round_robin, test_reuseport,
      test_get_connections, test_round_robin_full_workers_queue,
      test_kill_worker_shared,
      test_kill_worker_reuseport, test_kill_worker_round_robin,
-     test_kill_master, test_hostile_worker])
+     test_kill_master, test_hostile_worker, test_privilege_drop])
