@@ -169,6 +169,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	log_notice("%s: stopping; open connections have %d ms to finish",
 	    sig == SIGINT ? "SIGINT" : "SIGTERM",
 	    master_config->shutdown_timeout_ms);
+	notify_stopping();
+	notify_status("stopping");
 	master_stopping = true;
 	listener_stop_accepting();
 	supervisor_stop();
@@ -329,11 +331,13 @@ main(int argc, char **argv)
 	}
 	log_notice("netclusterd %s started: %zu services, %d workers",
 	    PACKAGE_VERSION, master_nservices, master_nworkers);
+	notify_start();
 	supervisor_start();
 	listener_worker_changed();
 
 	event_base_dispatch(master_base);
 
+	notify_stop();
 	control_close();
 	listener_close_all();
 	for (i = 0; i < 4; i++)

@@ -121,6 +121,15 @@ int	 supervisor_count(json_t *request, void (*done)(json_t *, void *),
 	    void *arg);
 size_t	 supervisor_alive(void);
 void	 supervisor_retry_later(void);
+bool	 supervisor_all_online(void);
+
+/* notify.c */
+void	 notify_start(void);
+void	 notify_stop(void);
+void	 notify_ready(void);
+void	 notify_reloading(void);
+void	 notify_stopping(void);
+void	 notify_status(const char *, ...) __attribute__((format(printf, 1, 2)));
 
 /* control.c */
 int	 control_open(const char *path, char *err, size_t errlen);

@@ -215,6 +215,8 @@ msg_ready(struct worker *w, json_t *msg)
 	w->state = W_ONLINE;
 	log_info("worker %d [pid %d] (slot %d) online", w->id, (int)w->pid,
 	    w->slot);
+	if (supervisor_all_online())
+		notify_ready();
 	listener_worker_changed();
 	for (i = 0; i < master_nlisteners; i++)
 		listener_dispatch(master_listeners[i]);
@@ -562,6 +564,10 @@ supervisor_spawn(int slot)
 			(void)fcntl(3, F_SETFD, 0);
 		snprintf(env, sizeof env, "%d", 3);
 		setenv("NETCLUSTER_CHANNEL_FD", env, 1);
+		/* systemd speaks to the master only. */
+		unsetenv("NOTIFY_SOCKET");
+		unsetenv("WATCHDOG_USEC");
+		unsetenv("WATCHDOG_PID");
 		execl(bin, "netcluster-worker", (char *)NULL);
 		_exit(127);
 	default:
@@ -715,6 +721,18 @@ supervisor_reap(void)
 		listener_dispatch(master_listeners[i]);
 	if (master_stopping)
 		master_worker_gone();
+}
+
+bool
+supervisor_all_online(void)
+{
+	int	i;
+
+	for (i = 0; i < master_nworkers; i++)
+		if (master_workers[i] == NULL ||
+		    master_workers[i]->state != W_ONLINE)
+			return false;
+	return true;
 }
 
 size_t

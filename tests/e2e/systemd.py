@@ -1,0 +1,181 @@
+"""netclusterd under systemd's protocols, with the real thing where it
+exists: a NOTIFY_SOCKET datagram socket the test reads (READY, STATUS,
+WATCHDOG, STOPPING) and systemd-socket-activate passing a named socket."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, Failure, NETCLUSTERD, SCALE, check,
+                     echo_clients, run)
+
+
+class Notify:
+    """A NOTIFY_SOCKET of our own: every datagram the daemon sends."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="nc-notify.")
+        self.path = os.path.join(self.dir, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+
+    def wait_for(self, line, timeout=10, count=1):
+        deadline = time.monotonic() + timeout * SCALE
+        while True:
+            if self.lines().count(line) >= count:
+                return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("no %r from the daemon; got %s" % (
+                    line, self.messages))
+            self.sock.settimeout(left)
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+    def lines(self):
+        return [l for m in self.messages for l in m.split("\n")]
+
+    def close(self):
+        self.sock.close()
+        shutil.rmtree(self.dir)
+
+
+def svc(listen):
+    return [{"name": "echo", "listen": listen, "mode": "shared"}]
+
+
+def test_notify_ready_status_stopping():
+    n = Notify()
+    d = Daemon(svc(["127.0.0.1:0"]), workers=2,
+               env={"NOTIFY_SOCKET": n.path})
+    try:
+        n.wait_for("READY=1")
+        # READY comes only once every worker is online.
+        d.wait_online(2)
+        st = d.ctl("workers")["workers"]
+        check(all(w["state"] == "online" for w in st), "not online: %s" % st)
+        status = [l for l in n.lines() if l.startswith("STATUS=")]
+        check(status and "2 workers online" in status[-1],
+              "STATUS %s" % status)
+        # Workers do not get NOTIFY_SOCKET: only the master speaks.
+        for pid in d.worker_pids():
+            env = open("/proc/%d/environ" % pid, "rb").read().split(b"\0")
+            check(not any(e.startswith(b"NOTIFY_SOCKET=") for e in env),
+                  "worker %d has NOTIFY_SOCKET" % pid)
+        d.proc.send_signal(signal.SIGTERM)
+        n.wait_for("STOPPING=1")
+        seq = [l for l in n.lines() if l in ("READY=1", "STOPPING=1")]
+        check(seq == ["READY=1", "STOPPING=1"], "sequence %s" % seq)
+        print("  notify sequence: %s" % seq)
+    finally:
+        d.stop()
+        n.close()
+
+
+def test_watchdog():
+    n = Notify()
+    d = Daemon(svc(["127.0.0.1:0"]), workers=1,
+               env={"NOTIFY_SOCKET": n.path, "WATCHDOG_USEC": "200000"})
+    try:
+        n.wait_for("READY=1")
+        start = time.monotonic()
+        n.wait_for("WATCHDOG=1", timeout=2, count=3)
+        took = time.monotonic() - start
+        check(took < 2 * SCALE, "3 WATCHDOG=1 took %.2f s" % took)
+        print("  3 WATCHDOG=1 in %.2f s with WATCHDOG_USEC=200000" % took)
+    finally:
+        d.stop()
+        n.close()
+
+
+def test_socket_activation():
+    """systemd-socket-activate binds, names the fd "web", and starts
+    netclusterd, which takes it as systemd:web."""
+    tool = shutil.which("systemd-socket-activate")
+    check(tool is not None, "systemd-socket-activate is missing")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    t = tempfile.mkdtemp(prefix="nc-sa.")
+    conf = os.path.join(t, "c.json")
+    with open(conf, "w") as f:
+        f.write('{"workers": 2, "control_socket": "%s/c.sock", "services":'
+                ' [{"name": "echo", "listen": ["systemd:web"]}]}' % t)
+    n = Notify()
+    env = dict(os.environ, NOTIFY_SOCKET=n.path)
+    p = subprocess.Popen([tool, "-l", "127.0.0.1:%d" % port,
+                          "--fdname=web", "-E", "NOTIFY_SOCKET=" + n.path,
+                          NETCLUSTERD, "-c", conf],
+                         env=env, stderr=subprocess.PIPE)
+    log = []
+    listening = threading.Event()
+
+    def drain():
+        for line in p.stderr:
+            log.append(line.decode("utf-8", "replace"))
+            if "Listening on" in log[-1]:
+                listening.set()
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        # It says when it listens; the daemon starts on the first client.
+        check(listening.wait(10 * SCALE), "not listening: %s" % log)
+        ok, bad = echo_clients(("127.0.0.1", port), 1, timeout=10)
+        check(ok == 1, "first client: %s" % bad)
+        n.wait_for("READY=1")
+        ok, bad = echo_clients(("127.0.0.1", port), 50)
+        check(ok == 50 and not bad, "activated: %s" % bad[:3])
+        # LISTEN_* were cleared: workers never see them.
+        import json
+        out = subprocess.run([os.path.join(os.path.dirname(NETCLUSTERD),
+                              "netclusterctl"), "-s", t + "/c.sock",
+                              "--json", "workers"], capture_output=True)
+        for w in json.loads(out.stdout)["workers"]:
+            env_ = open("/proc/%d/environ" % w["pid"], "rb").read()
+            check(b"LISTEN_FDS" not in env_, "worker sees LISTEN_FDS")
+        print("  socket activation: systemd:web served 51 clients")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10 * SCALE)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        reader.join(10 * SCALE)
+        p.stderr.close()
+        n.close()
+        shutil.rmtree(t)
+        bad = [l for l in log if "Sanitizer" in l or "runtime error:" in l]
+        check(not bad, "sanitizer report: %s" % log[-30:])
+
+
+def test_socket_activation_unknown_name():
+    t = tempfile.mkdtemp(prefix="nc-sa.")
+    conf = os.path.join(t, "c.json")
+    with open(conf, "w") as f:
+        f.write('{"workers": 1, "control_socket": "%s/c.sock", "services":'
+                ' [{"name": "echo", "listen": ["systemd:nothere"]}]}' % t)
+    try:
+        p = subprocess.run([NETCLUSTERD, "-c", conf], capture_output=True,
+                           text=True, timeout=10 * SCALE)
+        check(p.returncode == 1, "exit %d" % p.returncode)
+        check("no socket named nothere was passed by systemd" in p.stderr,
+              p.stderr)
+    finally:
+        shutil.rmtree(t)
+
+
+run([test_notify_ready_status_stopping, test_watchdog,
+     test_socket_activation, test_socket_activation_unknown_name])
