@@ -17,9 +17,11 @@
  *   returned an error emits nothing for itself.
  * - Every object lives on one libevent event_base, given in its options
  *   or nc_default_base(). The library never blocks the loop.
- * - The library owns servers and sockets and frees each one after its
- *   `close` event has been emitted. A program that keeps a pointer past
- *   that takes a hold (nc_server_hold(), nc_socket_hold()) and releases it.
+ * - The library owns sockets and frees each one after its `close` event
+ *   has been emitted; a program that keeps a pointer past that takes a
+ *   hold (nc_socket_hold()) and releases it. A server belongs to the
+ *   program from nc_create_server() to nc_server_release() (it may listen
+ *   again after it closed); the library holds it while it has connections.
  * - Sockets write with MSG_NOSIGNAL, so writing to a closed peer never
  *   raises SIGPIPE; the library does not touch signal dispositions.
  */
@@ -96,7 +98,7 @@ enum {
 
 /* "EADDRINUSE" for NC_EADDRINUSE; "Unknown system error N" if unknown. */
 NC_EXTERN const char	*nc_err_name(int code);
-/* "address already in use" for NC_EADDRINUSE. */
+/* "Address already in use" for NC_EADDRINUSE. */
 NC_EXTERN const char	*nc_strerror(int code);
 
 /*
@@ -202,9 +204,10 @@ NC_EXTERN void	 nc_lookup_done(struct nc_lookup_req *, int status,
 NC_EXTERN struct event_base	*nc_default_base(void);
 /*
  * Runs the loop until nothing keeps it alive, as Node's process does:
- * returns when no ref'd server or socket and no other event on the base is
- * left. Unref'd servers and sockets do not count. Returns 0, or -1 if
- * libevent fails.
+ * returns when no ref'd server or socket has an event pending and no other
+ * event is on the base. Unref'd servers and sockets do not count, nor does
+ * a socket's idle timer; as in Node, a paused socket with nothing to write
+ * does not either. Returns 0, or -1 if libevent fails.
  */
 NC_EXTERN int	 nc_run(struct event_base *);
 
@@ -404,7 +407,7 @@ NC_EXTERN int	 nc_socket_write(struct nc_socket *, const void *data,
 NC_EXTERN int	 nc_socket_write_string(struct nc_socket *, const char *str,
 		    const char *encoding, nc_write_cb cb, void *arg);
 /* Writes the contents of buf, moving its chains (no copy); buf is empty
- * afterwards and stays the caller's. */
+ * afterwards (unless the write was refused) and stays the caller's. */
 NC_EXTERN int	 nc_socket_write_buffer(struct nc_socket *, struct evbuffer *buf,
 		    nc_write_cb cb, void *arg);
 /* socket.end([data]): data may be NULL. */

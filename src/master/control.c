@@ -112,7 +112,7 @@ services_json(json_t *counts, const char *only)
 			continue;
 		addrs = json_array();
 		for (j = 0; j < svc->nlisteners; j++) {
-			l = &svc->listeners[j];
+			l = svc->listeners[j];
 			(void)json_array_append_new(addrs, json_pack(
 			    "{s:s, s:s, s:i, s:I}", "listen", l->addr->text,
 			    "bound", l->bound, "port", l->port, "accepted",

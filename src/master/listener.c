@@ -34,13 +34,9 @@
 #define WORKER_WINDOW	64	/* handoffs in flight per worker */
 #define REFUSED_PAUSE_S	0.1	/* before asking a full worker again */
 
-struct queue {
-	struct handoff	*head, *tail;
-	size_t		 len;
-};
-
-static struct queue	*queues;	/* by listener id */
 static char		**sd_names;	/* systemd's fd names */
+static bool		 ids[MAX_LISTENER_IDS];	/* in use */
+static struct listener	*retired;	/* removed, closed once drained */
 static int		 sd_nfds = -1;
 
 static void	listener_accept_cb(evutil_socket_t, short, void *);
@@ -132,6 +128,12 @@ bind_unix(struct listener *l, int backlog, char *err, size_t errlen)
 		return -1;
 	}
 	l->unlink_path = true;
+	if ((l->unix_path = strdup(path)) == NULL) {
+		close(s);
+		(void)unlink(path);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
 	l->fds[0] = s;
 	return 0;
 }
@@ -208,7 +210,7 @@ describe(struct listener *l)
 }
 
 static int
-listener_bind(struct listener *l, char *err, size_t errlen)
+listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 {
 	const struct nc_listen_addr	*a = l->addr;
 	const struct nc_service		*c = l->service->conf;
@@ -224,7 +226,7 @@ listener_bind(struct listener *l, char *err, size_t errlen)
 		return 0;
 	}
 	if (c->mode == NC_MODE_REUSEPORT && a->kind == NC_LISTEN_TCP)
-		n = (size_t)master_nworkers;
+		n = (size_t)nworkers;
 	if ((l->fds = calloc(n, sizeof *l->fds)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
@@ -274,73 +276,250 @@ listener_bind(struct listener *l, char *err, size_t errlen)
 	return 0;
 }
 
+static int
+listener_alloc_id(void)
+{
+	int	i;
+
+	for (i = 0; i < MAX_LISTENER_IDS; i++) {
+		if (!ids[i]) {
+			ids[i] = true;
+			return i;
+		}
+	}
+	return -1;
+}
+
+/* Accept events as the listener's (possibly new) mode wants them. */
+static int
+listener_events(struct listener *l)
+{
+	size_t	j;
+
+	if (l->accept_ev != NULL) {
+		event_free(l->accept_ev);
+		l->accept_ev = NULL;
+	}
+	for (j = 0; l->slot_evs != NULL && j < l->nfds; j++)
+		event_free(l->slot_evs[j]);
+	free(l->slot_evs);
+	l->slot_evs = NULL;
+	/* Round-robin: the master accepts, paused, and hands fds over. */
+	if (l->service->conf->mode == NC_MODE_ROUND_ROBIN && l->nfds == 1) {
+		l->accept_ev = event_new(master_base, l->fds[0],
+		    EV_READ | EV_PERSIST, listener_accept_cb, l);
+		return l->accept_ev != NULL ? 0 : -1;
+	}
+	/* reuseport: each slot's socket, served here while its worker is
+	 * gone. */
+	if (l->nfds > 1) {
+		if ((l->slot_evs = calloc(l->nfds, sizeof *l->slot_evs)) == NULL)
+			return -1;
+		for (j = 0; j < l->nfds; j++) {
+			l->slot_evs[j] = event_new(master_base, l->fds[j],
+			    EV_READ | EV_PERSIST, listener_accept_cb, l);
+			if (l->slot_evs[j] == NULL)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static void
+listener_free(struct listener *l)
+{
+	struct handoff	*h;
+	size_t		 j;
+
+	if (l->accept_ev != NULL)
+		event_free(l->accept_ev);
+	for (j = 0; l->slot_evs != NULL && j < l->nfds; j++)
+		event_free(l->slot_evs[j]);
+	free(l->slot_evs);
+	while ((h = l->qhead) != NULL) {
+		l->qhead = h->next;
+		close(h->fd);
+		free(h);
+	}
+	for (j = 0; j < l->nfds; j++)
+		if (l->fds[j] != -1)
+			close(l->fds[j]);
+	if (l->unix_path != NULL) {
+		(void)unlink(l->unix_path);
+		free(l->unix_path);
+	}
+	free(l->fds);
+	free(l->text);
+	if (l->id >= 0)
+		ids[l->id] = false;
+	free(l);
+}
+
+/* How many fds the listen address wants (reuseport: one per slot). */
+static size_t
+listener_nfds_for(const struct nc_service *c, const struct nc_listen_addr *a,
+    int nworkers)
+{
+	if (c->mode == NC_MODE_EXCLUSIVE && (a->kind == NC_LISTEN_TCP ||
+	    a->kind == NC_LISTEN_UNIX))
+		return 0;
+	if (c->mode == NC_MODE_REUSEPORT && a->kind == NC_LISTEN_TCP)
+		return (size_t)nworkers;
+	return 1;
+}
+
+/*
+ * Builds the listeners of services: an address already bound with the
+ * same number of sockets keeps its sockets and queue (a reload changes no
+ * fd); any other is bound now. On failure nothing changed: what was bound
+ * is closed, and the current listeners are untouched.
+ */
+int
+listener_build(struct service_rt *svcs, size_t nsvcs, int nworkers,
+    struct listener ***outp, size_t *noutp, char *err, size_t errlen)
+{
+	struct listener		**out, *l, **taken_from;
+	const struct nc_service	*c;
+	const struct nc_listen_addr *a;
+	size_t			 i, j, k, n = 0, total = 0, nfds;
+	char			 why[256];
+
+	for (i = 0; i < nsvcs; i++)
+		total += svcs[i].conf->nlisten;
+	out = calloc(total + 1, sizeof *out);
+	taken_from = calloc(total + 1, sizeof *taken_from);
+	if (out == NULL || taken_from == NULL)
+		goto nomem;
+	for (i = 0; i < nsvcs; i++) {
+		c = svcs[i].conf;
+		for (j = 0; j < c->nlisten; j++) {
+			a = &c->listen[j];
+			nfds = listener_nfds_for(c, a, nworkers);
+			for (k = 0; k < master_nlisteners; k++) {
+				l = master_listeners[k];
+				if (!l->taken && nfds > 0 && l->nfds == nfds &&
+				    strcmp(l->text, a->text) == 0)
+					break;
+			}
+			if (k < master_nlisteners) {
+				l->taken = true;
+				taken_from[n] = l;
+				out[n++] = l;
+				continue;
+			}
+			if ((l = calloc(1, sizeof *l)) == NULL ||
+			    (l->text = strdup(a->text)) == NULL) {
+				free(l);
+				goto nomem;
+			}
+			out[n++] = l;
+			l->service = &svcs[i];
+			l->addr = a;
+			if ((l->id = listener_alloc_id()) == -1) {
+				snprintf(err, errlen, "more than %d listeners",
+				    MAX_LISTENER_IDS);
+				goto fail;
+			}
+			if (listener_bind(l, nworkers, why, sizeof why) == -1) {
+				snprintf(err, errlen, "service %s: listen %s: "
+				    "%s", c->name, a->text, why);
+				goto fail;
+			}
+		}
+	}
+	/* Everything is bound: point the listeners at their services. */
+	n = 0;
+	for (i = 0; i < nsvcs; i++) {
+		svcs[i].nlisteners = svcs[i].conf->nlisten;
+		svcs[i].listeners = &out[n];
+		for (j = 0; j < svcs[i].nlisteners; j++, n++) {
+			l = out[n];
+			l->service = &svcs[i];
+			l->addr = &svcs[i].conf->listen[j];
+			if (l->addr->kind == NC_LISTEN_UNIX && l->nfds > 0 &&
+			    l->unix_path == NULL && l->unlink_path &&
+			    (l->unix_path = strdup(l->addr->path)) == NULL)
+				goto nomem;
+			if (listener_events(l) == -1)
+				goto nomem;
+			if (taken_from[n] == NULL)
+				log_info("service %s (%s): listening on %s",
+				    svcs[i].conf->name, nc_config_mode_name(
+				    svcs[i].conf->mode), l->bound);
+		}
+	}
+	free(taken_from);
+	*outp = out;
+	*noutp = n;
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	for (i = 0; i < n; i++) {
+		if (taken_from != NULL && taken_from[i] != NULL)
+			taken_from[i]->taken = false;
+		else if (out[i] != NULL)
+			listener_free(out[i]);
+	}
+	free(out);
+	free(taken_from);
+	return -1;
+}
+
+/*
+ * Makes list the listeners: those of the old set nobody took stop
+ * accepting now and close once the workers that hold them are gone
+ * (listener_retired_close()).
+ */
+void
+listener_commit(struct listener **list, size_t n)
+{
+	struct listener	*l;
+	size_t		 i;
+
+	for (i = 0; i < master_nlisteners; i++) {
+		l = master_listeners[i];
+		if (l->taken) {
+			l->taken = false;
+			continue;
+		}
+		if (l->accept_ev != NULL)
+			(void)event_del(l->accept_ev);
+		for (size_t j = 0; l->slot_evs != NULL && j < l->nfds; j++)
+			(void)event_del(l->slot_evs[j]);
+		l->retired_next = retired;
+		retired = l;
+		log_info("listener %s retired", l->bound);
+	}
+	free(master_listeners);
+	master_listeners = list;
+	master_nlisteners = n;
+	for (i = 0; i < n; i++)
+		list[i]->taken = false;
+}
+
+void
+listener_retired_close(void)
+{
+	struct listener	*l;
+
+	while ((l = retired) != NULL) {
+		retired = l->retired_next;
+		log_info("listener %s closed", l->bound);
+		listener_free(l);
+	}
+}
+
 int
 listener_bind_all(char *err, size_t errlen)
 {
-	struct service_rt	*svc;
-	struct listener		*l;
-	size_t			 i, j, total = 0;
-	char			 why[256];
+	struct listener	**list;
+	size_t		  n;
 
-	for (i = 0; i < master_nservices; i++)
-		total += master_services[i].conf->nlisten;
-	master_listeners = calloc(total, sizeof *master_listeners);
-	queues = calloc(total, sizeof *queues);
-	if (master_listeners == NULL || queues == NULL) {
-		snprintf(err, errlen, "out of memory");
+	if (listener_build(master_services, master_nservices, master_nworkers,
+	    &list, &n, err, errlen) == -1)
 		return -1;
-	}
-	for (i = 0; i < master_nservices; i++) {
-		svc = &master_services[i];
-		svc->nlisteners = svc->conf->nlisten;
-		svc->listeners = calloc(svc->nlisteners, sizeof *svc->listeners);
-		if (svc->listeners == NULL) {
-			snprintf(err, errlen, "out of memory");
-			return -1;
-		}
-		for (j = 0; j < svc->nlisteners; j++) {
-			l = &svc->listeners[j];
-			l->service = svc;
-			l->addr = &svc->conf->listen[j];
-			l->id = (int)master_nlisteners;
-			master_listeners[master_nlisteners++] = l;
-			if (listener_bind(l, why, sizeof why) == -1) {
-				snprintf(err, errlen, "service %s: listen %s: "
-				    "%s", svc->conf->name, l->addr->text, why);
-				return -1;
-			}
-			log_info("service %s (%s): listening on %s",
-			    svc->conf->name, nc_config_mode_name(
-			    svc->conf->mode), l->bound);
-		}
-	}
-	/* Round-robin: the master accepts, paused, and hands fds over. */
-	for (i = 0; i < master_nlisteners; i++) {
-		l = master_listeners[i];
-		if (l->service->conf->mode == NC_MODE_ROUND_ROBIN) {
-			l->accept_ev = event_new(master_base, l->fds[0],
-			    EV_READ | EV_PERSIST, listener_accept_cb, l);
-			if (l->accept_ev == NULL) {
-				snprintf(err, errlen, "out of memory");
-				return -1;
-			}
-		} else if (l->nfds > 1) {
-			l->slot_evs = calloc(l->nfds, sizeof *l->slot_evs);
-			if (l->slot_evs == NULL) {
-				snprintf(err, errlen, "out of memory");
-				return -1;
-			}
-			for (j = 0; j < l->nfds; j++) {
-				l->slot_evs[j] = event_new(master_base,
-				    l->fds[j], EV_READ | EV_PERSIST,
-				    listener_accept_cb, l);
-				if (l->slot_evs[j] == NULL) {
-					snprintf(err, errlen, "out of memory");
-					return -1;
-				}
-			}
-		}
-	}
+	listener_commit(list, n);
 	return 0;
 }
 
@@ -406,12 +585,11 @@ worker_can_take(struct worker *w, struct listener *l)
 void
 listener_dispatch(struct listener *l)
 {
-	struct queue	*q = &queues[l->id];
 	struct handoff	*h;
 	struct worker	*w;
 	int		 i, n = master_nworkers;
 
-	while ((h = q->head) != NULL) {
+	while ((h = l->qhead) != NULL) {
 		w = NULL;
 		for (i = 0; i < n; i++) {
 			w = master_workers[(l->rr_next + (size_t)i) %
@@ -423,18 +601,18 @@ listener_dispatch(struct listener *l)
 		if (w == NULL)
 			break;
 		l->rr_next = ((size_t)w->slot + 1) % (size_t)n;
-		q->head = h->next;
-		if (q->head == NULL)
-			q->tail = NULL;
-		q->len--;
+		l->qhead = h->next;
+		if (l->qhead == NULL)
+			l->qtail = NULL;
+		l->qlen--;
 		h->next = NULL;
 		if (supervisor_send_conn(w, h) == -1) {
 			/* Back to the front; the worker is being replaced. */
-			h->next = q->head;
-			q->head = h;
-			if (q->tail == NULL)
-				q->tail = h;
-			q->len++;
+			h->next = l->qhead;
+			l->qhead = h;
+			if (l->qtail == NULL)
+				l->qtail = h;
+			l->qlen++;
 			break;
 		}
 	}
@@ -445,27 +623,26 @@ listener_dispatch(struct listener *l)
 void
 listener_requeue(struct handoff *h)
 {
-	struct queue	*q = &queues[h->listener->id];
+	struct listener	*l = h->listener;
 
 	h->worker = NULL;
 	h->tries++;
-	h->next = q->head;	/* it waited longest */
-	q->head = h;
-	if (q->tail == NULL)
-		q->tail = h;
-	q->len++;
+	h->next = l->qhead;	/* it waited longest */
+	l->qhead = h;
+	if (l->qtail == NULL)
+		l->qtail = h;
+	l->qlen++;
 }
 
 static void
 listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct listener	*l = arg;
-	struct queue	*q = &queues[l->id];
 	struct handoff	*h;
 	int		 fd, i;
 
 	(void)what;
-	for (i = 0; i < ACCEPT_BATCH && q->len < QUEUE_MAX; i++) {
+	for (i = 0; i < ACCEPT_BATCH && l->qlen < QUEUE_MAX; i++) {
 		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
@@ -482,12 +659,12 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		}
 		h->fd = fd;
 		h->listener = l;
-		if (q->tail != NULL)
-			q->tail->next = h;
+		if (l->qtail != NULL)
+			l->qtail->next = h;
 		else
-			q->head = h;
-		q->tail = h;
-		q->len++;
+			l->qhead = h;
+		l->qtail = h;
+		l->qlen++;
 		l->accepted++;
 	}
 	listener_dispatch(l);
@@ -505,8 +682,7 @@ listener_worker_changed(void)
 	for (i = 0; i < master_nlisteners; i++) {
 		l = master_listeners[i];
 		if (l->accept_ev != NULL) {
-			want = !master_stopping &&
-			    queues[l->id].len < QUEUE_MAX;
+			want = !master_stopping && l->qlen < QUEUE_MAX;
 			if (want && !event_pending(l->accept_ev, EV_READ, NULL))
 				(void)event_add(l->accept_ev, NULL);
 			else if (!want)
@@ -515,8 +691,7 @@ listener_worker_changed(void)
 		/* reuseport: a slot without its worker is served from here. */
 		for (j = 0; l->slot_evs != NULL && j < l->nfds; j++) {
 			w = master_workers[j];
-			want = !master_stopping &&
-			    queues[l->id].len < QUEUE_MAX &&
+			want = !master_stopping && l->qlen < QUEUE_MAX &&
 			    (w == NULL || w->state != W_ONLINE);
 			if (want && !event_pending(l->slot_evs[j], EV_READ,
 			    NULL))
@@ -536,33 +711,14 @@ listener_stop_accepting(void)
 void
 listener_close_all(void)
 {
-	struct listener	*l;
-	struct handoff	*h;
-	size_t		 i, j;
+	size_t	i;
 
-	for (i = 0; i < master_nlisteners; i++) {
-		l = master_listeners[i];
-		if (l->accept_ev != NULL)
-			event_free(l->accept_ev);
-		for (j = 0; l->slot_evs != NULL && j < l->nfds; j++)
-			event_free(l->slot_evs[j]);
-		free(l->slot_evs);
-		while ((h = queues[i].head) != NULL) {
-			queues[i].head = h->next;
-			close(h->fd);
-			free(h);
-		}
-		for (j = 0; j < l->nfds; j++)
-			if (l->fds[j] != -1)
-				close(l->fds[j]);
-		if (l->unlink_path)
-			(void)unlink(l->addr->path);
-		free(l->fds);
-	}
-	for (i = 0; i < master_nservices; i++)
-		free(master_services[i].listeners);
+	for (i = 0; i < master_nlisteners; i++)
+		listener_free(master_listeners[i]);
 	free(master_listeners);
-	free(queues);
+	master_listeners = NULL;
+	master_nlisteners = 0;
+	listener_retired_close();
 	if (sd_names != NULL) {
 		for (i = 0; i < (size_t)sd_nfds; i++)
 			free(sd_names[i]);

@@ -38,8 +38,13 @@ struct handoff {
 	struct handoff		*next;
 };
 
+#define MAX_LISTENER_IDS	4096	/* listeners alive at once, reloads too */
+
 /* One bound address of a service (one per worker slot for reuseport). */
 struct listener {
+	struct handoff		*qhead, *qtail;	/* accepted, not handed */
+	size_t			 qlen;
+	struct listener		*retired_next;	/* removed by a reload */
 	struct service_rt	*service;
 	const struct nc_listen_addr *addr;
 	int			 id;		/* in `conn` and `listen.result` */
@@ -48,6 +53,9 @@ struct listener {
 	char			 bound[160];	/* what it really bound */
 	int			 port;		/* the real port, or -1 */
 	bool			 unlink_path;	/* a unix socket we created */
+	char			*unix_path;	/* to unlink on close */
+	char			*text;		/* the listen string */
+	bool			 taken;		/* by a reload being built */
 	struct event		*accept_ev;	/* round-robin (per fd) */
 	struct event		**slot_evs;	/* reuseport: orphan slots */
 	size_t			 rr_next;
@@ -56,7 +64,7 @@ struct listener {
 
 struct service_rt {
 	const struct nc_service	*conf;
-	struct listener		*listeners;
+	struct listener		**listeners;
 	size_t			 nlisteners;
 };
 
@@ -104,6 +112,10 @@ double	 elapsed_s(const struct timespec *);
 
 /* listener.c */
 int	 listener_bind_all(char *err, size_t errlen);
+int	 listener_build(struct service_rt *, size_t, int nworkers,
+	    struct listener ***, size_t *, char *err, size_t errlen);
+void	 listener_commit(struct listener **, size_t);
+void	 listener_retired_close(void);
 void	 listener_close_all(void);
 void	 listener_stop_accepting(void);
 struct listener *listener_find(const char *address);
