@@ -20,7 +20,7 @@
 #include <jansson.h>
 
 #define CTL_DEFAULT_SOCKET	"/run/netcluster/control.sock"
-#define CTL_TIMEOUT_MS		5000
+#define CTL_TIMEOUT_MS		60000	/* a reload waits for new workers */
 #define CTL_MAX_REPLY		(1024 * 1024)
 
 static void
@@ -35,6 +35,9 @@ usage(FILE *f)
 	    "  workers              each worker: pid, state, uptime, restarts, "
 	    "connections\n"
 	    "  connections [NAME]   open connections, summed over the workers\n"
+	    "  reload               read the configuration again; a new generation\n"
+	    "                       of workers takes over without dropping a\n"
+	    "                       connection (as SIGHUP)\n"
 	    "  stop                 stop gracefully (as SIGTERM)\n"
 	    "Options:\n"
 	    "  -s, --socket SOCKET  the control socket\n"
@@ -176,7 +179,8 @@ main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "workers") != 0 &&
-	    strcmp(cmd, "connections") != 0 && strcmp(cmd, "stop") != 0) {
+	    strcmp(cmd, "connections") != 0 && strcmp(cmd, "stop") != 0 &&
+	    strcmp(cmd, "reload") != 0) {
 		fprintf(stderr, "netclusterctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;

@@ -181,6 +181,23 @@ answer_cb(json_t *counts, void *arg)
 }
 
 static void
+reload_done(const char *error, void *arg)
+{
+	struct answer	*a = arg;
+	struct client	*c = a->client;
+
+	free(a);
+	if (c == NULL)
+		return;
+	c->answer = NULL;
+	if (error != NULL)
+		client_error(c, "%s", error);
+	else
+		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
+		    "reloaded"));
+}
+
+static void
 client_request(struct client *c, const char *line)
 {
 	struct answer	*a;
@@ -238,10 +255,23 @@ client_request(struct client *c, const char *line)
 		(void)kill(getpid(), SIGTERM);
 		return;
 	}
+	if (strcmp(command, "reload") == 0) {
+		if ((a = calloc(1, sizeof *a)) == NULL) {
+			client_error(c, "out of memory");
+			json_decref(req);
+			return;
+		}
+		a->client = c;
+		c->answer = a;
+		c->busy = true;
+		json_decref(req);
+		supervisor_reload(reload_done, a);
+		return;
+	}
 	if (strcmp(command, "status") != 0 && strcmp(command, "workers") != 0 &&
 	    strcmp(command, "connections") != 0) {
 		client_error(c, "unknown command \"%.32s\" (expected status, "
-		    "workers, connections or stop)", command);
+		    "workers, connections, reload or stop)", command);
 		json_decref(req);
 		return;
 	}

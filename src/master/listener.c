@@ -586,7 +586,7 @@ void
 listener_dispatch(struct listener *l)
 {
 	struct handoff	*h;
-	struct worker	*w;
+	struct worker	*w, *w2;
 	int		 i, n = master_nworkers;
 
 	while ((h = l->qhead) != NULL) {
@@ -598,6 +598,11 @@ listener_dispatch(struct listener *l)
 				break;
 			w = NULL;
 		}
+		/* While a reload starts, the older generation still serves. */
+		for (w2 = supervisor_draining(); w == NULL && w2 != NULL;
+		    w2 = w2->next)
+			if (worker_can_take(w2, l))
+				w = w2;
 		if (w == NULL)
 			break;
 		l->rr_next = ((size_t)w->slot + 1) % (size_t)n;

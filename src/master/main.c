@@ -151,6 +151,14 @@ usage(FILE *f)
 }
 
 static void
+hup_done(const char *error, void *arg)
+{
+	(void)arg;
+	if (error == NULL)
+		log_notice("SIGHUP: reloaded");
+}
+
+static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
@@ -160,8 +168,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (sig == SIGHUP) {
-		log_warnx("SIGHUP: reloading is not available in this "
-		    "version; the running configuration stays");
+		supervisor_reload(hup_done, NULL);
 		return;
 	}
 	if (master_stopping)
@@ -177,44 +184,53 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	master_worker_gone();
 }
 
+int	master_cli_workers;
 uid_t	master_worker_uid = (uid_t)-1;
 gid_t	master_worker_gid = (gid_t)-1;
 
 /*
- * "user" and "group": who the workers run as, resolved once here, since
- * the child cannot call getpwnam() between fork and exec. A user without
- * a group runs with the user's primary group.
+ * "user" and "group": who the workers run as, resolved here, since the
+ * child cannot call getpwnam() between fork and exec. A user without a
+ * group runs with the user's primary group. Sets them for the workers
+ * started from now on; on error, *errors says why.
  */
-static int
-master_credentials(const char *file)
+int
+master_check_credentials(struct nc_config *cfg, char **errors)
 {
 	struct passwd	*pw;
 	struct group	*gr;
-	const char	*user = master_config->user;
-	const char	*grp = master_config->group;
+	uid_t		 uid = (uid_t)-1;
+	gid_t		 gid = (gid_t)-1;
+	char		 msg[512];
 
-	if (user != NULL) {
-		if ((pw = getpwnam(user)) == NULL) {
-			fprintf(stderr, "%s: user: no user named \"%s\"\n", file,
-			    user);
-			return -1;
+	*errors = NULL;
+	msg[0] = '\0';
+	if (cfg->user != NULL) {
+		if ((pw = getpwnam(cfg->user)) == NULL)
+			snprintf(msg, sizeof msg, "%s: user: no user named "
+			    "\"%s\"", cfg->file, cfg->user);
+		else {
+			uid = pw->pw_uid;
+			gid = pw->pw_gid;
 		}
-		master_worker_uid = pw->pw_uid;
-		master_worker_gid = pw->pw_gid;
 	}
-	if (grp != NULL) {
-		if ((gr = getgrnam(grp)) == NULL) {
-			fprintf(stderr, "%s: group: no group named \"%s\"\n",
-			    file, grp);
-			return -1;
-		}
-		master_worker_gid = gr->gr_gid;
+	if (msg[0] == '\0' && cfg->group != NULL) {
+		if ((gr = getgrnam(cfg->group)) == NULL)
+			snprintf(msg, sizeof msg, "%s: group: no group named "
+			    "\"%s\"", cfg->file, cfg->group);
+		else
+			gid = gr->gr_gid;
 	}
-	if ((user != NULL || grp != NULL) && geteuid() != 0) {
-		fprintf(stderr, "%s: user/group: netclusterd must start as root "
-		    "to run workers as another user\n", file);
+	if (msg[0] == '\0' && (cfg->user != NULL || cfg->group != NULL) &&
+	    geteuid() != 0)
+		snprintf(msg, sizeof msg, "%s: user/group: netclusterd must "
+		    "start as root to run workers as another user", cfg->file);
+	if (msg[0] != '\0') {
+		*errors = strdup(msg);
 		return -1;
 	}
+	master_worker_uid = uid;
+	master_worker_gid = gid;
 	return 0;
 }
 
@@ -289,7 +305,9 @@ main(int argc, char **argv)
 		free(errors);
 		return 1;
 	}
-	if (master_credentials(file) != 0) {
+	if (master_check_credentials(master_config, &errors) != 0) {
+		fprintf(stderr, "%s\n", errors);
+		free(errors);
 		nc_config_free(master_config);
 		return 1;
 	}
@@ -306,6 +324,7 @@ main(int argc, char **argv)
 	nc_set_log_level(log_threshold);
 	signal(SIGPIPE, SIG_IGN);
 	clock_gettime(CLOCK_MONOTONIC, &master_started);
+	master_cli_workers = workers;
 	master_nworkers = workers > 0 ? workers : master_config->workers;
 
 	if ((master_base = event_base_new()) == NULL)

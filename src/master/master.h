@@ -83,6 +83,8 @@ struct worker {
 	json_t			*last_count;
 	json_t			*listening;	/* what it reported */
 	struct timespec		 refused_at;	/* last `accepted: false` */
+	int			 generation;
+	struct worker		*next;		/* on the draining list */
 	bool			 refused;
 };
 
@@ -97,6 +99,7 @@ extern int			 master_nworkers;
 extern struct worker		**master_workers;	/* by slot */
 extern bool			 master_stopping;
 extern struct timespec		 master_started;
+extern int			 master_cli_workers;	/* -w, or 0 */
 extern uid_t			 master_worker_uid;	/* -1: as the master */
 extern gid_t			 master_worker_gid;
 
@@ -134,6 +137,10 @@ int	 supervisor_count(json_t *request, void (*done)(json_t *, void *),
 size_t	 supervisor_alive(void);
 void	 supervisor_retry_later(void);
 bool	 supervisor_all_online(void);
+void	 supervisor_reload(void (*)(const char *, void *), void *);
+struct worker *supervisor_draining(void);
+
+int	 master_check_credentials(struct nc_config *, char **errors);
 
 /* notify.c */
 void	 notify_start(void);
@@ -142,6 +149,7 @@ void	 notify_ready(void);
 void	 notify_reloading(void);
 void	 notify_stopping(void);
 void	 notify_status(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 notify(const char *);
 
 /* control.c */
 int	 control_open(const char *path, char *err, size_t errlen);

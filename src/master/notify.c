@@ -21,7 +21,7 @@
 static struct event	*watchdog_ev;
 static bool		 ready_sent;
 
-static void
+void
 notify(const char *state)
 {
 	int	rc;

@@ -32,6 +32,8 @@
 #define BACKOFF_MAX_MS		30000
 #define BACKOFF_RESET_S		60
 #define COUNT_TIMEOUT_MS	1000
+#define MAX_DRAINING		2	/* older generations at once */
+#define RELOAD_TIMEOUT_S	30	/* for a new generation to be online */
 
 struct inflight {
 	struct handoff		*h;
@@ -56,11 +58,27 @@ struct slot_state {
 };
 
 static struct inflight	*inflights;
+static struct worker	*draining;	/* older generations, stopping */
+static int		 generation = 1;
+static bool		 reloading;	/* a caller waits for the answer */
+static bool		 handover;	/* old workers stop once new online */
+static struct event	*reload_timer;
+static struct reload_waiter {
+	void			(*done)(const char *, void *);
+	void			*arg;
+	struct reload_waiter	*next;
+} *waiters;
+static json_t		*config_json;	/* what `init` sends */
 static struct count_req	*counts;
 static struct slot_state *slots;
 static int		 next_worker_id = 1;
 
 static void	supervisor_spawn(int slot);
+static void	reload_finish(const char *);
+static void	reload_online(void);
+static void	reload_timeout_cb(evutil_socket_t, short, void *);
+static void	worker_stop(struct worker *);
+static void	kill_cb(evutil_socket_t, short, void *);
 static void	worker_kill(struct worker *, const char *why);
 
 static const char *state_names[] = {
@@ -113,18 +131,17 @@ worker_send(struct worker *w, json_t *msg)
 static void
 worker_send_init(struct worker *w)
 {
-	json_t		*conf, *msg;
 	json_error_t	 jerr;
 
-	conf = json_load_file(master_config->file, JSON_REJECT_DUPLICATES,
-	    &jerr);
-	if (conf == NULL) {
-		worker_kill(w, "cannot read the config again");
+	/* The configuration the master checked, never the file again. */
+	if (config_json == NULL && (config_json = json_load_file(
+	    master_config->file, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
+		worker_kill(w, "cannot read the configuration");
 		return;
 	}
-	msg = json_pack("{s:s, s:i, s:i, s:o}", "type", "init", "id", w->id,
-	    "slot", w->slot, "config", conf);
-	worker_send(w, msg);
+	worker_send(w, json_pack("{s:s, s:i, s:i, s:i, s:O}", "type", "init",
+	    "id", w->id, "slot", w->slot, "generation", w->generation,
+	    "config", config_json));
 }
 
 static void
@@ -215,8 +232,11 @@ msg_ready(struct worker *w, json_t *msg)
 	w->state = W_ONLINE;
 	log_info("worker %d [pid %d] (slot %d) online", w->id, (int)w->pid,
 	    w->slot);
-	if (supervisor_all_online())
+	if (supervisor_all_online()) {
+		if (handover)
+			reload_online();
 		notify_ready();
+	}
 	listener_worker_changed();
 	for (i = 0; i < master_nlisteners; i++)
 		listener_dispatch(master_listeners[i]);
@@ -530,6 +550,7 @@ supervisor_spawn(int slot)
 		fatalx("out of memory");
 	w->slot = slot;
 	w->id = next_worker_id++;
+	w->generation = generation;
 	w->restarts = slots[slot].restarts;
 	if ((w->listening = json_array()) == NULL)
 		fatalx("out of memory");
@@ -621,23 +642,35 @@ void
 supervisor_stop(void)
 {
 	struct worker	*w;
-	struct timeval	 tv;
 	int		 i;
 
-	tv.tv_sec = master_config->shutdown_timeout_ms / 1000;
-	tv.tv_usec = (master_config->shutdown_timeout_ms % 1000) * 1000;
 	if (retry_ev != NULL)
 		(void)event_del(retry_ev);
 	for (i = 0; i < master_nworkers; i++) {
 		(void)event_del(slots[i].restart_ev);
-		if ((w = master_workers[i]) == NULL || w->state == W_DEAD)
-			continue;
-		w->state = W_STOPPING;
-		worker_send(w, json_pack("{s:s}", "type", "stop"));
-		w->kill_ev = evtimer_new(master_base, kill_cb, w);
-		if (w->kill_ev != NULL)
-			(void)evtimer_add(w->kill_ev, &tv);
+		if ((w = master_workers[i]) != NULL)
+			worker_stop(w);
 	}
+	for (w = draining; w != NULL; w = w->next)
+		worker_stop(w);
+	reload_finish("stopping");
+}
+
+/* `stop`: it closes its servers and drains; killed after the timeout. */
+static void
+worker_stop(struct worker *w)
+{
+	struct timeval	tv;
+
+	if (w->state == W_STOPPING || w->state == W_DEAD)
+		return;
+	tv.tv_sec = master_config->shutdown_timeout_ms / 1000;
+	tv.tv_usec = (master_config->shutdown_timeout_ms % 1000) * 1000;
+	w->state = W_STOPPING;
+	worker_send(w, json_pack("{s:s}", "type", "stop"));
+	w->kill_ev = evtimer_new(master_base, kill_cb, w);
+	if (w->kill_ev != NULL)
+		(void)evtimer_add(w->kill_ev, &tv);
 }
 
 static void
@@ -650,6 +683,30 @@ worker_free(struct worker *w)
 	json_decref(w->listening);
 	free(w->rr);
 	free(w);
+}
+
+/* A worker of an older generation exited: it is not replaced. */
+static bool
+reap_draining(pid_t pid, int status)
+{
+	struct worker	**wp, *w;
+
+	for (wp = &draining; (w = *wp) != NULL; wp = &w->next)
+		if (w->pid == pid)
+			break;
+	if (w == NULL)
+		return false;
+	*wp = w->next;
+	log_info("worker %d [pid %d] of generation %d %s %d after draining",
+	    w->id, (int)pid, w->generation, WIFSIGNALED(status) ?
+	    "killed by signal" : "exited with status", WIFSIGNALED(status) ?
+	    WTERMSIG(status) : WEXITSTATUS(status));
+	w->state = W_DEAD;
+	worker_free(w);
+	/* Listeners a reload removed close once nobody holds them. */
+	if (draining == NULL)
+		listener_retired_close();
+	return true;
 }
 
 /* SIGCHLD: reap every child that exited and replace it. */
@@ -666,6 +723,8 @@ supervisor_reap(void)
 	char			 why[64];
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (reap_draining(pid, status))
+			continue;
 		for (i = 0; i < master_nworkers; i++)
 			if (master_workers[i] != NULL &&
 			    master_workers[i]->pid == pid)
@@ -738,12 +797,227 @@ supervisor_all_online(void)
 size_t
 supervisor_alive(void)
 {
-	size_t	i, n = 0;
+	struct worker	*w;
+	size_t		 i, n = 0;
 
 	for (i = 0; i < (size_t)master_nworkers; i++)
 		if (master_workers[i] != NULL)
 			n++;
+	for (w = draining; w != NULL; w = w->next)
+		n++;
 	return n;
+}
+
+struct worker *
+supervisor_draining(void)
+{
+	return draining;
+}
+
+/* Tells whoever asked for a reload how it went. */
+static void
+reload_finish(const char *error)
+{
+	struct reload_waiter	*r;
+
+	reloading = false;
+	if (reload_timer != NULL)
+		(void)event_del(reload_timer);
+	while ((r = waiters) != NULL) {
+		waiters = r->next;
+		r->done(error, r->arg);
+		free(r);
+	}
+}
+
+static int
+draining_generations(void)
+{
+	struct worker	*w;
+	int		 gens[8], n = 0, i;
+
+	for (w = draining; w != NULL; w = w->next) {
+		for (i = 0; i < n; i++)
+			if (gens[i] == w->generation)
+				break;
+		if (i == n && n < 8)
+			gens[n++] = w->generation;
+	}
+	return n;
+}
+
+/*
+ * SIGHUP and `netclusterctl reload`: the new configuration is checked
+ * first; if it is bad, the old one keeps serving and the error goes to
+ * the log, STATUS= and the caller. Listeners that stay keep their
+ * sockets; new ones are bound; removed ones close once the old workers
+ * are gone. A new generation of workers starts; only once all of it is
+ * online does the old one stop accepting and drain. done(NULL) or
+ * done(error) is called when that is decided.
+ */
+void
+supervisor_reload(void (*done)(const char *, void *), void *arg)
+{
+	struct nc_config	*cfg;
+	struct service_rt	*svcs;
+	struct listener		**list;
+	struct slot_state	*ns;
+	struct worker		**nw, *w;
+	struct reload_waiter	*r;
+	struct timeval		 tv = { RELOAD_TIMEOUT_S, 0 };
+	bool			 exclusive = false;
+	json_error_t		 jerr;
+	json_t			*json;
+	char			*errors, err[512], *nl;
+	size_t			 i, n;
+	int			 nworkers, k;
+
+	if (master_stopping) {
+		done("netclusterd is stopping", arg);
+		return;
+	}
+	if (reloading || handover) {
+		done("a reload is already running; try again once it is done",
+		    arg);
+		return;
+	}
+	if (draining_generations() >= MAX_DRAINING) {
+		snprintf(err, sizeof err, "%d older generations are still "
+		    "draining (up to shutdown_timeout_ms); try again later",
+		    draining_generations());
+		done(err, arg);
+		return;
+	}
+	notify_reloading();
+	log_notice("reloading %s", master_config->file);
+	if (nc_config_load(master_config->file, &cfg, &errors) != 0 ||
+	    master_check_credentials(cfg, &errors) != 0) {
+		if (errors != NULL && (nl = strchr(errors, '\n')) != NULL &&
+		    nl[1] == '\0')
+			*nl = '\0';
+		log_errx("reload failed, the running configuration stays: %s",
+		    errors != NULL ? errors : "?");
+		snprintf(err, sizeof err, "reload failed: %s",
+		    errors != NULL ? errors : "?");
+		notify_status("%s", err);
+		notify("READY=1");
+		done(err, arg);
+		free(errors);
+		return;
+	}
+	json = json_load_file(cfg->file, JSON_REJECT_DUPLICATES, &jerr);
+	nworkers = master_cli_workers > 0 ? master_cli_workers : cfg->workers;
+	svcs = calloc(cfg->nservices, sizeof *svcs);
+	for (i = 0; svcs != NULL && i < cfg->nservices; i++)
+		svcs[i].conf = &cfg->services[i];
+	if (json == NULL || svcs == NULL || listener_build(svcs,
+	    cfg->nservices, nworkers, &list, &n, err, sizeof err) == -1) {
+		if (json == NULL || svcs == NULL)
+			snprintf(err, sizeof err, "out of memory");
+		log_errx("reload failed, the running configuration stays: %s",
+		    err);
+		notify_status("reload failed: %s", err);
+		notify("READY=1");
+		json_decref(json);
+		free(svcs);
+		nc_config_free(cfg);
+		snprintf(err + strlen(err), sizeof err - strlen(err), "%s", "");
+		done(err, arg);
+		return;
+	}
+	nw = calloc((size_t)nworkers, sizeof *nw);
+	ns = calloc((size_t)nworkers, sizeof *ns);
+	r = calloc(1, sizeof *r);
+	if (nw == NULL || ns == NULL || r == NULL)
+		fatalx("out of memory");
+
+	/* The running workers become the draining generation. */
+	for (k = 0; k < master_nworkers; k++) {
+		(void)event_del(slots[k].restart_ev);
+		event_free(slots[k].restart_ev);
+		if (master_workers[k] == NULL)
+			continue;
+		master_workers[k]->next = draining;
+		draining = master_workers[k];
+	}
+	listener_commit(list, n);
+	free(master_workers);
+	free(slots);
+	free(master_services);
+	nc_config_free(master_config);
+	json_decref(config_json);
+	master_config = cfg;
+	config_json = json;
+	master_services = svcs;
+	master_nservices = cfg->nservices;
+	master_workers = nw;
+	master_nworkers = nworkers;
+	slots = ns;
+	generation++;
+	reloading = true;
+	handover = true;
+	r->done = done;
+	r->arg = arg;
+	r->next = waiters;
+	waiters = r;
+	/*
+	 * exclusive: each worker binds the address itself, so the new ones
+	 * can bind only once the old ones let go. They stop first; what
+	 * waited in their queues is lost (netclusterd(8), RELOAD).
+	 */
+	for (i = 0; i < master_nservices; i++)
+		if (master_services[i].conf->mode == NC_MODE_EXCLUSIVE)
+			exclusive = true;
+	for (w = draining; exclusive && w != NULL; w = w->next)
+		worker_stop(w);
+	for (k = 0; k < nworkers; k++) {
+		slots[k].backoff_ms = BACKOFF_START_MS;
+		slots[k].restart_ev = evtimer_new(master_base, restart_cb,
+		    (void *)(intptr_t)k);
+		if (slots[k].restart_ev == NULL)
+			fatalx("out of memory");
+		supervisor_spawn(k);
+	}
+	if (reload_timer == NULL &&
+	    (reload_timer = evtimer_new(master_base, reload_timeout_cb,
+	    NULL)) == NULL)
+		fatalx("out of memory");
+	(void)evtimer_add(reload_timer, &tv);
+	notify_status("reloading: generation %d starting", generation);
+	listener_worker_changed();
+}
+
+/*
+ * The new generation did not come online in time (it keeps failing): the
+ * caller hears so; the older workers keep serving until it does.
+ */
+static void
+reload_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char	err[160];
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	snprintf(err, sizeof err, "generation %d is not online after %d s; "
+	    "the older workers keep serving until it is", generation,
+	    RELOAD_TIMEOUT_S);
+	log_errx("reload: %s", err);
+	notify_status("reload: %s", err);
+	reload_finish(err);
+}
+
+/* The new generation is online: the old one stops accepting and drains. */
+static void
+reload_online(void)
+{
+	struct worker	*w;
+
+	handover = false;
+	for (w = draining; w != NULL; w = w->next)
+		worker_stop(w);
+	log_notice("generation %d online; older workers drain", generation);
+	reload_finish(NULL);
 }
 
 static void
