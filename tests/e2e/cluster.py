@@ -377,6 +377,76 @@ def test_privilege_drop():
         d.stop()
 
 
+def control_request(path, data, timeout=10):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(timeout * SCALE)
+    c.connect(path)
+    c.sendall(data)
+    got = b""
+    while not got.endswith(b"\n"):
+        d = c.recv(65536)
+        if not d:
+            break
+        got += d
+    # Our FIN; the master's answer to it (its close) says it freed us.
+    c.shutdown(socket.SHUT_WR)
+    while c.recv(65536):
+        pass
+    c.close()
+    return got
+
+
+def test_control_socket():
+    """Mode 0600, only root or our uid; bad requests get an error that
+    names what was wrong; the master stays up and leaks nothing."""
+    import json
+    import stat
+    d = Daemon([echo_service("shared")], workers=1)
+    try:
+        d.wait_online()
+        mode = stat.S_IMODE(os.stat(d.control).st_mode)
+        check(mode == 0o600, "control socket mode %o" % mode)
+        before = d.fd_count()
+        cases = [
+            (b"not json\n", "bad request: "),
+            (b"[1]\n", "bad request: not a JSON object"),
+            (b'{"command": 5}\n', '"command" must be a string'),
+            (b'{"command": "format"}\n', 'unknown command "format"'),
+            (b'{"command": "status", "x": 1}\n', 'unknown key "x"'),
+            (b'{"command": "connections", "service": "nope"}\n',
+             'no service named "nope"'),
+            (b'{"command": "status"' + b" " * 5000 + b"}\n",
+             "request longer than 4096 bytes"),
+        ]
+        for req, want in cases:
+            r = json.loads(control_request(d.control, req))
+            check(r["ok"] is False and want in r["error"],
+                  "%r -> %r" % (req[:40], r))
+        # A client that sends half a request and goes away.
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(10 * SCALE)
+        c.connect(d.control)
+        c.sendall(b'{"comm')
+        c.shutdown(socket.SHUT_WR)
+        check(c.recv(100) == b"", "half a request got an answer")
+        c.close()
+        r = json.loads(control_request(d.control, b'{"command": "status"}\n'))
+        check(r["ok"] and r["alive"] == 1, "status after abuse: %r" % r)
+        check(d.fd_count() == before, "master fds %d, were %d" % (
+            d.fd_count(), before))
+        # Another uid is refused by the socket's mode.
+        p = subprocess.run([os.path.join(os.path.dirname(WORKER),
+                            "netclusterctl"), "-s", d.control, "status"],
+                           capture_output=True, text=True, user=65534,
+                           timeout=10 * SCALE)
+        check(p.returncode == 1 and "Permission denied" in p.stderr,
+              "nobody: %d %r" % (p.returncode, p.stderr))
+        print("  control socket: mode 0600, %d bad requests answered, "
+              "another uid refused" % len(cases))
+    finally:
+        d.stop()
+
+
 def test_config_check():
     import tempfile
     with tempfile.TemporaryDirectory() as t:
@@ -405,4 +475,5 @@ run([test_config_check, test_shared, test_round_robin, test_reuseport,
      test_get_connections, test_round_robin_full_workers_queue,
      test_kill_worker_shared,
      test_kill_worker_reuseport, test_kill_worker_round_robin,
-     test_kill_master, test_hostile_worker, test_privilege_drop])
+     test_kill_master, test_hostile_worker, test_privilege_drop,
+     test_control_socket])

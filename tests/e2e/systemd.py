@@ -82,6 +82,43 @@ def test_notify_ready_status_stopping():
         n.close()
 
 
+def test_notify_reload_sequence():
+    """READY, RELOADING (with MONOTONIC_USEC), READY, then a bad reload:
+    RELOADING, STATUS naming the failure, READY; STOPPING at the end."""
+    n = Notify()
+    d = Daemon(svc(["127.0.0.1:0"]), workers=2,
+               env={"NOTIFY_SOCKET": n.path})
+    try:
+        n.wait_for("READY=1")
+        p = subprocess.run([os.path.join(os.path.dirname(NETCLUSTERD),
+                            "netclusterctl"), "-s", d.control, "reload"],
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, p.stderr)
+        n.wait_for("READY=1", count=2)
+        good = open(d.config).read()
+        with open(d.config, "w") as f:
+            f.write(good.replace('"mode": "shared"', '"mode": "rr"'))
+        d.proc.send_signal(signal.SIGHUP)
+        n.wait_for("READY=1", count=3)
+        d.proc.send_signal(signal.SIGTERM)
+        n.wait_for("STOPPING=1")
+        seq = [l for l in n.lines() if l in ("READY=1", "RELOADING=1",
+                                            "STOPPING=1")]
+        check(seq == ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1",
+                      "READY=1", "STOPPING=1"], "sequence %s" % seq)
+        usec = [l for l in n.lines() if l.startswith("MONOTONIC_USEC=")]
+        check(len(usec) == 2 and all(int(u.split("=")[1]) > 0
+                                     for u in usec), "usec %s" % usec)
+        failed = [l for l in n.lines() if l.startswith("STATUS=reload "
+                                                       "failed")]
+        check(failed and "services[0].mode" in failed[0],
+              "STATUS %s" % failed)
+        print("  notify sequence: %s" % seq)
+    finally:
+        d.stop()
+        n.close()
+
+
 def test_watchdog():
     n = Notify()
     d = Daemon(svc(["127.0.0.1:0"]), workers=1,
@@ -177,5 +214,6 @@ def test_socket_activation_unknown_name():
         shutil.rmtree(t)
 
 
-run([test_notify_ready_status_stopping, test_watchdog,
+run([test_notify_ready_status_stopping, test_notify_reload_sequence,
+     test_watchdog,
      test_socket_activation, test_socket_activation_unknown_name])
