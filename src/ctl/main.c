@@ -38,6 +38,9 @@ usage(FILE *f)
 	    "  reload               read the configuration again; a new generation\n"
 	    "                       of workers takes over without dropping a\n"
 	    "                       connection (as SIGHUP)\n"
+	    "  upgrade              re-execute netclusterd's binary in place (same\n"
+	    "                       pid), keeping its sockets; new workers take\n"
+	    "                       over as in a reload\n"
 	    "  stop                 stop gracefully (as SIGTERM)\n"
 	    "Options:\n"
 	    "  -s, --socket SOCKET  the control socket\n"
@@ -180,7 +183,7 @@ main(int argc, char **argv)
 	cmd = argv[optind++];
 	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "workers") != 0 &&
 	    strcmp(cmd, "connections") != 0 && strcmp(cmd, "stop") != 0 &&
-	    strcmp(cmd, "reload") != 0) {
+	    strcmp(cmd, "reload") != 0 && strcmp(cmd, "upgrade") != 0) {
 		fprintf(stderr, "netclusterctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;

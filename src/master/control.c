@@ -11,6 +11,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -185,7 +186,9 @@ reload_done(const char *error, void *arg)
 {
 	struct answer	*a = arg;
 	struct client	*c = a->client;
+	char		 command[16];
 
+	snprintf(command, sizeof command, "%s", a->command);
 	free(a);
 	if (c == NULL)
 		return;
@@ -194,7 +197,7 @@ reload_done(const char *error, void *arg)
 		client_error(c, "%s", error);
 	else
 		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
-		    "reloaded"));
+		    strcmp(command, "upgrade") == 0 ? "upgraded" : "reloaded"));
 }
 
 static void
@@ -255,6 +258,22 @@ client_request(struct client *c, const char *line)
 		(void)kill(getpid(), SIGTERM);
 		return;
 	}
+	if (strcmp(command, "upgrade") == 0) {
+		if ((a = calloc(1, sizeof *a)) == NULL) {
+			client_error(c, "out of memory");
+			json_decref(req);
+			return;
+		}
+		a->client = c;
+		c->answer = a;
+		c->busy = true;
+		snprintf(a->command, sizeof a->command, "upgrade");
+		json_decref(req);
+		/* The new master answers on this connection once it is up. */
+		(void)bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
+		master_upgrade(bufferevent_getfd(c->bev), reload_done, a);
+		return;
+	}
 	if (strcmp(command, "reload") == 0) {
 		if ((a = calloc(1, sizeof *a)) == NULL) {
 			client_error(c, "out of memory");
@@ -271,7 +290,7 @@ client_request(struct client *c, const char *line)
 	if (strcmp(command, "status") != 0 && strcmp(command, "workers") != 0 &&
 	    strcmp(command, "connections") != 0) {
 		client_error(c, "unknown command \"%.32s\" (expected status, "
-		    "workers, connections, reload or stop)", command);
+		    "workers, connections, reload, upgrade or stop)", command);
 		json_decref(req);
 		return;
 	}
@@ -366,6 +385,36 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		clients->prev = c;
 	clients = c;
 	nclients++;
+}
+
+/* The client that asked for the upgrade, from the master before us. */
+void
+control_adopt(int fd)
+{
+	struct client	*c;
+	struct answer	*a;
+
+	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if ((c = calloc(1, sizeof *c)) == NULL ||
+	    (a = calloc(1, sizeof *a)) == NULL ||
+	    (c->bev = bufferevent_socket_new(master_base, fd,
+	    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		close(fd);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
+	(void)bufferevent_enable(c->bev, EV_READ);
+	c->next = clients;
+	if (clients != NULL)
+		clients->prev = c;
+	clients = c;
+	nclients++;
+	a->client = c;
+	c->answer = a;
+	c->busy = true;
+	snprintf(a->command, sizeof a->command, "upgrade");
+	supervisor_on_handover(reload_done, a);
 }
 
 int

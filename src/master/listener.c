@@ -37,9 +37,25 @@
 static char		**sd_names;	/* systemd's fd names */
 static bool		 ids[MAX_LISTENER_IDS];	/* in use */
 static struct listener	*retired;	/* removed, closed once drained */
+
+/* Sockets handed over by the master this one replaced (upgrade). */
+struct inherited {
+	char	*text;
+	int	*fds;
+	size_t	 nfds;
+	char	*unix_path;
+	json_t	*queued;	/* accepted connections, not yet handed */
+	bool	 used;
+};
+static struct inherited	*inherited;
+static size_t		 ninherited;
 static int		 sd_nfds = -1;
 
 static void	listener_accept_cb(evutil_socket_t, short, void *);
+static bool	listener_adopt(struct listener *, size_t);
+static void	listener_requeue_inherited(struct listener *, json_t *);
+static void	describe(struct listener *);
+static int	set_flags(int);
 
 static int
 set_flags(int fd)
@@ -420,6 +436,8 @@ listener_build(struct service_rt *svcs, size_t nsvcs, int nworkers,
 				    MAX_LISTENER_IDS);
 				goto fail;
 			}
+			if (listener_adopt(l, nfds))
+				continue;
 			if (listener_bind(l, nworkers, why, sizeof why) == -1) {
 				snprintf(err, errlen, "service %s: listen %s: "
 				    "%s", c->name, a->text, why);
@@ -510,6 +528,157 @@ listener_retired_close(void)
 	}
 }
 
+/*
+ * An upgrade hands the sockets over across exec: state names each
+ * listener's text and fds. They are taken as they are, never bound again.
+ */
+int
+listener_inherit(json_t *list)
+{
+	json_t	*e, *fds, *v;
+	size_t	 i, j;
+
+	if (!json_is_array(list))
+		return -1;
+	inherited = calloc(json_array_size(list) + 1, sizeof *inherited);
+	if (inherited == NULL)
+		return -1;
+	json_array_foreach(list, i, e) {
+		struct inherited	*in = &inherited[ninherited];
+
+		fds = json_object_get(e, "fds");
+		if (!json_is_string(json_object_get(e, "text")) ||
+		    !json_is_array(fds) || json_array_size(fds) == 0)
+			return -1;
+		in->text = strdup(json_string_value(json_object_get(e,
+		    "text")));
+		in->nfds = json_array_size(fds);
+		in->fds = calloc(in->nfds, sizeof *in->fds);
+		if (in->text == NULL || in->fds == NULL)
+			return -1;
+		json_array_foreach(fds, j, v) {
+			in->fds[j] = (int)json_integer_value(v);
+			(void)set_flags(in->fds[j]);
+		}
+		if (json_is_string(json_object_get(e, "unix_path")))
+			in->unix_path = strdup(json_string_value(
+			    json_object_get(e, "unix_path")));
+		in->queued = json_incref(json_object_get(e, "queued"));
+		ninherited++;
+	}
+	return 0;
+}
+
+static bool
+listener_adopt(struct listener *l, size_t nfds)
+{
+	struct inherited	*in;
+	size_t			 i;
+
+	for (i = 0; i < ninherited; i++) {
+		in = &inherited[i];
+		if (in->used || in->nfds != nfds ||
+		    strcmp(in->text, l->text) != 0)
+			continue;
+		in->used = true;
+		l->fds = in->fds;
+		l->nfds = in->nfds;
+		in->fds = NULL;
+		if (in->unix_path != NULL) {
+			l->unlink_path = true;
+			l->unix_path = in->unix_path;
+			in->unix_path = NULL;
+		}
+		describe(l);
+		listener_requeue_inherited(l, in->queued);
+		log_info("service %s: took over %s from the previous master",
+		    l->service->conf->name, l->bound);
+		return true;
+	}
+	return false;
+}
+
+static void
+listener_requeue_inherited(struct listener *l, json_t *queued)
+{
+	struct handoff	*h;
+	json_t		*v;
+	size_t		 i;
+
+	json_array_foreach(queued, i, v) {
+		if ((h = calloc(1, sizeof *h)) == NULL)
+			fatalx("out of memory");
+		h->fd = (int)json_integer_value(v);
+		(void)set_flags(h->fd);
+		h->listener = l;
+		if (l->qtail != NULL)
+			l->qtail->next = h;
+		else
+			l->qhead = h;
+		l->qtail = h;
+		l->qlen++;
+	}
+	json_array_clear(queued);
+}
+
+/* What the new configuration did not take closes now. */
+void
+listener_inherit_done(void)
+{
+	size_t	i, j;
+	json_t	*v;
+
+	for (i = 0; i < ninherited; i++) {
+		json_array_foreach(inherited[i].queued, j, v)
+			close((int)json_integer_value(v));
+		json_decref(inherited[i].queued);
+		for (j = 0; inherited[i].fds != NULL && j < inherited[i].nfds;
+		    j++)
+			close(inherited[i].fds[j]);
+		if (inherited[i].unix_path != NULL)
+			(void)unlink(inherited[i].unix_path);
+		free(inherited[i].fds);
+		free(inherited[i].text);
+		free(inherited[i].unix_path);
+	}
+	free(inherited);
+	inherited = NULL;
+	ninherited = 0;
+}
+
+/* The listeners for an upgrade: fds kept open across exec. */
+json_t *
+listener_export(void)
+{
+	struct listener	*l;
+	struct handoff	*h;
+	json_t		*list, *fds, *queued;
+	size_t		 i, j;
+
+	if ((list = json_array()) == NULL)
+		return NULL;
+	for (i = 0; i < master_nlisteners; i++) {
+		l = master_listeners[i];
+		if (l->nfds == 0)
+			continue;
+		fds = json_array();
+		for (j = 0; j < l->nfds; j++) {
+			(void)fcntl(l->fds[j], F_SETFD, 0);
+			(void)json_array_append_new(fds, json_integer(l->fds[j]));
+		}
+		/* Accepted, not yet handed: they wait for the new master. */
+		queued = json_array();
+		for (h = l->qhead; h != NULL; h = h->next) {
+			(void)fcntl(h->fd, F_SETFD, 0);
+			(void)json_array_append_new(queued, json_integer(h->fd));
+		}
+		(void)json_array_append_new(list, json_pack(
+		    "{s:s, s:o, s:s?, s:o}", "text", l->text, "fds", fds,
+		    "unix_path", l->unix_path, "queued", queued));
+	}
+	return list;
+}
+
 int
 listener_bind_all(char *err, size_t errlen)
 {
@@ -589,6 +758,8 @@ listener_dispatch(struct listener *l)
 	struct worker	*w, *w2;
 	int		 i, n = master_nworkers;
 
+	if (master_upgrading)
+		return;		/* the queue goes to the new master */
 	while ((h = l->qhead) != NULL) {
 		w = NULL;
 		for (i = 0; i < n; i++) {
@@ -687,7 +858,8 @@ listener_worker_changed(void)
 	for (i = 0; i < master_nlisteners; i++) {
 		l = master_listeners[i];
 		if (l->accept_ev != NULL) {
-			want = !master_stopping && l->qlen < QUEUE_MAX;
+			want = !master_stopping && !master_upgrading &&
+			    l->qlen < QUEUE_MAX;
 			if (want && !event_pending(l->accept_ev, EV_READ, NULL))
 				(void)event_add(l->accept_ev, NULL);
 			else if (!want)
@@ -696,7 +868,8 @@ listener_worker_changed(void)
 		/* reuseport: a slot without its worker is served from here. */
 		for (j = 0; l->slot_evs != NULL && j < l->nfds; j++) {
 			w = master_workers[j];
-			want = !master_stopping && l->qlen < QUEUE_MAX &&
+			want = !master_stopping && !master_upgrading &&
+			    l->qlen < QUEUE_MAX &&
 			    (w == NULL || w->state != W_ONLINE);
 			if (want && !event_pending(l->slot_evs[j], EV_READ,
 			    NULL))

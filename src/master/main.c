@@ -4,10 +4,12 @@
  * lets the workers drain up to shutdown_timeout_ms, and exits 0.
  */
 
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -33,6 +35,7 @@ size_t			 master_nlisteners;
 int			 master_nworkers;
 struct worker		**master_workers;
 bool			 master_stopping;
+bool			 master_upgrading;
 struct timespec		 master_started;
 
 static int		 log_threshold = 6;
@@ -150,6 +153,133 @@ usage(FILE *f)
 	    "/netcluster.json");
 }
 
+static int		 upgrade_client = -1;
+static struct event	*upgrade_timer;
+static void		 upgrade_timeout_cb(evutil_socket_t, short, void *);
+static char	**saved_argv;
+
+/*
+ * netclusterctl upgrade: re-executes our own binary in place (same pid,
+ * so systemd keeps tracking it). The listening sockets and the workers'
+ * channels stay open across exec, described in a memfd named by
+ * NETCLUSTER_UPGRADE_FD; the new master takes the sockets as they are,
+ * adopts the running workers as an older generation, and replaces them by
+ * the reload path. client_fd, if not -1, gets the answer from the new
+ * master. done() is called only if the upgrade cannot start.
+ */
+void
+master_upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
+{
+	struct nc_config	*cfg;
+	struct timeval		 tv = { 0, UPGRADE_QUIESCE_MS * 1000 };
+	char			*errors;
+
+	if (master_stopping || master_upgrading || supervisor_busy()) {
+		done(master_stopping ? "netclusterd is stopping" : "a reload or "
+		    "an upgrade is already running; try again once it is done",
+		    arg);
+		return;
+	}
+	/* The configuration the new master will read must be good. */
+	if (nc_config_load(master_config->file, &cfg, &errors) != 0) {
+		log_errx("upgrade refused: %s", errors);
+		done(errors, arg);
+		free(errors);
+		return;
+	}
+	nc_config_free(cfg);
+	if (access("/proc/self/exe", X_OK) == -1) {
+		done("cannot find our own binary", arg);
+		return;
+	}
+	/*
+	 * Round-robin: accept no more and wait (bounded) until every
+	 * connection on its way to a worker was taken; the queued ones go
+	 * over to the new master.
+	 */
+	notify_reloading();
+	master_upgrading = true;
+	upgrade_client = client_fd;
+	listener_worker_changed();
+	if ((upgrade_timer = evtimer_new(master_base, upgrade_timeout_cb,
+	    NULL)) == NULL || evtimer_add(upgrade_timer, &tv) == -1)
+		fatalx("out of memory");
+	master_upgrade_ready();
+}
+
+/* Hands the state over in a memfd and executes our binary again. */
+void
+master_upgrade_exec(int client_fd)
+{
+	json_t	*state;
+	char	*text, env[32];
+	int	 fd;
+
+	state = json_pack("{s:o, s:o, s:i}", "listeners", listener_export(),
+	    "workers", supervisor_export(), "client", client_fd);
+	text = state != NULL ? json_dumps(state, JSON_COMPACT) : NULL;
+	json_decref(state);
+	fd = memfd_create("netclusterd-upgrade", 0);
+	if (text == NULL || fd == -1 ||
+	    write(fd, text, strlen(text)) != (ssize_t)strlen(text) ||
+	    lseek(fd, 0, SEEK_SET) == -1)
+		fatalx("upgrade: cannot hand the state over: %s",
+		    strerror(errno));
+	free(text);
+	if (client_fd != -1)
+		(void)fcntl(client_fd, F_SETFD, 0);
+	snprintf(env, sizeof env, "%d", fd);
+	setenv("NETCLUSTER_UPGRADE_FD", env, 1);
+	log_notice("upgrading: executing /proc/self/exe in place");
+	execv("/proc/self/exe", saved_argv);
+	fatalx("upgrade: exec failed: %s", strerror(errno));
+}
+
+/*
+ * Called as handoffs complete: once no connection is on its way to a
+ * worker, the state is complete and the exec can happen.
+ */
+void
+master_upgrade_ready(void)
+{
+	if (master_upgrading && supervisor_inflight() == 0)
+		master_upgrade_exec(upgrade_client);
+}
+
+static void
+upgrade_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_warnx("upgrade: connections still in flight after %d ms; going "
+	    "on", UPGRADE_QUIESCE_MS);
+	master_upgrade_exec(upgrade_client);
+}
+
+/* The state an upgrade handed over, if this master is the new one. */
+static json_t *
+upgrade_state(void)
+{
+	const char	*s = getenv("NETCLUSTER_UPGRADE_FD");
+	json_error_t	 jerr;
+	json_t		*state;
+	FILE		*f;
+	int		 fd;
+
+	if (s == NULL)
+		return NULL;
+	fd = atoi(s);
+	unsetenv("NETCLUSTER_UPGRADE_FD");
+	if (fd < 3 || (f = fdopen(fd, "r")) == NULL)
+		fatalx("upgrade: bad NETCLUSTER_UPGRADE_FD");
+	state = json_loadf(f, 0, &jerr);
+	fclose(f);
+	if (state == NULL)
+		fatalx("upgrade: bad state: %s", jerr.text);
+	return state;
+}
+
 static void
 hup_done(const char *error, void *arg)
 {
@@ -245,6 +375,7 @@ int
 main(int argc, char **argv)
 {
 	const char	*file = SYSCONFDIR "/netcluster.json", *level = NULL;
+	json_t		*upgrade;
 	struct event	*sigs[4];
 	static const int signums[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
 	char		*errors, err[512];
@@ -258,6 +389,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 
+	saved_argv = argv;
 	while ((ch = getopt_long(argc, argv, "c:tw:l:Vh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
@@ -340,10 +472,15 @@ main(int argc, char **argv)
 		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
 			fatalx("cannot watch signal %d", signums[i]);
 	}
+	upgrade = test ? NULL : upgrade_state();
+	if (upgrade != NULL &&
+	    listener_inherit(json_object_get(upgrade, "listeners")) == -1)
+		fatalx("upgrade: bad listeners in the state");
 	if (listener_bind_all(err, sizeof err) == -1) {
 		listener_close_all();
 		fatalx("%s", err);
 	}
+	listener_inherit_done();
 	if (control_open(master_config->control_socket, err, sizeof err) == -1) {
 		listener_close_all();
 		fatalx("control socket %s", err);
@@ -351,8 +488,21 @@ main(int argc, char **argv)
 	log_notice("netclusterd %s started: %zu services, %d workers",
 	    PACKAGE_VERSION, master_nservices, master_nworkers);
 	notify_start();
+	if (upgrade != NULL) {
+		(void)supervisor_adopt(json_object_get(upgrade, "workers"));
+		log_notice("upgraded in place: pid %d", (int)getpid());
+	}
 	supervisor_start();
 	listener_worker_changed();
+	/* Adopted workers that exited during the exec: reap them now. */
+	if (upgrade != NULL)
+		supervisor_reap();
+	if (upgrade != NULL) {
+		if (json_integer_value(json_object_get(upgrade, "client")) > 2)
+			control_adopt((int)json_integer_value(json_object_get(
+			    upgrade, "client")));
+		json_decref(upgrade);
+	}
 
 	event_base_dispatch(master_base);
 

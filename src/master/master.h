@@ -84,6 +84,7 @@ struct worker {
 	json_t			*listening;	/* what it reported */
 	struct timespec		 refused_at;	/* last `accepted: false` */
 	int			 generation;
+	bool			 adopted;	/* from the master before */
 	struct worker		*next;		/* on the draining list */
 	bool			 refused;
 };
@@ -98,6 +99,7 @@ extern size_t			 master_nlisteners;
 extern int			 master_nworkers;
 extern struct worker		**master_workers;	/* by slot */
 extern bool			 master_stopping;
+extern bool			 master_upgrading;	/* quiescing for exec */
 extern struct timespec		 master_started;
 extern int			 master_cli_workers;	/* -w, or 0 */
 extern uid_t			 master_worker_uid;	/* -1: as the master */
@@ -119,6 +121,9 @@ int	 listener_build(struct service_rt *, size_t, int nworkers,
 	    struct listener ***, size_t *, char *err, size_t errlen);
 void	 listener_commit(struct listener **, size_t);
 void	 listener_retired_close(void);
+int	 listener_inherit(json_t *);
+void	 listener_inherit_done(void);
+json_t	*listener_export(void);
 void	 listener_close_all(void);
 void	 listener_stop_accepting(void);
 struct listener *listener_find(const char *address);
@@ -139,6 +144,16 @@ void	 supervisor_retry_later(void);
 bool	 supervisor_all_online(void);
 void	 supervisor_reload(void (*)(const char *, void *), void *);
 struct worker *supervisor_draining(void);
+json_t	*supervisor_export(void);
+bool	 supervisor_busy(void);
+int	 supervisor_adopt(json_t *);
+void	 supervisor_on_handover(void (*)(const char *, void *), void *);
+void	 master_upgrade(int client_fd, void (*)(const char *, void *),
+	    void *);
+void	 master_upgrade_ready(void);
+void	 master_upgrade_exec(int client_fd) __attribute__((noreturn));
+int	 supervisor_inflight(void);
+#define UPGRADE_QUIESCE_MS	2000
 
 int	 master_check_credentials(struct nc_config *, char **errors);
 
@@ -154,5 +169,6 @@ void	 notify(const char *);
 /* control.c */
 int	 control_open(const char *path, char *err, size_t errlen);
 void	 control_close(void);
+void	 control_adopt(int fd);
 
 #endif /* MASTER_H */

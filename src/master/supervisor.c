@@ -74,6 +74,9 @@ static struct slot_state *slots;
 static int		 next_worker_id = 1;
 
 static void	supervisor_spawn(int slot);
+static void	worker_msg_cb(struct nc_ipc *, json_t *, int *, size_t,
+		    void *);
+static void	worker_error_cb(struct nc_ipc *, const char *, void *);
 static void	reload_finish(const char *);
 static void	reload_online(void);
 static void	reload_timeout_cb(evutil_socket_t, short, void *);
@@ -209,7 +212,7 @@ msg_unlisten(struct worker *w, json_t *msg)
 	json_int_t	id = json_integer_value(json_object_get(msg,
 	    "listener"));
 
-	if (id < 0 || (size_t)id >= master_nlisteners)
+	if (id < 0 || id >= MAX_LISTENER_IDS)
 		return -1;
 	w->rr[id] = false;
 	return 0;
@@ -287,8 +290,8 @@ msg_conn_ack(struct worker *w, json_t *msg)
 	for (pp = &inflights; (p = *pp) != NULL; pp = &p->next)
 		if (p->h->worker == w && p->h->seq == ack)
 			break;
-	if (p == NULL)
-		return -1;	/* an ack for nothing we sent */
+	if (p == NULL)		/* an ack for nothing we sent */
+		return w->adopted ? 0 : -1;
 	*pp = p->next;
 	w->inflight--;
 	l = p->h->listener;
@@ -305,6 +308,7 @@ msg_conn_ack(struct worker *w, json_t *msg)
 	}
 	listener_dispatch(l);
 	free(p);
+	master_upgrade_ready();
 	return 0;
 }
 
@@ -446,7 +450,7 @@ worker_detach(struct worker *w)
 		nc_ipc_free(w->ipc);
 		w->ipc = NULL;
 	}
-	memset(w->rr, 0, master_nlisteners * sizeof *w->rr);
+	memset(w->rr, 0, MAX_LISTENER_IDS * sizeof *w->rr);
 }
 
 static void
@@ -546,7 +550,7 @@ supervisor_spawn(int slot)
 	if (nc_ipc_socketpair(sv) == -1)
 		fatalx("socketpair: %s", strerror(errno));
 	if ((w = calloc(1, sizeof *w)) == NULL ||
-	    (w->rr = calloc(master_nlisteners + 1, sizeof *w->rr)) == NULL)
+	    (w->rr = calloc(MAX_LISTENER_IDS, sizeof *w->rr)) == NULL)
 		fatalx("out of memory");
 	w->slot = slot;
 	w->id = next_worker_id++;
@@ -814,6 +818,115 @@ supervisor_draining(void)
 	return draining;
 }
 
+int
+supervisor_inflight(void)
+{
+	struct inflight	*p;
+	int		 n = 0;
+
+	for (p = inflights; p != NULL; p = p->next)
+		n++;
+	return n;
+}
+
+bool
+supervisor_busy(void)
+{
+	return reloading || handover;
+}
+
+/* The workers, for an upgrade: their channels stay open across exec. */
+json_t *
+supervisor_export(void)
+{
+	struct worker	*w;
+	json_t		*list;
+	int		 i;
+
+	if ((list = json_array()) == NULL)
+		return NULL;
+	for (i = 0; i <= master_nworkers; i++) {
+		w = i < master_nworkers ? master_workers[i] : draining;
+		for (; w != NULL; w = i < master_nworkers ? NULL : w->next) {
+			if (w->ipc == NULL || w->state == W_DEAD)
+				continue;
+			(void)fcntl(nc_ipc_fd(w->ipc), F_SETFD, 0);
+			(void)json_array_append_new(list, json_pack(
+			    "{s:i, s:i, s:i, s:i, s:i, s:s}", "pid", (int)w->pid,
+			    "slot", w->slot, "id", w->id, "generation",
+			    w->generation, "channel", nc_ipc_fd(w->ipc), "state",
+			    state_names[w->state]));
+		}
+	}
+	return list;
+}
+
+/*
+ * After an upgrade: the workers of the previous master are still our
+ * children. They become an older generation that drains once the new
+ * generation (started next) is online.
+ */
+int
+supervisor_adopt(json_t *list)
+{
+	struct worker	*w;
+	json_t		*e;
+	size_t		 i;
+	int		 fd;
+
+	json_array_foreach(list, i, e) {
+		if ((w = calloc(1, sizeof *w)) == NULL ||
+		    (w->rr = calloc(MAX_LISTENER_IDS, sizeof *w->rr)) == NULL ||
+		    (w->listening = json_array()) == NULL)
+			fatalx("out of memory");
+		w->pid = (pid_t)json_integer_value(json_object_get(e, "pid"));
+		w->slot = (int)json_integer_value(json_object_get(e, "slot"));
+		w->id = (int)json_integer_value(json_object_get(e, "id"));
+		w->generation = (int)json_integer_value(json_object_get(e,
+		    "generation"));
+		fd = (int)json_integer_value(json_object_get(e, "channel"));
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+		w->state = W_ONLINE;
+		w->adopted = true;
+		clock_gettime(CLOCK_MONOTONIC, &w->started);
+		w->ipc = nc_ipc_new(master_base, fd, worker_msg_cb,
+		    worker_error_cb, w);
+		if (w->ipc == NULL)
+			fatalx("out of memory");
+		if (w->id >= next_worker_id)
+			next_worker_id = w->id + 1;
+		if (w->generation >= generation)
+			generation = w->generation + 1;
+		w->next = draining;
+		draining = w;
+		handover = true;
+		log_info("worker %d [pid %d] of generation %d adopted",
+		    w->id, (int)w->pid, w->generation);
+	}
+	return 0;
+}
+
+/* done() once the current generation took over (at once if it has). */
+void
+supervisor_on_handover(void (*done)(const char *, void *), void *arg)
+{
+	struct reload_waiter	*r;
+
+	if (!handover) {
+		done(NULL, arg);
+		return;
+	}
+	if ((r = calloc(1, sizeof *r)) == NULL) {
+		done("out of memory", arg);
+		return;
+	}
+	r->done = done;
+	r->arg = arg;
+	r->next = waiters;
+	waiters = r;
+	reloading = true;
+}
+
 /* Tells whoever asked for a reload how it went. */
 static void
 reload_finish(const char *error)
@@ -877,8 +990,8 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 		return;
 	}
 	if (reloading || handover) {
-		done("a reload is already running; try again once it is done",
-		    arg);
+		done("a reload or an upgrade is already running; try again "
+		    "once it is done", arg);
 		return;
 	}
 	if (draining_generations() >= MAX_DRAINING) {

@@ -53,7 +53,7 @@ def load(port, stop, stats, lock):
             stats[key] = stats.get(key, 0) + 1
 
 
-def reload_under_load(mode, workers=2):
+def reload_under_load(mode, workers=2, command="reload"):
     d = Daemon([{"name": "echo", "listen": ["127.0.0.1:0"], "mode": mode}],
                workers=workers, extra={"shutdown_timeout_ms": 5000})
     try:
@@ -75,9 +75,10 @@ def reload_under_load(mode, workers=2):
                 while time.monotonic() < target:
                     d.read_lines(max(0, target - time.monotonic()))
                 p = subprocess.run([NETCLUSTERCTL, "-s", d.control,
-                                    "reload"], capture_output=True,
+                                    command], capture_output=True,
                                    text=True, timeout=60 * SCALE)
-                check(p.returncode == 0, "reload %d: %s" % (i, p.stderr))
+                check(p.returncode == 0, "%s %d: %s" % (command, i,
+                                                        p.stderr))
                 reloads += 1
             while time.monotonic() < start + DURATION:
                 d.read_lines(max(0, start + DURATION - time.monotonic()))
@@ -89,8 +90,13 @@ def reload_under_load(mode, workers=2):
         total = sum(stats.values())
         rate = total / elapsed
         gens = sum("online; older workers drain" in l for l in d.lines)
-        print("  %s: %d reloads in %.1f s, %d connections (%.0f/s): %s"
-              % (mode, reloads, elapsed, total, rate, stats))
+        print("  %s: %d %ss in %.1f s, %d connections (%.0f/s): %s"
+              % (mode, reloads, command, elapsed, total, rate, stats))
+        if command == "upgrade":
+            check(d.proc.poll() is None, "the master's pid changed")
+            check(sum("upgraded in place: pid %d" % d.proc.pid in l
+                      for l in d.lines) == RELOADS, "not %d upgrades in "
+                  "place" % RELOADS)
         check(reloads == RELOADS and gens == RELOADS,
               "%d reloads, %d generations" % (reloads, gens))
         bad = {k: v for k, v in stats.items() if k != "made"}
@@ -111,6 +117,18 @@ def test_reload_reuseport():
 
 def test_reload_round_robin():
     reload_under_load("round-robin")
+
+
+def test_upgrade_shared():
+    reload_under_load("shared", command="upgrade")
+
+
+def test_upgrade_reuseport():
+    reload_under_load("reuseport", command="upgrade")
+
+
+def test_upgrade_round_robin():
+    reload_under_load("round-robin", command="upgrade")
 
 
 def test_bad_reload_keeps_serving():
@@ -186,4 +204,5 @@ def test_reload_exclusive_cost():
 
 run([test_bad_reload_keeps_serving, test_reload_shared,
      test_reload_reuseport, test_reload_round_robin,
-     test_reload_exclusive_cost])
+     test_reload_exclusive_cost, test_upgrade_shared,
+     test_upgrade_reuseport, test_upgrade_round_robin])
