@@ -484,20 +484,27 @@ server_listen_cluster(struct nc_server *s, const char *address, int backlog)
 	return 0;
 }
 
-int
-nc_cluster_server_listen(struct nc_server *s, const char *address,
-    int backlog, nc_listener_cb listening, void *arg)
+/* After a listen call: the callback becomes a once `listening` listener. */
+static int
+server_listened(struct nc_server *s, int rc, nc_listener_cb listening,
+    void *arg)
 {
-	int	rc;
-
-	if (!nc_cluster_is_worker())
-		return NC_EINVAL;
-	if ((rc = server_listen_cluster(s, address, backlog)) != 0)
+	if (rc != 0)
 		return rc;
 	if (listening != NULL)
 		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
 		    true);
 	return 0;
+}
+
+int
+nc_cluster_server_listen(struct nc_server *s, const char *address,
+    int backlog, nc_listener_cb listening, void *arg)
+{
+	if (!nc_cluster_is_worker())
+		return NC_EINVAL;
+	return server_listened(s, server_listen_cluster(s, address, backlog),
+	    listening, arg);
 }
 
 /* The master's "[::]:80", "1.2.3.4:80" or "unix:PATH" as address(). */
@@ -652,14 +659,8 @@ int
 nc_server_listen(struct nc_server *s, int port, const char *host, int backlog,
     nc_listener_cb listening, void *arg)
 {
-	int	rc;
-
-	if ((rc = server_listen_tcp(s, port, host, backlog, false, false)) != 0)
-		return rc;
-	if (listening != NULL)
-		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
-		    true);
-	return 0;
+	return server_listened(s, server_listen_tcp(s, port, host, backlog,
+	    false, false), listening, arg);
 }
 
 static int
@@ -692,16 +693,10 @@ int
 nc_server_listen_path(struct nc_server *s, const char *path,
     nc_listener_cb listening, void *arg)
 {
-	int	rc;
-
 	if (path == NULL)
 		return NC_ERR_MISSING_ARGS;
-	if ((rc = server_listen_unix(s, path, 0, false)) != 0)
-		return rc;
-	if (listening != NULL)
-		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
-		    true);
-	return 0;
+	return server_listened(s, server_listen_unix(s, path, 0, false),
+	    listening, arg);
 }
 
 static int
@@ -737,14 +732,8 @@ int
 nc_server_listen_handle(struct nc_server *s, int fd, nc_listener_cb listening,
     void *arg)
 {
-	int	rc;
-
-	if ((rc = server_listen_fd(s, fd, 0)) != 0)
-		return rc;
-	if (listening != NULL)
-		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
-		    true);
-	return 0;
+	return server_listened(s, server_listen_fd(s, fd, 0), listening,
+	    arg);
 }
 
 int
@@ -768,12 +757,7 @@ nc_server_listen_options(struct nc_server *s,
 	else
 		rc = server_listen_tcp(s, o->port, o->host, o->backlog,
 		    o->ipv6_only, o->exclusive);
-	if (rc != 0)
-		return rc;
-	if (listening != NULL)
-		(void)nc__emitter_add(&s->em, NC_EV_LISTENING, listening, arg,
-		    true);
-	return 0;
+	return server_listened(s, rc, listening, arg);
 }
 
 /* server.close(cb) on a server that was not open: cb gets the error. */

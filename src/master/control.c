@@ -39,6 +39,10 @@ struct client {
 	struct client		*prev, *next;
 };
 
+static void	client_link(struct client *);
+static void	client_read_cb(struct bufferevent *, void *);
+static void	client_event_cb(struct bufferevent *, short, void *);
+
 static struct evconnlistener	*control_listener;
 static char			 control_path[108];
 static struct client		*clients;
@@ -181,6 +185,25 @@ answer_cb(json_t *counts, void *arg)
 	free(a);
 }
 
+/* The client waits for an answer that comes later; NULL without memory. */
+static struct answer *
+client_pending(struct client *c, const char *command, const char *service)
+{
+	struct answer	*a;
+
+	if ((a = calloc(1, sizeof *a)) == NULL) {
+		client_error(c, "out of memory");
+		return NULL;
+	}
+	a->client = c;
+	snprintf(a->command, sizeof a->command, "%s", command);
+	if (service != NULL)
+		snprintf(a->service, sizeof a->service, "%s", service);
+	c->answer = a;
+	c->busy = true;
+	return a;
+}
+
 static void
 reload_done(const char *error, void *arg)
 {
@@ -259,32 +282,17 @@ client_request(struct client *c, const char *line)
 		return;
 	}
 	if (strcmp(command, "upgrade") == 0) {
-		if ((a = calloc(1, sizeof *a)) == NULL) {
-			client_error(c, "out of memory");
-			json_decref(req);
-			return;
-		}
-		a->client = c;
-		c->answer = a;
-		c->busy = true;
-		snprintf(a->command, sizeof a->command, "upgrade");
 		json_decref(req);
+		if ((a = client_pending(c, "upgrade", NULL)) == NULL)
+			return;
 		/* The new master answers on this connection once it is up. */
-		(void)bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
 		master_upgrade(bufferevent_getfd(c->bev), reload_done, a);
 		return;
 	}
 	if (strcmp(command, "reload") == 0) {
-		if ((a = calloc(1, sizeof *a)) == NULL) {
-			client_error(c, "out of memory");
-			json_decref(req);
-			return;
-		}
-		a->client = c;
-		c->answer = a;
-		c->busy = true;
 		json_decref(req);
-		supervisor_reload(reload_done, a);
+		if ((a = client_pending(c, "reload", NULL)) != NULL)
+			supervisor_reload(reload_done, a);
 		return;
 	}
 	if (strcmp(command, "status") != 0 && strcmp(command, "workers") != 0 &&
@@ -294,19 +302,11 @@ client_request(struct client *c, const char *line)
 		json_decref(req);
 		return;
 	}
-	if ((a = calloc(1, sizeof *a)) == NULL) {
-		client_error(c, "out of memory");
-		json_decref(req);
-		return;
-	}
-	a->client = c;
-	snprintf(a->command, sizeof a->command, "%s", command);
-	if (svc != NULL)
-		snprintf(a->service, sizeof a->service, "%s",
-		    json_string_value(svc));
+	a = client_pending(c, command, svc != NULL ? json_string_value(svc) :
+	    NULL);
 	json_decref(req);
-	c->busy = true;
-	c->answer = a;
+	if (a == NULL)
+		return;
 	if (supervisor_count(NULL, answer_cb, a) != 0) {
 		c->answer = NULL;
 		free(a);
@@ -378,6 +378,12 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		free(c);
 		return;
 	}
+	client_link(c);
+}
+
+static void
+client_link(struct client *c)
+{
 	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
 	(void)bufferevent_enable(c->bev, EV_READ);
 	c->next = clients;
@@ -396,25 +402,15 @@ control_adopt(int fd)
 
 	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
 	if ((c = calloc(1, sizeof *c)) == NULL ||
-	    (a = calloc(1, sizeof *a)) == NULL ||
 	    (c->bev = bufferevent_socket_new(master_base, fd,
 	    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
 		close(fd);
 		free(c);
 		return;
 	}
-	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
-	(void)bufferevent_enable(c->bev, EV_READ);
-	c->next = clients;
-	if (clients != NULL)
-		clients->prev = c;
-	clients = c;
-	nclients++;
-	a->client = c;
-	c->answer = a;
-	c->busy = true;
-	snprintf(a->command, sizeof a->command, "upgrade");
-	supervisor_on_handover(reload_done, a);
+	client_link(c);
+	if ((a = client_pending(c, "upgrade", NULL)) != NULL)
+		supervisor_on_handover(reload_done, a);
 }
 
 int

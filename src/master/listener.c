@@ -54,6 +54,7 @@ static int		 sd_nfds = -1;
 static void	listener_accept_cb(evutil_socket_t, short, void *);
 static bool	listener_adopt(struct listener *, size_t);
 static void	listener_requeue_inherited(struct listener *, json_t *);
+static int	queue_push(struct listener *, int);
 static void	describe(struct listener *);
 static int	set_flags(int);
 
@@ -598,25 +599,35 @@ listener_adopt(struct listener *l, size_t nfds)
 	return false;
 }
 
+/* A connection accepted here waits at the tail of l's queue. */
+static int
+queue_push(struct listener *l, int fd)
+{
+	struct handoff	*h;
+
+	if ((h = calloc(1, sizeof *h)) == NULL)
+		return -1;
+	h->fd = fd;
+	h->listener = l;
+	if (l->qtail != NULL)
+		l->qtail->next = h;
+	else
+		l->qhead = h;
+	l->qtail = h;
+	l->qlen++;
+	return 0;
+}
+
 static void
 listener_requeue_inherited(struct listener *l, json_t *queued)
 {
-	struct handoff	*h;
 	json_t		*v;
 	size_t		 i;
 
 	json_array_foreach(queued, i, v) {
-		if ((h = calloc(1, sizeof *h)) == NULL)
+		(void)set_flags((int)json_integer_value(v));
+		if (queue_push(l, (int)json_integer_value(v)) == -1)
 			fatalx("out of memory");
-		h->fd = (int)json_integer_value(v);
-		(void)set_flags(h->fd);
-		h->listener = l;
-		if (l->qtail != NULL)
-			l->qtail->next = h;
-		else
-			l->qhead = h;
-		l->qtail = h;
-		l->qlen++;
 	}
 	json_array_clear(queued);
 }
@@ -814,7 +825,6 @@ static void
 listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct listener	*l = arg;
-	struct handoff	*h;
 	int		 fd, i;
 
 	(void)what;
@@ -828,19 +838,11 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 				    strerror(errno));
 			break;
 		}
-		if ((h = calloc(1, sizeof *h)) == NULL) {
+		if (queue_push(l, fd) == -1) {
 			log_errx("out of memory; closing a connection");
 			close(fd);
 			break;
 		}
-		h->fd = fd;
-		h->listener = l;
-		if (l->qtail != NULL)
-			l->qtail->next = h;
-		else
-			l->qhead = h;
-		l->qtail = h;
-		l->qlen++;
 		l->accepted++;
 	}
 	listener_dispatch(l);
