@@ -165,6 +165,60 @@ def test_bad_reload_keeps_serving():
         d.stop()
 
 
+def test_one_reload_at_a_time():
+    """A reload asked for while one runs is refused, saying why; the
+    first one then completes. netclusterctl stop ends the daemon."""
+    import tempfile
+    from harness import WORKER
+    gate_dir = tempfile.mkdtemp(prefix="nc-gate.")
+    gate = os.path.join(gate_dir, "gate")
+    gated = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         "gated_worker.sh")
+    d = Daemon([{"name": "echo", "listen": ["127.0.0.1:0"]}], workers=1,
+               env={"NETCLUSTER_WORKER": gated, "NC_GATE": gate,
+                    "NC_REAL_WORKER": WORKER})
+    first = None
+    try:
+        d.wait_online()
+        os.mkfifo(gate)
+        first = subprocess.Popen([NETCLUSTERCTL, "-s", d.control, "reload"],
+                                 stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        d.wait_log("reloading ")
+        p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "reload"],
+                           capture_output=True, text=True,
+                           timeout=30 * SCALE)
+        check(p.returncode == 1 and "a reload or an upgrade is already "
+              "running; try again once it is done" in p.stderr,
+              "second reload: %d %r" % (p.returncode, p.stderr))
+        p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "upgrade"],
+                           capture_output=True, text=True,
+                           timeout=30 * SCALE)
+        check(p.returncode == 1 and "already running" in p.stderr,
+              "upgrade during a reload: %r" % p.stderr)
+        with open(gate, "w") as g:     # let the new worker through
+            g.write("go\n")
+        out, err = first.communicate(timeout=30 * SCALE)
+        check(first.returncode == 0 and "reloaded" in out,
+              "first reload: %r %r" % (out, err))
+        os.unlink(gate)
+        p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "stop"],
+                           capture_output=True, text=True,
+                           timeout=30 * SCALE)
+        check(p.returncode == 0 and p.stdout == "stopping\n",
+              "stop: %r" % p.stdout)
+        d.proc.wait(timeout=10 * SCALE)
+        check(d.proc.returncode == 0, "exit %d" % d.proc.returncode)
+    finally:
+        if first is not None and first.poll() is None:
+            first.kill()
+            first.wait()
+        d.stop()
+        if os.path.exists(gate):
+            os.unlink(gate)
+        os.rmdir(gate_dir)
+
+
 def test_reload_exclusive_cost():
     """exclusive: each worker binds its own socket, so what was queued on
     an old worker's socket when it closes is lost. Measured, reported."""
@@ -202,7 +256,8 @@ def test_reload_exclusive_cost():
         d.stop()
 
 
-run([test_bad_reload_keeps_serving, test_reload_shared,
+run([test_bad_reload_keeps_serving, test_one_reload_at_a_time,
+     test_reload_shared,
      test_reload_reuseport, test_reload_round_robin,
      test_reload_exclusive_cost, test_upgrade_shared,
      test_upgrade_reuseport, test_upgrade_round_robin])
