@@ -376,6 +376,9 @@ static const char *const mode_names[] = {
 	"shared", "round-robin", "exclusive", "reuseport"
 };
 static const char *const handler_names[] = { "echo", "proxy", "module" };
+static const char *const balance_names[] = {
+	"round-robin", "least-connections"
+};
 static const char *const level_names[] = {
 	"err", "warning", "notice", "info", "debug"
 };
@@ -557,6 +560,10 @@ config_array(struct config_ctx *c, json_t *v, bool nonempty)
 	return 0;
 }
 
+static const char *const proxy_keys[] = {
+	"upstream", "balance", "connect_timeout_ms", "down_ms"
+};
+
 static void
 config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 {
@@ -570,6 +577,8 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 	svc->handler = NC_HANDLER_ECHO;
 	svc->backlog = 511;
 	svc->no_delay = true;
+	svc->connect_timeout_ms = 5000;
+	svc->down_ms = 10000;
 
 	json_object_foreach(obj, key, v) {
 		config_push_key(c, key);
@@ -642,7 +651,15 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 					config_pop(c);
 				}
 			}
-		} else if (strcmp(key, "module") == 0)
+		} else if (strcmp(key, "balance") == 0) {
+			if (config_enum(c, v, balance_names, 2, &iv) == 0)
+				svc->balance = (enum nc_balance)iv;
+		} else if (strcmp(key, "connect_timeout_ms") == 0)
+			(void)config_int(c, v, 1, 3600000,
+			    &svc->connect_timeout_ms);
+		else if (strcmp(key, "down_ms") == 0)
+			(void)config_int(c, v, 0, 3600000, &svc->down_ms);
+		else if (strcmp(key, "module") == 0)
 			(void)config_string(c, v, PATH_MAX, &svc->module);
 		else if (strcmp(key, "options") == 0) {
 			if (!json_is_object(v))
@@ -665,11 +682,13 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 	if (svc->handler == NC_HANDLER_MODULE &&
 	    json_object_get(obj, "module") == NULL)
 		config_error(c, false, "handler module needs \"module\"");
-	if (svc->handler != NC_HANDLER_PROXY &&
-	    json_object_get(obj, "upstream") != NULL) {
-		config_push_key(c, "upstream");
-		config_error(c, true, "only the proxy handler takes "
-		    "\"upstream\"");
+	for (i = 0; svc->handler != NC_HANDLER_PROXY &&
+	    i < sizeof proxy_keys / sizeof proxy_keys[0]; i++) {
+		if (json_object_get(obj, proxy_keys[i]) == NULL)
+			continue;
+		config_push_key(c, proxy_keys[i]);
+		config_error(c, true, "only the proxy handler takes \"%s\"",
+		    proxy_keys[i]);
 		config_pop(c);
 	}
 	if (svc->handler != NC_HANDLER_MODULE &&

@@ -39,6 +39,11 @@ enum nc_handler {
 	NC_HANDLER_MODULE
 };
 
+enum nc_balance {
+	NC_BALANCE_ROUND_ROBIN,
+	NC_BALANCE_LEAST_CONNECTIONS
+};
+
 enum nc_mode {
 	NC_MODE_SHARED,
 	NC_MODE_ROUND_ROBIN,
@@ -62,6 +67,9 @@ struct nc_service {
 	int			 keep_alive_initial_delay_ms;
 	char			**upstream;
 	size_t			 nupstream;
+	enum nc_balance		 balance;
+	int			 connect_timeout_ms;
+	int			 down_ms;	/* an upstream that failed */
 	char			*module;
 	json_t			*options;	/* the "options" object or NULL */
 };

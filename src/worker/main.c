@@ -155,7 +155,10 @@ worker_connection(void *server, const struct nc_event_args *ev, void *arg)
 
 	(void)server;
 	accepted++;
-	echo_connection(svc, ev->socket);
+	if (svc->conf->handler == NC_HANDLER_PROXY)
+		proxy_connection(svc, ev->socket);
+	else
+		echo_connection(svc, ev->socket);
 }
 
 /* Listens on one address: through the master, or alone (exclusive). */
@@ -197,9 +200,11 @@ worker_start(void)
 	for (i = 0; i < nservices; i++) {
 		svc = &services[i];
 		c = svc->conf = &config->services[i];
-		if (c->handler != NC_HANDLER_ECHO)
+		if (c->handler == NC_HANDLER_MODULE)
 			fatalx("service %s: handler %s is not available",
 			    c->name, nc_config_handler_name(c->handler));
+		if (c->handler == NC_HANDLER_PROXY && proxy_init(svc) != 0)
+			fatalx("service %s: bad upstreams", c->name);
 		svc->servers = calloc(c->nlisten, sizeof *svc->servers);
 		if (svc->servers == NULL)
 			fatalx("out of memory");

@@ -7,6 +7,8 @@
 #define WORKER_H
 
 #include "nc-config.h"
+
+struct upstream;
 #include "netcluster.h"
 
 struct event_base;
@@ -18,7 +20,14 @@ struct service {
 	size_t			  nservers;
 	size_t			  listening;
 	size_t			  closed;
+	struct upstream		 *upstreams;	/* proxy */
+	size_t			  nupstreams;
+	size_t			  next_upstream;
 };
+
+/* handler-proxy.c */
+int	proxy_init(struct service *);
+void	proxy_connection(struct service *, struct nc_socket *);
 
 /* handler-echo.c */
 void	echo_connection(struct service *, struct nc_socket *);

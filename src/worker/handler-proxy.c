@@ -1,0 +1,382 @@
+/*
+ * The proxy handler: an L4 proxy from each client to one of the service's
+ * upstreams (TCP or unix), chosen round-robin or by fewest connections.
+ * An upstream that refuses or does not answer within connect_timeout_ms
+ * is skipped for this client and marked down for down_ms; when every one
+ * is down the client is closed at once and it is logged.
+ *
+ * Bytes are moved with backpressure both ways: when one side's write
+ * queue passes its high-water mark, reading from the other side pauses
+ * until `drain`, so memory per connection stays bounded whatever the
+ * speeds. With allow_half_open a FIN from one side becomes a FIN on the
+ * other and the rest still flows; without it, either side's end ends both.
+ * An error on one side closes the other.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "worker.h"
+
+struct upstream {
+	struct nc_listen_addr	 addr;
+	struct timespec		 down_until;
+	int			 active;	/* connections now */
+};
+
+struct pair {
+	struct service		*svc;
+	struct nc_socket	*client;
+	struct nc_socket	*up;
+	struct upstream		*target;
+	size_t			 tried;
+	bool			 connected;
+	bool			 closing;
+};
+
+static void	proxy_try(struct pair *);
+
+static bool
+upstream_down(const struct upstream *u)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec < u->down_until.tv_sec ||
+	    (now.tv_sec == u->down_until.tv_sec &&
+	    now.tv_nsec < u->down_until.tv_nsec);
+}
+
+static void
+upstream_mark_down(struct service *svc, struct upstream *u, const char *why)
+{
+	clock_gettime(CLOCK_MONOTONIC, &u->down_until);
+	u->down_until.tv_sec += svc->conf->down_ms / 1000;
+	u->down_until.tv_nsec += (long)(svc->conf->down_ms % 1000) * 1000000;
+	if (u->down_until.tv_nsec >= 1000000000) {
+		u->down_until.tv_sec++;
+		u->down_until.tv_nsec -= 1000000000;
+	}
+	fprintf(stderr, "<4>netcluster-worker %d: service %s: upstream %s is "
+	    "down for %d ms: %s\n", worker_id, svc->conf->name, u->addr.text,
+	    svc->conf->down_ms, why);
+}
+
+/* The next upstream to try, or NULL when every one is down or tried. */
+static struct upstream *
+upstream_pick(struct pair *p)
+{
+	struct service	*svc = p->svc;
+	struct upstream	*u, *best = NULL;
+	size_t		 i, k;
+
+	for (i = 0; i < svc->nupstreams && p->tried < svc->nupstreams; i++) {
+		k = (svc->next_upstream + i) % svc->nupstreams;
+		u = &svc->upstreams[k];
+		if (upstream_down(u))
+			continue;
+		if (svc->conf->balance == NC_BALANCE_ROUND_ROBIN) {
+			svc->next_upstream = k + 1;
+			return u;
+		}
+		if (best == NULL || u->active < best->active)
+			best = u;
+	}
+	return best;
+}
+
+static void
+pair_options(struct pair *p, struct nc_socket *s)
+{
+	const struct nc_service	*c = p->svc->conf;
+
+	(void)nc_socket_set_no_delay(s, c->no_delay);
+	if (c->keep_alive)
+		(void)nc_socket_set_keep_alive(s, true,
+		    (unsigned int)c->keep_alive_initial_delay_ms);
+}
+
+/* Data from one side goes to the other; a full queue pauses the reader. */
+static void
+pipe_data(struct nc_socket *from, struct nc_socket *to,
+    const struct nc_event_args *ev)
+{
+	if (nc_socket_write(to, ev->data, ev->len, NULL, NULL) == 0)
+		nc_socket_pause(from);
+}
+
+static void
+client_data(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	pipe_data(s, p->up, ev);
+}
+
+static void
+up_data(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	pipe_data(s, p->client, ev);
+}
+
+static void
+client_drain(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	(void)ev;
+	if (p->up != NULL && !nc_socket_destroyed(p->up))
+		nc_socket_resume(p->up);
+}
+
+static void
+up_drain(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	(void)ev;
+	if (!nc_socket_destroyed(p->client))
+		nc_socket_resume(p->client);
+}
+
+/* A FIN: passed on; without half-open the sockets end themselves too. */
+static void
+client_end(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	(void)ev;
+	if (p->up != NULL && !nc_socket_destroyed(p->up))
+		(void)nc_socket_end(p->up, NULL, 0);
+}
+
+static void
+up_end(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	(void)ev;
+	if (!nc_socket_destroyed(p->client))
+		(void)nc_socket_end(p->client, NULL, 0);
+}
+
+static void
+pair_timeout(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	(void)ev;
+	/* Idle on this leg: both go. */
+	nc_socket_destroy(p->client);
+	if (p->up != NULL)
+		nc_socket_destroy(p->up);
+}
+
+static void
+pair_free_if_done(struct pair *p)
+{
+	if (nc_socket_destroyed(p->client) && (p->up == NULL ||
+	    nc_socket_destroyed(p->up))) {
+		nc_socket_release(p->client);
+		if (p->up != NULL)
+			nc_socket_release(p->up);
+		free(p);
+	}
+}
+
+/*
+ * The other side closed cleanly: s flushes what it has for it, then ends;
+ * what s still reads has nowhere to go and is dropped.
+ */
+static void
+pair_wind_down(struct nc_socket *s, nc_listener_cb data_cb, struct pair *p)
+{
+	(void)nc_socket_off(s, NC_EV_DATA, data_cb, p);
+	nc_socket_resume(s);
+	(void)nc_socket_end(s, NULL, 0);
+}
+
+static void
+client_close(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	/* An error closes the other side; a clean close lets it flush. */
+	if (p->up != NULL && !nc_socket_destroyed(p->up)) {
+		if (ev->had_error || !p->connected)
+			nc_socket_destroy(p->up);
+		else
+			pair_wind_down(p->up, up_data, p);
+	}
+	pair_free_if_done(p);
+}
+
+static void
+up_close(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	if (p->target != NULL)
+		p->target->active--;
+	if (!p->connected) {
+		/* It never connected: the next upstream, if any. */
+		nc_socket_release(p->up);
+		p->up = NULL;
+		if (!nc_socket_destroyed(p->client))
+			proxy_try(p);
+		else
+			pair_free_if_done(p);
+		return;
+	}
+	if (!nc_socket_destroyed(p->client)) {
+		if (ev->had_error)
+			nc_socket_destroy(p->client);
+		else
+			pair_wind_down(p->client, client_data, p);
+	}
+	pair_free_if_done(p);
+}
+
+static void
+up_error(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)s;
+	if (!p->connected && p->target != NULL)
+		upstream_mark_down(p->svc, p->target, ev->error->message);
+}
+
+static void
+up_connect_timeout(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair	*p = arg;
+
+	(void)ev;
+	if (p->connected)
+		return;
+	upstream_mark_down(p->svc, p->target, "connect timed out");
+	nc_socket_destroy(s);
+}
+
+static void
+client_error(void *s, const struct nc_event_args *ev, void *arg)
+{
+	(void)s;
+	(void)ev;
+	(void)arg;
+	/* A client's reset is routine: `close` follows with had_error. */
+}
+
+static void
+up_connect(void *s, const struct nc_event_args *ev, void *arg)
+{
+	struct pair		*p = arg;
+	const struct nc_service	*c = p->svc->conf;
+
+	(void)ev;
+	p->connected = true;
+	(void)nc_socket_off(s, NC_EV_TIMEOUT, up_connect_timeout, p);
+	(void)nc_socket_set_timeout(s, c->idle_timeout_ms, NULL, NULL);
+	if (c->idle_timeout_ms > 0)
+		(void)nc_socket_on(s, NC_EV_TIMEOUT, pair_timeout, p);
+	pair_options(p, s);
+	nc_socket_resume(p->client);
+}
+
+static void
+proxy_try(struct pair *p)
+{
+	struct nc_connect_options	 o;
+	const struct nc_service		*c = p->svc->conf;
+	struct upstream			*u;
+	int				 rc;
+
+	while ((u = upstream_pick(p)) != NULL) {
+		p->tried++;
+		memset(&o, 0, sizeof o);
+		o.base = worker_base;
+		o.allow_half_open = c->allow_half_open;
+		if (u->addr.kind == NC_LISTEN_UNIX)
+			o.path = u->addr.path;
+		else {
+			o.host = u->addr.host;
+			o.port = u->addr.port;
+			o.family = nc_is_ipv6(u->addr.host) ? 6 : 4;
+		}
+		if ((rc = nc_connect(&o, up_connect, p, &p->up)) != 0) {
+			upstream_mark_down(p->svc, u, nc_strerror(rc));
+			continue;
+		}
+		p->target = u;
+		u->active++;
+		nc_socket_hold(p->up);
+		(void)nc_socket_on(p->up, NC_EV_DATA, up_data, p);
+		(void)nc_socket_on(p->up, NC_EV_DRAIN, up_drain, p);
+		(void)nc_socket_on(p->up, NC_EV_END, up_end, p);
+		(void)nc_socket_on(p->up, NC_EV_ERROR, up_error, p);
+		(void)nc_socket_on(p->up, NC_EV_CLOSE, up_close, p);
+		(void)nc_socket_set_timeout(p->up, c->connect_timeout_ms,
+		    up_connect_timeout, p);
+		return;
+	}
+	fprintf(stderr, "<4>netcluster-worker %d: service %s: every upstream "
+	    "is down; closing a client\n", worker_id, c->name);
+	nc_socket_destroy(p->client);
+}
+
+void
+proxy_connection(struct service *svc, struct nc_socket *client)
+{
+	const struct nc_service	*c = svc->conf;
+	struct pair		*p;
+
+	if ((p = calloc(1, sizeof *p)) == NULL) {
+		nc_socket_destroy(client);
+		return;
+	}
+	p->svc = svc;
+	p->client = client;
+	nc_socket_hold(client);
+	/* Nothing is read from the client before its upstream answers. */
+	nc_socket_pause(client);
+	(void)nc_socket_on(client, NC_EV_DATA, client_data, p);
+	(void)nc_socket_on(client, NC_EV_DRAIN, client_drain, p);
+	(void)nc_socket_on(client, NC_EV_END, client_end, p);
+	(void)nc_socket_on(client, NC_EV_ERROR, client_error, p);
+	(void)nc_socket_on(client, NC_EV_CLOSE, client_close, p);
+	if (c->idle_timeout_ms > 0)
+		(void)nc_socket_set_timeout(client, c->idle_timeout_ms,
+		    pair_timeout, p);
+	pair_options(p, client);
+	proxy_try(p);
+}
+
+/* The service's upstreams, from its configuration. */
+int
+proxy_init(struct service *svc)
+{
+	char	err[256];
+	size_t	i;
+
+	svc->nupstreams = svc->conf->nupstream;
+	svc->upstreams = calloc(svc->nupstreams, sizeof *svc->upstreams);
+	if (svc->upstreams == NULL)
+		return -1;
+	for (i = 0; i < svc->nupstreams; i++)
+		if (nc_config_parse_listen(svc->conf->upstream[i],
+		    &svc->upstreams[i].addr, err, sizeof err) != 0)
+			return -1;
+	return 0;
+}

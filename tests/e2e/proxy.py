@@ -1,0 +1,268 @@
+"""The proxy handler end to end: upstreams picked round-robin and by
+fewest connections, failover past a refusing or silent upstream, every
+upstream down, half-close, and memory that stays flat while 1 GiB goes to
+a slow reader."""
+
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, Failure, SCALE, check, run
+
+
+class Upstream:
+    """A TCP server on loopback that says its name, then echoes; with
+    half=True it answers only after the client's FIN."""
+
+    def __init__(self, name, half=False, blob=0):
+        self.name = name.encode()
+        self.half = half
+        self.blob = blob
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        c.settimeout(30 * SCALE)
+        try:
+            if self.blob:
+                chunk = b"\0" * (1 << 20)
+                for _ in range(self.blob):
+                    c.sendall(chunk)
+                c.close()
+                return
+            if self.half:
+                got = b""
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    got += d
+                c.sendall(self.name + b":" + got)
+                c.close()
+                return
+            c.sendall(self.name + b"\n")
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                c.sendall(d)
+            c.close()
+        except OSError:
+            c.close()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def proxy_service(upstreams, **kw):
+    s = {"name": "proxy", "handler": "proxy", "listen": ["127.0.0.1:0"],
+         "upstream": ["127.0.0.1:%d" % u for u in upstreams]}
+    s.update(kw)
+    return [s]
+
+
+def ask(port, data=b"ping"):
+    c = socket.create_connection(("127.0.0.1", port), timeout=10 * SCALE)
+    first = b""
+    while not first.endswith(b"\n"):
+        d = c.recv(64)
+        if not d:
+            raise Failure("closed before a greeting: %r" % first)
+        first += d
+    c.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        got += c.recv(64)
+    c.close()
+    return first.strip().decode(), got
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def test_round_robin_and_least_connections():
+    a, b = Upstream("A"), Upstream("B")
+    d = Daemon(proxy_service([a.port, b.port]), workers=1)
+    try:
+        d.wait_online()
+        port = d.port()
+        names = [ask(port)[0] for _ in range(6)]
+        check(names == ["A", "B"] * 3, "round-robin: %s" % names)
+        check(all(ask(port, b"x" * 1000)[1] == b"x" * 1000
+                  for _ in range(2)), "echo through the proxy")
+    finally:
+        d.stop()
+    d = Daemon(proxy_service([a.port, b.port],
+                             balance="least-connections"), workers=1)
+    try:
+        d.wait_online()
+        port = d.port()
+        # One held connection on the first choice: the next goes elsewhere.
+        held = socket.create_connection(("127.0.0.1", port), timeout=10)
+        first = held.recv(2).strip().decode()
+        second = ask(port)[0]
+        check(first != second, "least-connections: %s then %s" % (
+            first, second))
+        held.close()
+        print("  round-robin A,B,A,B,A,B; least-connections %s then %s"
+              % (first, second))
+    finally:
+        d.stop()
+        a.close()
+        b.close()
+
+
+def test_failover_and_all_down():
+    b = Upstream("B")
+    dead = closed_port()
+    d = Daemon(proxy_service([dead, b.port], down_ms=60000), workers=1)
+    try:
+        d.wait_online()
+        port = d.port()
+        names = [ask(port)[0] for _ in range(4)]
+        check(names == ["B"] * 4, "failover: %s" % names)
+        d.wait_log("upstream 127.0.0.1:%d is down" % dead)
+        check(sum("is down" in l for l in d.lines) == 1,
+              "the dead upstream was tried again while down")
+    finally:
+        d.stop()
+        b.close()
+    d = Daemon(proxy_service([closed_port(), closed_port()]), workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        start = time.monotonic()
+        check(c.recv(10) == b"", "client not closed when all are down")
+        took = time.monotonic() - start
+        c.close()
+        d.wait_log("every upstream is down")
+        print("  every upstream down: client closed in %.3f s" % took)
+    finally:
+        d.stop()
+
+
+def test_connect_timeout():
+    # A listener whose backlog is full drops SYNs: connects hang.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    stuck = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(silent.getsockname())
+        except BlockingIOError:
+            pass
+        stuck.append(s)
+    b = Upstream("B")
+    d = Daemon(proxy_service([silent.getsockname()[1], b.port],
+                             connect_timeout_ms=300, down_ms=60000),
+               workers=1)
+    try:
+        d.wait_online()
+        start = time.monotonic()
+        name = ask(d.port())[0]
+        took = time.monotonic() - start
+        check(name == "B", "went to %s" % name)
+        d.wait_log("connect timed out")
+        print("  silent upstream skipped after its 300 ms connect timeout "
+              "(%.2f s)" % took)
+    finally:
+        d.stop()
+        b.close()
+        for s in stuck:
+            s.close()
+        silent.close()
+
+
+def test_half_close():
+    up = Upstream("H", half=True)
+    d = Daemon(proxy_service([up.port], allow_half_open=True), workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        c.sendall(b"question")
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            x = c.recv(64)
+            if not x:
+                break
+            got += x
+        c.close()
+        check(got == b"H:question", "half-close: %r" % got)
+    finally:
+        d.stop()
+        up.close()
+
+
+def status(pid, key):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise Failure("no %s" % key)
+
+
+def test_backpressure_memory():
+    GIB = 1024                  # MiB
+    up = Upstream("M", blob=GIB)
+    d = Daemon(proxy_service([up.port]), workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        before = status(worker, "VmRSS")
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=30)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        # The reader is slow: nothing for a while, the upstream pushes.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            d.read_lines(0.1)
+        stalled = status(worker, "VmRSS")
+        total = 0
+        buf = bytearray(1 << 20)
+        while True:
+            n = c.recv_into(buf)
+            if n == 0:
+                break
+            total += n
+        c.close()
+        peak = status(worker, "VmHWM")
+        grew = peak - before
+        print("  1 GiB to a slow reader: worker RSS %d KiB before, %d KiB "
+              "while stalled, peak growth %d KiB" % (before, stalled, grew))
+        check(total == GIB << 20, "got %d bytes" % total)
+        check(grew < 1024, "the worker grew by %d KiB" % grew)
+    finally:
+        d.stop()
+        up.close()
+
+
+run([test_round_robin_and_least_connections, test_failover_and_all_down,
+     test_connect_timeout, test_half_close, test_backpressure_memory])
