@@ -236,6 +236,15 @@ struct nc_server_options {
 	struct event_base	*base;		/* NULL: nc_default_base() */
 	bool			 allow_half_open;
 	bool			 pause_on_connect;
+	/*
+	 * Every connection starts with a PROXY protocol header (v1 or v2, as
+	 * HAProxy sends it): the socket's remote address is the client it
+	 * names, and the header never reaches `data`. A malformed, oversized
+	 * or late header (proxy_timeout_ms, 0: 3000) closes the connection
+	 * before `connection`, counted in nc_server_proxy_errors().
+	 */
+	bool			 proxy_protocol;
+	int			 proxy_timeout_ms;
 };
 
 /*
@@ -306,6 +315,16 @@ NC_EXTERN int	 nc_server_connections(const struct nc_server *);
 NC_EXTERN int	 nc_server_get_connections(struct nc_server *, nc_count_cb,
 		    void *arg);
 NC_EXTERN bool	 nc_server_listening(const struct nc_server *);
+/*
+ * A PROXY protocol header (version 1 or 2) for a connection from src to
+ * dst (IP literals; anything else gives UNKNOWN / LOCAL) in out: its
+ * length, or -1 when out is too small.
+ */
+NC_EXTERN int	 nc_proxy_header(int version, const char *src, int src_port,
+		    const char *dst, int dst_port, unsigned char *out,
+		    size_t outlen);
+/* Connections closed for a bad or missing PROXY header. */
+NC_EXTERN unsigned long long nc_server_proxy_errors(const struct nc_server *);
 /* The listening fd, or -1. */
 NC_EXTERN int	 nc_server_fd(const struct nc_server *);
 NC_EXTERN struct event_base *nc_server_base(const struct nc_server *);

@@ -826,6 +826,76 @@ START_TEST(test_connections_null_after_hand_over)
 }
 END_TEST
 
+static char	proxied_data[64];
+
+static void
+proxied_on_data(void *s, const struct nc_event_args *ev, void *arg)
+{
+	size_t	len = strlen(proxied_data);
+
+	(void)s;
+	(void)arg;
+	if (len + ev->len < sizeof proxied_data)
+		memcpy(proxied_data + len, ev->data, ev->len);
+	client_data += (int)ev->len;
+}
+
+START_TEST(test_proxy_protocol)
+{
+	struct nc_server_options	 o = { .proxy_protocol = true,
+	    .proxy_timeout_ms = 200 };
+	struct nc_server		*s = server_new(&o);
+	struct nc_socket		*c1, *c2, *c3, *c4;
+	static const char		 local_v2[16] = "\r\n\r\n\0\r\nQUIT\n"
+	    "\x20\x00\x00\x00";
+	int				 port;
+
+	proxied_data[0] = '\0';
+	ck_assert_int_eq(nc_server_listen(s, 0, "127.0.0.1", 0, on_listening,
+	    NULL), 0);
+	ck_assert(run_until(base, &listening_calls, 2000));
+	port = bound_port(s);
+
+	/* A v1 header: the socket's peer is the client it names, and the
+	 * header never reaches `data`. */
+	c1 = client("127.0.0.1", port);
+	ck_assert_int_eq(nc_socket_write_string(c1, "PROXY TCP4 203.0.113.7 "
+	    "192.0.2.1 5555 80\r\nhello", NULL, NULL, NULL), 1);
+	ck_assert(run_until(base, &connections, 2000));
+	ck_assert_str_eq(nc_socket_remote_address(accepted[0]), "203.0.113.7");
+	ck_assert_str_eq(nc_socket_remote_family(accepted[0]), "IPv4");
+	ck_assert_int_eq(nc_socket_remote_port(accepted[0]), 5555);
+	client_data = 0;
+	ck_assert_int_eq(nc_socket_on(accepted[0], NC_EV_DATA, proxied_on_data,
+	    NULL), 0);
+	ck_assert(run_until_count(base, &client_data, 5, 2000));
+	ck_assert_str_eq(proxied_data, "hello");
+
+	/* LOCAL (v2): the real peer stands. */
+	c2 = client("127.0.0.1", port);
+	ck_assert_int_eq(nc_socket_write(c2, local_v2, sizeof local_v2, NULL,
+	    NULL), 1);
+	ck_assert(run_until_count(base, &connections, 2, 2000));
+	ck_assert_str_eq(nc_socket_remote_address(accepted[1]), "127.0.0.1");
+
+	/* Malformed, and late: closed before `connection`, counted. */
+	c3 = client("127.0.0.1", port);
+	ck_assert_int_eq(nc_socket_write_string(c3, "GET / HTTP/1.0\r\n\r\n",
+	    NULL, NULL, NULL), 1);
+	c4 = client("127.0.0.1", port);
+	/* c3 is reset (its bytes were never read), c4 ended. */
+	ck_assert(run_until_count(base, &client_closes, 2, 3000));
+	ck_assert_int_eq(connections, 2);
+	ck_assert_uint_eq(nc_server_proxy_errors(s), 2);
+	(void)c1;
+	(void)c2;
+	(void)c3;
+	(void)c4;
+	server_finish(s);
+	ck_assert(run_until_count(base, &client_closes, 4, 3000));
+}
+END_TEST
+
 START_TEST(test_ref_unref)
 {
 	struct nc_server	*s = server_new(NULL);
@@ -1030,6 +1100,7 @@ main(void)
 	tcase_add_test(tc, test_max_connections);
 	tcase_add_test(tc, test_get_connections);
 	tcase_add_test(tc, test_connections_null_after_hand_over);
+	tcase_add_test(tc, test_proxy_protocol);
 	tcase_add_test(tc, test_ref_unref);
 	tcase_add_test(tc, test_listeners);
 	tcase_add_test(tc, test_unhandled_error_logged);

@@ -561,8 +561,9 @@ config_array(struct config_ctx *c, json_t *v, bool nonempty)
 }
 
 static const char *const proxy_keys[] = {
-	"upstream", "balance", "connect_timeout_ms", "down_ms"
+	"upstream", "balance", "connect_timeout_ms", "down_ms", "send_proxy"
 };
+static const char *const send_proxy_names[] = { "v1", "v2" };
 
 static void
 config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
@@ -659,6 +660,11 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 			    &svc->connect_timeout_ms);
 		else if (strcmp(key, "down_ms") == 0)
 			(void)config_int(c, v, 0, 3600000, &svc->down_ms);
+		else if (strcmp(key, "send_proxy") == 0) {
+			if (config_enum(c, v, send_proxy_names, 2, &iv) == 0)
+				svc->send_proxy = iv + 1;
+		} else if (strcmp(key, "proxy_protocol") == 0)
+			(void)config_bool(c, v, &svc->proxy_protocol);
 		else if (strcmp(key, "module") == 0)
 			(void)config_string(c, v, PATH_MAX, &svc->module);
 		else if (strcmp(key, "options") == 0) {

@@ -70,6 +70,8 @@ struct nc_service {
 	enum nc_balance		 balance;
 	int			 connect_timeout_ms;
 	int			 down_ms;	/* an upstream that failed */
+	int			 send_proxy;	/* 0, or PROXY header version */
+	bool			 proxy_protocol; /* clients send a header */
 	char			*module;
 	json_t			*options;	/* the "options" object or NULL */
 };

@@ -107,6 +107,24 @@ void		nc__server_cluster_listening(struct nc_server *, int code,
 int		nc__server_cluster_connection(struct nc_server *, int fd);
 int		nc__server_total_connections(void);
 
+/* proxyproto.c: the PROXY protocol, versions 1 and 2. */
+#define NC__PROXY_V1_MAX	107	/* bytes of a v1 line, CRLF included */
+#define NC__PROXY_V2_MAX	1024	/* bytes of a v2 header we accept */
+struct nc__proxy_info {
+	bool	 local;		/* LOCAL, UNKNOWN, UNSPEC: the real peer stands */
+	bool	 unix_source;
+	int	 family;	/* 4, 6, or 0 for unix */
+	char	 src[110];
+	char	 dst[110];
+	int	 src_port;
+	int	 dst_port;
+};
+int		nc__proxy_parse(const unsigned char *, size_t,
+		    struct nc__proxy_info *);
+int		nc__proxy_build(int version, const char *src, int sport,
+		    const char *dst, int dport, unsigned char *out,
+		    size_t outlen);
+
 /* address.c */
 struct sockaddr_un;
 int		nc__sockaddr_to_address(const struct sockaddr *, socklen_t,

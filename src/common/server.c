@@ -48,6 +48,9 @@ struct nc_server {
 	char			*unix_path;	/* unlinked on close */
 	unsigned int		 generation;	/* bumped by close() */
 	struct nc__error	 listen_error;
+	bool			 proxy_protocol;	/* PROXY header first */
+	int			 proxy_timeout_ms;
+	unsigned long long	 proxy_errors;
 	bool			 cluster_pending; /* asked the master */
 	unsigned int		 cluster_generation;
 	bool			 cluster_rr;	/* the master accepts for us */
@@ -68,6 +71,8 @@ struct server_report {
 	struct nc_server	*server;
 	unsigned int		 generation;
 };
+
+static int	server_take(struct nc_server *, int);
 
 static int
 server_unref_events(struct nc__handle *h)
@@ -92,9 +97,13 @@ nc_create_server(const struct nc_server_options *opts,
 	s->base = base;
 	s->refs = 1;	/* the program's, dropped by nc_server_release() */
 	s->fd = -1;
+	s->proxy_timeout_ms = 3000;
 	if (opts != NULL) {
 		s->allow_half_open = opts->allow_half_open;
 		s->pause_on_connect = opts->pause_on_connect;
+		s->proxy_protocol = opts->proxy_protocol;
+		if (opts->proxy_timeout_ms > 0)
+			s->proxy_timeout_ms = opts->proxy_timeout_ms;
 	}
 	if (connection_listener != NULL &&
 	    nc__emitter_add(&s->em, NC_EV_CONNECTION, connection_listener,
@@ -260,12 +269,160 @@ server_emit_error(struct nc_server *s, int code, const char *syscall)
 	server_emit(s, &args);
 }
 
+/* A connection becomes a socket and `connection` is emitted. */
+static int
+server_connection(struct nc_server *s, int fd, const struct nc__proxy_info *pi)
+{
+	struct nc_socket	*sock;
+	struct nc_event_args	 args;
+
+	sock = nc__socket_accepted(s->base, fd, s->allow_half_open,
+	    s->pause_on_connect);
+	if (sock == NULL) {
+		close(fd);
+		return -1;
+	}
+	if (pi != NULL && !pi->local)
+		nc__socket_set_remote(sock, pi);
+	sock->server = s;
+	nc_server_hold(s);	/* released when sock is destroyed */
+	s->connections++;
+	server_total++;
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_CONNECTION;
+	args.socket = sock;
+	nc_socket_hold(sock);
+	nc_server_hold(s);
+	server_emit(s, &args);
+	nc_socket_release(sock);
+	nc_server_release(s);
+	return 0;
+}
+
+/* A PROXY header on its way: read once it is whole, within a bound. */
+struct proxy_wait {
+	struct nc_server	*server;
+	int			 fd;
+	struct event		*ev;
+	struct timespec		 deadline;
+};
+
+static void
+proxy_wait_free(struct proxy_wait *w, bool close_fd)
+{
+	if (close_fd)
+		close(w->fd);
+	event_free(w->ev);
+	nc_server_release(w->server);
+	free(w);
+}
+
+static void
+proxy_fail(struct proxy_wait *w, const char *why)
+{
+	w->server->proxy_errors++;
+	log_debug("server fd %d: closed a connection: PROXY header %s",
+	    w->server->fd, why);
+	proxy_wait_free(w, true);
+}
+
+static void
+server_proxy_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct proxy_wait	*w = arg;
+	struct nc__proxy_info	 pi;
+	unsigned char		 buf[NC__PROXY_V2_MAX];
+	struct timespec		 now;
+	struct timeval		 tv;
+	ssize_t			 n;
+	int			 rc;
+	long			 left;
+
+	if (what & EV_TIMEOUT) {
+		proxy_fail(w, "late");
+		return;
+	}
+	n = recv(fd, buf, sizeof buf, MSG_PEEK);
+	if (n == 0) {
+		proxy_fail(w, "missing (closed)");
+		return;
+	}
+	if (n < 0)
+		rc = 0;
+	else if ((rc = nc__proxy_parse(buf, (size_t)n, &pi)) < 0) {
+		proxy_fail(w, "malformed");
+		return;
+	} else if (rc == 0 && (size_t)n == sizeof buf) {
+		proxy_fail(w, "oversized");
+		return;
+	}
+	if (rc > 0) {
+		/* Exactly the header leaves the kernel; the rest is data. */
+		if (recv(fd, buf, (size_t)rc, 0) != rc) {
+			proxy_fail(w, "unreadable");
+			return;
+		}
+		if (!w->server->listening) {
+			proxy_wait_free(w, true);
+			return;
+		}
+		(void)server_connection(w->server, fd, &pi);
+		proxy_wait_free(w, false);
+		return;
+	}
+	/* More to come: wait again (edge-triggered) for what is left. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = (w->deadline.tv_sec - now.tv_sec) * 1000 +
+	    (w->deadline.tv_nsec - now.tv_nsec) / 1000000;
+	if (left <= 0) {
+		proxy_fail(w, "late");
+		return;
+	}
+	tv.tv_sec = left / 1000;
+	tv.tv_usec = (left % 1000) * 1000;
+	(void)event_add(w->ev, &tv);
+}
+
+/* An accepted fd: a socket now, or once its PROXY header came. */
+static int
+server_take(struct nc_server *s, int fd)
+{
+	struct proxy_wait	*w;
+	struct timeval		 tv;
+
+	if (!s->proxy_protocol)
+		return server_connection(s, fd, NULL);
+	if ((w = calloc(1, sizeof *w)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	w->server = s;
+	w->fd = fd;
+	w->ev = event_new(s->base, fd, EV_READ | EV_ET, server_proxy_cb, w);
+	clock_gettime(CLOCK_MONOTONIC, &w->deadline);
+	w->deadline.tv_sec += s->proxy_timeout_ms / 1000;
+	w->deadline.tv_nsec += (long)(s->proxy_timeout_ms % 1000) * 1000000;
+	if (w->deadline.tv_nsec >= 1000000000) {
+		w->deadline.tv_sec++;
+		w->deadline.tv_nsec -= 1000000000;
+	}
+	tv.tv_sec = s->proxy_timeout_ms / 1000;
+	tv.tv_usec = (s->proxy_timeout_ms % 1000) * 1000;
+	if (w->ev == NULL || event_add(w->ev, &tv) == -1) {
+		if (w->ev != NULL)
+			event_free(w->ev);
+		free(w);
+		close(fd);
+		return -1;
+	}
+	nc_server_hold(s);
+	return 0;
+}
+
 static void
 server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct nc_server	*s = arg;
-	struct nc_socket	*sock;
-	struct nc_event_args	 args;
 	struct timeval		 tv;
 	int			 fd, i;
 
@@ -303,23 +460,10 @@ server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			server_drop(s, fd);
 			continue;
 		}
-		sock = nc__socket_accepted(s->base, fd, s->allow_half_open,
-		    s->pause_on_connect);
-		if (sock == NULL) {
-			close(fd);
+		if (server_take(s, fd) == -1) {
 			server_emit_error(s, NC_ENOMEM, "accept");
 			break;
 		}
-		sock->server = s;
-		nc_server_hold(s);	/* released when sock is destroyed */
-		s->connections++;
-		server_total++;
-		memset(&args, 0, sizeof args);
-		args.event = NC_EV_CONNECTION;
-		args.socket = sock;
-		nc_socket_hold(sock);
-		server_emit(s, &args);
-		nc_socket_release(sock);
 	}
 	nc_server_release(s);
 }
@@ -571,34 +715,13 @@ nc__server_cluster_listening(struct nc_server *s, int code, int fd,
 int
 nc__server_cluster_connection(struct nc_server *s, int fd)
 {
-	struct nc_socket	*sock;
-	struct nc_event_args	 args;
-
 	if (!s->listening || (s->max_connections > 0 &&
 	    s->connections >= s->max_connections)) {
 		close(fd);	/* the master keeps its copy and re-routes */
 		return 0;
 	}
 	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	sock = nc__socket_accepted(s->base, fd, s->allow_half_open,
-	    s->pause_on_connect);
-	if (sock == NULL) {
-		close(fd);
-		return 0;
-	}
-	sock->server = s;
-	nc_server_hold(s);
-	s->connections++;
-	server_total++;
-	memset(&args, 0, sizeof args);
-	args.event = NC_EV_CONNECTION;
-	args.socket = sock;
-	nc_socket_hold(sock);
-	nc_server_hold(s);
-	server_emit(s, &args);
-	nc_socket_release(sock);
-	nc_server_release(s);
-	return 1;
+	return server_take(s, fd) == 0 ? 1 : 0;
 }
 
 static int
@@ -895,6 +1018,12 @@ nc_server_get_connections(struct nc_server *s, nc_count_cb cb, void *arg)
 		return NC_ENOMEM;
 	}
 	return 0;
+}
+
+unsigned long long
+nc_server_proxy_errors(const struct nc_server *s)
+{
+	return s->proxy_errors;
 }
 
 bool

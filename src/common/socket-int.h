@@ -77,7 +77,7 @@ struct nc_socket {
 	unsigned int		 keep_alive_delay;
 
 	bool			 has_remote, has_local;
-	char			 remote_address[INET6_ADDRSTRLEN];
+	char			 remote_address[NC_ADDRSTRLEN];
 	char			 remote_family[8];
 	int			 remote_port;
 	char			 local_address[INET6_ADDRSTRLEN];
@@ -110,6 +110,8 @@ void		nc__socket_fail(struct nc_socket *, int code,
 void		nc__socket_emit(struct nc_socket *,
 		    const struct nc_event_args *);
 void		nc__socket_apply_options(struct nc_socket *);
+void		nc__socket_set_remote(struct nc_socket *,
+		    const struct nc__proxy_info *);
 
 /* connect.c */
 void		nc__socket_connect_ready(struct nc_socket *);

@@ -1153,6 +1153,22 @@ nc_socket_listener_count(const struct nc_socket *s, enum nc_event ev)
 	return s->em.count[ev];
 }
 
+/* The client a PROXY header named takes the place of the real peer. */
+void
+nc__socket_set_remote(struct nc_socket *s, const struct nc__proxy_info *pi)
+{
+	snprintf(s->remote_address, sizeof s->remote_address, "%s", pi->src);
+	if (pi->unix_source) {
+		s->remote_family[0] = '\0';
+		s->remote_port = -1;
+	} else {
+		snprintf(s->remote_family, sizeof s->remote_family, "%s",
+		    pi->family == 6 ? "IPv6" : "IPv4");
+		s->remote_port = pi->src_port;
+	}
+	s->has_remote = true;
+}
+
 /* Hooks for connect.c. */
 void
 nc__socket_set_state(struct nc_socket *s, enum socket_state state)

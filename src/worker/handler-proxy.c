@@ -295,6 +295,22 @@ up_connect(void *s, const struct nc_event_args *ev, void *arg)
 	nc_socket_resume(p->client);
 }
 
+/* The client's address goes first to the upstream, as HAProxy sends it. */
+static void
+proxy_send_header(struct pair *p)
+{
+	unsigned char	hdr[64];
+	int		n;
+	const char	*src = nc_socket_remote_address(p->client);
+	const char	*dst = nc_socket_local_address(p->client);
+
+	n = nc_proxy_header(p->svc->conf->send_proxy, src != NULL ? src : "",
+	    nc_socket_remote_port(p->client), dst != NULL ? dst : "",
+	    nc_socket_local_port(p->client), hdr, sizeof hdr);
+	if (n > 0)
+		(void)nc_socket_write(p->up, hdr, (size_t)n, NULL, NULL);
+}
+
 static void
 proxy_try(struct pair *p)
 {
@@ -322,6 +338,8 @@ proxy_try(struct pair *p)
 		p->target = u;
 		u->active++;
 		nc_socket_hold(p->up);
+		if (c->send_proxy != 0)
+			proxy_send_header(p);
 		(void)nc_socket_on(p->up, NC_EV_DATA, up_data, p);
 		(void)nc_socket_on(p->up, NC_EV_DRAIN, up_drain, p);
 		(void)nc_socket_on(p->up, NC_EV_END, up_end, p);

@@ -212,6 +212,7 @@ worker_start(void)
 		so.base = worker_base;
 		so.allow_half_open = c->allow_half_open;
 		so.pause_on_connect = c->pause_on_connect;
+		so.proxy_protocol = c->proxy_protocol;
 		for (j = 0; j < c->nlisten; j++) {
 			srv = nc_create_server(&so, worker_connection, svc);
 			if (srv == NULL)

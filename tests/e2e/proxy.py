@@ -17,10 +17,12 @@ class Upstream:
     """A TCP server on loopback that says its name, then echoes; with
     half=True it answers only after the client's FIN."""
 
-    def __init__(self, name, half=False, blob=0):
+    def __init__(self, name, half=False, blob=0, header=False):
         self.name = name.encode()
         self.half = half
         self.blob = blob
+        self.header = header
+        self.headers = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -43,6 +45,18 @@ class Upstream:
     def one(self, c):
         c.settimeout(30 * SCALE)
         try:
+            if self.header:
+                # A PROXY header first: v1 to CRLF, v2 by its length.
+                got = c.recv(16, socket.MSG_WAITALL)
+                if got.startswith(b"PROXY "):
+                    while not got.endswith(b"\r\n"):
+                        got += c.recv(1)
+                else:
+                    got += c.recv(got[14] << 8 | got[15], socket.MSG_WAITALL)
+                self.headers.append(got)
+                c.sendall(b"ok\n")
+                c.close()
+                return
             if self.blob:
                 chunk = b"\0" * (1 << 20)
                 for _ in range(self.blob):
@@ -223,6 +237,64 @@ def test_half_close():
         up.close()
 
 
+def test_send_proxy():
+    up = Upstream("P", header=True)
+    for version in ("v1", "v2"):
+        d = Daemon(proxy_service([up.port], send_proxy=version), workers=1)
+        try:
+            d.wait_online()
+            c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+            cport = c.getsockname()[1]
+            check(c.recv(3) == b"ok\n", "no answer")
+            c.close()
+            h = up.headers[-1]
+            if version == "v1":
+                want = ("PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (
+                    cport, d.port())).encode()
+                check(h == want, "v1 header %r, want %r" % (h, want))
+            else:
+                check(h[:12] == b"\r\n\r\n\0\r\nQUIT\n" and
+                      h[12] == 0x21 and h[13] == 0x11 and
+                      h[16:20] == bytes([127, 0, 0, 1]) and
+                      h[24] << 8 | h[25] == cport and
+                      h[26] << 8 | h[27] == d.port(), "v2 header %r" % h)
+        finally:
+            d.stop()
+    up.close()
+    print("  send_proxy v1 and v2: the upstream saw the client's address")
+
+
+def test_accept_proxy_protocol():
+    d = Daemon([{"name": "echo", "listen": ["127.0.0.1:0"],
+                 "proxy_protocol": True}], workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        c.sendall(b"PROXY TCP4 203.0.113.9 192.0.2.1 4000 80\r\nabc")
+        got = b""
+        while len(got) < 10:
+            got += c.recv(64)
+        check(got == b"hello\r\nabc", "the header reached the handler: "
+              "%r" % got)
+        c.close()
+        bad = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        bad.sendall(b"PROXY TCP9 x\r\n")
+        try:
+            check(bad.recv(10) == b"", "served without a valid header")
+        except ConnectionResetError:
+            pass
+        bad.close()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        c.sendall(b"PROXY UNKNOWN\r\nz")
+        got = b""
+        while len(got) < 8:
+            got += c.recv(64)
+        check(got == b"hello\r\nz", "UNKNOWN: %r" % got)
+        c.close()
+    finally:
+        d.stop()
+
+
 def status(pid, key):
     for line in open("/proc/%d/status" % pid):
         if line.startswith(key + ":"):
@@ -265,4 +337,5 @@ def test_backpressure_memory():
 
 
 run([test_round_robin_and_least_connections, test_failover_and_all_down,
-     test_connect_timeout, test_half_close, test_backpressure_memory])
+     test_connect_timeout, test_half_close, test_backpressure_memory,
+     test_send_proxy, test_accept_proxy_protocol])
