@@ -391,7 +391,7 @@ nc_config_mode_name(enum nc_mode m)
 }
 
 const char *
-nc_config_handler_name(enum nc_handler h)
+nc_config_handler_name(enum nc_handler_kind h)
 {
 	return (size_t)h < sizeof handler_names / sizeof handler_names[0] ?
 	    handler_names[h] : "unknown";
@@ -587,7 +587,7 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 			(void)config_string(c, v, 64, &svc->name);
 		else if (strcmp(key, "handler") == 0) {
 			if (config_enum(c, v, handler_names, 3, &iv) == 0)
-				svc->handler = (enum nc_handler)iv;
+				svc->handler = (enum nc_handler_kind)iv;
 		} else if (strcmp(key, "mode") == 0) {
 			if (config_enum(c, v, mode_names, 4, &iv) == 0)
 				svc->mode = (enum nc_mode)iv;

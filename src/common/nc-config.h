@@ -33,7 +33,7 @@ struct nc_listen_addr {
 	char			*name;	/* SYSTEMD */
 };
 
-enum nc_handler {
+enum nc_handler_kind {
 	NC_HANDLER_ECHO,
 	NC_HANDLER_PROXY,
 	NC_HANDLER_MODULE
@@ -53,7 +53,7 @@ enum nc_mode {
 
 struct nc_service {
 	char			*name;
-	enum nc_handler		 handler;
+	enum nc_handler_kind		 handler;
 	struct nc_listen_addr	*listen;
 	size_t			 nlisten;
 	enum nc_mode		 mode;
@@ -107,6 +107,6 @@ int		 nc_config_parse_listen(const char *text,
 void		 nc_config_listen_clear(struct nc_listen_addr *);
 
 const char	*nc_config_mode_name(enum nc_mode);
-const char	*nc_config_handler_name(enum nc_handler);
+const char	*nc_config_handler_name(enum nc_handler_kind);
 
 #endif /* NC_CONFIG_H */

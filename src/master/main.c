@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <sys/stat.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -24,6 +25,7 @@
 #include <event2/event.h>
 
 #include "master.h"
+#include "nc-module.h"
 #include "netcluster.h"
 
 struct event_base	*master_base;
@@ -280,6 +282,31 @@ upgrade_state(void)
 	return state;
 }
 
+/* Every module loads, and is built for this handler API. */
+static int
+master_check_modules(struct nc_config *cfg)
+{
+	const struct nc_handler	*h;
+	void			*dl;
+	char			 err[512];
+	size_t			 i;
+	int			 bad = 0;
+
+	for (i = 0; i < cfg->nservices; i++) {
+		if (cfg->services[i].handler != NC_HANDLER_MODULE)
+			continue;
+		if (nc_module_load(cfg->services[i].module, false, &h, &dl, err,
+		    sizeof err) != 0) {
+			fprintf(stderr, "%s: services[%zu].module: %s\n",
+			    cfg->file, i, err);
+			bad = 1;
+			continue;
+		}
+		dlclose(dl);
+	}
+	return bad ? -1 : 0;
+}
+
 static void
 hup_done(const char *error, void *arg)
 {
@@ -440,6 +467,10 @@ main(int argc, char **argv)
 	if (master_check_credentials(master_config, &errors) != 0) {
 		fprintf(stderr, "%s\n", errors);
 		free(errors);
+		nc_config_free(master_config);
+		return 1;
+	}
+	if (master_check_modules(master_config) != 0) {
 		nc_config_free(master_config);
 		return 1;
 	}

@@ -33,7 +33,8 @@ struct pair {
 	struct upstream		*target;
 	size_t			 tried;
 	bool			 connected;
-	bool			 closing;
+	bool			 client_closed;	/* its `close` came */
+	bool			 up_closed;
 };
 
 static void	proxy_try(struct pair *);
@@ -181,11 +182,11 @@ pair_timeout(void *s, const struct nc_event_args *ev, void *arg)
 		nc_socket_destroy(p->up);
 }
 
+/* Freed once both `close` events came: destroyed is not closed yet. */
 static void
 pair_free_if_done(struct pair *p)
 {
-	if (nc_socket_destroyed(p->client) && (p->up == NULL ||
-	    nc_socket_destroyed(p->up))) {
+	if (p->client_closed && (p->up == NULL || p->up_closed)) {
 		nc_socket_release(p->client);
 		if (p->up != NULL)
 			nc_socket_release(p->up);
@@ -211,6 +212,7 @@ client_close(void *s, const struct nc_event_args *ev, void *arg)
 	struct pair	*p = arg;
 
 	(void)s;
+	p->client_closed = true;
 	/* An error closes the other side; a clean close lets it flush. */
 	if (p->up != NULL && !nc_socket_destroyed(p->up)) {
 		if (ev->had_error || !p->connected)
@@ -227,12 +229,15 @@ up_close(void *s, const struct nc_event_args *ev, void *arg)
 	struct pair	*p = arg;
 
 	(void)s;
+	p->up_closed = true;
 	if (p->target != NULL)
 		p->target->active--;
 	if (!p->connected) {
 		/* It never connected: the next upstream, if any. */
 		nc_socket_release(p->up);
 		p->up = NULL;
+		p->up_closed = false;
+		p->target = NULL;
 		if (!nc_socket_destroyed(p->client))
 			proxy_try(p);
 		else

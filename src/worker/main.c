@@ -21,6 +21,7 @@
 
 #include "nc-cluster.h"
 #include "nc-config.h"
+#include "nc-module.h"
 #include "netcluster.h"
 #include "worker.h"
 
@@ -66,6 +67,28 @@ worker_send(json_t *msg)
 	json_decref(msg);
 }
 
+/* A module's service: load it, check it, give it its options. */
+static void
+worker_module_init(struct service *svc)
+{
+	const struct nc_service	*c = svc->conf;
+	char			 err[512], *opts;
+	int			 rc;
+
+	if (nc_module_load(c->module, true, &svc->module, NULL, err,
+	    sizeof err) != 0)
+		fatalx("service %s: %s", c->name, err);
+	opts = c->options != NULL ? json_dumps(c->options, JSON_COMPACT) :
+	    strdup("{}");
+	if (opts == NULL)
+		fatalx("out of memory");
+	if ((rc = svc->module->init(opts, &svc->module_state)) != 0)
+		fatalx("service %s: module %s: init failed: %s", c->name,
+		    svc->module->name != NULL ? svc->module->name : c->module,
+		    nc_strerror(rc));
+	free(opts);
+}
+
 static void
 worker_exit_if_done(void)
 {
@@ -74,6 +97,10 @@ worker_exit_if_done(void)
 	for (i = 0; i < nservices; i++)
 		if (services[i].closed < services[i].nservers)
 			return;
+	for (i = 0; i < nservices; i++)
+		if (services[i].module != NULL &&
+		    services[i].module->fini != NULL)
+			services[i].module->fini(services[i].module_state);
 	nc_cluster_flush(1000);
 	exit(0);
 }
@@ -157,6 +184,8 @@ worker_connection(void *server, const struct nc_event_args *ev, void *arg)
 	accepted++;
 	if (svc->conf->handler == NC_HANDLER_PROXY)
 		proxy_connection(svc, ev->socket);
+	else if (svc->conf->handler == NC_HANDLER_MODULE)
+		svc->module->connection(ev->socket, svc->module_state);
 	else
 		echo_connection(svc, ev->socket);
 }
@@ -201,8 +230,7 @@ worker_start(void)
 		svc = &services[i];
 		c = svc->conf = &config->services[i];
 		if (c->handler == NC_HANDLER_MODULE)
-			fatalx("service %s: handler %s is not available",
-			    c->name, nc_config_handler_name(c->handler));
+			worker_module_init(svc);
 		if (c->handler == NC_HANDLER_PROXY && proxy_init(svc) != 0)
 			fatalx("service %s: bad upstreams", c->name);
 		svc->servers = calloc(c->nlisten, sizeof *svc->servers);

@@ -7,6 +7,7 @@
 #define WORKER_H
 
 #include "nc-config.h"
+#include "netcluster-handler.h"
 
 struct upstream;
 #include "netcluster.h"
@@ -20,6 +21,8 @@ struct service {
 	size_t			  nservers;
 	size_t			  listening;
 	size_t			  closed;
+	const struct nc_handler	 *module;	/* module */
+	void			 *module_state;
 	struct upstream		 *upstreams;	/* proxy */
 	size_t			  nupstreams;
 	size_t			  next_upstream;
