@@ -5,12 +5,16 @@ a slow reader."""
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, Failure, SCALE, check, run
+from harness import Daemon, Failure, SCALE, WORKER, check, run
+
+ASAN = b"libasan" in subprocess.run(["ldd", WORKER],
+                                    capture_output=True).stdout
 
 
 class Upstream:
@@ -333,7 +337,10 @@ def test_backpressure_memory():
         print("  1 GiB to a slow reader: worker RSS %d KiB before, %d KiB "
               "while stalled, peak growth %d KiB" % (before, stalled, grew))
         check(total == GIB << 20, "got %d bytes" % total)
-        check(grew < 1024, "the worker grew by %d KiB" % grew)
+        # The promise is measured on the normal build; AddressSanitizer's
+        # shadow memory and redzones add their own growth.
+        limit = 4096 if ASAN else 1024
+        check(grew < limit, "the worker grew by %d KiB" % grew)
     finally:
         d.stop()
         up.close()
