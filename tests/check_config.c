@@ -190,7 +190,7 @@ static const struct {
 	{ "{\"workers\": 2.5, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
 	  "t.json:1:13: workers: expected an integer from 1 to 1024, got 2.5" },
 	{ "{\"log_level\": \"loud\", \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
-	  "t.json:1:15: log_level: expected one of err, warning, notice, info, debug, got \"loud\"" },
+	  "t.json:1:15: log_level: expected one of err, warning, notice, info, debug, error, got \"loud\"" },
 	{ "{\"shutdown_timeout_ms\": -1, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
 	  "t.json:1:25: shutdown_timeout_ms: expected an integer from 0 to 3600000, got -1" },
 	{ "{\"user\": \"\", \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",

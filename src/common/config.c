@@ -380,7 +380,7 @@ static const char *const balance_names[] = {
 	"round-robin", "least-connections"
 };
 static const char *const level_names[] = {
-	"err", "warning", "notice", "info", "debug"
+	"err", "warning", "notice", "info", "debug", "error"
 };
 
 const char *
@@ -820,8 +820,9 @@ config_top(struct config_ctx *c, json_t *root, struct nc_config *cfg)
 		else if (strcmp(key, "control_socket") == 0)
 			(void)config_string(c, v, 107, &cfg->control_socket);
 		else if (strcmp(key, "log_level") == 0) {
-			if (config_enum(c, v, level_names, 5, &iv) == 0)
-				cfg->log_level = NC_LOG_ERR + iv;
+			if (config_enum(c, v, level_names, 6, &iv) == 0)
+				cfg->log_level = iv == 5 ? NC_LOG_ERR :
+				    NC_LOG_ERR + iv;
 		} else if (strcmp(key, "shutdown_timeout_ms") == 0)
 			(void)config_int(c, v, 0, 3600000,
 			    &cfg->shutdown_timeout_ms);

@@ -28,6 +28,7 @@
 
 #define CONTROL_MAX_REQUEST	4096
 #define CONTROL_MAX_CLIENTS	64
+#define CONTROL_IDLE_S		10	/* for a request to come */
 #define OOM_REPLY		"{\"ok\":false,\"error\":\"out of memory\"}\n"
 
 struct answer;
@@ -344,7 +345,7 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct client	*c = arg;
 
 	(void)bev;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		client_free(c);
 }
 
@@ -384,6 +385,10 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 static void
 client_link(struct client *c)
 {
+	struct timeval	tv = { CONTROL_IDLE_S, 0 };
+
+	/* A client that says nothing is dropped; it never blocks anyone. */
+	bufferevent_set_timeouts(c->bev, &tv, NULL);
 	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
 	(void)bufferevent_enable(c->bev, EV_READ);
 	c->next = clients;

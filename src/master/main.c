@@ -134,7 +134,7 @@ level_from_word(const char *w)
 	for (i = 3; i <= 7; i++)
 		if (strcmp(w, level_words[i]) == 0)
 			return i;
-	return -1;
+	return strcmp(w, "error") == 0 ? 3 : -1;
 }
 
 static void
@@ -149,7 +149,7 @@ usage(FILE *f)
 	    "OK\" or\n"
 	    "            its errors, and exit 0 or 1\n"
 	    "  -w N      run N workers (overrides \"workers\")\n"
-	    "  -l LEVEL  log threshold: err, warning, notice, info, debug\n"
+	    "  -l LEVEL  log threshold: error, warning, notice, info, debug\n"
 	    "  -V        print the version and exit\n"
 	    "  -h        print this help and exit\n", SYSCONFDIR
 	    "/netcluster.json");
@@ -438,7 +438,7 @@ main(int argc, char **argv)
 			level = optarg;
 			if (level_from_word(level) == -1) {
 				fprintf(stderr, "netclusterd: -l: expected "
-				    "err, warning, notice, info or debug, got "
+				    "error, warning, notice, info or debug, got "
 				    "\"%s\"\n", level);
 				return 2;
 			}

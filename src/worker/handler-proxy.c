@@ -60,9 +60,8 @@ upstream_mark_down(struct service *svc, struct upstream *u, const char *why)
 		u->down_until.tv_sec++;
 		u->down_until.tv_nsec -= 1000000000;
 	}
-	fprintf(stderr, "<4>netcluster-worker %d: service %s: upstream %s is "
-	    "down for %d ms: %s\n", worker_id, svc->conf->name, u->addr.text,
-	    svc->conf->down_ms, why);
+	wlog(NC_LOG_WARNING, "service %s: upstream %s is down for %d ms: %s",
+	    svc->conf->name, u->addr.text, svc->conf->down_ms, why);
 }
 
 /* The next upstream to try, or NULL when every one is down or tried. */
@@ -354,8 +353,8 @@ proxy_try(struct pair *p)
 		    up_connect_timeout, p);
 		return;
 	}
-	fprintf(stderr, "<4>netcluster-worker %d: service %s: every upstream "
-	    "is down; closing a client\n", worker_id, c->name);
+	wlog(NC_LOG_WARNING, "service %s: every upstream is down; closing a "
+	    "client", c->name);
 	nc_socket_destroy(p->client);
 }
 

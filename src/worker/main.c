@@ -7,14 +7,17 @@
  */
 
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -35,17 +38,58 @@ static bool		 stopping;
 static bool		 ready_sent;
 static long long	 accepted;	/* connections served, in all */
 
+/*
+ * One line per message, saying which worker: with journald's <N> prefix
+ * when stderr is the journal (JOURNAL_STREAM), else a time stamp and the
+ * level, as the master writes.
+ */
+void
+wlog(int level, const char *fmt, ...)
+{
+	static const char *const words[] = { "emerg", "alert", "crit", "err",
+	    "warning", "notice", "info", "debug" };
+	static int	 journal = -1;
+	const char	*js;
+	struct stat	 st;
+	unsigned long	 dev, ino;
+	struct timespec	 ts;
+	struct tm	 tm;
+	char		 msg[1024], when[32];
+	va_list		 ap;
+
+	if (level > nc_log_level())
+		return;
+	if (journal == -1) {
+		js = getenv("JOURNAL_STREAM");
+		journal = js != NULL && sscanf(js, "%lu:%lu", &dev, &ino) == 2 &&
+		    fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev &&
+		    st.st_ino == ino;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (journal) {
+		fprintf(stderr, "<%d>netcluster-worker %d [pid %d]: %s\n",
+		    level, worker_id, (int)getpid(), msg);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "%s netcluster-worker %d [pid %d]: %s: %s\n", when,
+	    worker_id, (int)getpid(), words[level & 7], msg);
+}
+
 static void __attribute__((noreturn, format(printf, 1, 2)))
 fatalx(const char *fmt, ...)
 {
+	char	msg[1024];
 	va_list	ap;
 
-	fprintf(stderr, "<3>netcluster-worker %d [pid %d]: ", worker_id,
-	    (int)getpid());
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	wlog(NC_LOG_ERR, "%s", msg);
 	nc_cluster_flush(100);
 	exit(1);
 }
@@ -54,8 +98,7 @@ static void
 worker_log_cb(int level, const char *msg, void *arg)
 {
 	(void)arg;
-	fprintf(stderr, "<%d>netcluster-worker %d [pid %d]: %s\n", level,
-	    worker_id, (int)getpid(), msg);
+	wlog(level, "%s", msg);
 }
 
 static void
@@ -330,8 +373,7 @@ static void
 worker_lost_cb(const char *reason, void *arg)
 {
 	(void)arg;
-	fprintf(stderr, "<6>netcluster-worker %d [pid %d]: master gone (%s); "
-	    "exiting\n", worker_id, (int)getpid(), reason);
+	wlog(NC_LOG_INFO, "master gone (%s); exiting", reason);
 	exit(0);
 }
 

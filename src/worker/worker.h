@@ -36,6 +36,7 @@ void	proxy_connection(struct service *, struct nc_socket *);
 void	echo_connection(struct service *, struct nc_socket *);
 
 /* main.c */
+void	wlog(int level, const char *, ...) __attribute__((format(printf, 2, 3)));
 extern struct event_base	*worker_base;
 extern int			 worker_id;
 

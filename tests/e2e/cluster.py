@@ -434,6 +434,17 @@ def test_control_socket():
         check(r["ok"] and r["alive"] == 1, "status after abuse: %r" % r)
         check(d.fd_count() == before, "master fds %d, were %d" % (
             d.fd_count(), before))
+        # A client that says nothing blocks nobody, and is dropped.
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.settimeout(20 * SCALE)
+        silent.connect(d.control)
+        r = json.loads(control_request(d.control, b'{"command": "status"}\n'))
+        check(r["ok"], "status with a silent client: %r" % r)
+        start = time.monotonic()
+        check(silent.recv(10) == b"", "the silent client got bytes")
+        dropped = time.monotonic() - start
+        silent.close()
+        check(dropped < 15 * SCALE, "silent client kept %.1f s" % dropped)
         # Another uid is refused by the socket's mode.
         p = subprocess.run([os.path.join(os.path.dirname(WORKER),
                             "netclusterctl"), "-s", d.control, "status"],
@@ -441,8 +452,9 @@ def test_control_socket():
                            timeout=10 * SCALE)
         check(p.returncode == 1 and "Permission denied" in p.stderr,
               "nobody: %d %r" % (p.returncode, p.stderr))
-        print("  control socket: mode 0600, %d bad requests answered, "
-              "another uid refused" % len(cases))
+        print("  control socket: mode 0600, %d bad requests answered, a "
+              "silent client dropped after %.1f s, another uid refused"
+              % (len(cases), dropped))
     finally:
         d.stop()
 
