@@ -23,8 +23,13 @@ def module_service(path, **kw):
 
 
 def test_example_module_serves():
-    d = Daemon(module_service(UPPER, options={"greeting": "ready"}),
-               workers=2)
+    for mode in ("shared", "round-robin"):
+        module_serves(mode)
+
+
+def module_serves(mode):
+    d = Daemon(module_service(UPPER, options={"greeting": "ready"},
+                              mode=mode), workers=2)
     try:
         d.wait_online()
         for _ in range(4):
@@ -35,7 +40,8 @@ def test_example_module_serves():
                 got += c.recv(100)
             c.close()
             check(got == b"ready\nHELLO WORLD\nMIXED CASE\n", "got %r" % got)
-        print("  uppercase.so through 2 workers: greeting and upper case")
+        print("  uppercase.so through 2 workers, %s: greeting and upper "
+              "case" % mode)
     finally:
         d.stop()
 

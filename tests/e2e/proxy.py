@@ -299,6 +299,102 @@ def test_accept_proxy_protocol():
         d.stop()
 
 
+def test_stream_both_ways_exact():
+    """256 MiB of random bytes each way at once through the proxy to an
+    echo upstream arrive byte-exact (hashes compared); the figure is the
+    proxy's throughput."""
+    import hashlib
+    size = 256 << 20
+    up = Upstream("E")
+    # Half-open: the client's FIN must not cut the echo still on its way.
+    d = Daemon(proxy_service([up.port], allow_half_open=True), workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=30)
+        greeting = b""
+        while not greeting.endswith(b"\n"):
+            greeting += c.recv(1)
+        sent = hashlib.sha256()
+        seed = os.urandom(1 << 20)
+
+        def writer():
+            for i in range(size >> 20):
+                chunk = seed[i:] + seed[:i]
+                sent.update(chunk)
+                c.sendall(chunk)
+            c.shutdown(socket.SHUT_WR)
+
+        start = time.monotonic()
+        t = threading.Thread(target=writer)
+        t.start()
+        got = hashlib.sha256()
+        total = 0
+        buf = bytearray(1 << 20)
+        while True:
+            n = c.recv_into(buf)
+            if n == 0:
+                break
+            got.update(memoryview(buf)[:n])
+            total += n
+        took = time.monotonic() - start
+        t.join(60 * SCALE)
+        c.close()
+        check(total == size, "got %d of %d bytes" % (total, size))
+        check(got.hexdigest() == sent.hexdigest(), "bytes differ")
+        print("  256 MiB each way through the proxy, byte-exact: %.2f s, "
+              "%.0f MiB/s each way" % (took, 256 / took))
+    finally:
+        d.stop()
+        up.close()
+
+
+def test_half_close_from_upstream():
+    """The upstream ends first: the client sees its FIN, still writes,
+    and the upstream still reads (allow_half_open)."""
+    got_by_upstream = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def upstream():
+        c, _ = srv.accept()
+        c.settimeout(10 * SCALE)
+        c.sendall(b"bye")
+        c.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            x = c.recv(64)
+            if not x:
+                break
+            data += x
+        got_by_upstream.append(data)
+        c.close()
+
+    t = threading.Thread(target=upstream)
+    t.start()
+    d = Daemon(proxy_service([srv.getsockname()[1]], allow_half_open=True),
+               workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        got = b""
+        while True:
+            x = c.recv(64)
+            if not x:
+                break
+            got += x
+        check(got == b"bye", "client got %r" % got)
+        c.sendall(b"after your FIN")
+        c.shutdown(socket.SHUT_WR)
+        t.join(10 * SCALE)
+        check(got_by_upstream == [b"after your FIN"],
+              "upstream got %r" % got_by_upstream)
+        c.close()
+    finally:
+        d.stop()
+        srv.close()
+
+
 def status(pid, key):
     for line in open("/proc/%d/status" % pid):
         if line.startswith(key + ":"):
@@ -348,4 +444,5 @@ def test_backpressure_memory():
 
 run([test_round_robin_and_least_connections, test_failover_and_all_down,
      test_connect_timeout, test_half_close, test_backpressure_memory,
-     test_send_proxy, test_accept_proxy_protocol])
+     test_send_proxy, test_accept_proxy_protocol,
+     test_stream_both_ways_exact, test_half_close_from_upstream])
