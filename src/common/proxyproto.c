@@ -93,10 +93,37 @@ v1_parse(const unsigned char *buf, size_t len, struct nc__proxy_info *pi)
 	return (int)n;
 }
 
+/* Two addresses of addrlen bytes each, then two ports. */
+static int
+v2_inet(struct nc__proxy_info *pi, int af, const unsigned char *a,
+    size_t alen, size_t addrlen)
+{
+	const unsigned char	*ports = a + 2 * addrlen;
+
+	if (alen < 2 * addrlen + 4)
+		return -1;
+	inet_ntop(af, a, pi->src, sizeof pi->src);
+	inet_ntop(af, a + addrlen, pi->dst, sizeof pi->dst);
+	pi->src_port = ports[0] << 8 | ports[1];
+	pi->dst_port = ports[2] << 8 | ports[3];
+	pi->family = af == AF_INET ? 4 : 6;
+	return 0;
+}
+
+/* A 108-byte unix path field, NUL-terminated or not. */
+static void
+v2_path(char out[110], const unsigned char *field)
+{
+	size_t	n = strnlen((const char *)field, 108);
+
+	memcpy(out, field, n);
+	out[n] = '\0';
+}
+
 static int
 v2_parse(const unsigned char *buf, size_t len, struct nc__proxy_info *pi)
 {
-	size_t		 alen, total, n;
+	size_t		 alen, total;
 	unsigned char	 cmd, fam;
 
 	if (len < 16)
@@ -118,36 +145,18 @@ v2_parse(const unsigned char *buf, size_t len, struct nc__proxy_info *pi)
 	}
 	switch (fam) {
 	case 0x11:	/* TCP over IPv4 */
-		if (alen < 12)
+		if (v2_inet(pi, AF_INET, buf + 16, alen, 4) != 0)
 			return NC_EINVAL;
-		inet_ntop(AF_INET, buf + 16, pi->src, sizeof pi->src);
-		inet_ntop(AF_INET, buf + 20, pi->dst, sizeof pi->dst);
-		pi->src_port = buf[24] << 8 | buf[25];
-		pi->dst_port = buf[26] << 8 | buf[27];
-		pi->family = 4;
 		break;
 	case 0x21:	/* TCP over IPv6 */
-		if (alen < 36)
+		if (v2_inet(pi, AF_INET6, buf + 16, alen, 16) != 0)
 			return NC_EINVAL;
-		inet_ntop(AF_INET6, buf + 16, pi->src, sizeof pi->src);
-		inet_ntop(AF_INET6, buf + 32, pi->dst, sizeof pi->dst);
-		pi->src_port = buf[48] << 8 | buf[49];
-		pi->dst_port = buf[50] << 8 | buf[51];
-		pi->family = 6;
 		break;
 	case 0x31:	/* unix stream */
 		if (alen < 216)
 			return NC_EINVAL;
-		n = strnlen((const char *)buf + 16, 108);
-		if (n >= sizeof pi->src)
-			n = sizeof pi->src - 1;
-		memcpy(pi->src, buf + 16, n);
-		pi->src[n] = '\0';
-		n = strnlen((const char *)buf + 124, 108);
-		if (n >= sizeof pi->dst)
-			n = sizeof pi->dst - 1;
-		memcpy(pi->dst, buf + 124, n);
-		pi->dst[n] = '\0';
+		v2_path(pi->src, buf + 16);
+		v2_path(pi->dst, buf + 124);
 		pi->src_port = pi->dst_port = -1;
 		pi->family = 0;
 		pi->unix_source = true;

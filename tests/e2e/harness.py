@@ -130,6 +130,16 @@ class Daemon:
                           self.proc.returncode)
 
 
+def read_to_eof(sock):
+    """Everything sock receives until the peer's FIN."""
+    data = b""
+    while True:
+        x = sock.recv(65536)
+        if not x:
+            return data
+        data += x
+
+
 def echo_clients(address, n, payload_size=16, timeout=10, family=None):
     """n concurrent clients: each must get hello and its bytes back.
     Returns (ok, failures)."""

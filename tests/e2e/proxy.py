@@ -11,7 +11,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, Failure, SCALE, WORKER, check, run
+from harness import (Daemon, Failure, SCALE, WORKER, check, read_to_eof,
+                     run)
 
 ASAN = b"libasan" in subprocess.run(["ldd", WORKER],
                                     capture_output=True).stdout
@@ -68,12 +69,7 @@ class Upstream:
                 c.close()
                 return
             if self.half:
-                got = b""
-                while True:
-                    d = c.recv(65536)
-                    if not d:
-                        break
-                    got += d
+                got = read_to_eof(c)
                 c.sendall(self.name + b":" + got)
                 c.close()
                 return
@@ -228,12 +224,7 @@ def test_half_close():
         c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
         c.sendall(b"question")
         c.shutdown(socket.SHUT_WR)
-        got = b""
-        while True:
-            x = c.recv(64)
-            if not x:
-                break
-            got += x
+        got = read_to_eof(c)
         c.close()
         check(got == b"H:question", "half-close: %r" % got)
     finally:
@@ -361,13 +352,7 @@ def test_half_close_from_upstream():
         c.settimeout(10 * SCALE)
         c.sendall(b"bye")
         c.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            x = c.recv(64)
-            if not x:
-                break
-            data += x
-        got_by_upstream.append(data)
+        got_by_upstream.append(read_to_eof(c))
         c.close()
 
     t = threading.Thread(target=upstream)
@@ -377,12 +362,7 @@ def test_half_close_from_upstream():
     try:
         d.wait_online()
         c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
-        got = b""
-        while True:
-            x = c.recv(64)
-            if not x:
-                break
-            got += x
+        got = read_to_eof(c)
         check(got == b"bye", "client got %r" % got)
         c.sendall(b"after your FIN")
         c.shutdown(socket.SHUT_WR)
