@@ -845,7 +845,7 @@ START_TEST(test_proxy_protocol)
 	struct nc_server_options	 o = { .proxy_protocol = true,
 	    .proxy_timeout_ms = 200 };
 	struct nc_server		*s = server_new(&o);
-	struct nc_socket		*c1, *c2, *c3, *c4;
+	struct nc_socket		*c1, *c2, *c3, *c4, *c5;
 	static const char		 local_v2[16] = "\r\n\r\n\0\r\nQUIT\n"
 	    "\x20\x00\x00\x00";
 	int				 port;
@@ -871,12 +871,24 @@ START_TEST(test_proxy_protocol)
 	ck_assert(run_until_count(base, &client_data, 5, 2000));
 	ck_assert_str_eq(proxied_data, "hello");
 
+	/* A header that comes slowly, in pieces, within the bound. */
+	c5 = client("127.0.0.1", port);
+	ck_assert_int_eq(nc_socket_write_string(c5, "PROXY TCP4 198.51.100.", NULL,
+	    NULL, NULL), 1);
+	run_for(base, 50);
+	ck_assert_int_eq(connections, 1);
+	ck_assert_int_eq(nc_socket_write_string(c5, "3 192.0.2.1 6 80\r\n",
+	    NULL, NULL, NULL), 1);
+	ck_assert(run_until_count(base, &connections, 2, 2000));
+	ck_assert_str_eq(nc_socket_remote_address(accepted[1]), "198.51.100.3");
+	ck_assert_int_eq(nc_socket_remote_port(accepted[1]), 6);
+
 	/* LOCAL (v2): the real peer stands. */
 	c2 = client("127.0.0.1", port);
 	ck_assert_int_eq(nc_socket_write(c2, local_v2, sizeof local_v2, NULL,
 	    NULL), 1);
-	ck_assert(run_until_count(base, &connections, 2, 2000));
-	ck_assert_str_eq(nc_socket_remote_address(accepted[1]), "127.0.0.1");
+	ck_assert(run_until_count(base, &connections, 3, 2000));
+	ck_assert_str_eq(nc_socket_remote_address(accepted[2]), "127.0.0.1");
 
 	/* Malformed, and late: closed before `connection`, counted. */
 	c3 = client("127.0.0.1", port);
@@ -885,14 +897,15 @@ START_TEST(test_proxy_protocol)
 	c4 = client("127.0.0.1", port);
 	/* c3 is reset (its bytes were never read), c4 ended. */
 	ck_assert(run_until_count(base, &client_closes, 2, 3000));
-	ck_assert_int_eq(connections, 2);
+	ck_assert_int_eq(connections, 3);
 	ck_assert_uint_eq(nc_server_proxy_errors(s), 2);
 	(void)c1;
 	(void)c2;
 	(void)c3;
 	(void)c4;
+	(void)c5;
 	server_finish(s);
-	ck_assert(run_until_count(base, &client_closes, 4, 3000));
+	ck_assert(run_until_count(base, &client_closes, 5, 3000));
 }
 END_TEST
 

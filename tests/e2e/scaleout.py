@@ -1,6 +1,6 @@
 """Scale-out behind a real HAProxy: two netclusterd hosts (distinct
 loopback addresses standing for hosts) behind one HAProxy with
-send-proxy-v2 and health checks. Traffic spreads over both hosts, each
+send-proxy-v2 to one and send-proxy (v1) to the other, and health checks. Traffic spreads over both hosts, each
 host sees the client's real address (it forwards it again with
 send_proxy to an application that records it), and stopping one host
 (`netclusterctl stop`) while clients keep coming loses none of them."""
@@ -96,7 +96,7 @@ frontend web
 backend hosts
     balance roundrobin
     server h1 127.0.0.2:%d check send-proxy-v2 check-send-proxy inter 100ms fall 1 rise 1
-    server h2 127.0.0.3:%d check send-proxy-v2 check-send-proxy inter 100ms fall 1 rise 1
+    server h2 127.0.0.3:%d check send-proxy check-send-proxy inter 100ms fall 1 rise 1
 """ % (os.path.join(t, "admin.sock"), front, h1.port(), h2.port()))
         # haproxy -Ws tells systemd it is ready: our NOTIFY_SOCKET hears it.
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
