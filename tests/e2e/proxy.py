@@ -375,6 +375,94 @@ def test_half_close_from_upstream():
         srv.close()
 
 
+class Scripted:
+    """One upstream connection that does what `action` says with it."""
+
+    def __init__(self, action):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.result = []
+        self.thread = threading.Thread(target=self.run, args=(action,))
+        self.thread.start()
+
+    def run(self, action):
+        self.sock.settimeout(10 * SCALE)
+        c, _ = self.sock.accept()
+        c.settimeout(10 * SCALE)
+        try:
+            self.result.append(action(c))
+        finally:
+            c.close()
+
+    def close(self):
+        self.thread.join(20 * SCALE)
+        self.sock.close()
+
+
+def test_one_side_ends_or_fails():
+    """Without allow_half_open the client's FIN ends both sides; an
+    upstream's reset closes the client; idle_timeout_ms ends both legs."""
+    import struct
+
+    # The client's FIN: the upstream sees it, and the client gets a FIN
+    # back although the upstream never closed on its own.
+    up = Scripted(lambda c: read_to_eof(c))
+    d = Daemon(proxy_service([up.port]), workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        c.sendall(b"last words")
+        c.shutdown(socket.SHUT_WR)
+        check(read_to_eof(c) == b"", "the client got bytes")
+        c.close()
+        up.close()
+        check(up.result == [b"last words"], "upstream: %r" % up.result)
+    finally:
+        d.stop()
+
+    # An upstream reset: the client is closed too.
+    def reset(c):
+        c.recv(1)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
+        return "reset"
+
+    up = Scripted(reset)
+    d = Daemon(proxy_service([up.port]), workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        c.sendall(b"x")
+        try:
+            got = read_to_eof(c)
+        except ConnectionResetError:
+            got = b""
+        check(got == b"", "client after the upstream's reset: %r" % got)
+        c.close()
+        up.close()
+    finally:
+        d.stop()
+
+    # Idle on both legs: both end after idle_timeout_ms.
+    up = Scripted(lambda c: read_to_eof(c))
+    d = Daemon(proxy_service([up.port], idle_timeout_ms=300), workers=1)
+    try:
+        d.wait_online()
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)
+        start = time.monotonic()
+        check(read_to_eof(c) == b"", "idle client got bytes")
+        took = time.monotonic() - start
+        c.close()
+        up.close()
+        check(up.result == [b""], "upstream leg not ended: %r" % up.result)
+        check(0.25 < took < 5 * SCALE, "idle close after %.2f s" % took)
+        print("  idle_timeout_ms 300: both legs ended after %.2f s" % took)
+    finally:
+        d.stop()
+
+
 def status(pid, key):
     for line in open("/proc/%d/status" % pid):
         if line.startswith(key + ":"):
@@ -425,4 +513,5 @@ def test_backpressure_memory():
 run([test_round_robin_and_least_connections, test_failover_and_all_down,
      test_connect_timeout, test_half_close, test_backpressure_memory,
      test_send_proxy, test_accept_proxy_protocol,
-     test_stream_both_ways_exact, test_half_close_from_upstream])
+     test_stream_both_ways_exact, test_half_close_from_upstream,
+     test_one_side_ends_or_fails])
