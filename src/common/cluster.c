@@ -269,7 +269,7 @@ nc_cluster_connections(void)
  */
 int
 nc__cluster_listen(struct nc_server *s, struct event_base *base,
-    const char *address, int backlog)
+    const char *address, int backlog, const char *service, int index)
 {
 	struct cluster_pending	*p;
 	json_t			*msg;
@@ -281,6 +281,14 @@ nc__cluster_listen(struct nc_server *s, struct event_base *base,
 		return NC_ENOMEM;
 	msg = json_pack("{s:s, s:s, s:i}", "type", "listen", "address",
 	    address, "backlog", backlog);
+	/* netcluster-worker says which listener it means: two services may
+	 * both listen on "127.0.0.1:0". */
+	if (msg != NULL && service != NULL &&
+	    (json_object_set_new(msg, "service", json_string(service)) == -1 ||
+	    json_object_set_new(msg, "index", json_integer(index)) == -1)) {
+		json_decref(msg);
+		msg = NULL;
+	}
 	if (msg == NULL) {
 		free(p);
 		return NC_ENOMEM;

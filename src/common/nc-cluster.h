@@ -40,12 +40,14 @@ void		 nc_cluster_flush(int timeout_ms);
 int		 nc_cluster_connections(void);
 /*
  * Listens on address (netcluster.json's listen syntax, systemd:NAME and
- * fd:N included) through the master, whatever the form.
+ * fd:N included) through the master, whatever the form: the listener
+ * number index of service (or, with service NULL, the first listener
+ * with that address).
  */
 struct nc_server;
 int		 nc_cluster_server_listen(struct nc_server *,
-		    const char *address, int backlog,
-		    nc_listener_cb listening, void *arg);
+		    const char *address, int backlog, const char *service,
+		    int index, nc_listener_cb listening, void *arg);
 /* Stops: closes the channel (the master sees EOF). */
 void		 nc_cluster_detach(void);
 

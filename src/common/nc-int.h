@@ -100,7 +100,8 @@ int		nc__lookup_start(struct event_base *, const char *host,
 
 /* cluster.c and server.c: a server under netclusterd. */
 int		nc__cluster_listen(struct nc_server *, struct event_base *,
-		    const char *address, int backlog);
+		    const char *address, int backlog, const char *service,
+		    int index);
 void		nc__cluster_forget(struct nc_server *);
 void		nc__server_cluster_listening(struct nc_server *, int code,
 		    int fd, const char *address, int port);

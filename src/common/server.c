@@ -614,14 +614,15 @@ done:
  * workers do; the answer comes to nc__server_cluster_listening().
  */
 static int
-server_listen_cluster(struct nc_server *s, const char *address, int backlog)
+server_listen_cluster(struct nc_server *s, const char *address, int backlog,
+    const char *service, int index)
 {
 	int	rc;
 
 	if ((rc = server_check_can_listen(s, backlog)) != 0)
 		return rc;
 	if ((rc = nc__cluster_listen(s, s->base, address,
-	    backlog > 0 ? backlog : SERVER_BACKLOG)) != 0)
+	    backlog > 0 ? backlog : SERVER_BACKLOG, service, index)) != 0)
 		return rc;
 	s->cluster_pending = true;
 	s->cluster_generation = s->generation;
@@ -643,12 +644,13 @@ server_listened(struct nc_server *s, int rc, nc_listener_cb listening,
 
 int
 nc_cluster_server_listen(struct nc_server *s, const char *address,
-    int backlog, nc_listener_cb listening, void *arg)
+    int backlog, const char *service, int index, nc_listener_cb listening,
+    void *arg)
 {
 	if (!nc_cluster_is_worker())
 		return NC_EINVAL;
-	return server_listened(s, server_listen_cluster(s, address, backlog),
-	    listening, arg);
+	return server_listened(s, server_listen_cluster(s, address, backlog,
+	    service, index), listening, arg);
 }
 
 /* The master's "[::]:80", "1.2.3.4:80" or "unix:PATH" as address(). */
@@ -745,7 +747,7 @@ server_listen_tcp(struct nc_server *s, int port, const char *host,
 		else
 			snprintf(address, sizeof address, nc_is_ipv6(host) ?
 			    "[%s]:%d" : "%s:%d", host, port);
-		return server_listen_cluster(s, address, backlog);
+		return server_listen_cluster(s, address, backlog, NULL, -1);
 	}
 	if (host == NULL) {
 		/* `::` where IPv6 is available, else 0.0.0.0. */
@@ -799,7 +801,7 @@ server_listen_unix(struct nc_server *s, const char *path, int backlog,
 		return rc;
 	if (!exclusive && nc_cluster_is_worker()) {
 		snprintf(address, sizeof address, "unix:%s", path);
-		return server_listen_cluster(s, address, backlog);
+		return server_listen_cluster(s, address, backlog, NULL, -1);
 	}
 	if ((rc = nc__sockaddr_unix(path, &sun, &len)) != 0)
 		return server_fail_later(s, rc, path, -1);
@@ -872,7 +874,7 @@ nc_server_listen_options(struct nc_server *s,
 		char	address[32];
 
 		snprintf(address, sizeof address, "fd:%d", o->fd);
-		rc = server_listen_cluster(s, address, o->backlog);
+		rc = server_listen_cluster(s, address, o->backlog, NULL, -1);
 	} else if (o->has_fd)
 		rc = server_listen_fd(s, o->fd, o->backlog);
 	else if (o->path != NULL)

@@ -704,7 +704,7 @@ listener_bind_all(char *err, size_t errlen)
 }
 
 struct listener *
-listener_find(const char *address)
+listener_find(const char *address, const char *service, long long index)
 {
 	struct nc_listen_addr	 want;
 	const struct nc_listen_addr *a;
@@ -712,6 +712,19 @@ listener_find(const char *address)
 	char			 err[256];
 	size_t			 i;
 
+	/* A named listener: that one, if its address is the one asked for. */
+	for (i = 0; service != NULL && i < master_nservices; i++) {
+		struct service_rt	*svc = &master_services[i];
+
+		if (strcmp(svc->conf->name, service) != 0)
+			continue;
+		if (index < 0 || (size_t)index >= svc->nlisteners ||
+		    strcmp(svc->listeners[index]->text, address) != 0)
+			return NULL;
+		return svc->listeners[index];
+	}
+	if (service != NULL)
+		return NULL;
 	if (nc_config_parse_listen(address, &want, err, sizeof err) != 0)
 		return NULL;
 	for (i = 0; i < master_nlisteners; i++) {

@@ -126,7 +126,8 @@ void	 listener_inherit_done(void);
 json_t	*listener_export(void);
 void	 listener_close_all(void);
 void	 listener_stop_accepting(void);
-struct listener *listener_find(const char *address);
+struct listener *listener_find(const char *address, const char *service,
+	    long long index);
 int	 listener_fd_for(struct listener *, struct worker *);
 void	 listener_dispatch(struct listener *);
 void	 listener_requeue(struct handoff *);

@@ -182,7 +182,9 @@ msg_listen(struct worker *w, json_t *msg)
 	address = json_string_value(json_object_get(msg, "address"));
 	if (address == NULL || strlen(address) > 1024)
 		return -1;
-	if ((l = listener_find(address)) == NULL) {
+	if ((l = listener_find(address, json_string_value(json_object_get(msg,
+	    "service")), json_integer_value(json_object_get(msg,
+	    "index")))) == NULL) {
 		/* Only what the config names: anything else is refused. */
 		log_warnx("worker %d [pid %d]: refused a handle for %.128s: "
 		    "no service listens there", w->id, (int)w->pid, address);

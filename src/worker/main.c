@@ -243,7 +243,8 @@ worker_listen(struct service *svc, struct nc_server *srv,
 	if (svc->conf->mode != NC_MODE_EXCLUSIVE || a->kind == NC_LISTEN_FD ||
 	    a->kind == NC_LISTEN_SYSTEMD)
 		return nc_cluster_server_listen(srv, a->text,
-		    svc->conf->backlog, worker_listening, svc);
+		    svc->conf->backlog, svc->conf->name,
+		    (int)(a - svc->conf->listen), worker_listening, svc);
 	memset(&o, 0, sizeof o);
 	o.exclusive = true;
 	o.backlog = svc->conf->backlog;

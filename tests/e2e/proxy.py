@@ -4,8 +4,10 @@ upstream down, half-close, and memory that stays flat while 1 GiB goes to
 a slow reader."""
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -463,6 +465,90 @@ def test_one_side_ends_or_fails():
         d.stop()
 
 
+def worker_sockets(pid):
+    """Duplicates of a process's TCP sockets (pidfd_getfd, as root):
+    {(local port, remote port): socket}."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    found = {}
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith(
+                    "socket:"):
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)   # pidfd_getfd
+            if fd < 0:
+                continue
+            s = socket.socket(fileno=fd)
+            try:
+                if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM:
+                    found[(s.getsockname()[1], s.getpeername()[1])] = s
+                    continue
+            except OSError:
+                pass
+            s.close()
+    finally:
+        os.close(pidfd)
+    return found
+
+
+def test_unix_upstream_and_socket_options():
+    """A unix upstream; no_delay and keep_alive set on both legs (read
+    back from the worker's own sockets)."""
+    t = tempfile.mkdtemp(prefix="nc-px.")
+    path = os.path.join(t, "up.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+    tcp_up = Upstream("T")
+
+    def serve():
+        c, _ = srv.accept()
+        c.settimeout(10 * SCALE)
+        c.sendall(b"U\n")
+        c.sendall(c.recv(64))
+        c.close()
+
+    th = threading.Thread(target=serve)
+    th.start()
+    d = Daemon([{"name": "unix", "handler": "proxy",
+                 "listen": ["127.0.0.1:0"], "upstream": ["unix:" + path]},
+                {"name": "opts", "handler": "proxy", "no_delay": True,
+                 "keep_alive": True, "keep_alive_initial_delay_ms": 7000,
+                 "listen": ["127.0.0.1:0"],
+                 "upstream": ["127.0.0.1:%d" % tcp_up.port]}], workers=1)
+    try:
+        d.wait_online()
+        name, got = ask(d.port(0))
+        check(name == "U" and got == b"ping", "unix upstream: %r %r" % (
+            name, got))
+        th.join(10 * SCALE)
+        c = socket.create_connection(("127.0.0.1", d.port(1)), timeout=10)
+        check(c.recv(2) == b"T\n", "no greeting")
+        legs = worker_sockets(d.worker_pids()[0])
+        client_leg = [s for (lp, rp), s in legs.items()
+                      if lp == d.port(1) and rp == c.getsockname()[1]]
+        up_leg = [s for (lp, rp), s in legs.items() if rp == tcp_up.port]
+        check(len(client_leg) == 1 and len(up_leg) == 1,
+              "legs not found: %s" % list(legs))
+        for leg in client_leg + up_leg:
+            check(leg.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                  "TCP_NODELAY off")
+            check(leg.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                  "SO_KEEPALIVE off")
+            check(leg.getsockopt(socket.IPPROTO_TCP,
+                                 socket.TCP_KEEPIDLE) == 7, "TCP_KEEPIDLE")
+        for s_ in legs.values():
+            s_.close()
+        c.close()
+    finally:
+        d.stop()
+        tcp_up.close()
+        srv.close()
+        shutil.rmtree(t)
+
+
 def status(pid, key):
     for line in open("/proc/%d/status" % pid):
         if line.startswith(key + ":"):
@@ -514,4 +600,4 @@ run([test_round_robin_and_least_connections, test_failover_and_all_down,
      test_connect_timeout, test_half_close, test_backpressure_memory,
      test_send_proxy, test_accept_proxy_protocol,
      test_stream_both_ways_exact, test_half_close_from_upstream,
-     test_one_side_ends_or_fails])
+     test_one_side_ends_or_fails, test_unix_upstream_and_socket_options])
