@@ -842,14 +842,16 @@ proxied_on_data(void *s, const struct nc_event_args *ev, void *arg)
 
 START_TEST(test_proxy_protocol)
 {
-	struct nc_server_options	 o = { .proxy_protocol = true,
-	    .proxy_timeout_ms = 200 };
-	struct nc_server		*s = server_new(&o);
+	struct nc_server_options	 o = { .proxy_protocol = true };
+	struct nc_server		*s;
 	struct nc_socket		*c1, *c2, *c3, *c4, *c5;
 	static const char		 local_v2[16] = "\r\n\r\n\0\r\nQUIT\n"
 	    "\x20\x00\x00\x00";
 	int				 port;
 
+	/* Long enough for the slow header below, whatever the scale. */
+	o.proxy_timeout_ms = scaled_ms(500);
+	s = server_new(&o);
 	proxied_data[0] = '\0';
 	ck_assert_int_eq(nc_server_listen(s, 0, "127.0.0.1", 0, on_listening,
 	    NULL), 0);
@@ -873,9 +875,11 @@ START_TEST(test_proxy_protocol)
 
 	/* A header that comes slowly, in pieces, within the bound. */
 	c5 = client("127.0.0.1", port);
+	nc_socket_hold(c5);
 	ck_assert_int_eq(nc_socket_write_string(c5, "PROXY TCP4 198.51.100.", NULL,
 	    NULL, NULL), 1);
 	run_for(base, 50);
+	ck_assert(!nc_socket_destroyed(c5));
 	ck_assert_int_eq(connections, 1);
 	ck_assert_int_eq(nc_socket_write_string(c5, "3 192.0.2.1 6 80\r\n",
 	    NULL, NULL, NULL), 1);
@@ -903,9 +907,9 @@ START_TEST(test_proxy_protocol)
 	(void)c2;
 	(void)c3;
 	(void)c4;
-	(void)c5;
 	server_finish(s);
 	ck_assert(run_until_count(base, &client_closes, 5, 3000));
+	nc_socket_release(c5);
 }
 END_TEST
 
