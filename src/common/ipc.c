@@ -63,9 +63,8 @@ ipc_fail(struct nc_ipc *ipc, const char *reason)
 	ipc->error_cb(ipc, reason, ipc->arg);
 }
 
-/* Checks one packet; returns NULL and a reason when it is bad. */
-static json_t *
-ipc_parse(const char *buf, size_t len, size_t nfds, const char **reason)
+json_t *
+nc_ipc_parse(const char *buf, size_t len, size_t nfds, const char **reason)
 {
 	static char	 why[160];
 	json_error_t	 jerr;
@@ -173,7 +172,7 @@ ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 		ipc_fail(ipc, reason);
 		return;
 	}
-	if ((msg = ipc_parse(buf, (size_t)len, nfds, &reason)) == NULL) {
+	if ((msg = nc_ipc_parse(buf, (size_t)len, nfds, &reason)) == NULL) {
 		close_fds(fds, nfds);
 		ipc_fail(ipc, reason);
 		return;

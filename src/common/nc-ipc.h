@@ -54,6 +54,12 @@ int		 nc_ipc_fd(const struct nc_ipc *);
 void		 nc_ipc_free(struct nc_ipc *);
 
 /*
+ * Checks one packet that came with nfds fds: the message, or NULL and a
+ * reason (valid until the next call) when it is malformed.
+ */
+json_t		*nc_ipc_parse(const char *buf, size_t len, size_t nfds,
+		    const char **reason);
+/*
  * Creates a channel pair (SOCK_SEQPACKET, close-on-exec); 0 or -1 with
  * errno.
  */

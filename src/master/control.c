@@ -25,6 +25,7 @@
 #include <event2/listener.h>
 
 #include "master.h"
+#include "request.h"
 
 #define CONTROL_MAX_REQUEST	4096
 #define CONTROL_MAX_CLIENTS	64
@@ -225,88 +226,50 @@ reload_done(const char *error, void *arg)
 }
 
 static void
-client_request(struct client *c, const char *line)
+client_request(struct client *c, const char *line, size_t len)
 {
+	struct request	 req;
 	struct answer	*a;
-	json_error_t	 jerr;
-	json_t		*req, *cmd, *svc;
-	const char	*command, *key;
-	json_t		*v;
+	char		 err[256];
+	const char	*svc;
 	size_t		 i;
 
-	req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
-	if (req == NULL || !json_is_object(req)) {
-		client_error(c, "bad request: %s", req == NULL ? jerr.text :
-		    "not a JSON object");
-		json_decref(req);
+	if (request_parse(line, len, &req, err, sizeof err) != 0) {
+		client_error(c, "%s", err);
 		return;
 	}
-	cmd = json_object_get(req, "command");
-	svc = json_object_get(req, "service");
-	json_object_foreach(req, key, v) {
-		if (strcmp(key, "command") != 0 && strcmp(key, "service") != 0) {
-			client_error(c, "bad request: unknown key \"%.32s\"",
-			    key);
-			json_decref(req);
-			return;
-		}
-	}
-	if (!json_is_string(cmd)) {
-		client_error(c, "bad request: \"command\" must be a string");
-		json_decref(req);
-		return;
-	}
-	command = json_string_value(cmd);
-	if (svc != NULL && (!json_is_string(svc) ||
-	    json_string_length(svc) > 64)) {
-		client_error(c, "bad request: \"service\" must be a name");
-		json_decref(req);
-		return;
-	}
+	svc = req.has_service ? req.service : NULL;
 	if (svc != NULL) {
 		for (i = 0; i < master_nservices; i++)
-			if (strcmp(master_services[i].conf->name,
-			    json_string_value(svc)) == 0)
+			if (strcmp(master_services[i].conf->name, svc) == 0)
 				break;
 		if (i == master_nservices) {
-			client_error(c, "no service named \"%s\"",
-			    json_string_value(svc));
-			json_decref(req);
+			client_error(c, "no service named \"%s\"", svc);
 			return;
 		}
 	}
-	if (strcmp(command, "stop") == 0) {
+	switch (req.command) {
+	case REQ_STOP:
 		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
 		    "stopping"));
-		json_decref(req);
 		(void)kill(getpid(), SIGTERM);
 		return;
-	}
-	if (strcmp(command, "upgrade") == 0) {
-		json_decref(req);
+	case REQ_UPGRADE:
 		if ((a = client_pending(c, "upgrade", NULL)) == NULL)
 			return;
 		/* The new master answers on this connection once it is up. */
 		master_upgrade(bufferevent_getfd(c->bev), reload_done, a);
 		return;
-	}
-	if (strcmp(command, "reload") == 0) {
-		json_decref(req);
+	case REQ_RELOAD:
 		if ((a = client_pending(c, "reload", NULL)) != NULL)
 			supervisor_reload(reload_done, a);
 		return;
+	case REQ_STATUS:
+	case REQ_WORKERS:
+	case REQ_CONNECTIONS:
+		break;
 	}
-	if (strcmp(command, "status") != 0 && strcmp(command, "workers") != 0 &&
-	    strcmp(command, "connections") != 0) {
-		client_error(c, "unknown command \"%.32s\" (expected status, "
-		    "workers, connections, reload, upgrade or stop)", command);
-		json_decref(req);
-		return;
-	}
-	a = client_pending(c, command, svc != NULL ? json_string_value(svc) :
-	    NULL);
-	json_decref(req);
-	if (a == NULL)
+	if ((a = client_pending(c, request_name(req.command), svc)) == NULL)
 		return;
 	if (supervisor_count(NULL, answer_cb, a) != 0) {
 		c->answer = NULL;
@@ -329,7 +292,7 @@ client_read_cb(struct bufferevent *bev, void *arg)
 			client_error(c, "request longer than %d bytes",
 			    CONTROL_MAX_REQUEST);
 		else
-			client_request(c, line);
+			client_request(c, line, len);
 		free(line);
 	}
 	if (!c->busy && evbuffer_get_length(in) > CONTROL_MAX_REQUEST) {

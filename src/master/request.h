@@ -1,0 +1,33 @@
+/*
+ * A control request, parsed and checked; see request.c.
+ */
+
+#ifndef REQUEST_H
+#define REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define REQUEST_MAX_SERVICE	64	/* bytes of a service name */
+
+enum request_command {
+	REQ_STATUS,
+	REQ_WORKERS,
+	REQ_CONNECTIONS,
+	REQ_RELOAD,
+	REQ_UPGRADE,
+	REQ_STOP
+};
+
+struct request {
+	enum request_command	 command;
+	bool			 has_service;
+	char			 service[REQUEST_MAX_SERVICE + 1];
+};
+
+/* 0, or -1 with a message for the client in err. */
+int		 request_parse(const char *line, size_t len, struct request *,
+		    char *err, size_t errlen);
+const char	*request_name(enum request_command);
+
+#endif /* REQUEST_H */
