@@ -266,6 +266,25 @@ START_TEST(test_bad_configs)
 }
 END_TEST
 
+/*
+ * Found by fuzz_config: a NUL byte, which jansson took inside an array,
+ * made the error locator loop for ever. It is refused where it is.
+ */
+START_TEST(test_nul_byte)
+{
+	static const char	 text[] = "{\"services\": [{\"a\": [1\0, 2]}, "
+	    "{\"name\": \"x\", \"handler\": \"zz\", \"listen\": [\"1\"]}]}";
+	struct nc_config	*cfg;
+	char			*errors;
+
+	ck_assert_int_eq(nc_config_parse("t.json", text, sizeof text - 1,
+	    &cfg, &errors), -1);
+	ck_assert_ptr_null(cfg);
+	ck_assert_str_eq(errors, "t.json:1:23: a NUL byte\n");
+	free(errors);
+}
+END_TEST
+
 START_TEST(test_all_errors_reported)
 {
 	struct nc_config	*cfg;
@@ -324,6 +343,7 @@ main(void)
 	TCase	*tc = tcase_create("core");
 
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_nul_byte);
 	tcase_add_test(tc, test_every_key);
 	tcase_add_test(tc, test_listen_forms);
 	tcase_add_loop_test(tc, test_bad_configs, 0,

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "nc-accept.h"
 #include "nc-cluster.h"
 #include "nc-int.h"
 #include "nc-ipc.h"
@@ -43,6 +44,7 @@ static struct {
 	nc_cluster_msg_cb	 msg_cb;
 	nc_cluster_lost_cb	 lost_cb;
 	void			*arg;
+	struct nc_accept_pause	 pause;	/* connections bounced: no fds */
 } cl = { .fd = -1 };
 
 bool
@@ -98,6 +100,8 @@ cluster_conn(json_t *msg, int *fds, size_t nfds)
 	struct cluster_rr	*r;
 	json_t			*ack;
 	json_int_t		 listener;
+	unsigned long		 pauses;
+	long			 ms;
 	bool			 accepted = false;
 
 	listener = json_integer_value(json_object_get(msg, "listener"));
@@ -108,6 +112,13 @@ cluster_conn(json_t *msg, int *fds, size_t nfds)
 		accepted = nc__server_cluster_connection(r->server, fds[0]);
 	else if (nfds == 1)
 		close(fds[0]);
+	/* Out of fds, the connection stayed with the master: it retries. */
+	if (nfds == 0 && nc_accept_pause_begin(&cl.pause))
+		log_warnx("cluster: out of file descriptors; the master "
+		    "keeps connections until they fit");
+	else if (nfds == 1 && nc_accept_pause_end(&cl.pause, &ms, &pauses))
+		log_warnx("cluster: taking connections again after %ld ms "
+		    "(%lu bounced)", ms, pauses);
 	ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack", "ack",
 	    json_integer_value(json_object_get(msg, "seq")), "accepted",
 	    accepted);
@@ -135,6 +146,8 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 		return;
 	}
 	code = json_integer_value(json_object_get(msg, "error"));
+	if (code == 0 && json_object_get(msg, "fds_lost") != NULL)
+		code = -EMFILE;	/* the kernel could not give us the socket */
 	mode = json_string_value(json_object_get(msg, "mode"));
 	if (code == 0 && mode != NULL && strcmp(mode, "round-robin") == 0) {
 		if (fd != -1)
@@ -175,7 +188,7 @@ cluster_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 	(void)arg;
 	if (strcmp(type, "listen.result") == 0 && nfds <= 1)
 		cluster_listen_result(msg, fds, nfds);
-	else if (strcmp(type, "conn") == 0 && nfds == 1)
+	else if (strcmp(type, "conn") == 0 && nfds <= 1)
 		cluster_conn(msg, fds, nfds);
 	else if (cl.msg_cb != NULL) {
 		cl.msg_cb(msg, fds, nfds, cl.arg);

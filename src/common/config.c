@@ -75,7 +75,7 @@ scan_string(struct scan *s, const char **start, size_t *len)
 static int
 scan_value(struct scan *s, int depth)
 {
-	const char	*k;
+	const char	*k, *at;
 	size_t		 kl;
 	char		 close;
 
@@ -100,14 +100,16 @@ scan_value(struct scan *s, int depth)
 				if (s->p >= s->end || *s->p++ != ':')
 					return -1;
 			}
-			if (scan_value(s, depth + 1) == -1)
-				return -1;
+			at = s->p;
+			if (scan_value(s, depth + 1) == -1 || s->p == at)
+				return -1;	/* never loop without moving */
 			scan_ws(s);
 			if (s->p < s->end && *s->p == ',')
 				s->p++;
 		}
 	}
-	while (s->p < s->end && strchr(",}] \t\r\n", *s->p) == NULL)
+	while (s->p < s->end && (*s->p == '\0' ||
+	    strchr(",}] \t\r\n", *s->p) == NULL))
 		s->p++;
 	return 0;
 }
@@ -893,7 +895,9 @@ nc_config_parse(const char *name, const char *text, size_t len,
 	struct nc_config	*cfg;
 	json_error_t		 jerr;
 	json_t			*root;
+	const char		*nul;
 	char			 line[512];
+	int			 l, col;
 
 	*cfgp = NULL;
 	*errors = NULL;
@@ -905,6 +909,14 @@ nc_config_parse(const char *name, const char *text, size_t len,
 	if (len > NC_CONFIG_MAX_SIZE) {
 		snprintf(line, sizeof line, "%s: file is larger than %d bytes",
 		    name, NC_CONFIG_MAX_SIZE);
+		config_append(&c, line);
+		*errors = c.errors;
+		return -1;
+	}
+	if ((nul = memchr(text, '\0', len)) != NULL) {
+		config_position(&c, nul, &l, &col);
+		snprintf(line, sizeof line, "%s:%d:%d: a NUL byte", name, l,
+		    col);
 		config_append(&c, line);
 		*errors = c.errors;
 		return -1;

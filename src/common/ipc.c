@@ -106,6 +106,36 @@ bad:
 	return NULL;
 }
 
+/*
+ * A packet whose fds the kernel could not all give us (MSG_CTRUNC) though
+ * they fit our buffer: the process is out of fds. The message is taken
+ * with the fds that came and "fds_lost" set, so the receiver can answer
+ * it; any other truncation (more fds than a message may carry) is not.
+ */
+static json_t *
+ipc_parse_short(const char *buf, size_t len, size_t nfds)
+{
+	const char	*reason;
+	json_t		*msg, *v;
+	json_int_t	 said;
+
+	if ((msg = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL)) == NULL)
+		return NULL;
+	v = json_object_get(msg, "fds");
+	said = json_is_integer(v) ? json_integer_value(v) : 0;
+	json_decref(msg);
+	if (said <= (json_int_t)nfds || said > NC_IPC_MAX_FDS)
+		return NULL;
+	if ((msg = nc_ipc_parse(buf, len, (size_t)said, &reason)) == NULL)
+		return NULL;
+	if (json_object_set_new(msg, "fds_lost",
+	    json_integer(said - (json_int_t)nfds)) == -1) {
+		json_decref(msg);
+		return NULL;
+	}
+	return msg;
+}
+
 static void
 ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -157,6 +187,13 @@ ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (len == 0 && nfds == 0) {
 		ipc_fail(ipc, "closed");
+		return;
+	}
+	if ((mh.msg_flags & MSG_CTRUNC) && !(mh.msg_flags & MSG_TRUNC) &&
+	    len > 0 && len <= NC_IPC_MAX_SIZE &&
+	    (msg = ipc_parse_short(buf, (size_t)len, nfds)) != NULL) {
+		/* We are out of fds: the message comes, its fds don't. */
+		ipc->msg_cb(ipc, msg, fds, nfds, ipc->arg);
 		return;
 	}
 	if (mh.msg_flags & MSG_CTRUNC)

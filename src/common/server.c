@@ -23,13 +23,13 @@
 
 #include <event2/event.h>
 
+#include "nc-accept.h"
 #include "nc-cluster.h"
 #include "nc-int.h"
 #include "socket-int.h"
 
 #define SERVER_BACKLOG		511
 #define SERVER_ACCEPT_BATCH	64	/* accepts per event, bounded work */
-#define SERVER_EMFILE_RETRY_MS	100
 
 struct nc_server {
 	struct nc__handle	 h;		/* first: nc_run() accounting */
@@ -39,6 +39,7 @@ struct nc_server {
 	int			 fd;
 	struct event		*aev;		/* accept */
 	struct event		*retry;		/* accept again after EMFILE */
+	struct nc_accept_pause	 pause;
 	bool			 listening;	/* handle open */
 	bool			 allow_half_open;
 	bool			 pause_on_connect;
@@ -424,6 +425,8 @@ server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct nc_server	*s = arg;
 	struct timeval		 tv;
+	unsigned long		 pauses;
+	long			 ms;
 	int			 fd, i;
 
 	(void)what;
@@ -436,15 +439,16 @@ server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 				break;
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM) {
+			if (nc_accept_must_pause(errno)) {
 				/* Never spin on a listener we cannot accept from. */
-				log_warnx("server fd %d: accept: %s; pausing "
-				    "%d ms", lfd, strerror(errno),
-				    SERVER_EMFILE_RETRY_MS);
+				if (nc_accept_pause_begin(&s->pause))
+					log_warnx("server fd %d: accept: %s; "
+					    "pausing accepts, retrying every "
+					    "%d ms", lfd, strerror(errno),
+					    NC_ACCEPT_PAUSE_MS);
 				(void)event_del(s->aev);
 				tv.tv_sec = 0;
-				tv.tv_usec = SERVER_EMFILE_RETRY_MS * 1000;
+				tv.tv_usec = NC_ACCEPT_PAUSE_MS * 1000;
 				if (s->retry == NULL)
 					s->retry = evtimer_new(s->base,
 					    server_accept_retry_cb, s);
@@ -455,6 +459,9 @@ server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			server_emit_error(s, -errno, "accept");
 			break;
 		}
+		if (nc_accept_pause_end(&s->pause, &ms, &pauses))
+			log_warnx("server fd %d: accepting again after %ld ms "
+			    "(%lu pauses)", lfd, ms, pauses);
 		if (s->max_connections > 0 &&
 		    s->connections >= s->max_connections) {
 			server_drop(s, fd);

@@ -25,6 +25,7 @@
 #include <event2/listener.h>
 
 #include "master.h"
+#include "nc-accept.h"
 #include "request.h"
 
 #define CONTROL_MAX_REQUEST	4096
@@ -46,6 +47,8 @@ static void	client_read_cb(struct bufferevent *, void *);
 static void	client_event_cb(struct bufferevent *, short, void *);
 
 static struct evconnlistener	*control_listener;
+static struct event		*control_retry_ev;
+static struct nc_accept_pause	 control_pause;
 static char			 control_path[108];
 static struct client		*clients;
 static int			 nclients;
@@ -313,17 +316,54 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (control_listener != NULL)
+		(void)evconnlistener_enable(control_listener);
+}
+
+/* accept() failed: out of fds, the socket rests a while (never spins). */
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct timeval	tv = { 0, NC_ACCEPT_PAUSE_MS * 1000 };
+	int		err = EVUTIL_SOCKET_ERROR();
+
+	(void)arg;
+	if (!nc_accept_must_pause(err)) {
+		log_warnx("control: accept: %s", strerror(err));
+		return;
+	}
+	if (nc_accept_pause_begin(&control_pause))
+		log_warnx("control: accept: %s; pausing, retrying every %d ms",
+		    strerror(err), NC_ACCEPT_PAUSE_MS);
+	if (control_retry_ev == NULL)
+		control_retry_ev = evtimer_new(master_base, accept_retry_cb,
+		    NULL);
+	if (control_retry_ev != NULL && evtimer_add(control_retry_ev,
+	    &tv) == 0)
+		(void)evconnlistener_disable(l);
+}
+
+static void
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int len, void *arg)
 {
 	struct client	*c;
 	struct ucred	 cred;
 	socklen_t	 clen = sizeof cred;
+	unsigned long	 pauses;
+	long		 ms;
 
 	(void)l;
 	(void)sa;
 	(void)len;
 	(void)arg;
+	if (nc_accept_pause_end(&control_pause, &ms, &pauses))
+		log_warnx("control: accepting again after %ld ms", ms);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1 ||
 	    (cred.uid != 0 && cred.uid != geteuid())) {
 		log_warnx("control: refused a client with uid %d",
@@ -414,6 +454,7 @@ control_open(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
+	evconnlistener_set_error_cb(control_listener, accept_error_cb);
 	snprintf(control_path, sizeof control_path, "%s", path);
 	return 0;
 }
@@ -429,5 +470,9 @@ control_close(void)
 		evconnlistener_free(control_listener);
 		control_listener = NULL;
 		(void)unlink(control_path);
+	}
+	if (control_retry_ev != NULL) {
+		event_free(control_retry_ev);
+		control_retry_ev = NULL;
 	}
 }

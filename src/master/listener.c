@@ -27,6 +27,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "master.h"
+#include "nc-accept.h"
 #include "netcluster.h"
 
 #define ACCEPT_BATCH	64	/* accepts per event */
@@ -37,6 +38,16 @@
 static char		**sd_names;	/* systemd's fd names */
 static bool		 ids[MAX_LISTENER_IDS];	/* in use */
 static struct listener	*retired;	/* removed, closed once drained */
+static struct nc_accept_pause accept_pause;	/* out of fds: not accepting */
+static struct event	*accept_retry_ev;
+
+/*
+ * fds kept for handing connections over: a worker gets a dup of each,
+ * which needs a free slot even when accepting has filled the table. New
+ * connections are accepted only while the reserve is full.
+ */
+#define FD_RESERVE	2
+static int		 reserve_fds[FD_RESERVE] = { -1, -1 };
 
 /* Sockets handed over by the master this one replaced (upgrade). */
 struct inherited {
@@ -768,8 +779,10 @@ worker_can_take(struct worker *w, struct listener *l)
 	 * so a connection nobody can take waits here instead of bouncing
 	 * between full workers (Node's #54882).
 	 */
-	if (w->refused && elapsed_s(&w->refused_at) < REFUSED_PAUSE_S)
+	if (w->refused && elapsed_s(&w->refused_at) < REFUSED_PAUSE_S) {
+		supervisor_retry_later();	/* or nothing asks it again */
 		return false;
+	}
 	w->refused = false;
 	return true;
 }
@@ -807,12 +820,16 @@ listener_dispatch(struct listener *l)
 		l->qlen--;
 		h->next = NULL;
 		if (supervisor_send_conn(w, h) == -1) {
-			/* Back to the front; the worker is being replaced. */
+			/*
+			 * Back to the front, and again soon: the worker is
+			 * being replaced, or we are out of fds for a dup.
+			 */
 			h->next = l->qhead;
 			l->qhead = h;
 			if (l->qtail == NULL)
 				l->qtail = h;
 			l->qlen++;
+			supervisor_retry_later();
 			break;
 		}
 	}
@@ -834,23 +851,92 @@ listener_requeue(struct handoff *h)
 	l->qlen++;
 }
 
+static bool
+reserve_fill(void)
+{
+	size_t	i;
+
+	for (i = 0; i < FD_RESERVE; i++)
+		if (reserve_fds[i] == -1 && (reserve_fds[i] = open("/dev/null",
+		    O_RDONLY | O_CLOEXEC)) == -1 && nc_accept_must_pause(errno))
+			return false;
+	return true;
+}
+
+/* A close-on-exec dup of fd, spending the reserve if it must. */
+int
+listener_dup(int fd)
+{
+	size_t	i;
+	int	nfd;
+
+	for (i = 0; i <= FD_RESERVE; i++) {
+		if ((nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) != -1 ||
+		    (errno != EMFILE && errno != ENFILE) || i == FD_RESERVE)
+			break;
+		if (reserve_fds[i] != -1) {
+			close(reserve_fds[i]);
+			reserve_fds[i] = -1;
+		}
+	}
+	return nfd;
+}
+
+static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	listener_worker_changed();
+}
+
+/* Out of fds: every listener waits NC_ACCEPT_PAUSE_MS, then tries again. */
+static void
+accept_pause_now(struct listener *l, int err)
+{
+	struct timeval	tv = { 0, NC_ACCEPT_PAUSE_MS * 1000 };
+
+	if (nc_accept_pause_begin(&accept_pause))
+		log_warnx("service %s: accept on %s: %s; pausing accepts, "
+		    "retrying every %d ms", l->service->conf->name, l->bound,
+		    strerror(err), NC_ACCEPT_PAUSE_MS);
+	if (accept_retry_ev == NULL)
+		accept_retry_ev = evtimer_new(master_base, accept_retry_cb,
+		    NULL);
+	if (accept_retry_ev == NULL || evtimer_add(accept_retry_ev, &tv) == -1)
+		return;		/* without memory: try again at once */
+	listener_worker_changed();
+}
+
 static void
 listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct listener	*l = arg;
+	unsigned long	 pauses;
+	long		 ms;
 	int		 fd, i;
 
 	(void)what;
 	for (i = 0; i < ACCEPT_BATCH && l->qlen < QUEUE_MAX; i++) {
+		if (!reserve_fill()) {
+			accept_pause_now(l, errno);
+			break;
+		}
 		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			if (nc_accept_must_pause(errno))
+				accept_pause_now(l, errno);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR && errno != ECONNABORTED)
 				log_warnx("service %s: accept on %s: %s",
 				    l->service->conf->name, l->bound,
 				    strerror(errno));
 			break;
 		}
+		if (nc_accept_pause_end(&accept_pause, &ms, &pauses))
+			log_warnx("accepting again after %ld ms (%lu pauses)",
+			    ms, pauses);
 		if (queue_push(l, fd) == -1) {
 			log_errx("out of memory; closing a connection");
 			close(fd);
@@ -868,13 +954,15 @@ listener_worker_changed(void)
 	struct listener	*l;
 	struct worker	*w;
 	size_t		 i, j;
-	bool		 want;
+	bool		 want, paused;
 
+	paused = accept_retry_ev != NULL &&
+	    evtimer_pending(accept_retry_ev, NULL);
 	for (i = 0; i < master_nlisteners; i++) {
 		l = master_listeners[i];
 		if (l->accept_ev != NULL) {
 			want = !master_stopping && !master_upgrading &&
-			    l->qlen < QUEUE_MAX;
+			    !paused && l->qlen < QUEUE_MAX;
 			if (want && !event_pending(l->accept_ev, EV_READ, NULL))
 				(void)event_add(l->accept_ev, NULL);
 			else if (!want)
@@ -884,7 +972,7 @@ listener_worker_changed(void)
 		for (j = 0; l->slot_evs != NULL && j < l->nfds; j++) {
 			w = master_workers[j];
 			want = !master_stopping && !master_upgrading &&
-			    l->qlen < QUEUE_MAX &&
+			    !paused && l->qlen < QUEUE_MAX &&
 			    (w == NULL || w->state != W_ONLINE);
 			if (want && !event_pending(l->slot_evs[j], EV_READ,
 			    NULL))
@@ -912,6 +1000,15 @@ listener_close_all(void)
 	master_listeners = NULL;
 	master_nlisteners = 0;
 	listener_retired_close();
+	if (accept_retry_ev != NULL) {
+		event_free(accept_retry_ev);
+		accept_retry_ev = NULL;
+	}
+	for (i = 0; i < FD_RESERVE; i++)
+		if (reserve_fds[i] != -1) {
+			close(reserve_fds[i]);
+			reserve_fds[i] = -1;
+		}
 	if (sd_names != NULL) {
 		for (i = 0; i < (size_t)sd_nfds; i++)
 			free(sd_names[i]);

@@ -131,6 +131,7 @@ struct listener *listener_find(const char *address, const char *service,
 int	 listener_fd_for(struct listener *, struct worker *);
 void	 listener_dispatch(struct listener *);
 void	 listener_requeue(struct handoff *);
+int	 listener_dup(int);
 void	 listener_worker_changed(void);
 
 /* supervisor.c */

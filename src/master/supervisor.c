@@ -166,7 +166,7 @@ reply_listen(struct worker *w, json_t *req, int code, struct listener *l,
 		json_decref(msg);
 		return;
 	}
-	if (fd != -1 && (fds[0] = fcntl(fd, F_DUPFD_CLOEXEC, 3)) != -1)
+	if (fd != -1 && (fds[0] = listener_dup(fd)) != -1)
 		(void)nc_ipc_send(w->ipc, msg, fds, 1);
 	else
 		(void)nc_ipc_send(w->ipc, msg, NULL, 0);
@@ -478,7 +478,7 @@ supervisor_send_conn(struct worker *w, struct handoff *h)
 
 	if (w->ipc == NULL || (p = calloc(1, sizeof *p)) == NULL)
 		return -1;
-	if ((fds[0] = fcntl(h->fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+	if ((fds[0] = listener_dup(h->fd)) == -1) {
 		free(p);
 		return -1;
 	}
@@ -727,6 +727,7 @@ supervisor_reap(void)
 	int			 status, i;
 	double			 lived;
 	char			 why[64];
+	bool			 killed;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		if (reap_draining(pid, status))
@@ -745,6 +746,13 @@ supervisor_reap(void)
 		else
 			snprintf(why, sizeof why, "exited with status %d",
 			    WEXITSTATUS(status));
+		/*
+		 * SIGKILL from outside (the OOM killer, an operator) to a
+		 * worker that was serving is no crash loop: it is replaced
+		 * at once, and the backoff does not grow.
+		 */
+		killed = w->state == W_ONLINE && WIFSIGNALED(status) &&
+		    WTERMSIG(status) == SIGKILL;
 		w->state = W_DEAD;
 		lived = elapsed_s(&w->started);
 		/* Its pending count answers will not come. */
@@ -767,14 +775,16 @@ supervisor_reap(void)
 			st->deaths = 0;
 			st->backoff_ms = BACKOFF_START_MS;
 		}
-		st->deaths++;
+		if (!killed)
+			st->deaths++;
 		st->restarts++;
-		tv.tv_sec = st->deaths > 1 ? st->backoff_ms / 1000 : 0;
-		tv.tv_usec = st->deaths > 1 ? (st->backoff_ms % 1000) * 1000 : 0;
+		tv.tv_sec = st->deaths > 1 && !killed ? st->backoff_ms / 1000 : 0;
+		tv.tv_usec = st->deaths > 1 && !killed ?
+		    (st->backoff_ms % 1000) * 1000 : 0;
 		log_warnx("worker [pid %d] (slot %d) %s after %.1f s; "
 		    "restarting in %ld ms", (int)pid, i, why, lived,
 		    (long)(tv.tv_sec * 1000 + tv.tv_usec / 1000));
-		if (st->deaths > 1) {
+		if (st->deaths > 1 && !killed) {
 			st->backoff_ms = st->backoff_ms * 3 / 2;
 			if (st->backoff_ms > BACKOFF_MAX_MS)
 				st->backoff_ms = BACKOFF_MAX_MS;

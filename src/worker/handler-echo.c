@@ -25,11 +25,32 @@ echo_drain(void *sock, const struct nc_event_args *ev, void *arg)
 }
 
 static void
-echo_timeout(void *sock, const struct nc_event_args *ev, void *arg)
+echo_end(void *sock, const struct nc_event_args *ev, void *arg)
 {
 	(void)ev;
 	(void)arg;
 	nc_socket_end(sock, NULL, 0);
+}
+
+/* Still idle another idle_timeout_ms after our FIN: the client goes. */
+static void
+echo_idle_again(void *sock, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	nc_socket_destroy(sock);
+}
+
+/* Idle: a FIN first, so what was written still arrives. */
+static void
+echo_idle(void *sock, const struct nc_event_args *ev, void *arg)
+{
+	const struct nc_service	*c = arg;
+
+	(void)ev;
+	nc_socket_end(sock, NULL, 0);
+	(void)nc_socket_set_timeout(sock, c->idle_timeout_ms, echo_idle_again,
+	    NULL);
 }
 
 static void
@@ -50,10 +71,10 @@ echo_connection(struct service *svc, struct nc_socket *sock)
 	(void)nc_socket_on(sock, NC_EV_DRAIN, echo_drain, NULL);
 	(void)nc_socket_on(sock, NC_EV_ERROR, echo_error, NULL);
 	if (c->allow_half_open)
-		(void)nc_socket_on(sock, NC_EV_END, echo_timeout, NULL);
+		(void)nc_socket_on(sock, NC_EV_END, echo_end, NULL);
 	if (c->idle_timeout_ms > 0)
 		(void)nc_socket_set_timeout(sock, c->idle_timeout_ms,
-		    echo_timeout, NULL);
+		    echo_idle, (void *)c);
 	(void)nc_socket_set_no_delay(sock, c->no_delay);
 	if (c->keep_alive)
 		(void)nc_socket_set_keep_alive(sock, true,

@@ -31,7 +31,8 @@ def check(cond, msg):
 class Daemon:
     """netclusterd on a temporary config; stop() always cleans up."""
 
-    def __init__(self, services, workers=2, extra=None, env=None):
+    def __init__(self, services, workers=2, extra=None, env=None,
+                 nofile=None):
         self.dir = tempfile.mkdtemp(prefix="nc-e2e.")
         self.control = os.path.join(self.dir, "control.sock")
         conf = {"workers": workers, "control_socket": self.control,
@@ -46,9 +47,13 @@ class Daemon:
         self.buf = b""
         e = dict(os.environ)
         e.update(env or {})
+        def limit():
+            if nofile is not None:      # the master, and so its workers
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(
             [NETCLUSTERD, "-c", self.config], stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, env=e)
+            stdin=subprocess.DEVNULL, env=e, preexec_fn=limit)
         os.set_blocking(self.proc.stderr.fileno(), False)
 
     def read_lines(self, timeout):
@@ -97,8 +102,14 @@ class Daemon:
         return [w["pid"] for w in self.ctl("workers")["workers"]
                 if w["state"] == "online"]
 
-    def fd_count(self):
-        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+    def fd_count(self, pid=None):
+        return len(os.listdir("/proc/%d/fd" % (pid or self.proc.pid)))
+
+    def rss_kib(self, pid=None):
+        for line in open("/proc/%d/status" % (pid or self.proc.pid)):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
 
     def stop(self):
         """SIGTERM; the master must exit 0 and nothing may have logged a
@@ -128,6 +139,20 @@ class Daemon:
         if graceful and self.proc.returncode != 0:
             raise Failure("netclusterd exited %d after SIGTERM" %
                           self.proc.returncode)
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of pid so far, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_nofile():
+    """The test itself holds thousands of client sockets."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def read_to_eof(sock):

@@ -1,0 +1,294 @@
+"""netclusterd under resource faults: out of file descriptors (accepting
+pauses and resumes, no spinning, one log line per episode), a stopped
+worker (the master and the other workers go on), thousands of idle and
+trickling clients (idle_timeout_ms), and max_connections per worker."""
+
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, SCALE, check, cpu_seconds, echo_clients,
+                     raise_nofile, run)
+
+GREETING = b"hello\r\n"
+
+
+def echo_service(mode, **kw):
+    s = {"name": "echo", "listen": ["127.0.0.1:0"], "mode": mode}
+    s.update(kw)
+    return s
+
+
+def open_clients(port, n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        socks.append(s)
+    return socks
+
+
+class Greetings:
+    """Reads the greeting of many clients; tracks who has it, who lost
+    the connection."""
+
+    def __init__(self, socks):
+        self.sel = selectors.DefaultSelector()
+        self.got = {s: b"" for s in socks}
+        self.greeted = set()
+        self.closed = set()
+        for s in socks:
+            self.sel.register(s, selectors.EVENT_READ)
+
+    def poll(self, timeout):
+        """One round; returns how many clients changed."""
+        changed = 0
+        for key, _ in self.sel.select(timeout):
+            s = key.fileobj
+            try:
+                d = s.recv(64)
+            except OSError:
+                d = b""
+            if not d:
+                self.closed.add(s)
+                self.sel.unregister(s)
+                changed += 1
+                continue
+            self.got[s] += d
+            if self.got[s] == GREETING:
+                self.greeted.add(s)
+                self.sel.unregister(s)
+                changed += 1
+        return changed
+
+    def until_quiet(self, quiet=0.5, bound=10):
+        """Polls until nothing changed for quiet seconds (bounded)."""
+        deadline = time.monotonic() + bound * SCALE
+        while time.monotonic() < deadline:
+            if self.poll(quiet * SCALE) == 0:
+                return
+        raise AssertionError("clients never settled")
+
+    def until(self, pred, bound=10):
+        deadline = time.monotonic() + bound * SCALE
+        while not pred():
+            check(time.monotonic() < deadline, "timed out: %d greeted, "
+                  "%d closed" % (len(self.greeted), len(self.closed)))
+            self.poll(0.2)
+
+    def close(self):
+        self.sel.close()
+        for s in self.got:
+            s.close()
+
+
+def busy_while(d, pids, seconds):
+    """CPU used by pids (fraction of one core) over seconds, reading the
+    daemon's log meanwhile."""
+    before = sum(cpu_seconds(p) for p in pids)
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        d.read_lines(max(0.0, seconds - (time.monotonic() - start)))
+    took = time.monotonic() - start
+    return (sum(cpu_seconds(p) for p in pids) - before) / took
+
+
+def fd_exhaustion(mode, paused, resumed):
+    raise_nofile()
+    d = Daemon([echo_service(mode)], workers=1, nofile=64)
+    g = None
+    try:
+        d.wait_online()
+        port = d.port()
+        pids = [d.proc.pid] + d.worker_pids()
+        n = 80
+        g = Greetings(open_clients(port, n))
+        d.wait_log(paused)
+        g.until_quiet()
+        held = len(g.greeted)
+        check(0 < held < n and not g.closed,
+              "%s: %d of %d greeted, %d closed" % (mode, held, n,
+                                                   len(g.closed)))
+        busy = busy_while(d, pids, 1.0)
+        lines = sum(paused in l for l in d.lines)
+        check(busy < 0.2, "%s: %.0f%% of a core busy while out of fds" %
+              (mode, busy * 100))
+        check(lines == 1, "%s: %r logged %d times" % (mode, paused, lines))
+        check(d.ctl("status")["services"], "no status while out of fds")
+        # Room again: the clients that waited are taken, none lost.
+        first = set(g.greeted)
+        for s in first:
+            g.sel.register(s, selectors.EVENT_READ)
+            g.greeted.discard(s)
+        for s in first:
+            g.sel.unregister(s)
+            s.close()
+            del g.got[s]
+        waiting = n - held
+        g.until(lambda: len(g.greeted) == waiting and not g.closed)
+        d.wait_log(resumed)
+        for s in g.greeted:
+            s.setblocking(True)
+            s.settimeout(5 * SCALE)
+            s.sendall(b"ping")
+            check(s.recv(4) == b"ping", "no echo after resuming")
+        print("  %s, RLIMIT_NOFILE 64: %d clients taken, %d waited in the "
+              "queue; %.1f%% of a core while out of fds; %r logged once; "
+              "all %d taken after room came back" % (
+                  mode, held, waiting, busy * 100, paused, waiting))
+    finally:
+        if g is not None:
+            g.close()
+        d.stop()
+
+
+def test_fd_exhaustion_shared():
+    fd_exhaustion("shared", "pausing accepts", "accepting again")
+
+
+def test_fd_exhaustion_round_robin():
+    fd_exhaustion("round-robin", "cluster: out of file descriptors",
+                  "taking connections again")
+
+
+def stopped_worker(mode):
+    d = Daemon([echo_service(mode)], workers=3)
+    try:
+        d.wait_online()
+        port = d.port()
+        victim = d.worker_pids()[0]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            st = d.ctl("connections")
+            took = time.monotonic() - start
+            check(st.get("missing"), "the stopped worker is not named "
+                  "missing: %s" % st)
+            ok, bad = echo_clients(("127.0.0.1", port), 300, timeout=3)
+            # shared: the kernel queues only for workers that accept;
+            # round-robin: what went to the stopped worker waits for it.
+            if mode == "shared":
+                check(ok == 300 and not bad, "%s: %d ok, %s" % (
+                    mode, ok, bad[:3]))
+            else:
+                check(ok >= 300 - 64 and all(b == "unanswered" for b in bad),
+                      "%s: %d ok, %s" % (mode, ok, bad[:3]))
+            served = [w.get("accepted") for w in
+                      d.ctl("workers")["workers"]]
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        ok2, bad2 = echo_clients(("127.0.0.1", port), 100)
+        check(ok2 == 100 and not bad2, "after SIGCONT: %s" % bad2[:3])
+        print("  %s, 1 of 3 workers stopped: connections answered in "
+              "%.3f s; %d of 300 clients served by the others (accepted "
+              "%s); all served after SIGCONT" % (mode, took, ok, served))
+    finally:
+        d.stop()
+
+
+def test_stopped_worker_shared():
+    stopped_worker("shared")
+
+
+def test_stopped_worker_round_robin():
+    stopped_worker("round-robin")
+
+
+def test_idle_and_trickling_clients():
+    raise_nofile()
+    idle_ms = 1000
+    d = Daemon([echo_service("shared", idle_timeout_ms=idle_ms)], workers=2)
+    socks = []
+    try:
+        d.wait_online()
+        port = d.port()
+        n = 3000
+        socks = open_clients(port, n)
+        g = Greetings(socks)
+        g.until(lambda: len(g.greeted) == n, bound=20)
+        start = time.monotonic()
+        # Two trickle: one byte every 0.3 s keeps a connection (activity),
+        # one byte every 1.5 s does not.
+        fast, slow, stubborn = socks[0], socks[1], socks[2]
+        sel = selectors.DefaultSelector()
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        ended = set()
+        next_fast = next_slow = start
+        deadline = start + (idle_ms / 1000.0) * 3 * SCALE
+        while len(ended) < n - 1 and time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_fast and fast not in ended:
+                fast.send(b"f")
+                next_fast = now + 0.3
+            if now >= next_slow and slow not in ended:
+                slow.send(b"s")
+                next_slow = now + 1.5
+            for key, _ in sel.select(0.05):
+                s = key.fileobj
+                try:
+                    d_ = s.recv(4096)
+                except OSError:
+                    d_ = b""
+                if not d_:
+                    ended.add(s)
+                    sel.unregister(s)
+                    if s is not stubborn:
+                        s.close()   # a client closes on EOF
+        took = time.monotonic() - start
+        sel.close()
+        check(fast not in ended, "a client that sends every 0.3 s was "
+              "ended by a %d ms idle timeout" % idle_ms)
+        check(len(ended) == n - 1, "%d of %d idle clients ended in %.1f s"
+              % (len(ended), n - 1, took))
+        # The stubborn one ignored the FIN: destroyed one timeout later.
+        deadline = time.monotonic() + 3 * idle_ms / 1000.0 * SCALE
+        while d.ctl("connections")["connections"] > 1:
+            check(time.monotonic() < deadline, "connections left: %s" %
+                  d.ctl("connections")["connections"])
+            d.read_lines(0.1)
+            fast.send(b"f")
+        print("  %d idle clients and one slow trickler ended by "
+              "idle_timeout_ms %d in %.2f s; one that ignored the FIN "
+              "destroyed; a faster trickler stays" % (n - 1, idle_ms, took))
+    finally:
+        for s in socks:
+            s.close()
+        d.stop()
+
+
+def test_max_connections_per_worker():
+    raise_nofile()
+    d = Daemon([echo_service("shared", max_connections=50)], workers=2)
+    g = None
+    try:
+        d.wait_online()
+        g = Greetings(open_clients(d.port(), 400))
+        g.until_quiet()
+        per = [w["count"] for w in d.ctl("workers")["workers"]]
+        check(all(c <= 50 for c in per), "per worker: %s" % per)
+        check(len(g.greeted) == sum(per) and len(g.greeted) <= 100,
+              "%d greeted, per worker %s" % (len(g.greeted), per))
+        check(len(g.greeted) + len(g.closed) == 400,
+              "%d greeted, %d closed of 400" % (len(g.greeted),
+                                                len(g.closed)))
+        print("  400 clients, max_connections 50, 2 workers: per worker "
+              "%s, %d closed at once" % (per, len(g.closed)))
+    finally:
+        if g is not None:
+            g.close()
+        d.stop()
+
+
+if __name__ == "__main__":
+    run([test_fd_exhaustion_shared, test_fd_exhaustion_round_robin,
+         test_stopped_worker_shared, test_stopped_worker_round_robin,
+         test_idle_and_trickling_clients, test_max_connections_per_worker])
