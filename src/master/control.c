@@ -49,6 +49,7 @@ static void	client_event_cb(struct bufferevent *, short, void *);
 static struct evconnlistener	*control_listener;
 static struct event		*control_retry_ev;
 static struct nc_accept_pause	 control_pause;
+static unsigned long		 evicted;
 static char			 control_path[108];
 static struct client		*clients;
 static int			 nclients;
@@ -282,6 +283,32 @@ client_request(struct client *c, const char *line, size_t len)
 }
 
 static void
+client_flushed_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	client_free(arg);
+}
+
+/*
+ * A request past the bound: one error, then the client goes once it has
+ * it (or CONTROL_IDLE_S later); nothing more of it is read.
+ */
+static void
+client_too_long(struct client *c)
+{
+	struct timeval	tv = { CONTROL_IDLE_S, 0 };
+
+	client_error(c, "request longer than %d bytes", CONTROL_MAX_REQUEST);
+	(void)bufferevent_disable(c->bev, EV_READ);
+	(void)evbuffer_drain(bufferevent_get_input(c->bev),
+	    evbuffer_get_length(bufferevent_get_input(c->bev)));
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_setcb(c->bev, NULL, client_flushed_cb, client_event_cb, c);
+	c->busy = true;		/* nothing else is answered */
+}
+
+static void
 client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct client	*c = arg;
@@ -291,18 +318,16 @@ client_read_cb(struct bufferevent *bev, void *arg)
 
 	while (!c->busy && (line = evbuffer_readln(in, &len,
 	    EVBUFFER_EOL_LF)) != NULL) {
-		if (len > CONTROL_MAX_REQUEST)
-			client_error(c, "request longer than %d bytes",
-			    CONTROL_MAX_REQUEST);
-		else
-			client_request(c, line, len);
+		if (len > CONTROL_MAX_REQUEST) {
+			free(line);
+			client_too_long(c);
+			return;
+		}
+		client_request(c, line, len);
 		free(line);
 	}
-	if (!c->busy && evbuffer_get_length(in) > CONTROL_MAX_REQUEST) {
-		client_error(c, "request longer than %d bytes",
-		    CONTROL_MAX_REQUEST);
-		(void)evbuffer_drain(in, evbuffer_get_length(in));
-	}
+	if (!c->busy && evbuffer_get_length(in) > CONTROL_MAX_REQUEST)
+		client_too_long(c);
 }
 
 static void
@@ -313,6 +338,30 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
 		client_free(c);
+}
+
+/*
+ * Full: the oldest client not waiting for an answer makes room, so that
+ * clients that hold connections and say nothing never lock the operator
+ * out.
+ */
+static void
+client_evict(void)
+{
+	struct client	*c, *oldest = NULL;
+
+	for (c = clients; c != NULL; c = c->next)	/* newest first */
+		if (!c->busy)
+			oldest = c;
+	if (oldest != NULL) {
+		/* Logged the 1st, 2nd, 4th, 8th... time. */
+		evicted++;
+		if ((evicted & (evicted - 1)) == 0)
+			log_warnx("control: %d clients; dropped the oldest "
+			    "idle one (%lu so far)", CONTROL_MAX_CLIENTS,
+			    evicted);
+		client_free(oldest);
+	}
 }
 
 static void
@@ -371,6 +420,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
+	if (nclients >= CONTROL_MAX_CLIENTS)
+		client_evict();
 	if (nclients >= CONTROL_MAX_CLIENTS ||
 	    (c = calloc(1, sizeof *c)) == NULL) {
 		close(fd);
@@ -447,7 +498,7 @@ control_open(const char *path, char *err, size_t errlen)
 	(void)unlink(path);
 	old = umask(0177);	/* mode 0600 from birth */
 	control_listener = evconnlistener_new_bind(master_base, accept_cb, NULL,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
 	    (struct sockaddr *)&sun, sizeof sun);
 	umask(old);
 	if (control_listener == NULL) {

@@ -78,6 +78,7 @@ struct worker {
 	int			 restarts;	/* of this slot */
 	int			 inflight;	/* round-robin handoffs */
 	unsigned long long	 handed;	/* connections it accepted */
+	unsigned long		 refused_listens; /* listeners not its own */
 	bool			*rr;		/* by listener id: registered */
 	struct event		*kill_ev;	/* shutdown deadline */
 	json_t			*last_count;

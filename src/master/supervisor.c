@@ -185,9 +185,15 @@ msg_listen(struct worker *w, json_t *msg)
 	if ((l = listener_find(address, json_string_value(json_object_get(msg,
 	    "service")), json_integer_value(json_object_get(msg,
 	    "index")))) == NULL) {
-		/* Only what the config names: anything else is refused. */
-		log_warnx("worker %d [pid %d]: refused a handle for %.128s: "
-		    "no service listens there", w->id, (int)w->pid, address);
+		/*
+		 * Only what the config names: anything else is refused, and
+		 * logged the 1st, 2nd, 4th, 8th... time for each worker.
+		 */
+		w->refused_listens++;
+		if ((w->refused_listens & (w->refused_listens - 1)) == 0)
+			log_warnx("worker %d [pid %d]: refused a handle for "
+			    "%.128s: no service listens there (%lu refused)",
+			    w->id, (int)w->pid, address, w->refused_listens);
 		reply_listen(w, msg, NC_EACCES, NULL, -1);
 		return 0;
 	}
