@@ -1,0 +1,105 @@
+"""Chaos under load: bench/ncload drives over 1,000 connections a second
+(connect, greeting, echo, close) while a random online worker is killed
+with SIGKILL every 200 ms for 20 s, in shared, reuseport and round-robin
+modes. The only connections that may fail are those a killed worker had
+already greeted; none may be refused, reset before its greeting, left
+unanswered or answered wrong."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import BUILD, Daemon, SCALE, check, run
+
+NCLOAD = os.path.join(BUILD, "bench", "ncload")
+SECONDS = float(os.environ.get("NC_CHAOS_SECONDS", "20"))
+RATE = 1500         # connections a second asked of ncload
+WORKERS = 4
+
+
+def children(pid):
+    """The master's live children (its workers), from /proc."""
+    pids = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def chaos(mode):
+    d = Daemon([{"name": "echo", "listen": ["127.0.0.1:0"], "mode": mode}],
+               workers=WORKERS)
+    load = None
+    try:
+        d.wait_online()
+        port = d.port()
+        load = subprocess.Popen(
+            [NCLOAD, "-b", "-c", "64", "-r", str(RATE), "-t", "5000",
+             "-d", str(SECONDS), "127.0.0.1:%d" % port],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        rng = random.Random(1)
+        kills = 0
+        start = time.monotonic()
+        next_kill = start + 0.2
+        while time.monotonic() < start + SECONDS:
+            d.read_lines(max(0.0, next_kill - time.monotonic()))
+            if time.monotonic() < next_kill:
+                continue
+            next_kill += 0.2
+            # Only a worker that is online: a starting one is not serving.
+            online = set(d.worker_pids())
+            alive = [p for p in children(d.proc.pid) if p in online]
+            if alive:
+                os.kill(rng.choice(alive), signal.SIGKILL)
+                kills += 1
+        out, err = load.communicate(timeout=(SECONDS + 30) * SCALE)
+        load = None
+        check(out, "ncload printed nothing: %s" % err.decode())
+        r = json.loads(out)
+        # Each kill is replaced at once: SIGKILL is no crash loop.
+        d.wait_log("restarting in 0 ms", kills, timeout=10)
+        restarts = sum("restarting in 0 ms" in l for l in d.lines)
+        print("  %s, %d workers, %d kills in %.0f s: %d connections "
+              "(%.0f/s); refused %d, reset before greeting %d, unanswered "
+              "%d, wrong %d, other %d; reset after greeting (on a killed "
+              "worker) %d; p99 %.1f ms" % (
+                  mode, WORKERS, kills, SECONDS, r["made"], r["rate"],
+                  r["refused"], r["reset_before_greeting"], r["unanswered"],
+                  r["wrong"], r["other"], r["reset_after_greeting"],
+                  r["p99_us"] / 1000.0))
+        check(kills >= SECONDS * 5 * 0.8, "only %d kills" % kills)
+        check(restarts >= kills, "%d kills, %d immediate restarts" % (
+            kills, restarts))
+        check(r["rate"] >= 1000, "load too low: %.0f/s" % r["rate"])
+        for k in ("refused", "reset_before_greeting", "unanswered",
+                  "wrong", "other"):
+            check(r[k] == 0, "%s: %d %s" % (mode, r[k], k))
+        check(r["reset_after_greeting"] <= kills * 64,
+              "more resets than connections on killed workers")
+        return r
+    finally:
+        if load is not None:
+            load.kill()
+            load.communicate()
+        d.stop()
+
+
+def test_chaos_shared():
+    chaos("shared")
+
+
+def test_chaos_reuseport():
+    chaos("reuseport")
+
+
+def test_chaos_round_robin():
+    chaos("round-robin")
+
+
+if __name__ == "__main__":
+    run([test_chaos_shared, test_chaos_reuseport, test_chaos_round_robin])
