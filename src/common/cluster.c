@@ -108,10 +108,15 @@ cluster_conn(json_t *msg, int *fds, size_t nfds)
 	for (r = cl.rr; r != NULL; r = r->next)
 		if (r->listener == listener)
 			break;
-	if (nfds == 1 && r != NULL)
-		accepted = nc__server_cluster_connection(r->server, fds[0]);
-	else if (nfds == 1)
-		close(fds[0]);
+	/*
+	 * The answer goes before the connection is served: once a greeting
+	 * is written, the master must never hand the connection to another
+	 * worker, even if this one dies now.
+	 */
+	accepted = nfds == 1 && r != NULL &&
+	    nc__server_cluster_can_take(r->server);
+	if (nfds == 1 && !accepted)
+		close(fds[0]);	/* the master keeps its copy and re-routes */
 	/* Out of fds, the connection stayed with the master: it retries. */
 	if (nfds == 0 && nc_accept_pause_begin(&cl.pause))
 		log_warnx("cluster: out of file descriptors; the master "
@@ -123,9 +128,11 @@ cluster_conn(json_t *msg, int *fds, size_t nfds)
 	    json_integer_value(json_object_get(msg, "seq")), "accepted",
 	    accepted);
 	if (ack != NULL) {
-		(void)nc_ipc_send(cl.ipc, ack, NULL, 0);
+		(void)nc_ipc_send(cl.ipc, ack, NULL, 0);	/* sent now */
 		json_decref(ack);
 	}
+	if (accepted)
+		nc__server_cluster_connection(r->server, fds[0]);
 }
 
 static void

@@ -105,7 +105,8 @@ int		nc__cluster_listen(struct nc_server *, struct event_base *,
 void		nc__cluster_forget(struct nc_server *);
 void		nc__server_cluster_listening(struct nc_server *, int code,
 		    int fd, const char *address, int port);
-int		nc__server_cluster_connection(struct nc_server *, int fd);
+bool		nc__server_cluster_can_take(const struct nc_server *);
+void		nc__server_cluster_connection(struct nc_server *, int fd);
 int		nc__server_total_connections(void);
 
 /* proxyproto.c: the PROXY protocol, versions 1 and 2. */

@@ -720,17 +720,20 @@ nc__server_cluster_listening(struct nc_server *s, int code, int fd,
 	(void)server_report_later(s);
 }
 
-/* A connection the master accepted for us: 1 if taken, 0 if refused. */
-int
+/* Whether a connection the master accepted for us would be taken. */
+bool
+nc__server_cluster_can_take(const struct nc_server *s)
+{
+	return s->listening && (s->max_connections == 0 ||
+	    s->connections < s->max_connections);
+}
+
+/* A connection the master accepted for us, already acknowledged. */
+void
 nc__server_cluster_connection(struct nc_server *s, int fd)
 {
-	if (!s->listening || (s->max_connections > 0 &&
-	    s->connections >= s->max_connections)) {
-		close(fd);	/* the master keeps its copy and re-routes */
-		return 0;
-	}
 	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	return server_take(s, fd) == 0 ? 1 : 0;
+	(void)server_take(s, fd);
 }
 
 static int
