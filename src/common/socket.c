@@ -764,13 +764,14 @@ socket_write_refused(struct nc_socket *s, int code, nc_write_cb cb, void *arg)
  * Node's write() result: 1 below the high-water mark, 0 at or above it.
  */
 static int
-socket_write_queued(struct nc_socket *s, size_t len, nc_write_cb cb,
-    void *arg)
+socket_write_queued(struct nc_socket *s, size_t len, size_t direct,
+    nc_write_cb cb, void *arg)
 {
 	struct socket_write	*w;
 	size_t			 pending;
 
-	pending = evbuffer_get_length(s->out);
+	/* Node counts the whole write, even what went out at once. */
+	pending = evbuffer_get_length(s->out) + direct;
 	s->bytes_queued += len;
 	if (cb != NULL) {
 		if ((w = calloc(1, sizeof *w)) == NULL)
@@ -827,13 +828,29 @@ int
 nc_socket_write(struct nc_socket *s, const void *data, size_t len,
     nc_write_cb cb, void *arg)
 {
+	ssize_t	n = 0;
+
 	if (data == NULL && len > 0)
 		return NC_ERR_INVALID_ARG_VALUE;
 	if (!socket_write_check(s, cb, arg))
 		return 0;
+	/*
+	 * Nothing queued: straight to the kernel, and only what it does not
+	 * take is copied (the common case copies nothing). Errors are left
+	 * to the queued path, which reports them.
+	 */
+	if (len > 0 && s->state == S_OPEN && evbuffer_get_length(s->out) == 0 &&
+	    (n = send(s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT)) > 0) {
+		s->bytes_queued += (uint64_t)n;
+		s->bytes_flushed += (uint64_t)n;
+		socket_activity(s);
+		data = (const char *)data + n;
+		len -= (size_t)n;
+	} else
+		n = 0;
 	if (len > 0 && evbuffer_add(s->out, data, len) != 0)
 		return NC_ENOMEM;
-	return socket_write_queued(s, len, cb, arg);
+	return socket_write_queued(s, len, (size_t)n, cb, arg);
 }
 
 int
@@ -849,7 +866,7 @@ nc_socket_write_buffer(struct nc_socket *s, struct evbuffer *buf,
 	len = evbuffer_get_length(buf);
 	if (len > 0 && evbuffer_add_buffer(s->out, buf) != 0)
 		return NC_ENOMEM;
-	return socket_write_queued(s, len, cb, arg);
+	return socket_write_queued(s, len, 0, cb, arg);
 }
 
 int
