@@ -6,6 +6,7 @@
  */
 
 #include <sys/types.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -341,18 +342,27 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /*
- * Full: the oldest client not waiting for an answer makes room, so that
- * clients that hold connections and say nothing never lock the operator
- * out.
+ * Full: the oldest client not waiting for an answer, with nothing unread,
+ * makes room, so that clients that hold connections and say nothing never
+ * lock the operator out.
  */
 static void
 client_evict(void)
 {
-	struct client	*c, *oldest = NULL;
+	struct client	*c, *oldest = NULL, *silent = NULL;
+	int		 n;
 
-	for (c = clients; c != NULL; c = c->next)	/* newest first */
-		if (!c->busy)
-			oldest = c;
+	/* Newest first; a client whose request is on its way is spared. */
+	for (c = clients; c != NULL; c = c->next) {
+		if (c->busy)
+			continue;
+		oldest = c;
+		if (ioctl(bufferevent_getfd(c->bev), FIONREAD, &n) == 0 &&
+		    n == 0)
+			silent = c;
+	}
+	if (silent != NULL)
+		oldest = silent;
 	if (oldest != NULL) {
 		/* Logged the 1st, 2nd, 4th, 8th... time. */
 		evicted++;
