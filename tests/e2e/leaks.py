@@ -5,9 +5,10 @@ its resident memory within a small margin (read from /proc)."""
 import os
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, check, echo_clients, run
+from harness import Daemon, SCALE, check, echo_clients, run
 
 RESTARTS = 200
 RELOADS = 50
@@ -50,6 +51,10 @@ def test_restarts_and_reloads():
         cycle(d, port, 10, 5)       # warm up: the allocator's first pages
         fds0, rss0 = d.fd_count(), d.rss_kib()
         cycle(d, port, RESTARTS, RELOADS)
+        # The last control client's close may still be on its way.
+        deadline = time.monotonic() + 5 * SCALE
+        while d.fd_count() != fds0 and time.monotonic() < deadline:
+            d.read_lines(0.05)
         fds1, rss1 = d.fd_count(), d.rss_kib()
         kills = sum("killed by signal 9" in l for l in d.lines)
         gens = sum("older workers drain" in l for l in d.lines)
@@ -59,8 +64,16 @@ def test_restarts_and_reloads():
               "RSS %d -> %d KiB" % (RESTARTS, RELOADS, fds0, fds1, rss0,
                                     rss1))
         check(fds1 == fds0, "master fds %d, were %d" % (fds1, fds0))
-        check(rss1 <= rss0 + RSS_MARGIN_KIB, "master RSS grew %d KiB" %
-              (rss1 - rss0))
+        # Built with ASan, the allocator keeps its own records (the stack
+        # depot grows); there LeakSanitizer checks for leaks at exit, and
+        # RSS is asserted in the plain builds.
+        with open("/proc/%d/maps" % d.proc.pid) as f:
+            asan = "libasan" in f.read()
+        if asan:
+            print("  (ASan build: RSS not asserted, LeakSanitizer checks)")
+        else:
+            check(rss1 <= rss0 + RSS_MARGIN_KIB, "master RSS grew %d KiB"
+                  % (rss1 - rss0))
     finally:
         d.stop()
 
