@@ -178,6 +178,7 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 		}
 	}
 	nc__server_cluster_listening(p->server, (int)code, fd,
+	    mode != NULL && strcmp(mode, "shared") == 0,
 	    json_string_value(json_object_get(msg, "address")),
 	    (int)json_integer_value(json_object_get(msg, "port")));
 	nc_server_release(p->server);

@@ -104,7 +104,7 @@ int		nc__cluster_listen(struct nc_server *, struct event_base *,
 		    int index);
 void		nc__cluster_forget(struct nc_server *);
 void		nc__server_cluster_listening(struct nc_server *, int code,
-		    int fd, const char *address, int port);
+		    int fd, bool shared, const char *address, int port);
 bool		nc__server_cluster_can_take(const struct nc_server *);
 void		nc__server_cluster_connection(struct nc_server *, int fd);
 int		nc__server_total_connections(void);

@@ -9,6 +9,7 @@
  */
 
 #include <sys/types.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -38,6 +39,7 @@ struct nc_server {
 	int			 refs;
 	int			 fd;
 	struct event		*aev;		/* accept */
+	int			 xfd;		/* see server_start() */
 	struct event		*retry;		/* accept again after EMFILE */
 	struct nc_accept_pause	 pause;
 	bool			 listening;	/* handle open */
@@ -98,6 +100,7 @@ nc_create_server(const struct nc_server_options *opts,
 	s->base = base;
 	s->refs = 1;	/* the program's, dropped by nc_server_release() */
 	s->fd = -1;
+	s->xfd = -1;
 	s->proxy_timeout_ms = 3000;
 	if (opts != NULL) {
 		s->allow_half_open = opts->allow_half_open;
@@ -131,6 +134,8 @@ nc_server_release(struct nc_server *s)
 		event_free(s->aev);
 	if (s->retry != NULL)
 		event_free(s->retry);
+	if (s->xfd != -1)
+		close(s->xfd);
 	if (s->fd != -1)
 		close(s->fd);
 	nc__handle_remove(&s->h);
@@ -155,6 +160,10 @@ server_close_handle(struct nc_server *s)
 	if (s->retry != NULL) {
 		event_free(s->retry);
 		s->retry = NULL;
+	}
+	if (s->xfd != -1) {
+		close(s->xfd);
+		s->xfd = -1;
 	}
 	if (s->fd != -1) {
 		close(s->fd);
@@ -420,19 +429,23 @@ server_take(struct nc_server *s, int fd)
 	return 0;
 }
 
+static void	server_requeue(struct nc_server *);
+
 static void
-server_accept_cb(evutil_socket_t lfd, short what, void *arg)
+server_accept_cb(evutil_socket_t efd, short what, void *arg)
 {
 	struct nc_server	*s = arg;
 	struct timeval		 tv;
 	unsigned long		 pauses;
 	long			 ms;
-	int			 fd, i;
+	int			 fd, i, batch, lfd = s->fd;
 
+	(void)efd;
 	(void)what;
 	nc_server_hold(s);
-	for (i = 0; i < SERVER_ACCEPT_BATCH && s->listening &&
-	    s->fd == lfd; i++) {
+	/* Shared: one at a time, then to the back of the line. */
+	batch = s->xfd != -1 ? 1 : SERVER_ACCEPT_BATCH;
+	for (i = 0; i < batch && s->listening && s->fd == lfd; i++) {
 		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -472,6 +485,8 @@ server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			break;
 		}
 	}
+	if (i > 0 && s->xfd != -1 && s->fd == lfd)
+		server_requeue(s);
 	nc_server_release(s);
 }
 
@@ -520,13 +535,40 @@ server_report_later(struct nc_server *s)
 	return 0;
 }
 
+/*
+ * A listener other processes accept from too (a shared listener under
+ * netclusterd): each process waits in an epoll set of its own that holds
+ * it with EPOLLEXCLUSIVE, so a new connection wakes one process, not all.
+ * The kernel wakes the first waiter in line; after accepting, a process
+ * goes to the back of the line (nginx does the same), so connections go
+ * around the workers instead of piling on one.
+ */
+static void
+server_requeue(struct nc_server *s)
+{
+	struct epoll_event	ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+
+	if (epoll_ctl(s->xfd, EPOLL_CTL_DEL, s->fd, NULL) == -1 ||
+	    epoll_ctl(s->xfd, EPOLL_CTL_ADD, s->fd, &ev) == -1)
+		log_warnx("server fd %d: epoll_ctl: %s", s->fd,
+		    strerror(errno));
+}
+
 /* Watches fd (bound and listening) for connections. */
 static int
-server_start(struct nc_server *s, int fd)
+server_start(struct nc_server *s, int fd, bool shared)
 {
+	struct epoll_event	ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+
 	s->fd = fd;
-	s->aev = event_new(s->base, fd, EV_READ | EV_PERSIST,
-	    server_accept_cb, s);
+	if (shared && ((s->xfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	    epoll_ctl(s->xfd, EPOLL_CTL_ADD, fd, &ev) == -1)) {
+		if (s->xfd != -1)
+			close(s->xfd);
+		s->xfd = -1;	/* every process is woken: it still works */
+	}
+	s->aev = event_new(s->base, s->xfd != -1 ? s->xfd : fd,
+	    EV_READ | EV_PERSIST, server_accept_cb, s);
 	if (s->aev == NULL || event_add(s->aev, NULL) == -1) {
 		server_close_handle(s);
 		return NC_ENOMEM;
@@ -577,7 +619,7 @@ server_bind_listen(struct nc_server *s, const struct sockaddr *sa,
 		close(fd);
 		return server_fail_later(s, code, address, port);
 	}
-	if (server_start(s, fd) != 0)
+	if (server_start(s, fd, false) != 0)
 		return NC_ENOMEM;
 	return server_report_later(s);
 }
@@ -688,7 +730,7 @@ server_parse_bound(struct nc_address *a, const char *bound, int port)
 
 void
 nc__server_cluster_listening(struct nc_server *s, int code, int fd,
-    const char *address, int port)
+    bool shared, const char *address, int port)
 {
 	s->cluster_pending = false;
 	if (s->listening || s->generation != s->cluster_generation) {
@@ -705,7 +747,7 @@ nc__server_cluster_listening(struct nc_server *s, int code, int fd,
 	}
 	memset(&s->cluster_address, 0, sizeof s->cluster_address);
 	if (fd != -1) {
-		if (server_start(s, fd) != 0) {
+		if (server_start(s, fd, shared) != 0) {
 			close(fd);
 			(void)server_fail_later(s, NC_ENOMEM, address, port);
 			return;
@@ -858,7 +900,7 @@ server_listen_fd(struct nc_server *s, int fd, int backlog)
 	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
 		return server_fail_later(s, -errno, NULL, -1);
-	if (server_start(s, fd) != 0)
+	if (server_start(s, fd, false) != 0)
 		return NC_ENOMEM;
 	return server_report_later(s);
 }
