@@ -102,6 +102,22 @@ class Daemon:
         return [w["pid"] for w in self.ctl("workers")["workers"]
                 if w["state"] == "online"]
 
+    def settled_fd_count(self):
+        """The master's fds once it has freed every control client: a
+        request of our own, whose close by the master comes after it
+        handled what came before."""
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(10 * SCALE)
+        c.connect(self.control)
+        c.sendall(b'{"command": "status"}\n')
+        while not c.recv(65536).endswith(b"\n"):
+            pass
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536):
+            pass
+        c.close()
+        return self.fd_count()
+
     def fd_count(self, pid=None):
         return len(os.listdir("/proc/%d/fd" % (pid or self.proc.pid)))
 
