@@ -24,15 +24,21 @@ struct nc_lookup_req {
 
 static void	connect_to(struct nc_socket *, const char *address);
 
+/* What a connect error names: the host, the path or the peer. */
+static void
+connect_name(struct nc_socket *s, const char *address, int port)
+{
+	free(s->error_address);
+	s->error_address = strdup(address);	/* NULL: named without */
+	s->error_port = port;
+}
+
 static void
 connect_error_at(struct nc_socket *s, int code, const char *syscall,
     const char *address, int port)
 {
-	if (address != NULL) {
-		snprintf(s->error_address, sizeof s->error_address, "%s",
-		    address);
-		s->error_port = port;
-	}
+	if (address != NULL)
+		connect_name(s, address, port);
 	nc__socket_fail(s, code, syscall);
 }
 
@@ -62,9 +68,7 @@ connect_resolved(struct nc_socket *s, int status, const char *address,
 		return;
 	if (status != 0) {
 		/* Node: "getaddrinfo ENOTFOUND host" */
-		snprintf(s->error_address, sizeof s->error_address, "%s",
-		    s->host);
-		s->error_port = -1;
+		connect_name(s, s->host, -1);
 		nc__socket_fail(s, status, "getaddrinfo");
 		return;
 	}
@@ -166,7 +170,8 @@ nc__socket_connect_ready(struct nc_socket *s)
 		nc__socket_fail(s, -err, "connect");
 		return;
 	}
-	(void)event_del(s->wev);
+	if (s->wev != NULL)
+		(void)event_del(s->wev);
 	connect_done(s);
 }
 
@@ -204,9 +209,7 @@ connect_to(struct nc_socket *s, const char *address)
 			return;
 		}
 		sa = (struct sockaddr *)&sun;
-		snprintf(s->error_address, sizeof s->error_address, "%s",
-		    s->path);
-		s->error_port = -1;
+		connect_name(s, s->path, -1);
 	} else {
 		rc = nc__sockaddr_from(address, s->port, &ss, &len);
 		if (rc != 0) {
@@ -214,9 +217,7 @@ connect_to(struct nc_socket *s, const char *address)
 			return;
 		}
 		sa = (struct sockaddr *)&ss;
-		snprintf(s->error_address, sizeof s->error_address, "%s",
-		    address);
-		s->error_port = s->port;
+		connect_name(s, address, s->port);
 	}
 
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -254,7 +255,7 @@ connect_to(struct nc_socket *s, const char *address)
 		nc__socket_fail(s, -errno, "connect");
 		return;
 	}
-	if (event_add(s->wev, NULL) == -1)
+	if (nc__socket_watch_write(s) != 0)
 		nc__socket_fail(s, NC_ENOMEM, "connect");
 }
 

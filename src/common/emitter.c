@@ -43,12 +43,15 @@ nc__emitter_add(struct nc__emitter *em, enum nc_event ev, nc_listener_cb cb,
 	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
 		return NC_ERR_INVALID_ARG_VALUE;
 	if (em->count[ev] == em->cap[ev]) {
-		cap = em->cap[ev] == 0 ? 2 : em->cap[ev] * 2;
+		/* Most events of a socket have one listener. */
+		cap = em->cap[ev] == 0 ? 1 : (size_t)em->cap[ev] * 2;
+		if (cap > UINT16_MAX)
+			return NC_ENOMEM;
 		list = reallocarray(em->list[ev], cap, sizeof *list);
 		if (list == NULL)
 			return NC_ENOMEM;
 		em->list[ev] = list;
-		em->cap[ev] = cap;
+		em->cap[ev] = (uint16_t)cap;
 	}
 	list = &em->list[ev][em->count[ev]++];
 	list->cb = cb;

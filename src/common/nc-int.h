@@ -55,8 +55,8 @@ struct nc__listener {
 };
 struct nc__emitter {
 	struct nc__listener	*list[NC_EV__COUNT];
-	size_t			 count[NC_EV__COUNT];
-	size_t			 cap[NC_EV__COUNT];
+	uint16_t		 count[NC_EV__COUNT];	/* small: one per socket */
+	uint16_t		 cap[NC_EV__COUNT];
 };
 int		nc__emitter_add(struct nc__emitter *, enum nc_event,
 		    nc_listener_cb, void *, bool once);

@@ -92,10 +92,10 @@ struct nc_socket {
 	int			 family;
 	nc_lookup_fn		 lookup;
 	void			*lookup_arg;
-	char			 error_address[NC_ADDRSTRLEN];
+	char			*error_address;	/* what a connect error names */
 	int			 error_port;
 
-	struct nc__error	 error;
+	struct nc__error	*err;		/* NULL until it fails */
 	int			 write_error;	/* queued writes fail with */
 };
 
@@ -104,6 +104,7 @@ struct nc_socket *nc__socket_accepted(struct event_base *, int fd,
 		    bool allow_half_open, bool paused);
 void		nc__socket_set_state(struct nc_socket *, enum socket_state);
 int		nc__socket_open_fd(struct nc_socket *, int fd);
+int		nc__socket_watch_write(struct nc_socket *);
 void		nc__socket_became_open(struct nc_socket *);
 void		nc__socket_fail(struct nc_socket *, int code,
 		    const char *syscall);

@@ -105,7 +105,10 @@ socket_arm_timer(struct nc_socket *s, int64_t ms)
 		ms = 0;
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
-	if (event_add(s->tev, &tv) == -1)
+	/* Made on first use: most connections never have a timeout. */
+	if (s->tev == NULL)
+		s->tev = evtimer_new(s->base, socket_timeout_cb, s);
+	if (s->tev == NULL || event_add(s->tev, &tv) == -1)
 		log_err("socket fd %d: cannot arm the idle timer", s->fd);
 }
 
@@ -118,6 +121,35 @@ socket_activity(struct nc_socket *s)
 	socket_now(&s->last_activity);
 	if (!nc__event_pending(s->tev) && s->state != S_DESTROYED)
 		socket_arm_timer(s, s->timeout_ms);
+}
+
+/* The error of a socket that failed when memory had run out too. */
+static struct nc__error	socket_oom_error;
+
+/* Waits for fd to be writable (a write that did not fit, a connect). */
+int
+nc__socket_watch_write(struct nc_socket *s)
+{
+	if (s->wev == NULL && (s->wev = event_new(s->base, s->fd,
+	    EV_WRITE | EV_PERSIST, socket_write_cb, s)) == NULL)
+		return NC_ENOMEM;
+	return event_add(s->wev, NULL) == -1 ? NC_ENOMEM : 0;
+}
+
+/* Bytes written and not yet taken by the kernel. */
+static size_t
+socket_queued(const struct nc_socket *s)
+{
+	return s->out != NULL ? evbuffer_get_length(s->out) : 0;
+}
+
+/* The queue, made when a write first does not fit; NULL without memory. */
+static struct evbuffer *
+socket_out(struct nc_socket *s)
+{
+	if (s->out == NULL)
+		s->out = evbuffer_new();
+	return s->out;
 }
 
 static struct nc_socket *
@@ -135,16 +167,6 @@ socket_alloc(struct event_base *base)
 	s->local_port = -1;
 	s->readable = true;
 	s->writable = true;
-	s->out = evbuffer_new();
-	s->tev = evtimer_new(base, socket_timeout_cb, s);
-	if (s->out == NULL || s->tev == NULL) {
-		if (s->out != NULL)
-			evbuffer_free(s->out);
-		if (s->tev != NULL)
-			event_free(s->tev);
-		free(s);
-		return NULL;
-	}
 	nc__handle_init(&s->h, base, socket_unref_events);
 	return s;
 }
@@ -164,13 +186,18 @@ socket_free(struct nc_socket *s)
 		event_free(s->rev);
 	if (s->wev != NULL)
 		event_free(s->wev);
-	event_free(s->tev);
-	evbuffer_free(s->out);
+	if (s->tev != NULL)
+		event_free(s->tev);
+	if (s->out != NULL)
+		evbuffer_free(s->out);
+	if (s->err != NULL && s->err != &socket_oom_error)
+		free(s->err);
 	if (s->decoded != NULL)
 		evbuffer_free(s->decoded);
 	free(s->host);
 	free(s->path);
 	free(s->local_address_opt);
+	free(s->error_address);
 	free(s);
 }
 
@@ -256,11 +283,7 @@ socket_open_fd(struct nc_socket *s, int fd)
 	s->fd = fd;
 	s->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, socket_read_cb,
 	    s);
-	s->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST,
-	    socket_write_cb, s);
-	if (s->rev == NULL || s->wev == NULL)
-		return NC_ENOMEM;
-	return 0;
+	return s->rev == NULL ? NC_ENOMEM : 0;
 }
 
 static void
@@ -334,8 +357,8 @@ socket_close_cb(void *arg)
 
 	/* Writes that never went out fail first, as Node's errorBuffer. */
 	socket_fail_writes(s, s->write_error);
-	if (s->error.pub.code != 0) {
-		e = s->error;
+	if (s->err != NULL) {
+		e = *s->err;
 		e.pub.syscall = e.syscall[0] != '\0' ? e.syscall : NULL;
 		e.pub.address = e.address[0] != '\0' ? e.address : NULL;
 		e.pub.message = e.message;
@@ -349,7 +372,7 @@ socket_close_cb(void *arg)
 	}
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_CLOSE;
-	args.had_error = s->error.pub.code != 0;
+	args.had_error = s->err != NULL;
 	socket_emit(s, &args);
 	nc_socket_release(s);	/* the library's reference */
 }
@@ -384,17 +407,24 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 
 	if (s->state == S_DESTROYED)
 		return;
-	if (code != 0 && s->error.pub.code == 0) {
+	if (code != 0 && s->err == NULL) {
 		/*
 		 * Lookup and connect errors name the host or the peer
 		 * ("connect ECONNREFUSED 127.0.0.1:8080"); read and write
 		 * errors ("read ECONNRESET") and Node's own codes do not.
 		 */
-		named = syscall != NULL && s->error_address[0] != '\0' &&
+		named = syscall != NULL && s->error_address != NULL &&
 		    (s->state == S_LOOKUP || s->state == S_CONNECTING);
-		nc__error_set(&s->error, code, syscall,
-		    named ? s->error_address : NULL,
-		    named ? s->error_port : -1);
+		/* Kept apart: most sockets never fail. */
+		if ((s->err = calloc(1, sizeof *s->err)) == NULL) {
+			if (socket_oom_error.pub.code == 0)
+				nc__error_set(&socket_oom_error, NC_ENOMEM,
+				    NULL, NULL, -1);
+			s->err = &socket_oom_error;
+		} else
+			nc__error_set(s->err, code, syscall,
+			    named ? s->error_address : NULL,
+			    named ? s->error_port : -1);
 	}
 	/*
 	 * Queued writes fail with the error, else as in Node and libuv:
@@ -413,7 +443,8 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 		(void)event_del(s->rev);
 	if (s->wev != NULL)
 		(void)event_del(s->wev);
-	(void)event_del(s->tev);
+	if (s->tev != NULL)
+		(void)event_del(s->tev);
 	if (s->fd != -1) {
 		close(s->fd);
 		s->fd = -1;
@@ -510,7 +541,7 @@ socket_after_write_cb(void *arg)
 			w->cb(s, 0, w->arg);
 		free(w);
 	}
-	if (s->state == S_OPEN && evbuffer_get_length(s->out) == 0) {
+	if (s->state == S_OPEN && socket_queued(s) == 0) {
 		if (s->need_drain) {
 			s->need_drain = false;
 			socket_emit_simple(s, NC_EV_DRAIN);
@@ -546,7 +577,7 @@ socket_flush(struct nc_socket *s)
 
 	if (s->state != S_OPEN)
 		return;
-	while (evbuffer_get_length(s->out) > 0) {
+	while (socket_queued(s) > 0) {
 		nvec = evbuffer_peek(s->out, -1, NULL, vec, SOCKET_IOV_MAX);
 		if (nvec > SOCKET_IOV_MAX)
 			nvec = SOCKET_IOV_MAX;
@@ -572,8 +603,8 @@ socket_flush(struct nc_socket *s)
 		s->bytes_flushed += (uint64_t)n;
 		socket_activity(s);
 	}
-	if (evbuffer_get_length(s->out) > 0) {
-		if (!nc__event_pending(s->wev) && event_add(s->wev, NULL) == -1)
+	if (socket_queued(s) > 0) {
+		if (!nc__event_pending(s->wev) && nc__socket_watch_write(s) != 0)
 			socket_error(s, NC_ENOMEM, "write");
 	} else if (nc__event_pending(s->wev))
 		(void)event_del(s->wev);
@@ -674,7 +705,7 @@ socket_eof(struct nc_socket *s)
 			s->writable = false;
 			socket_flush(s);
 			if (s->state == S_OPEN &&
-			    evbuffer_get_length(s->out) == 0)
+			    socket_queued(s) == 0)
 				socket_schedule_after_write(s);
 		}
 	}
@@ -771,7 +802,7 @@ socket_write_queued(struct nc_socket *s, size_t len, size_t direct,
 	size_t			 pending;
 
 	/* Node counts the whole write, even what went out at once. */
-	pending = evbuffer_get_length(s->out) + direct;
+	pending = socket_queued(s) + direct;
 	s->bytes_queued += len;
 	if (cb != NULL) {
 		if ((w = calloc(1, sizeof *w)) == NULL)
@@ -839,7 +870,7 @@ nc_socket_write(struct nc_socket *s, const void *data, size_t len,
 	 * take is copied (the common case copies nothing). Errors are left
 	 * to the queued path, which reports them.
 	 */
-	if (len > 0 && s->state == S_OPEN && evbuffer_get_length(s->out) == 0 &&
+	if (len > 0 && s->state == S_OPEN && socket_queued(s) == 0 &&
 	    (n = send(s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT)) > 0) {
 		s->bytes_queued += (uint64_t)n;
 		s->bytes_flushed += (uint64_t)n;
@@ -848,7 +879,8 @@ nc_socket_write(struct nc_socket *s, const void *data, size_t len,
 		len -= (size_t)n;
 	} else
 		n = 0;
-	if (len > 0 && evbuffer_add(s->out, data, len) != 0)
+	if (len > 0 && (socket_out(s) == NULL ||
+	    evbuffer_add(s->out, data, len) != 0))
 		return NC_ENOMEM;
 	return socket_write_queued(s, len, (size_t)n, cb, arg);
 }
@@ -864,7 +896,8 @@ nc_socket_write_buffer(struct nc_socket *s, struct evbuffer *buf,
 	if (!socket_write_check(s, cb, arg))
 		return 0;
 	len = evbuffer_get_length(buf);
-	if (len > 0 && evbuffer_add_buffer(s->out, buf) != 0)
+	if (len > 0 && (socket_out(s) == NULL ||
+	    evbuffer_add_buffer(s->out, buf) != 0))
 		return NC_ENOMEM;
 	return socket_write_queued(s, len, 0, cb, arg);
 }
@@ -961,7 +994,8 @@ nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
 		return 0;
 	if (ms == 0) {
 		s->timeout_ms = 0;
-		(void)event_del(s->tev);
+		if (s->tev != NULL)
+			(void)event_del(s->tev);
 		if (cb != NULL)
 			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb,
 			    arg);
@@ -1102,7 +1136,7 @@ nc_socket_local_port(const struct nc_socket *s)
 size_t
 nc_socket_buffer_size(const struct nc_socket *s)
 {
-	return evbuffer_get_length(s->out);
+	return socket_queued(s);
 }
 
 uint64_t
@@ -1114,7 +1148,7 @@ nc_socket_bytes_read(const struct nc_socket *s)
 uint64_t
 nc_socket_bytes_written(const struct nc_socket *s)
 {
-	return s->bytes_flushed + evbuffer_get_length(s->out);
+	return s->bytes_flushed + socket_queued(s);
 }
 
 bool
