@@ -13,13 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Daemon, Failure, SCALE, WORKER, check, echo_clients,
-                     run)
-
-
-def echo_service(mode, listen=None, **kw):
-    s = {"name": "echo", "listen": listen or ["127.0.0.1:0"], "mode": mode}
-    s.update(kw)
-    return s
+                     echo_service, run)
 
 
 def modes_serve(mode, workers, clients=300):

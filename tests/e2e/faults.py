@@ -12,15 +12,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Daemon, SCALE, check, cpu_seconds, echo_clients,
-                     raise_nofile, run)
+                     echo_service, raise_nofile, run)
 
 GREETING = b"hello\r\n"
-
-
-def echo_service(mode, **kw):
-    s = {"name": "echo", "listen": ["127.0.0.1:0"], "mode": mode}
-    s.update(kw)
-    return s
 
 
 def open_clients(port, n):

@@ -19,6 +19,13 @@ NETCLUSTERCTL = os.path.join(BUILD, "netclusterctl")
 WORKER = os.path.join(BUILD, "netcluster-worker")
 
 
+def echo_service(mode="shared", listen=None, **kw):
+    """The spec's echo service on loopback port 0, with any other keys."""
+    s = {"name": "echo", "listen": listen or ["127.0.0.1:0"], "mode": mode}
+    s.update(kw)
+    return s
+
+
 class Failure(Exception):
     pass
 

@@ -11,16 +11,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, SCALE, WORKER, check, echo_clients,
+from harness import (Daemon, SCALE, WORKER, check, echo_clients, echo_service,
                      raise_nofile, run)
 
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        "hostile_worker.py")
 BOUND = 0.1     # seconds a status may take, at any time
-
-
-def echo_service():
-    return {"name": "echo", "listen": ["127.0.0.1:0"], "mode": "shared"}
 
 
 def status_once(path):
