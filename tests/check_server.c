@@ -549,8 +549,12 @@ START_TEST(test_eacces)
 	const char		*dir = tmpdir_make();
 	char			 path[256];
 
-	/* A unix socket in a directory we may not write to, as nobody. */
-	ck_assert_int_eq(chmod(dir, 0755), 0);
+	/*
+	 * A unix socket in a directory we may not write to, as nobody. It
+	 * is nobody's own, so that nobody can still remove it at teardown.
+	 */
+	ck_assert_int_eq(chown(dir, 65534, 65534), 0);
+	ck_assert_int_eq(chmod(dir, 0555), 0);
 	snprintf(path, sizeof path, "%s/denied.sock", dir);
 	ck_assert_int_eq(setresgid(65534, 65534, 65534), 0);
 	ck_assert_int_eq(setresuid(65534, 65534, 65534), 0);
@@ -563,8 +567,9 @@ START_TEST(test_eacces)
 	ck_assert_int_eq(err_code, NC_EACCES);
 	ck_assert_str_eq(err_syscall, "listen");
 	nc_server_release(s);
-	/* Cleanup needs root again: the child exits here, checks done. */
+	/* The fd check needs root again: the child exits here, checks done. */
 	event_base_free(base);
+	tmpdir_cleanup();	/* nobody's directory: nobody may remove it */
 	exit(0);
 }
 END_TEST
