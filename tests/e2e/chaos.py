@@ -45,6 +45,7 @@ def chaos(mode):
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         rng = random.Random(1)
         kills = 0
+        killed = set()
         start = time.monotonic()
         next_kill = start + 0.2
         while time.monotonic() < start + SECONDS:
@@ -53,10 +54,14 @@ def chaos(mode):
                 continue
             next_kill += 0.2
             # Only a worker that is online: a starting one is not serving.
+            # Not one already killed: it stays a child until reaped.
             online = set(d.worker_pids())
-            alive = [p for p in children(d.proc.pid) if p in online]
+            alive = [p for p in children(d.proc.pid)
+                     if p in online and p not in killed]
             if alive:
-                os.kill(rng.choice(alive), signal.SIGKILL)
+                victim = rng.choice(alive)
+                os.kill(victim, signal.SIGKILL)
+                killed.add(victim)
                 kills += 1
         out, err = load.communicate(timeout=(SECONDS + 30) * SCALE)
         load = None
