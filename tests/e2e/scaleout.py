@@ -132,8 +132,14 @@ backend hosts
             by_host[h[3]] = by_host.get(h[3], 0) + 1
         check(set(by_host) == {"127.0.0.2", "127.0.0.3"},
               "traffic went to %s" % by_host)
-        check(sorted(int(h[4]) for h in seen) == sorted(ports),
-              "the hosts did not see every client's real port")
+        # Every client's port arrived; a health check from 127.0.0.1 may
+        # reuse a client's port towards another address, so one port can
+        # show up twice.
+        got_ports = [int(h[4]) for h in seen]
+        check(set(got_ports) == set(ports) and len(got_ports) >= len(ports),
+              "the hosts did not see every client's real port: missing %s, "
+              "seen %d for %d clients" % (sorted(set(ports) - set(got_ports)),
+                                          len(got_ports), len(ports)))
         check(all(h[2] == "127.0.0.1" for h in seen), "client addresses")
 
         # Stop one host while clients keep coming: none may fail.
