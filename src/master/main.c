@@ -152,7 +152,7 @@ usage(FILE *f)
 	    "  -l LEVEL  log threshold: error, warning, notice, info, debug\n"
 	    "  -V        print the version and exit\n"
 	    "  -h        print this help and exit\n", SYSCONFDIR
-	    "/netcluster.json");
+	    "/netcluster/netcluster.json");
 }
 
 static int		 upgrade_client = -1;
@@ -401,7 +401,8 @@ master_worker_gone(void)
 int
 main(int argc, char **argv)
 {
-	const char	*file = SYSCONFDIR "/netcluster.json", *level = NULL;
+	const char	*file = SYSCONFDIR "/netcluster/netcluster.json";
+	const char	*level = NULL;
 	json_t		*upgrade;
 	struct event	*sigs[4];
 	static const int signums[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
