@@ -99,7 +99,7 @@ cluster_conn(json_t *msg, int *fds, size_t nfds)
 {
 	struct cluster_rr	*r;
 	json_t			*ack;
-	json_int_t		 listener;
+	json_int_t		 listener, seq;
 	unsigned long		 pauses;
 	long			 ms;
 	bool			 accepted = false;
@@ -111,12 +111,13 @@ cluster_conn(json_t *msg, int *fds, size_t nfds)
 	/*
 	 * The answer goes before the connection is served: once a greeting
 	 * is written, the master must never hand the connection to another
-	 * worker, even if this one dies now.
+	 * worker, even if this one dies now. So a connection is taken only
+	 * once the master's copy of "yes" is in the kernel (the master reads
+	 * it even after our death); when the channel is backed up, the
+	 * answer is "no" and the master re-routes it.
 	 */
 	accepted = nfds == 1 && r != NULL &&
 	    nc__server_cluster_can_take(r->server);
-	if (nfds == 1 && !accepted)
-		close(fds[0]);	/* the master keeps its copy and re-routes */
 	/* Out of fds, the connection stayed with the master: it retries. */
 	if (nfds == 0 && nc_accept_pause_begin(&cl.pause))
 		log_warnx("cluster: out of file descriptors; the master "
@@ -124,15 +125,25 @@ cluster_conn(json_t *msg, int *fds, size_t nfds)
 	else if (nfds == 1 && nc_accept_pause_end(&cl.pause, &ms, &pauses))
 		log_warnx("cluster: taking connections again after %ld ms "
 		    "(%lu bounced)", ms, pauses);
-	ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack", "ack",
-	    json_integer_value(json_object_get(msg, "seq")), "accepted",
-	    accepted);
+	seq = json_integer_value(json_object_get(msg, "seq"));
+	if (accepted) {
+		ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack", "ack",
+		    seq, "accepted", 1);
+		accepted = ack != NULL && nc_ipc_send_now(cl.ipc, ack) != -1;
+		json_decref(ack);
+		if (accepted) {
+			nc__server_cluster_connection(r->server, fds[0]);
+			return;
+		}
+	}
+	if (nfds == 1)
+		close(fds[0]);	/* the master keeps its copy and re-routes */
+	ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack", "ack", seq,
+	    "accepted", 0);
 	if (ack != NULL) {
-		(void)nc_ipc_send(cl.ipc, ack, NULL, 0);	/* sent now */
+		(void)nc_ipc_send(cl.ipc, ack, NULL, 0);
 		json_decref(ack);
 	}
-	if (accepted)
-		nc__server_cluster_connection(r->server, fds[0]);
 }
 
 static void

@@ -39,6 +39,8 @@ struct nc_ipc {
 	size_t		 queued;
 	long long	 seq;
 	bool		 failed;
+	bool		 gone;		/* the peer closed: nothing goes out */
+	bool		 eof;
 	nc_ipc_msg_cb	 msg_cb;
 	nc_ipc_error_cb	 error_cb;
 	void		*arg;
@@ -136,10 +138,14 @@ ipc_parse_short(const char *buf, size_t len, size_t nfds)
 	return msg;
 }
 
-static void
-ipc_read_cb(evutil_socket_t fd, short what, void *arg)
+/*
+ * Reads and delivers one packet: 1, 0 when none is waiting, -1 once the
+ * channel failed or ended (the error callback has run; it may have freed
+ * the channel).
+ */
+static int
+ipc_read_one(struct nc_ipc *ipc)
 {
-	struct nc_ipc	*ipc = arg;
 	char		 buf[NC_IPC_MAX_SIZE + 1];
 	union {
 		struct cmsghdr	hdr;
@@ -153,8 +159,9 @@ ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 	size_t		 nfds = 0, n, i;
 	ssize_t		 len;
 	json_t		*msg;
+	bool		 reset = false;
 
-	(void)what;
+again:
 	memset(&mh, 0, sizeof mh);
 	iov.iov_base = buf;
 	iov.iov_len = sizeof buf;
@@ -162,12 +169,23 @@ ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 	mh.msg_iovlen = 1;
 	mh.msg_control = cbuf.buf;
 	mh.msg_controllen = sizeof cbuf.buf;
-	len = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	len = recvmsg(ipc->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	if (len == -1) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		ipc_fail(ipc, errno == ECONNRESET ? "closed" : strerror(errno));
-		return;
+		if (errno == EINTR)
+			goto again;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		/*
+		 * A peer that exits with our packets unread leaves
+		 * ECONNRESET, which the kernel reports once, before the
+		 * packets the peer sent us: those are still to be read.
+		 */
+		if (errno == ECONNRESET && !reset) {
+			reset = true;
+			goto again;
+		}
+		ipc_fail(ipc, strerror(errno));
+		return -1;
 	}
 	/* Collect every fd that came before judging the packet. */
 	for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
@@ -186,15 +204,16 @@ ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	if (len == 0 && nfds == 0) {
+		ipc->eof = true;
 		ipc_fail(ipc, "closed");
-		return;
+		return -1;
 	}
 	if ((mh.msg_flags & MSG_CTRUNC) && !(mh.msg_flags & MSG_TRUNC) &&
 	    len > 0 && len <= NC_IPC_MAX_SIZE &&
 	    (msg = ipc_parse_short(buf, (size_t)len, nfds)) != NULL) {
 		/* We are out of fds: the message comes, its fds don't. */
 		ipc->msg_cb(ipc, msg, fds, nfds, ipc->arg);
-		return;
+		return 1;
 	}
 	if (mh.msg_flags & MSG_CTRUNC)
 		reason = "too many fds (truncated)";
@@ -207,14 +226,33 @@ ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (reason != NULL) {
 		close_fds(fds, nfds);
 		ipc_fail(ipc, reason);
-		return;
+		return -1;
 	}
 	if ((msg = nc_ipc_parse(buf, (size_t)len, nfds, &reason)) == NULL) {
 		close_fds(fds, nfds);
 		ipc_fail(ipc, reason);
-		return;
+		return -1;
 	}
 	ipc->msg_cb(ipc, msg, fds, nfds, ipc->arg);
+	return 1;
+}
+
+static void
+ipc_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)ipc_read_one(arg);
+}
+
+void
+nc_ipc_drain(struct nc_ipc *ipc, size_t max)
+{
+	size_t	n;
+
+	for (n = 0; n < max && !ipc->eof; n++)
+		if (ipc_read_one(ipc) != 1)
+			break;
 }
 
 static void
@@ -280,6 +318,31 @@ ipc_write(struct nc_ipc *ipc)
 	return 0;
 }
 
+/*
+ * A write failed. A peer that closed its end (EPIPE, ECONNRESET) is not a
+ * failure of the channel: what it sent before is still to be read, up to
+ * the end of the channel, which reports it; what we queued for it is
+ * dropped. Anything else fails the channel.
+ */
+static void
+ipc_write_failed(struct nc_ipc *ipc)
+{
+	struct ipc_out	*o;
+
+	if (errno != EPIPE && errno != ECONNRESET) {
+		ipc_fail(ipc, strerror(errno));
+		return;
+	}
+	ipc->gone = true;
+	while ((o = ipc->head) != NULL) {
+		ipc->head = o->next;
+		ipc_out_free(o);
+	}
+	ipc->tail = NULL;
+	ipc->queued = 0;
+	(void)event_del(ipc->wev);
+}
+
 static void
 ipc_write_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -288,7 +351,7 @@ ipc_write_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (ipc_write(ipc) == -1) {
-		ipc_fail(ipc, strerror(errno));
+		ipc_write_failed(ipc);
 		return;
 	}
 	ipc_update_write(ipc);
@@ -329,7 +392,7 @@ nc_ipc_send(struct nc_ipc *ipc, json_t *msg, const int *fds, size_t nfds)
 	json_t		*seq;
 	long long	 s;
 
-	if (ipc->failed || nfds > NC_IPC_MAX_FDS ||
+	if (ipc->failed || ipc->gone || nfds > NC_IPC_MAX_FDS ||
 	    ipc->queued >= NC_IPC_MAX_QUEUE)
 		goto fail;
 	seq = json_object_get(msg, "seq");
@@ -361,7 +424,7 @@ nc_ipc_send(struct nc_ipc *ipc, json_t *msg, const int *fds, size_t nfds)
 	ipc->tail = o;
 	ipc->queued++;
 	if (ipc_write(ipc) == -1) {
-		ipc_fail(ipc, strerror(errno));
+		ipc_write_failed(ipc);
 		return s;	/* queued; freed with the channel */
 	}
 	ipc_update_write(ipc);
@@ -369,6 +432,25 @@ nc_ipc_send(struct nc_ipc *ipc, json_t *msg, const int *fds, size_t nfds)
 fail:
 	close_fds(fds, nfds);
 	return -1;
+}
+
+long long
+nc_ipc_send_now(struct nc_ipc *ipc, json_t *msg)
+{
+	struct ipc_out	*o;
+	long long	 s;
+
+	if (ipc->head != NULL || (s = nc_ipc_send(ipc, msg, NULL, 0)) == -1)
+		return -1;
+	if ((o = ipc->head) != NULL) {
+		/* Still ours, the only one queued: the kernel did not take it. */
+		ipc->head = ipc->tail = NULL;
+		ipc->queued = 0;
+		ipc_out_free(o);
+		ipc_update_write(ipc);
+		return -1;
+	}
+	return ipc->failed || ipc->gone ? -1 : s;
 }
 
 void

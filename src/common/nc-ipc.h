@@ -31,7 +31,9 @@ typedef void	(*nc_ipc_msg_cb)(struct nc_ipc *, json_t *msg, int *fds,
  * The channel failed: EOF (reason "closed"), a system error, or a
  * protocol error (oversized, truncated, malformed, wrong fd count). Any
  * fds that came with the bad message are already closed. The channel
- * reads no more; the callback may free it.
+ * reads no more; the callback may free it. A peer that closed its end is
+ * reported by the end of what it sent ("closed"), not by a failed write:
+ * every packet it sent before it went is delivered first.
  */
 typedef void	(*nc_ipc_error_cb)(struct nc_ipc *, const char *reason,
 		    void *arg);
@@ -48,6 +50,18 @@ struct nc_ipc	*nc_ipc_new(struct event_base *, int fd, nc_ipc_msg_cb,
  */
 long long	 nc_ipc_send(struct nc_ipc *, json_t *msg, const int *fds,
 		    size_t nfds);
+/*
+ * Sends msg (no fds) now, or not at all: its seq once the kernel took it
+ * (the peer will read it even if we die next), -1 when it would have had
+ * to wait in the queue, or the channel cannot send.
+ */
+long long	 nc_ipc_send_now(struct nc_ipc *, json_t *msg);
+/*
+ * Reads and delivers, at once, up to max packets that are waiting, until
+ * the end of the channel or a failure: for a peer that is gone, whose
+ * last words must be heard before anything is decided about it.
+ */
+void		 nc_ipc_drain(struct nc_ipc *, size_t max);
 /* Sends what is queued now, blocking up to timeout_ms; for exit paths. */
 void		 nc_ipc_flush(struct nc_ipc *, int timeout_ms);
 int		 nc_ipc_fd(const struct nc_ipc *);

@@ -9,11 +9,14 @@
  */
 
 #include <sys/types.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>		/* tcp_info's byte counters */
 #include <netinet/in.h>
 
 #include <errno.h>
@@ -34,6 +37,8 @@
 #define QUEUE_MAX	4096	/* accepted, not yet handed over */
 #define WORKER_WINDOW	64	/* handoffs in flight per worker */
 #define REFUSED_PAUSE_S	0.1	/* before asking a full worker again */
+#define TCPS_ESTABLISHED 1	/* tcpi_state, the kernel's tcp_states.h */
+#define TCPS_CLOSE_WAIT	8
 
 static char		**sd_names;	/* systemd's fd names */
 static bool		 ids[MAX_LISTENER_IDS];	/* in use */
@@ -849,6 +854,38 @@ listener_requeue(struct handoff *h)
 	if (l->qtail == NULL)
 		l->qtail = h;
 	l->qlen++;
+}
+
+/*
+ * Whether a connection a worker held was served: bytes went to its client
+ * (sent or queued), bytes of its client were read, or it was shut down.
+ * The kernel's own counts say it (TCP_INFO); a connection that cannot say
+ * (a unix socket) counts as untouched.
+ */
+bool
+listener_touched(int fd)
+{
+	struct tcp_info	ti;
+	socklen_t	len = sizeof ti;
+	int		inq = 0;
+	uint64_t	fin;
+
+	memset(&ti, 0, sizeof ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1 ||
+	    len < offsetof(struct tcp_info, tcpi_notsent_bytes) +
+	    sizeof ti.tcpi_notsent_bytes)
+		return false;
+	if (ti.tcpi_bytes_sent > 0 || ti.tcpi_notsent_bytes > 0)
+		return true;
+	/* Only these two states are ours alone: no FIN sent by us. */
+	if (ti.tcpi_state != TCPS_ESTABLISHED &&
+	    ti.tcpi_state != TCPS_CLOSE_WAIT)
+		return true;
+	/* Received but not in the queue: read. A FIN counts one byte. */
+	fin = ti.tcpi_state == TCPS_CLOSE_WAIT ? 1 : 0;
+	if (ioctl(fd, SIOCINQ, &inq) == -1 || inq < 0)
+		return false;
+	return ti.tcpi_bytes_received > (uint64_t)inq + fin;
 }
 
 static bool

@@ -88,6 +88,7 @@ struct worker {
 	bool			 adopted;	/* from the master before */
 	struct worker		*next;		/* on the draining list */
 	bool			 refused;
+	bool			 killed;	/* by us: only its answers count */
 };
 
 /* main.c */
@@ -132,6 +133,7 @@ struct listener *listener_find(const char *address, const char *service,
 int	 listener_fd_for(struct listener *, struct worker *);
 void	 listener_dispatch(struct listener *);
 void	 listener_requeue(struct handoff *);
+bool	 listener_touched(int);
 int	 listener_dup(int);
 void	 listener_worker_changed(void);
 

@@ -376,7 +376,8 @@ static const struct msg_type {
 	int		(*handler)(struct worker *, json_t *);
 } msg_types[] = {
 	/* name		fds	states			handler */
-	{ "conn.ack",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_conn_ack },
+	{ "conn.ack",	0,	1 << W_ONLINE | 1 << W_STOPPING | 1 << W_DEAD,
+	    msg_conn_ack },
 	{ "count.reply", 0,	1 << W_ONLINE | 1 << W_STOPPING, msg_count_reply },
 	{ "fatal",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_fatal },
 	{ "hello",	0,	1 << W_STARTING,	msg_hello },
@@ -407,6 +408,15 @@ worker_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 	    sizeof msg_types[0], msg_type_cmp);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
+	/*
+	 * From a worker we killed, or one that is gone and whose last
+	 * words we read, only the answers to connections count.
+	 */
+	if ((w->killed || w->state == W_DEAD) &&
+	    (t == NULL || t->handler != msg_conn_ack)) {
+		json_decref(msg);
+		return;
+	}
 	if (t == NULL || t->fds != nfds || !(t->states & (1 << w->state)) ||
 	    t->handler(w, msg) != 0) {
 		log_errx("worker %d [pid %d]: protocol error: %s message "
@@ -427,8 +437,7 @@ worker_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
 	struct worker	*w = arg;
 
 	(void)ipc;
-	if (strcmp(reason, "closed") == 0 || strcmp(reason,
-	    strerror(EPIPE)) == 0) {
+	if (strcmp(reason, "closed") == 0) {
 		log_debug("worker %d [pid %d]: channel closed", w->id,
 		    (int)w->pid);
 		return;		/* its exit is reaped */
@@ -438,19 +447,36 @@ worker_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
 	worker_kill(w, "protocol error");
 }
 
-/* Gives its handoffs to others; stops talking to it. */
+/*
+ * The worker is gone: gives its handoffs to others and stops talking to
+ * it. Everything it sent is read first, so a connection it took (its
+ * conn.ack in our queue behind its death) is never handed to a second
+ * worker. A handoff it never answered goes to another worker, unless the
+ * connection shows it was served (bytes sent or read): that one is
+ * closed, since its client already heard from this worker.
+ */
 static void
 worker_detach(struct worker *w)
 {
 	struct inflight	**pp, *p;
 
+	memset(w->rr, 0, MAX_LISTENER_IDS * sizeof *w->rr);
+	if (w->ipc != NULL)
+		nc_ipc_drain(w->ipc, NC_IPC_MAX_QUEUE);
 	for (pp = &inflights; (p = *pp) != NULL;) {
 		if (p->h->worker != w) {
 			pp = &p->next;
 			continue;
 		}
 		*pp = p->next;
-		listener_requeue(p->h);
+		if (listener_touched(p->h->fd)) {
+			log_warnx("worker %d [pid %d]: a connection it served "
+			    "without answering for it is closed, not handed "
+			    "to another worker", w->id, (int)w->pid);
+			close(p->h->fd);
+			free(p->h);
+		} else
+			listener_requeue(p->h);
 		free(p);
 	}
 	w->inflight = 0;
@@ -458,19 +484,25 @@ worker_detach(struct worker *w)
 		nc_ipc_free(w->ipc);
 		w->ipc = NULL;
 	}
-	memset(w->rr, 0, MAX_LISTENER_IDS * sizeof *w->rr);
 }
 
+/*
+ * Kills a worker that broke the protocol or cannot run. It gets nothing
+ * more; its handoffs are decided once it is reaped and everything it sent
+ * has been read (worker_detach).
+ */
 static void
 worker_kill(struct worker *w, const char *why)
 {
+	if (w->killed || w->state == W_DEAD)
+		return;
 	log_warnx("worker %d [pid %d]: killing it: %s", w->id, (int)w->pid,
 	    why);
+	w->killed = true;
 	if (w->pid > 0)
 		(void)kill(w->pid, SIGKILL);
-	if (w->state != W_DEAD)
-		w->state = W_STOPPING;
-	worker_detach(w);
+	w->state = W_STOPPING;
+	memset(w->rr, 0, MAX_LISTENER_IDS * sizeof *w->rr);
 	listener_worker_changed();
 }
 

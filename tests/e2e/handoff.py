@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""A connection handed to a worker is never served by two workers.
+
+A worker (tests/e2e/handoff_worker.py) takes the first connection the
+master handed it and dies while the master is stopped, so that when the
+master runs again, the worker's death (its exit, and the ECONNRESET its
+unread messages leave on the channel) and its last words wait together:
+  - it answered for the connection and greeted it: the master must read
+    the answer behind the reset and never hand the connection on;
+  - it greeted it, or read from it, without answering: the master must
+    see from the socket that it was served and close it, not hand it on;
+and every other connection it was handed goes to the real worker, once.
+Round-robin, and a reuseport slot whose worker is gone (whose
+connections the master hands over the same way)."""
+
+import os
+import signal
+import socket
+import tempfile
+import time
+
+from harness import (Daemon, SCALE, WORKER, check, echo_service, run)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_some(sock, n, timeout=10):
+    """Up to n bytes, fewer at EOF or after timeout seconds."""
+    sock.settimeout(timeout * SCALE)
+    data = b""
+    try:
+        while len(data) < n:
+            x = sock.recv(n - len(data))
+            if not x:
+                break
+            data += x
+    except socket.timeout:
+        pass
+    return data
+
+
+def wait_until(cond, what, timeout=20):
+    deadline = time.monotonic() + timeout * SCALE
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.01)
+
+
+def zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def accepted(d):
+    return d.ctl("status")["services"][0]["listeners"][0]["accepted"]
+
+
+def scenario(act, mode):
+    tmp = tempfile.mkdtemp(prefix="nc-handoff.")
+    env = {"NETCLUSTER_WORKER": os.path.join(HERE, "handoff_worker.py"),
+           "HANDOFF_DIR": tmp, "HANDOFF_ACT": act,
+           "HANDOFF_REAL_WORKER": WORKER}
+    workers = 1 if mode == "round-robin" else 2
+    d = Daemon([echo_service(mode)], workers=workers, env=env)
+    clients = []
+    try:
+        d.wait_online(workers)
+        wait_until(lambda: os.path.exists(os.path.join(tmp, "fake.pid")),
+                   "the fake worker")
+        fake = int(open(os.path.join(tmp, "fake.pid")).read())
+        port = d.port()
+        if mode == "reuseport":
+            # The real worker dies and its successor waits: its slot's
+            # socket is the master's to accept from, for the fake.
+            real = [p for p in d.worker_pids() if p != fake][0]
+            os.kill(real, signal.SIGKILL)
+            d.wait_log(") started", workers + 1)
+        # Clients until the master has handed at least 3 to the fake (in
+        # reuseport, the kernel spreads them over both slots' sockets).
+        while accepted(d) < 3:
+            check(len(clients) < 64, "the master accepted too few")
+            for _ in range(4):
+                c = socket.create_connection(("127.0.0.1", port),
+                                             timeout=10 * SCALE)
+                if act == "read":
+                    c.sendall(b"x")
+                clients.append(c)
+        # The fake acts and dies while the master is stopped.
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            open(os.path.join(tmp, "go"), "w").close()
+            wait_until(lambda: zombie(fake), "the fake worker to exit")
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        open(os.path.join(tmp, "go-real"), "w").close()
+        served = touched = 0
+        for c in clients:
+            got = read_some(c, 7)
+            if got == b"hello\r\n":
+                want = b"x" if act == "read" else b""
+                c.sendall(b"ping\n")
+                got = read_some(c, len(want) + 5)
+                check(got == want + b"ping\n", "a client served by the "
+                      "real worker got %r after its greeting" % got)
+                served += 1
+            else:
+                # The fake's: its greeting (none if it only read), then
+                # the end; a second worker's greeting is the bug.
+                check(got == (b"" if act == "read" else b"FAKE!\r\n"),
+                      "a client got %r" % got)
+                rest = read_some(c, 64)
+                check(rest == b"", "the connection the fake worker served "
+                      "was served again: %r after %r" % (rest, got))
+                touched += 1
+        check(touched == 1, "%d clients were the fake's" % touched)
+        check(served == len(clients) - 1, "served %d of %d" % (
+            served, len(clients) - 1))
+        errors = [l for l in d.lines if "protocol error" in l]
+        check(not errors, "logged: %s" % errors)
+        if act != "ack":
+            d.wait_log("closed, not handed to another worker")
+        print("%s, %s: %d clients, the fake's served once, %d by the "
+              "real worker" % (mode, act, len(clients), served))
+    finally:
+        for c in clients:
+            c.close()
+        d.stop()
+        for name in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, name))
+        os.rmdir(tmp)
+
+
+def test_round_robin_acked():
+    scenario("ack", "round-robin")
+
+
+def test_round_robin_written_unanswered():
+    scenario("write", "round-robin")
+
+
+def test_round_robin_read_unanswered():
+    scenario("read", "round-robin")
+
+
+def test_reuseport_orphan_acked():
+    scenario("ack", "reuseport")
+
+
+def test_reuseport_orphan_written_unanswered():
+    scenario("write", "reuseport")
+
+
+if __name__ == "__main__":
+    run([test_round_robin_acked, test_round_robin_written_unanswered,
+         test_round_robin_read_unanswered, test_reuseport_orphan_acked,
+         test_reuseport_orphan_written_unanswered])

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The worker of tests/e2e/handoff.py (NETCLUSTER_WORKER).
+
+The first one the master starts (it claims $HANDOFF_DIR/fake) speaks the
+channel itself: it asks for the echo service's listener, goes online, then
+reads nothing until the test creates $HANDOFF_DIR/go. Then it takes the
+first connection the master handed it and does $HANDOFF_ACT with it:
+  ack    answer conn.ack accepted, then greet the client with FAKE!\\r\\n
+  write  greet the client with FAKE!\\r\\n without answering
+  read   read the client's first byte without answering
+and exits at once, leaving whatever else the master sent it unread.
+
+The second one is the real worker. Any later one is the real worker too,
+once $HANDOFF_DIR/go-real exists."""
+
+import array
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+d = os.environ["HANDOFF_DIR"]
+real = os.environ["HANDOFF_REAL_WORKER"]
+signal.alarm(120)       # bounded, whatever happens to the test
+
+
+def claim(name):
+    try:
+        os.close(os.open(os.path.join(d, name),
+                         os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def wait_for(name):
+    while not os.path.exists(os.path.join(d, name)):
+        time.sleep(0.01)
+
+
+if not claim("fake"):
+    if not claim("real1"):
+        wait_for("go-real")
+    os.execv(real, [real] + sys.argv[1:])
+
+ch = socket.socket(fileno=int(os.environ["NETCLUSTER_CHANNEL_FD"]))
+ch.setblocking(True)
+seq = 0
+
+
+def send(obj):
+    global seq
+    seq += 1
+    obj["seq"] = seq
+    ch.sendmsg([json.dumps(obj).encode()])
+
+
+def recv():
+    fds = array.array("i")
+    data, anc, flags, _ = ch.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
+    if not data:
+        sys.exit(0)
+    for level, kind, cdata in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
+    return json.loads(data), list(fds)
+
+
+with open(os.path.join(d, "fake.pid"), "w") as f:
+    f.write(str(os.getpid()))
+send({"type": "hello", "pid": os.getpid()})
+while True:
+    init, _ = recv()
+    if init["type"] == "init":
+        break
+svc = init["config"]["services"][0]
+send({"type": "listen", "address": svc["listen"][0], "backlog": 511,
+      "service": svc["name"], "index": 0})
+while True:
+    res, held = recv()      # a reuseport slot's socket: held, never used
+    if res["type"] == "listen.result":
+        break
+if res["error"] != 0:
+    sys.exit("listen.result: %r" % res)
+send({"type": "ready", "pid": os.getpid()})
+wait_for("go")
+while True:
+    msg, fds = recv()
+    if msg["type"] == "conn":
+        break
+    for fd in fds:
+        os.close(fd)
+conn = socket.socket(fileno=fds[0])
+conn.setblocking(True)
+act = os.environ["HANDOFF_ACT"]
+if act == "ack":
+    send({"type": "conn.ack", "ack": msg["seq"], "accepted": True})
+if act in ("ack", "write"):
+    conn.sendall(b"FAKE!\r\n")
+elif act == "read":
+    conn.recv(1)
+os._exit(0)
