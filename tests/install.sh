@@ -13,9 +13,11 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/nc-install.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 dest=$dir/root
 
-make -s -C "$b" install DESTDIR="$dest" >"$dir/install.log" 2>&1 ||
-    { cat "$dir/install.log"; exit 1; }
-eval "$(make -s -C "$b" print-install-dirs)"
+# A make of its own, not the jobs of the make that runs the tests.
+unset MAKEFLAGS MFLAGS MAKELEVEL
+make -s --no-print-directory -C "$b" install DESTDIR="$dest" \
+    >"$dir/install.log" 2>&1 || { cat "$dir/install.log"; exit 1; }
+eval "$(make -s --no-print-directory -C "$b" print-install-dirs)"
 svc=$dest$systemdsystemunitdir/netclusterd.service
 sock=$dest$systemdsystemunitdir/netclusterd.socket
 fail=0
