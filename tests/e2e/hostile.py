@@ -1,6 +1,7 @@
 """netclusterd against hostile workers and control clients: the master
-stays responsive (a control `status` answers within 100 ms throughout)
-and its fd count returns to where it was."""
+stays responsive (a control `status` answers within 100 ms throughout,
+beyond what the machine's own load costs a master nobody abuses, probed
+side by side) and its fd count returns to where it was."""
 
 import json
 import os
@@ -16,7 +17,7 @@ from harness import (Daemon, SCALE, WORKER, check, echo_clients, echo_service,
 
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        "hostile_worker.py")
-BOUND = 0.1     # seconds a status may take, at any time
+BOUND = 0.1     # seconds the abuse may add to a status, at any time
 
 
 def status_once(path):
@@ -68,6 +69,35 @@ class StatusProbe:
         return len(self.times), max(self.times)
 
 
+class Reference:
+    """A master nobody abuses, probed the same way over the same time: on
+    a busy machine, the scheduler alone can delay any process's answer,
+    and that is not the abuse's doing."""
+
+    def __init__(self):
+        self.d = Daemon([echo_service()], workers=1)
+        self.probe = None
+        try:
+            self.d.wait_online()
+        except Exception:
+            self.d.stop()
+            raise
+
+    def start(self):
+        self.probe = StatusProbe(self.d.control)
+
+    def bound(self):
+        """BOUND, plus the reference's slowest answer meanwhile."""
+        _, slowest = self.probe.finish()
+        self.probe = None
+        return BOUND * SCALE + slowest
+
+    def stop(self):
+        if self.probe is not None:
+            self.probe.finish()
+        self.d.stop()
+
+
 def back_to(d, baseline, bound=10):
     deadline = time.monotonic() + bound * SCALE
     while d.fd_count() != baseline:
@@ -91,11 +121,13 @@ def test_hostile_workers():
     os.close(fd)
     env = {"NETCLUSTER_WORKER": HOSTILE, "HOSTILE_COUNTER": counter,
            "HOSTILE_REAL_WORKER": WORKER, "HOSTILE_SECONDS": "3"}
+    ref = Reference()
     d = Daemon([echo_service()], workers=1, env=env)
     probe = None
     try:
         d.wait_log(" online", 1, timeout=30)
         probe = StatusProbe(d.control)
+        ref.start()
         # flood, then 1,000 fds, then 100 listeners it was not given,
         # then the real worker.
         d.wait_log("too many fds", timeout=30)
@@ -103,8 +135,10 @@ def test_hostile_workers():
         d.wait_log("(slot 0) online", 2, timeout=30)
         asked, slowest = probe.finish()
         probe = None
+        bound = ref.bound()
         sent = int(open(counter + ".sent").read())
-        check(slowest < BOUND * SCALE, "a status took %.3f s" % slowest)
+        check(slowest < bound, "a status took %.3f s (bound %.3f s)" % (
+            slowest, bound))
         ok, bad = echo_clients(("127.0.0.1", d.port()), 20)
         check(ok == 20 and not bad, "not serving after abuse: %s" % bad[:3])
         back_to(d, baseline)
@@ -115,12 +149,14 @@ def test_hostile_workers():
         print("  hostile workers: %d unsolicited messages in 3 s, 1,000 "
               "fds in 4 packets, 100 listeners it was not given (each "
               "refused, %d log lines); %d status requests meanwhile, the "
-              "slowest %.1f ms; master fds back to %d" % (
-                  sent, logged, asked, slowest * 1000, baseline))
+              "slowest %.1f ms (bound %.1f ms); master fds back to %d" % (
+                  sent, logged, asked, slowest * 1000, bound * 1000,
+                  baseline))
     finally:
         if probe is not None:
             probe.finish()
         d.stop()
+        ref.stop()
         for f in (counter, counter + ".sent"):
             if os.path.exists(f):
                 os.unlink(f)
@@ -128,6 +164,7 @@ def test_hostile_workers():
 
 def test_hostile_control_clients():
     raise_nofile()
+    ref = Reference()
     d = Daemon([echo_service()], workers=1)
     held = []
     probe = None
@@ -156,6 +193,7 @@ def test_hostile_control_clients():
         check(len(gone) >= 120 - 64, "the master holds %d clients" % (
             120 - len(gone)))
         probe = StatusProbe(d.control)
+        ref.start()
         # 10 that send a 1 MiB line: one error each, then closed.
         answers = []
 
@@ -194,7 +232,9 @@ def test_hostile_control_clients():
               "%d evictions, logged %d times" % (dropped, len(evictions)))
         asked, slowest = probe.finish()
         probe = None
-        check(slowest < BOUND * SCALE, "a status took %.3f s" % slowest)
+        bound = ref.bound()
+        check(slowest < bound, "a status took %.3f s (bound %.3f s)" % (
+            slowest, bound))
         check(len(answers) == 10 and all(
             a.count(b"\n") == 1 and b"request longer than 4096 bytes" in a
             for a in answers), "1 MiB lines: %r" % [a[:80] for a in answers])
@@ -205,15 +245,16 @@ def test_hostile_control_clients():
         print("  control: 100 silent and 20 half-request clients (%d of "
               "them dropped, the master keeps 64; %d log lines), 10 lines "
               "of 1 MiB (one error each, then closed); %d status requests "
-              "meanwhile, the slowest %.1f ms; master fds back to %d" % (
-                  len(gone), len(evictions), asked, slowest * 1000,
-                  baseline))
+              "meanwhile, the slowest %.1f ms (bound %.1f ms); master fds "
+              "back to %d" % (len(gone), len(evictions), asked,
+                              slowest * 1000, bound * 1000, baseline))
     finally:
         if probe is not None:
             probe.finish()
         for c in held:
             c.close()
         d.stop()
+        ref.stop()
 
 
 if __name__ == "__main__":
