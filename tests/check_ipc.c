@@ -1,7 +1,8 @@
 /*
  * The master-worker channel: messages with fds arrive whole and in
  * order; every malformed packet is a protocol error that closes what
- * came with it and leaks nothing.
+ * came with it and leaks nothing; a peer that dies with our messages
+ * unread is still heard to its last packet.
  */
 
 #include <sys/socket.h>
@@ -265,6 +266,89 @@ START_TEST(test_queue_and_free_close_fds)
 }
 END_TEST
 
+/*
+ * A peer sends a packet, then exits with ours unread: Linux reports
+ * ECONNRESET once, to the next read (before that packet) or write. The
+ * packet is delivered, then the end ("closed"): read through the loop
+ * after the reset, and with nc_ipc_drain() after a write that got it.
+ */
+START_TEST(test_last_words_after_reset)
+{
+	static const char	 last[] = "{\"type\": \"conn.ack\", \"seq\": 7}";
+	struct event_base	*base;
+	struct nc_ipc		*b;
+	struct rx		 rx;
+	int			 sv[2], before, drain;
+	json_t			*m;
+
+	before = fd_count();
+	base = event_base_new();
+	for (drain = 0; drain < 2; drain++) {
+		memset(&rx, 0, sizeof rx);
+		ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+		b = nc_ipc_new(base, sv[1], rx_msg, rx_error, &rx);
+		ck_assert(send(sv[0], last, sizeof last - 1, 0) ==
+		    (ssize_t)(sizeof last - 1));
+		m = json_pack("{s:s}", "type", "conn");
+		ck_assert_int_ge(nc_ipc_send(b, m, NULL, 0), 1);
+		close(sv[0]);		/* with "conn" unread: a reset */
+		if (drain) {
+			/* The write is told of the reset: no failure either. */
+			json_object_del(m, "seq");
+			(void)nc_ipc_send(b, m, NULL, 0);
+		}
+		json_decref(m);
+		ck_assert_int_eq(rx.failed, 0);
+		if (drain)
+			nc_ipc_drain(b, 16);
+		else
+			ck_assert(run_until(base, &rx.failed, 2000));
+		ck_assert_int_eq(rx.nmsgs, 1);
+		ck_assert_str_eq(json_string_value(json_object_get(rx.msgs[0],
+		    "type")), "conn.ack");
+		ck_assert_int_eq(rx.failed, 1);
+		ck_assert_str_eq(rx.reason, "closed");
+		nc_ipc_free(b);
+		rx_clear(&rx);
+	}
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/* nc_ipc_send_now: in the kernel at once, or not sent (never queued). */
+START_TEST(test_send_now)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a;
+	struct rx		 unused;
+	int			 sv[2], before, n;
+	json_t			*m;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&unused, 0, sizeof unused);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], rx_msg, rx_error, &unused);
+	m = json_pack("{s:s}", "type", "conn.ack");
+	/* The peer never reads: the kernel fills, then send_now says no. */
+	for (n = 0; n < 100000 && nc_ipc_send_now(a, m) != -1; n++)
+		json_object_del(m, "seq");
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_lt(n, 100000);
+	/* Nothing was queued: a plain send now queues, and send_now waits. */
+	json_object_del(m, "seq");
+	ck_assert_int_ge(nc_ipc_send(a, m, NULL, 0), 1);
+	json_object_del(m, "seq");
+	ck_assert_int_eq(nc_ipc_send_now(a, m), -1);
+	json_decref(m);
+	nc_ipc_free(a);
+	close(sv[1]);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -277,6 +361,8 @@ main(void)
 	    sizeof bad_packets / sizeof bad_packets[0]);
 	tcase_add_test(tc, test_oversized);
 	tcase_add_test(tc, test_queue_and_free_close_fds);
+	tcase_add_test(tc, test_last_words_after_reset);
+	tcase_add_test(tc, test_send_now);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
