@@ -130,12 +130,16 @@ START_TEST(test_listen_forms)
 		{ "[::]:1", NC_LISTEN_TCP, "::", 1, NULL },
 		{ "unix:/tmp/x.sock", NC_LISTEN_UNIX, NULL, 0, "/tmp/x.sock" },
 		{ "unix:rel.sock", NC_LISTEN_UNIX, NULL, 0, "rel.sock" },
+		{ "a1.b2:80", NC_LISTEN_TCP, "a1.b2", 80, NULL },
+		{ "123.example:80", NC_LISTEN_TCP, "123.example", 80, NULL },
 	};
 	static const char *const bad[] = {
 		"", "65536", "-1", "1.2.3.4", "1.2.3.4:", ":80", "::1:80",
 		"[::1]80", "[::1]:", "[1.2.3.4]:80", "[::1:80", "host name:80",
 		"unix:", "fd:", "fd:2", "fd:x", "fd:3x", "systemd:", "80 ",
 		" 80", "1.2.3.4:99999", "0x50", "+80", "a:b:80",
+		/* Dotted numbers are an address or nothing, never a name. */
+		"300.1.1.1:80", "1.2.3:80", "10.0.0.256:1", "a.b.123:80",
 	};
 	struct nc_listen_addr	a;
 	char			err[256];

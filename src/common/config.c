@@ -425,16 +425,27 @@ listen_port(const char *s, int *port)
 	return 0;
 }
 
-/* A host name as RFC 1123 allows: letters, digits, hyphens and dots. */
+/*
+ * A host name as RFC 1123 allows: letters, digits, hyphens and dots, and
+ * a last label that is not all digits (2.1: a name never looks like a
+ * dotted address, so 300.1.1.1 is a bad address and not a name).
+ */
 static bool
 listen_hostname(const char *h)
 {
-	size_t	n = strlen(h);
+	const char	*last;
+	size_t		 n = strlen(h);
 
 	if (n == 0 || n > 253 || h[0] == '-' || h[0] == '.')
 		return false;
-	return strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789-.") == n;
+	if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-.") != n)
+		return false;
+	if (h[n - 1] == '.')
+		n--;
+	for (last = h + n; last > h && last[-1] != '.'; last--)
+		;
+	return strspn(last, "0123456789") < (size_t)(h + n - last);
 }
 
 int
