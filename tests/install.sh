@@ -15,7 +15,9 @@ dest=$dir/root
 
 make -s -C "$b" install DESTDIR="$dest" >"$dir/install.log" 2>&1 ||
     { cat "$dir/install.log"; exit 1; }
-eval "$(make -s -C "$b" print-install-dirs)"
+# Not the make running this test: its MAKEFLAGS (-w, a jobserver whose
+# fds are closed here) would print to stdout, into the eval.
+eval "$(MAKEFLAGS= make -s --no-print-directory -C "$b" print-install-dirs)"
 svc=$dest$systemdsystemunitdir/netclusterd.service
 sock=$dest$systemdsystemunitdir/netclusterd.socket
 fail=0
