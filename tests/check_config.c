@@ -3,6 +3,15 @@
  * configs with the exact error each must give.
  */
 
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,12 +139,16 @@ START_TEST(test_listen_forms)
 		{ "[::]:1", NC_LISTEN_TCP, "::", 1, NULL },
 		{ "unix:/tmp/x.sock", NC_LISTEN_UNIX, NULL, 0, "/tmp/x.sock" },
 		{ "unix:rel.sock", NC_LISTEN_UNIX, NULL, 0, "rel.sock" },
+		{ "a1.b2:80", NC_LISTEN_TCP, "a1.b2", 80, NULL },
+		{ "123.example:80", NC_LISTEN_TCP, "123.example", 80, NULL },
 	};
 	static const char *const bad[] = {
 		"", "65536", "-1", "1.2.3.4", "1.2.3.4:", ":80", "::1:80",
 		"[::1]80", "[::1]:", "[1.2.3.4]:80", "[::1:80", "host name:80",
 		"unix:", "fd:", "fd:2", "fd:x", "fd:3x", "systemd:", "80 ",
 		" 80", "1.2.3.4:99999", "0x50", "+80", "a:b:80",
+		/* Dotted numbers are an address or nothing, never a name. */
+		"300.1.1.1:80", "1.2.3:80", "10.0.0.256:1", "a.b.123:80",
 	};
 	struct nc_listen_addr	a;
 	char			err[256];
@@ -336,6 +349,256 @@ START_TEST(test_load_file)
 }
 END_TEST
 
+
+/* nc_config_error() places a line where its path is in the text. */
+START_TEST(test_error_position)
+{
+	struct nc_config	*cfg;
+	char			*errors = NULL;
+
+	cfg = parse_ok("{\"user\": \"u\",\n \"services\": [{\"name\": \"e\",\n"
+	    "  \"listen\": [\"1\", \"2\"]}]}");
+	nc_config_error(cfg, &errors, "services[0].listen[1]", "bad %d", 2);
+	nc_config_error(cfg, &errors, "user", "no user");
+	ck_assert_str_eq(errors, "t.json:3:19: services[0].listen[1]: bad 2\n"
+	    "t.json:1:10: user: no user\n");
+	free(errors);
+	nc_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_check_fd)
+{
+	struct sockaddr_in	sin;
+	char			err[256];
+	bool			listening;
+	int			fd, sv[2], l;
+
+	ck_assert_int_eq(nc_config_check_fd(1000, &listening, err,
+	    sizeof err), -1);
+	ck_assert_str_eq(err, "fd 1000 is not open");
+	ck_assert_int_ne(fd = open("/dev/null", O_RDONLY), -1);
+	ck_assert_int_eq(nc_config_check_fd(fd, &listening, err,
+	    sizeof err), -1);
+	ck_assert_msg(strstr(err, "is not a socket") != NULL, "%s", err);
+	close(fd);
+	ck_assert_int_ne(fd = socket(AF_INET, SOCK_DGRAM, 0), -1);
+	ck_assert_int_eq(nc_config_check_fd(fd, &listening, err,
+	    sizeof err), -1);
+	ck_assert_msg(strstr(err, "is not a stream socket") != NULL, "%s",
+	    err);
+	close(fd);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	ck_assert_int_eq(nc_config_check_fd(sv[0], &listening, err,
+	    sizeof err), -1);
+	ck_assert_msg(strstr(err, "is a connected socket") != NULL, "%s",
+	    err);
+	close(sv[0]);
+	close(sv[1]);
+	/* Not listening yet: the daemon listens on it. */
+	ck_assert_int_ne(l = socket(AF_INET, SOCK_STREAM, 0), -1);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(l, (struct sockaddr *)&sin, sizeof sin), 0);
+	ck_assert_int_eq(nc_config_check_fd(l, &listening, err, sizeof err),
+	    0);
+	ck_assert(!listening);
+	ck_assert_int_eq(listen(l, 1), 0);
+	ck_assert_int_eq(nc_config_check_fd(l, &listening, err, sizeof err),
+	    0);
+	ck_assert(listening);
+	close(l);
+}
+END_TEST
+
+START_TEST(test_socket_dir)
+{
+	char	dir[PATH_MAX], err[512], path[PATH_MAX];
+	FILE	*f;
+
+	snprintf(path, sizeof path, "%s", tmpdir_path("c.sock"));
+	ck_assert_int_eq(nc_config_socket_dir(path, dir, sizeof dir, err,
+	    sizeof err), 0);
+	snprintf(path, sizeof path, "%s", tmpdir_path("run/c.sock"));
+	ck_assert_int_eq(nc_config_socket_dir(path, dir, sizeof dir, err,
+	    sizeof err), 1);
+	ck_assert_str_eq(dir, tmpdir_path("run"));
+	snprintf(path, sizeof path, "%s", tmpdir_path("a/b/c.sock"));
+	ck_assert_int_eq(nc_config_socket_dir(path, dir, sizeof dir, err,
+	    sizeof err), -1);
+	ck_assert_msg(strstr(err, "cannot be made: No such file or "
+	    "directory") != NULL, "%s", err);
+	ck_assert_ptr_nonnull(f = fopen(tmpdir_path("file"), "w"));
+	fclose(f);
+	snprintf(path, sizeof path, "%s", tmpdir_path("file/sub/c.sock"));
+	ck_assert_int_eq(nc_config_socket_dir(path, dir, sizeof dir, err,
+	    sizeof err), -1);
+	ck_assert_msg(strstr(err, "cannot be made: Not a directory") != NULL,
+	    "%s", err);
+	snprintf(path, sizeof path, "%s", tmpdir_path("file/c.sock"));
+	ck_assert_int_eq(nc_config_socket_dir(path, dir, sizeof dir, err,
+	    sizeof err), -1);
+	ck_assert_msg(strstr(err, "is not a directory") != NULL, "%s", err);
+	tmpdir_cleanup();
+}
+END_TEST
+
+static int	 fake_sd_fd = -1;
+
+static int
+fake_systemd_fd(const char *name, char *err, size_t errlen, void *arg)
+{
+	(void)arg;
+	if (strcmp(name, "web") == 0)
+		return fake_sd_fd;
+	snprintf(err, errlen, "no socket named %s", name);
+	return -1;
+}
+
+static bool
+fake_held(const struct nc_listen_addr *a, void *arg)
+{
+	(void)arg;
+	return strcmp(a->text, "fd:999") == 0;
+}
+
+/* Checks text; returns the errors (NULL if none) and frees the config. */
+static char *
+check_text(const char *text, struct nc_config **keep)
+{
+	struct nc_config_check_env	 env = { fake_systemd_fd, fake_held,
+	    NULL };
+	struct nc_config		*cfg = parse_ok(text);
+	char				*errors;
+
+	if (nc_config_check(cfg, &env, &errors) == 0)
+		ck_assert_ptr_null(errors);
+	if (keep != NULL)
+		*keep = cfg;
+	else
+		nc_config_free(cfg);
+	return errors;
+}
+
+START_TEST(test_check_listeners)
+{
+	struct nc_config	*cfg;
+	char			*errors, text[512];
+
+	/* Hosts resolve to what the daemon binds; localhost is 127.0.0.1. */
+	ck_assert_ptr_null(check_text("{\"services\": [{\"name\": \"e\", "
+	    "\"listen\": [\"localhost:0\", \"127.0.0.1:0\", \"0\"]}]}",
+	    &cfg));
+	ck_assert_str_eq(cfg->services[0].listen[0].address, "127.0.0.1");
+	ck_assert_str_eq(cfg->services[0].listen[1].address, "127.0.0.1");
+	ck_assert_ptr_null(cfg->services[0].listen[2].address);
+	nc_config_free(cfg);
+	/* .invalid never resolves (RFC 6761), and says so at once. */
+	errors = check_text("{\"services\": [{\"name\": \"e\",\n"
+	    "\"listen\": [\"no.invalid:80\"]}]}", NULL);
+	ck_assert_str_eq(errors, "t.json:2:12: services[0].listen[0]: cannot "
+	    "resolve no.invalid: name or service not known (ENOTFOUND)\n");
+	free(errors);
+	errors = check_text("{\"services\": [{\"name\": \"p\", \"handler\": "
+	    "\"proxy\", \"upstream\": [\"127.0.0.1:1\", \"up.invalid:1\"], "
+	    "\"listen\": [\"0\"]}]}", NULL);
+	ck_assert_msg(strstr(errors, "services[0].upstream[1]: cannot resolve "
+	    "up.invalid") != NULL && strchr(errors, '\n')[1] == '\0', "%s",
+	    errors);
+	free(errors);
+
+	/* fd: and systemd: are sockets there, unless held already. */
+	ck_assert_int_ne(fake_sd_fd = socket(AF_INET, SOCK_STREAM, 0), -1);
+	snprintf(text, sizeof text, "{\"services\": [{\"name\": \"e\", "
+	    "\"listen\": [\"systemd:web\", \"fd:%d\", \"fd:999\"]}]}",
+	    fake_sd_fd);
+	ck_assert_ptr_null(check_text(text, NULL));
+	errors = check_text("{\"services\": [{\"name\": \"e\", "
+	    "\"listen\": [\"systemd:other\", \"fd:998\"]}]}", NULL);
+	ck_assert_str_eq(errors, "t.json:1:40: services[0].listen[0]: no "
+	    "socket named other\nt.json:1:57: services[0].listen[1]: fd 998 "
+	    "is not open\n");
+	free(errors);
+	close(fake_sd_fd);
+	errors = check_text("{\"services\": [{\"name\": \"e\", "
+	    "\"listen\": [\"systemd:web\"]}]}", NULL);
+	ck_assert_msg(strstr(errors, "services[0].listen[0]: systemd socket "
+	    "web: fd ") != NULL, "%s", errors);
+	free(errors);
+	fake_sd_fd = -1;
+}
+END_TEST
+
+START_TEST(test_check_modules)
+{
+	const char	*b = getenv("top_builddir");
+	char		 text[PATH_MAX + 256], *errors;
+
+	errors = check_text("{\"services\": [{\"name\": \"m\", \"handler\": "
+	    "\"module\", \"module\": \"/nonexistent/m.so\", \"listen\": "
+	    "[\"0\"]}]}", NULL);
+	ck_assert_msg(strstr(errors, "t.json:1:60: services[0].module: cannot "
+	    "load /nonexistent/m.so: ") == errors, "%s", errors);
+	free(errors);
+	snprintf(text, sizeof text, "{\"services\": [{\"name\": \"m\", "
+	    "\"handler\": \"module\", \"module\": "
+	    "\"%s/tests/modules/.libs/badversion.so\", \"listen\": [\"0\"]}]}",
+	    b != NULL ? b : ".");
+	errors = check_text(text, NULL);
+	ck_assert_msg(strstr(errors, "is built for handler API version 42") !=
+	    NULL, "%s", errors);
+	free(errors);
+}
+END_TEST
+
+START_TEST(test_check_credentials)
+{
+	struct nc_config	*cfg;
+	char			*errors;
+
+	errors = check_text("{\"user\": \"nc-no-such-user\", \"group\": "
+	    "\"nc-no-such-group\", \"services\": [{\"name\": \"e\", "
+	    "\"listen\": [\"0\"]}]}", NULL);
+	ck_assert_str_eq(errors, "t.json:1:10: user: no user named "
+	    "\"nc-no-such-user\"\nt.json:1:38: group: no group named "
+	    "\"nc-no-such-group\"\n");
+	free(errors);
+	errors = check_text("{\"user\": \"root\", \"group\": \"root\", "
+	    "\"services\": [{\"name\": \"e\", \"listen\": [\"0\"]}]}", &cfg);
+	if (geteuid() == 0) {
+		ck_assert_ptr_null(errors);
+		ck_assert_int_eq(cfg->uid, 0);
+		ck_assert_int_eq(cfg->gid, 0);
+	} else
+		ck_assert_msg(strstr(errors, "must start as root") != NULL,
+		    "%s", errors);
+	free(errors);
+	nc_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_check_control_socket)
+{
+	struct nc_config	*cfg;
+	char			 text[PATH_MAX + 256], *errors;
+	FILE			*f;
+
+	ck_assert_ptr_nonnull(f = fopen(tmpdir_path("file"), "w"));
+	fclose(f);
+	snprintf(text, sizeof text, "{\"control_socket\": \"%s\", "
+	    "\"services\": [{\"name\": \"e\", \"listen\": [\"0\"]}]}",
+	    tmpdir_path("file/run/c.sock"));
+	errors = check_text(text, &cfg);
+	ck_assert_msg(strstr(errors, "t.json:1:20: control_socket: directory ")
+	    == errors && strstr(errors, "cannot be made: Not a directory") !=
+	    NULL, "%s", errors);
+	free(errors);
+	nc_config_free(cfg);
+	tmpdir_cleanup();
+}
+END_TEST
+
 int
 main(void)
 {
@@ -350,6 +613,13 @@ main(void)
 	    sizeof bad_configs / sizeof bad_configs[0]);
 	tcase_add_test(tc, test_all_errors_reported);
 	tcase_add_test(tc, test_load_file);
+	tcase_add_test(tc, test_error_position);
+	tcase_add_test(tc, test_check_fd);
+	tcase_add_test(tc, test_socket_dir);
+	tcase_add_test(tc, test_check_listeners);
+	tcase_add_test(tc, test_check_modules);
+	tcase_add_test(tc, test_check_credentials);
+	tcase_add_test(tc, test_check_control_socket);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -213,24 +213,31 @@ config_append(struct config_ctx *c, const char *line)
 	c->errors[c->errlen] = '\0';
 }
 
-static void __attribute__((format(printf, 3, 4)))
-config_error(struct config_ctx *c, bool at_key, const char *fmt, ...)
+static void __attribute__((format(printf, 3, 0)))
+config_verror(struct config_ctx *c, bool at_key, const char *fmt, va_list ap)
 {
 	char	path[256], msg[512], line[1024];
 	int	l, col;
-	va_list	ap;
 
 	c->nerrors++;
 	if (c->nerrors > NC_CONFIG_MAX_ERRORS)
 		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
 	config_path(c, path, sizeof path);
 	config_position(c, config_locate(c, at_key), &l, &col);
 	snprintf(line, sizeof line, "%s:%d:%d: %s%s%s", c->name, l, col, path,
 	    path[0] != '\0' ? ": " : "", msg);
 	config_append(c, line);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+config_error(struct config_ctx *c, bool at_key, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	config_verror(c, at_key, fmt, ap);
+	va_end(ap);
 }
 
 static void
@@ -257,6 +264,42 @@ static void
 config_pop(struct config_ctx *c)
 {
 	c->nsegs--;
+}
+
+void
+nc_config_error(const struct nc_config *cfg, char **errors, const char *path,
+    const char *fmt, ...)
+{
+	struct config_ctx	 c;
+	char			 keys[CONFIG_MAX_DEPTH][64], *end;
+	const char		*p = path;
+	size_t			 n, nkeys = 0;
+	va_list			 ap;
+
+	memset(&c, 0, sizeof c);
+	c.name = cfg->file;
+	c.text = cfg->text != NULL ? cfg->text : "";
+	c.len = cfg->text != NULL ? cfg->textlen : 0;
+	c.errors = *errors;
+	c.errlen = *errors != NULL ? strlen(*errors) : 0;
+	while (*p != '\0' && c.nsegs < CONFIG_MAX_DEPTH) {
+		if (*p == '[') {
+			config_push_index(&c, strtoul(p + 1, &end, 10));
+			p = *end == ']' ? end + 1 : end;
+		} else {
+			n = strcspn(p, ".[");
+			snprintf(keys[nkeys], sizeof keys[nkeys], "%.*s",
+			    (int)n, p);
+			config_push_key(&c, keys[nkeys++]);
+			p += n;
+		}
+		if (*p == '.')
+			p++;
+	}
+	va_start(ap, fmt);
+	config_verror(&c, false, fmt, ap);
+	va_end(ap);
+	*errors = c.errors;
 }
 
 /* What was found, for "got ...": the value's JSON, shortened. */
@@ -404,6 +447,7 @@ nc_config_listen_clear(struct nc_listen_addr *a)
 {
 	free(a->text);
 	free(a->host);
+	free(a->address);
 	free(a->path);
 	free(a->name);
 	memset(a, 0, sizeof *a);
@@ -425,16 +469,27 @@ listen_port(const char *s, int *port)
 	return 0;
 }
 
-/* A host name as RFC 1123 allows: letters, digits, hyphens and dots. */
+/*
+ * A host name as RFC 1123 allows: letters, digits, hyphens and dots, and
+ * a last label that is not all digits (2.1: a name never looks like a
+ * dotted address, so 300.1.1.1 is a bad address and not a name).
+ */
 static bool
 listen_hostname(const char *h)
 {
-	size_t	n = strlen(h);
+	const char	*last;
+	size_t		 n = strlen(h);
 
 	if (n == 0 || n > 253 || h[0] == '-' || h[0] == '.')
 		return false;
-	return strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789-.") == n;
+	if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-.") != n)
+		return false;
+	if (h[n - 1] == '.')
+		n--;
+	for (last = h + n; last > h && last[-1] != '.'; last--)
+		;
+	return strspn(last, "0123456789") < (size_t)(h + n - last);
 }
 
 int
@@ -884,6 +939,7 @@ nc_config_free(struct nc_config *cfg)
 	free(cfg->user);
 	free(cfg->group);
 	free(cfg->control_socket);
+	free(cfg->text);
 	free(cfg);
 }
 
@@ -930,13 +986,21 @@ nc_config_parse(const char *name, const char *text, size_t len,
 		return -1;
 	}
 	if ((cfg = calloc(1, sizeof *cfg)) == NULL ||
-	    (cfg->file = strdup(name)) == NULL) {
+	    (cfg->file = strdup(name)) == NULL ||
+	    (cfg->text = malloc(len + 1)) == NULL) {
+		if (cfg != NULL)
+			free(cfg->file);
 		free(cfg);
 		json_decref(root);
 		config_append(&c, "out of memory");
 		*errors = c.errors;
 		return -1;
 	}
+	memcpy(cfg->text, text, len);
+	cfg->text[len] = '\0';
+	cfg->textlen = len;
+	cfg->uid = (uid_t)-1;
+	cfg->gid = (gid_t)-1;
 	if (!json_is_object(root))
 		config_error(&c, false, "expected an object at the top, got %s",
 		    config_type_name(root));

@@ -8,6 +8,8 @@
 #ifndef NC_CONFIG_H
 #define NC_CONFIG_H
 
+#include <sys/types.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -27,6 +29,7 @@ struct nc_listen_addr {
 	enum nc_listen_kind	 kind;
 	char			*text;	/* as written */
 	char			*host;	/* TCP: NULL for all interfaces */
+	char			*address; /* TCP: host resolved by the check */
 	int			 port;	/* TCP */
 	char			*path;	/* UNIX */
 	int			 fd;	/* FD */
@@ -86,6 +89,10 @@ struct nc_config {
 	int			 shutdown_timeout_ms;
 	struct nc_service	*services;
 	size_t			 nservices;
+	uid_t			 uid;	/* of user, set by the check, or -1 */
+	gid_t			 gid;	/* of group or user's, or -1 */
+	char			*text;	/* the file as read, for positions */
+	size_t			 textlen;
 };
 
 /*
@@ -105,6 +112,63 @@ void		 nc_config_free(struct nc_config *);
 int		 nc_config_parse_listen(const char *text,
 		    struct nc_listen_addr *, char *err, size_t errlen);
 void		 nc_config_listen_clear(struct nc_listen_addr *);
+
+/*
+ * Appends to *errors (allocated, or NULL) one line "FILE:LINE:COL: PATH:
+ * message", the position being where PATH (such as
+ * "services[0].listen[1]" or "user") is in the file's text.
+ */
+void		 nc_config_error(const struct nc_config *, char **errors,
+		    const char *path, const char *fmt, ...)
+		    __attribute__((format(printf, 4, 5)));
+
+#define NC_CONFIG_RESOLVE_MS	5000	/* bound on resolving one host */
+#define NC_CONFIG_MODULE_MS	10000	/* bound on loading one module */
+
+/*
+ * What the check cannot know by itself, from the program that will run
+ * the listeners. systemd_fd: the fd systemd passed under name, or -1 and
+ * a message (netclusterd asks libsystemd, and keeps the answer for when
+ * it binds: the environment is read once). held: whether an fd: or
+ * systemd: listener is one the program holds already (a reload, an
+ * upgrade), which is not looked at again. Either may be NULL.
+ */
+struct nc_config_check_env {
+	int	(*systemd_fd)(const char *name, char *err, size_t errlen,
+		    void *arg);
+	bool	(*held)(const struct nc_listen_addr *, void *arg);
+	void	*arg;
+};
+
+/*
+ * Everything the daemon checks before it binds, beyond what parsing
+ * found: fd:N and systemd:NAME listeners are sockets there to listen on;
+ * listen hosts resolve (the address goes in each TCP listener's
+ * `address`, which is what the daemon binds); proxy upstreams resolve;
+ * modules load (in a child process, which exits) and are built for this
+ * handler API; user and group exist (their ids go in uid and gid), and
+ * only root may run workers as them; the control socket's directory is
+ * there or can be made. 0, or -1 with every error in *errors as
+ * nc_config_load() gives them; the caller frees it.
+ */
+int		 nc_config_check(struct nc_config *,
+		    const struct nc_config_check_env *, char **errors);
+
+/*
+ * fd is a stream socket a listener can take: 0, *listening telling
+ * whether it listens already (if not, the daemon calls listen() on it),
+ * or -1 with a message.
+ */
+int		 nc_config_check_fd(int fd, bool *listening, char *err,
+		    size_t errlen);
+
+/*
+ * The directory of the socket path: 0 when it is there and writable, 1
+ * when it is not there and can be made (its parent is a writable
+ * directory), -1 with a message otherwise. dir gets the directory.
+ */
+int		 nc_config_socket_dir(const char *path, char *dir,
+		    size_t dirlen, char *err, size_t errlen);
 
 const char	*nc_config_mode_name(enum nc_mode);
 const char	*nc_config_handler_name(enum nc_handler_kind);

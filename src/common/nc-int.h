@@ -97,6 +97,13 @@ typedef void	(*nc__lookup_cb)(int status, const char *address, int family,
 		    void *arg);
 int		nc__lookup_start(struct event_base *, const char *host,
 		    int family, nc__lookup_cb, void *arg, struct event **evp);
+/*
+ * The same, waiting for the answer up to timeout_ms: 0 and the address
+ * literal (and its family, 4 or 6), or an error (NC_ETIMEDOUT when the
+ * resolver did not answer in time; it is left to finish on its own).
+ */
+int		nc__lookup_wait(const char *host, int family, int timeout_ms,
+		    char *address, size_t len, int *result_family);
 
 /* cluster.c and server.c: a server under netclusterd. */
 int		nc__cluster_listen(struct nc_server *, struct event_base *,

@@ -487,7 +487,8 @@ control_open(const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un	sun;
 	mode_t			old;
-	char			dir[108], *slash;
+	char			dir[108];
+	int			rc;
 
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
@@ -496,14 +497,16 @@ control_open(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
-	/* Its directory (/run/netcluster) may not exist yet after a boot. */
-	snprintf(dir, sizeof dir, "%s", path);
-	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
-		*slash = '\0';
-		if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
-			snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-			return -1;
-		}
+	/*
+	 * Its directory (/run/netcluster) may not exist yet after a boot:
+	 * made here, one level, as nc_config_check() found it can be.
+	 */
+	if ((rc = nc_config_socket_dir(path, dir, sizeof dir, err, errlen)) ==
+	    -1)
+		return -1;
+	if (rc == 1 && mkdir(dir, 0755) == -1 && errno != EEXIST) {
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+		return -1;
 	}
 	(void)unlink(path);
 	old = umask(0177);	/* mode 0600 from birth */

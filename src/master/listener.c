@@ -174,17 +174,12 @@ bind_unix(struct listener *l, int backlog, char *err, size_t errlen)
 static int
 take_fd(int fd, int backlog, char *err, size_t errlen)
 {
-	int		type, acc;
-	socklen_t	len = sizeof type;
+	bool	listening;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1 ||
-	    type != SOCK_STREAM) {
-		snprintf(err, errlen, "fd %d is not a stream socket", fd);
+	/* What netclusterd -t checked (nc_config_check()). */
+	if (nc_config_check_fd(fd, &listening, err, errlen) == -1)
 		return -1;
-	}
-	len = sizeof acc;
-	if ((getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == -1 ||
-	    !acc) && listen(fd, backlog) == -1) {
+	if (!listening && listen(fd, backlog) == -1) {
 		snprintf(err, errlen, "fd %d: listen: %s", fd, strerror(errno));
 		return -1;
 	}
@@ -211,6 +206,37 @@ systemd_fd(const char *name, char *err, size_t errlen)
 	snprintf(err, errlen, "no socket named %s was passed by systemd "
 	    "(FileDescriptorName=)", name);
 	return -1;
+}
+
+/*
+ * For nc_config_check(): the same lookup, which reads the environment
+ * once and keeps the answer for the bind that follows.
+ */
+int
+listener_systemd_fd(const char *name, char *err, size_t errlen, void *arg)
+{
+	(void)arg;
+	return systemd_fd(name, err, errlen);
+}
+
+/*
+ * For nc_config_check(): an fd: or systemd: listener held already, by
+ * this master (a reload keeps it) or handed over by the one before (an
+ * upgrade), is taken as it is and not looked at again.
+ */
+bool
+listener_held(const struct nc_listen_addr *a, void *arg)
+{
+	size_t	i;
+
+	(void)arg;
+	for (i = 0; i < master_nlisteners; i++)
+		if (strcmp(master_listeners[i]->text, a->text) == 0)
+			return true;
+	for (i = 0; i < ninherited; i++)
+		if (strcmp(inherited[i].text, a->text) == 0)
+			return true;
+	return false;
 }
 
 static void
@@ -277,8 +303,8 @@ listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 			host = fd != -1 ? "::" : "0.0.0.0";
 			if (fd != -1)
 				close(fd);
-		} else if (strcmp(host, "localhost") == 0)
-			host = "127.0.0.1";
+		} else if (a->address != NULL)
+			host = a->address;	/* as the check resolved it */
 		port = a->port;
 		for (i = 0; i < (int)n; i++) {
 			if (bind_tcp(host, port, c->backlog,

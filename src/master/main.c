@@ -8,12 +8,9 @@
 #include <sys/types.h>
 #include <sys/stat.h>
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,7 +22,6 @@
 #include <event2/event.h>
 
 #include "master.h"
-#include "nc-module.h"
 #include "netcluster.h"
 
 struct event_base	*master_base;
@@ -145,9 +141,15 @@ usage(FILE *f)
 	    "Runs the services of FILE (default %s) on a master and its\n"
 	    "workers, in the foreground, logging to stderr.\n"
 	    "  -c FILE   the configuration (netcluster.json(5))\n"
-	    "  -t        check the configuration, print \"FILE: configuration "
-	    "OK\" or\n"
-	    "            its errors, and exit 0 or 1\n"
+	    "  -t        check the configuration as startup does, short of "
+	    "binding\n"
+	    "            (hosts resolve, fd: and systemd: sockets are there, "
+	    "modules\n"
+	    "            load, user and group exist, the control socket's "
+	    "directory\n"
+	    "            can be made), print \"FILE: configuration OK\" or "
+	    "its errors,\n"
+	    "            and exit 0 or 1 (1 as startup refuses)\n"
 	    "  -w N      run N workers (overrides \"workers\")\n"
 	    "  -l LEVEL  log threshold: error, warning, notice, info, debug\n"
 	    "  -V        print the version and exit\n"
@@ -183,10 +185,12 @@ master_upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 		return;
 	}
 	/* The configuration the new master will read must be good. */
-	if (nc_config_load(master_config->file, &cfg, &errors) != 0) {
+	if (nc_config_load(master_config->file, &cfg, &errors) != 0 ||
+	    master_check_config(cfg, &errors) != 0) {
 		log_errx("upgrade refused: %s", errors);
 		done(errors, arg);
 		free(errors);
+		nc_config_free(cfg);
 		return;
 	}
 	nc_config_free(cfg);
@@ -282,31 +286,6 @@ upgrade_state(void)
 	return state;
 }
 
-/* Every module loads, and is built for this handler API. */
-static int
-master_check_modules(struct nc_config *cfg)
-{
-	const struct nc_handler	*h;
-	void			*dl;
-	char			 err[512];
-	size_t			 i;
-	int			 bad = 0;
-
-	for (i = 0; i < cfg->nservices; i++) {
-		if (cfg->services[i].handler != NC_HANDLER_MODULE)
-			continue;
-		if (nc_module_load(cfg->services[i].module, false, &h, &dl, err,
-		    sizeof err) != 0) {
-			fprintf(stderr, "%s: services[%zu].module: %s\n",
-			    cfg->file, i, err);
-			bad = 1;
-			continue;
-		}
-		dlclose(dl);
-	}
-	return bad ? -1 : 0;
-}
-
 static void
 hup_done(const char *error, void *arg)
 {
@@ -346,49 +325,21 @@ uid_t	master_worker_uid = (uid_t)-1;
 gid_t	master_worker_gid = (gid_t)-1;
 
 /*
- * "user" and "group": who the workers run as, resolved here, since the
- * child cannot call getpwnam() between fork and exec. A user without a
- * group runs with the user's primary group. Sets them for the workers
- * started from now on; on error, *errors says why.
+ * Everything startup refuses short of binding, for -t, startup, reload
+ * and upgrade alike (nc_config_check(), with this master's view of the
+ * systemd sockets and of the listeners it holds). On success cfg->uid
+ * and cfg->gid are who the workers run as: the child cannot call
+ * getpwnam() between fork and exec.
  */
 int
-master_check_credentials(struct nc_config *cfg, char **errors)
+master_check_config(struct nc_config *cfg, char **errors)
 {
-	struct passwd	*pw;
-	struct group	*gr;
-	uid_t		 uid = (uid_t)-1;
-	gid_t		 gid = (gid_t)-1;
-	char		 msg[512];
+	struct nc_config_check_env	env;
 
-	*errors = NULL;
-	msg[0] = '\0';
-	if (cfg->user != NULL) {
-		if ((pw = getpwnam(cfg->user)) == NULL)
-			snprintf(msg, sizeof msg, "%s: user: no user named "
-			    "\"%s\"", cfg->file, cfg->user);
-		else {
-			uid = pw->pw_uid;
-			gid = pw->pw_gid;
-		}
-	}
-	if (msg[0] == '\0' && cfg->group != NULL) {
-		if ((gr = getgrnam(cfg->group)) == NULL)
-			snprintf(msg, sizeof msg, "%s: group: no group named "
-			    "\"%s\"", cfg->file, cfg->group);
-		else
-			gid = gr->gr_gid;
-	}
-	if (msg[0] == '\0' && (cfg->user != NULL || cfg->group != NULL) &&
-	    geteuid() != 0)
-		snprintf(msg, sizeof msg, "%s: user/group: netclusterd must "
-		    "start as root to run workers as another user", cfg->file);
-	if (msg[0] != '\0') {
-		*errors = strdup(msg);
-		return -1;
-	}
-	master_worker_uid = uid;
-	master_worker_gid = gid;
-	return 0;
+	memset(&env, 0, sizeof env);
+	env.systemd_fd = listener_systemd_fd;
+	env.held = listener_held;
+	return nc_config_check(cfg, &env, errors);
 }
 
 void
@@ -465,16 +416,24 @@ main(int argc, char **argv)
 		free(errors);
 		return 1;
 	}
-	if (master_check_credentials(master_config, &errors) != 0) {
-		fprintf(stderr, "%s\n", errors);
+	/*
+	 * The new master of an upgrade takes its listeners as they are:
+	 * the check does not look at them again.
+	 */
+	upgrade = test ? NULL : upgrade_state();
+	if (upgrade != NULL &&
+	    listener_inherit(json_object_get(upgrade, "listeners")) == -1)
+		fatalx("upgrade: bad listeners in the state");
+	/* -t and startup refuse alike: the same check, text and status. */
+	if (master_check_config(master_config, &errors) != 0) {
+		fputs(errors, stderr);
 		free(errors);
 		nc_config_free(master_config);
+		json_decref(upgrade);
 		return 1;
 	}
-	if (master_check_modules(master_config) != 0) {
-		nc_config_free(master_config);
-		return 1;
-	}
+	master_worker_uid = master_config->uid;
+	master_worker_gid = master_config->gid;
 	if (test) {
 		printf("%s: configuration OK\n", file);
 		nc_config_free(master_config);
@@ -504,10 +463,6 @@ main(int argc, char **argv)
 		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
 			fatalx("cannot watch signal %d", signums[i]);
 	}
-	upgrade = test ? NULL : upgrade_state();
-	if (upgrade != NULL &&
-	    listener_inherit(json_object_get(upgrade, "listeners")) == -1)
-		fatalx("upgrade: bad listeners in the state");
 	if (listener_bind_all(err, sizeof err) == -1) {
 		listener_close_all();
 		fatalx("%s", err);

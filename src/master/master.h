@@ -135,6 +135,8 @@ void	 listener_dispatch(struct listener *);
 void	 listener_requeue(struct handoff *);
 bool	 listener_touched(int);
 int	 listener_dup(int);
+int	 listener_systemd_fd(const char *, char *, size_t, void *);
+bool	 listener_held(const struct nc_listen_addr *, void *);
 void	 listener_worker_changed(void);
 
 /* supervisor.c */
@@ -160,7 +162,7 @@ void	 master_upgrade_exec(int client_fd) __attribute__((noreturn));
 int	 supervisor_inflight(void);
 #define UPGRADE_QUIESCE_MS	2000
 
-int	 master_check_credentials(struct nc_config *, char **errors);
+int	 master_check_config(struct nc_config *, char **errors);
 
 /* notify.c */
 void	 notify_start(void);

@@ -1054,7 +1054,7 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 	notify_reloading();
 	log_notice("reloading %s", master_config->file);
 	if (nc_config_load(master_config->file, &cfg, &errors) != 0 ||
-	    master_check_credentials(cfg, &errors) != 0) {
+	    master_check_config(cfg, &errors) != 0) {
 		if (errors != NULL && (nl = strchr(errors, '\n')) != NULL &&
 		    nl[1] == '\0')
 			*nl = '\0';
@@ -1066,6 +1066,7 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 		notify("READY=1");
 		done(err, arg);
 		free(errors);
+		nc_config_free(cfg);
 		return;
 	}
 	json = json_load_file(cfg->file, JSON_REJECT_DUPLICATES, &jerr);
@@ -1110,6 +1111,8 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 	nc_config_free(master_config);
 	json_decref(config_json);
 	master_config = cfg;
+	master_worker_uid = cfg->uid;
+	master_worker_gid = cfg->gid;
 	config_json = json;
 	master_services = svcs;
 	master_nservices = cfg->nservices;

@@ -55,8 +55,11 @@ def check_t(path, want):
         p = subprocess.run([NETCLUSTERD, "-t", "-c", conf],
                            capture_output=True, text=True)
         check(p.returncode == 1, "exit %d for %s" % (p.returncode, path))
-        check(p.stderr == conf + ": services[0].module: " + want + "\n",
-              "got %r" % p.stderr)
+        # FILE:LINE:COL, the column where the module's path starts
+        col = len('{"services": [{"name": "m", "handler": "module", '
+                  '"module": ') + 1
+        check(p.stderr == "%s:1:%d: services[0].module: %s\n" % (
+              conf, col, want), "got %r" % p.stderr)
 
 
 def test_t_reports_bad_modules():
