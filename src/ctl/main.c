@@ -38,9 +38,10 @@ usage(FILE *f)
 	    "  reload               read the configuration again; a new generation\n"
 	    "                       of workers takes over without dropping a\n"
 	    "                       connection (as SIGHUP)\n"
-	    "  upgrade              re-execute netclusterd's binary in place (same\n"
-	    "                       pid), keeping its sockets; new workers take\n"
-	    "                       over as in a reload\n"
+	    "  upgrade              check, then execute the binary netclusterd was\n"
+	    "                       started from (a new one once replaced) in place\n"
+	    "                       (same pid), keeping its sockets; new workers\n"
+	    "                       take over as in a reload\n"
 	    "  stop                 stop gracefully (as SIGTERM)\n"
 	    "Options:\n"
 	    "  -s, --socket SOCKET  the control socket\n"
@@ -229,6 +230,12 @@ main(int argc, char **argv)
 		    "workers")),
 		    (long long)json_integer_value(json_object_get(reply,
 		    "connections")));
+		printf("version %s, binary %s%s\n",
+		    json_string_value(json_object_get(reply, "version")),
+		    json_string_value(json_object_get(reply, "binary")),
+		    json_is_true(json_object_get(reply, "binary_changed")) ?
+		    " (replaced on disk since it started: upgrade runs the "
+		    "new file)" : "");
 		print_services(json_object_get(reply, "services"));
 		print_missing(reply);
 	} else if (strcmp(cmd, "workers") == 0) {

@@ -52,6 +52,7 @@ static struct event		*control_retry_ev;
 static struct nc_accept_pause	 control_pause;
 static unsigned long		 evicted;
 static char			 control_path[108];
+static char			 upgraded_from[64];	/* version before */
 static struct client		*clients;
 static int			 nclients;
 
@@ -64,8 +65,12 @@ struct answer {
 static void
 client_free(struct client *c)
 {
-	if (c->answer != NULL)
+	if (c->answer != NULL) {
+		/* Its fd must not go to the new master once reused. */
+		if (strcmp(c->answer->command, "upgrade") == 0)
+			master_upgrade_client_gone();
 		c->answer->client = NULL;
+	}
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -183,8 +188,10 @@ answer_cb(json_t *counts, void *arg)
 		reply = json_pack("{s:b, s:I, s:o, s:o}", "ok", 1,
 		    "connections", total, "services", w, "missing", missing);
 	} else
-		reply = json_pack("{s:b, s:i, s:i, s:f, s:i, s:I, s:o, s:o}",
-		    "ok", 1, "pid", (int)getpid(), "workers", master_nworkers,
+		reply = json_pack("{s:b, s:i, s:s, s:s, s:b, s:i, s:f, s:i, "
+		    "s:I, s:o, s:o}", "ok", 1, "pid", (int)getpid(), "version",
+		    PACKAGE_VERSION, "binary", master_binary, "binary_changed",
+		    upgrade_binary_changed(), "workers", master_nworkers,
 		    "uptime_s", elapsed_s(&master_started), "alive",
 		    (int)supervisor_alive(), "connections", total, "services",
 		    services_json(counts, NULL), "missing", missing);
@@ -216,7 +223,7 @@ reload_done(const char *error, void *arg)
 {
 	struct answer	*a = arg;
 	struct client	*c = a->client;
-	char		 command[16];
+	char		 command[16], msg[160];
 
 	snprintf(command, sizeof command, "%s", a->command);
 	free(a);
@@ -225,9 +232,17 @@ reload_done(const char *error, void *arg)
 	c->answer = NULL;
 	if (error != NULL)
 		client_error(c, "%s", error);
-	else
+	else if (strcmp(command, "upgrade") == 0) {
+		/* We are the new master, answering for the one before. */
+		snprintf(msg, sizeof msg, "upgraded: netclusterd %s -> %s "
+		    "(pid %d)", upgraded_from, PACKAGE_VERSION, (int)getpid());
+		client_reply(c, json_pack("{s:b, s:s, s:s, s:s, s:i, s:s}",
+		    "ok", 1, "message", msg, "previous_version", upgraded_from,
+		    "version", PACKAGE_VERSION, "pid", (int)getpid(), "binary",
+		    master_binary));
+	} else
 		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
-		    strcmp(command, "upgrade") == 0 ? "upgraded" : "reloaded"));
+		    "reloaded"));
 }
 
 static void
@@ -462,13 +477,18 @@ client_link(struct client *c)
 	nclients++;
 }
 
-/* The client that asked for the upgrade, from the master before us. */
+/*
+ * The client that asked for the upgrade, from the master before us
+ * (which ran from_version, or an unknown one if NULL).
+ */
 void
-control_adopt(int fd)
+control_adopt(int fd, const char *from_version)
 {
 	struct client	*c;
 	struct answer	*a;
 
+	snprintf(upgraded_from, sizeof upgraded_from, "%s",
+	    from_version != NULL ? from_version : "(unknown)");
 	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
 	if ((c = calloc(1, sizeof *c)) == NULL ||
 	    (c->bev = bufferevent_socket_new(master_base, fd,

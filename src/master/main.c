@@ -161,24 +161,33 @@ static int		 upgrade_client = -1;
 static struct event	*upgrade_timer;
 static void		 upgrade_timeout_cb(evutil_socket_t, short, void *);
 static char	**saved_argv;
+static int		 upgrade_fd = -1;	/* the binary checked */
+static char		 upgrade_version[64];	/* what it said it is */
+static void		(*upgrade_done)(const char *, void *);
+static void		*upgrade_arg;
+
+static void	upgrade_checked(const char *, const char *, int, void *);
 
 /*
- * netclusterctl upgrade: re-executes our own binary in place (same pid,
- * so systemd keeps tracking it). The listening sockets and the workers'
- * channels stay open across exec, described in a memfd named by
- * NETCLUSTER_UPGRADE_FD; the new master takes the sockets as they are,
- * adopts the running workers as an older generation, and replaces them by
- * the reload path. client_fd, if not -1, gets the answer from the new
- * master. done() is called only if the upgrade cannot start.
+ * netclusterctl upgrade: executes the binary at the path we were started
+ * from (master_binary, which make install or a package may have replaced
+ * since) in place (same pid, so systemd keeps tracking it), once that
+ * file passed its check (upgrade_check: -V and -t on our configuration).
+ * The listening sockets and the workers' channels stay open across exec,
+ * described in a memfd named by NETCLUSTER_UPGRADE_FD; the new master
+ * takes the sockets as they are, adopts the running workers as an older
+ * generation, and replaces them by the reload path. client_fd, if not -1,
+ * gets the answer from the new master. done() is called only if the
+ * upgrade cannot start, with the reason.
  */
 void
 master_upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 {
 	struct nc_config	*cfg;
-	struct timeval		 tv = { 0, UPGRADE_QUIESCE_MS * 1000 };
 	char			*errors;
 
-	if (master_stopping || master_upgrading || supervisor_busy()) {
+	if (master_stopping || master_upgrading || supervisor_busy() ||
+	    upgrade_check_running()) {
 		done(master_stopping ? "netclusterd is stopping" : "a reload or "
 		    "an upgrade is already running; try again once it is done",
 		    arg);
@@ -194,10 +203,46 @@ master_upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 		return;
 	}
 	nc_config_free(cfg);
-	if (access("/proc/self/exe", X_OK) == -1) {
-		done("cannot find our own binary", arg);
+	log_notice("upgrade: checking %s", master_binary);
+	upgrade_client = client_fd;
+	upgrade_done = done;
+	upgrade_arg = arg;
+	upgrade_check(master_config->file, upgrade_checked, NULL);
+}
+
+/* The client that asked for the upgrade left: nobody to answer. */
+void
+master_upgrade_client_gone(void)
+{
+	upgrade_client = -1;
+}
+
+/* The new binary passed its check, or not (error says why). */
+static void
+upgrade_checked(const char *error, const char *version, int fd, void *unused)
+{
+	struct timeval	 tv = { 0, UPGRADE_QUIESCE_MS * 1000 };
+	char		 msg[600];
+
+	(void)unused;
+	if (error == NULL && (master_stopping || supervisor_busy())) {
+		close(fd);
+		error = master_stopping ? "netclusterd is stopping" : "a reload "
+		    "started during the upgrade's check; try again once it is "
+		    "done";
+	}
+	if (error != NULL) {
+		snprintf(msg, sizeof msg, "upgrade refused: %s", error);
+		log_errx("%s; netclusterd %s [pid %d] serves on", msg,
+		    PACKAGE_VERSION, (int)getpid());
+		upgrade_client = -1;
+		upgrade_done(msg, upgrade_arg);
 		return;
 	}
+	upgrade_fd = fd;
+	snprintf(upgrade_version, sizeof upgrade_version, "%s", version);
+	log_notice("upgrade: %s is netclusterd %s and accepts %s",
+	    master_binary, version, master_config->file);
 	/*
 	 * Round-robin: accept no more and wait (bounded) until every
 	 * connection on its way to a worker was taken; the queued ones go
@@ -205,7 +250,6 @@ master_upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 	 */
 	notify_reloading();
 	master_upgrading = true;
-	upgrade_client = client_fd;
 	listener_worker_changed();
 	if ((upgrade_timer = evtimer_new(master_base, upgrade_timeout_cb,
 	    NULL)) == NULL || evtimer_add(upgrade_timer, &tv) == -1)
@@ -213,7 +257,7 @@ master_upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 	master_upgrade_ready();
 }
 
-/* Hands the state over in a memfd and executes our binary again. */
+/* Hands the state over in a memfd and executes the binary checked. */
 void
 master_upgrade_exec(int client_fd)
 {
@@ -221,8 +265,9 @@ master_upgrade_exec(int client_fd)
 	char	*text, env[32];
 	int	 fd;
 
-	state = json_pack("{s:o, s:o, s:i}", "listeners", listener_export(),
-	    "workers", supervisor_export(), "client", client_fd);
+	state = json_pack("{s:o, s:o, s:i, s:s, s:s}", "listeners",
+	    listener_export(), "workers", supervisor_export(), "client",
+	    client_fd, "binary", master_binary, "version", PACKAGE_VERSION);
 	text = state != NULL ? json_dumps(state, JSON_COMPACT) : NULL;
 	json_decref(state);
 	fd = memfd_create("netclusterd-upgrade", 0);
@@ -236,9 +281,11 @@ master_upgrade_exec(int client_fd)
 		(void)fcntl(client_fd, F_SETFD, 0);
 	snprintf(env, sizeof env, "%d", fd);
 	setenv("NETCLUSTER_UPGRADE_FD", env, 1);
-	log_notice("upgrading: executing /proc/self/exe in place");
-	execv("/proc/self/exe", saved_argv);
-	fatalx("upgrade: exec failed: %s", strerror(errno));
+	log_notice("upgrading: executing %s (netclusterd %s -> %s) in place",
+	    master_binary, PACKAGE_VERSION, upgrade_version);
+	/* The very file that was checked, whatever the path holds now. */
+	fexecve(upgrade_fd, saved_argv, environ);
+	fatalx("upgrade: exec %s failed: %s", master_binary, strerror(errno));
 }
 
 /*
@@ -472,12 +519,19 @@ main(int argc, char **argv)
 		listener_close_all();
 		fatalx("control socket %s", err);
 	}
+	/* Where the next upgrade finds its binary. */
+	upgrade_binary_init(json_string_value(json_object_get(upgrade,
+	    "binary")), argv[0]);
 	log_notice("netclusterd %s started: %zu services, %d workers",
 	    PACKAGE_VERSION, master_nservices, master_nworkers);
 	notify_start();
 	if (upgrade != NULL) {
 		(void)supervisor_adopt(json_object_get(upgrade, "workers"));
-		log_notice("upgraded in place: pid %d", (int)getpid());
+		log_notice("upgraded in place: pid %d, netclusterd %s -> %s, "
+		    "from %s", (int)getpid(), json_string_value(json_object_get(
+		    upgrade, "version")) != NULL ? json_string_value(
+		    json_object_get(upgrade, "version")) : "(unknown)",
+		    PACKAGE_VERSION, master_binary);
 	}
 	supervisor_start();
 	listener_worker_changed();
@@ -487,7 +541,8 @@ main(int argc, char **argv)
 	if (upgrade != NULL) {
 		if (json_integer_value(json_object_get(upgrade, "client")) > 2)
 			control_adopt((int)json_integer_value(json_object_get(
-			    upgrade, "client")));
+			    upgrade, "client")), json_string_value(
+			    json_object_get(upgrade, "version")));
 		json_decref(upgrade);
 	}
 

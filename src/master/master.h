@@ -159,10 +159,26 @@ void	 master_upgrade(int client_fd, void (*)(const char *, void *),
 	    void *);
 void	 master_upgrade_ready(void);
 void	 master_upgrade_exec(int client_fd) __attribute__((noreturn));
+void	 master_upgrade_client_gone(void);
 int	 supervisor_inflight(void);
 #define UPGRADE_QUIESCE_MS	2000
 
 int	 master_check_config(struct nc_config *, char **errors);
+
+/* upgrade.c */
+/*
+ * For -V and -t of the new binary together; with UPGRADE_QUIESCE_MS it
+ * stays below the control socket's idle timeout (10 s), so the client
+ * that asked still gets the answer.
+ */
+#define UPGRADE_CHECK_MS	5000
+extern char	 master_binary[];	/* the path we were started from */
+void	 upgrade_binary_init(const char *given, const char *argv0);
+bool	 upgrade_binary_changed(void);
+void	 upgrade_check(const char *config,
+	    void (*)(const char *, const char *, int, void *), void *);
+bool	 upgrade_check_running(void);
+bool	 upgrade_check_reaped(pid_t, int);
 
 /* notify.c */
 void	 notify_start(void);
@@ -176,6 +192,6 @@ void	 notify(const char *);
 /* control.c */
 int	 control_open(const char *path, char *err, size_t errlen);
 void	 control_close(void);
-void	 control_adopt(int fd);
+void	 control_adopt(int fd, const char *from_version);
 
 #endif /* MASTER_H */

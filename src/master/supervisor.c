@@ -768,7 +768,9 @@ supervisor_reap(void)
 	bool			 killed;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (reap_draining(pid, status))
+		/* The check of an upgrade's binary is no worker. */
+		if (upgrade_check_reaped(pid, status) ||
+		    reap_draining(pid, status))
 			continue;
 		for (i = 0; i < master_nworkers; i++)
 			if (master_workers[i] != NULL &&
@@ -1039,7 +1041,8 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 		done("netclusterd is stopping", arg);
 		return;
 	}
-	if (reloading || handover) {
+	if (reloading || handover || master_upgrading ||
+	    upgrade_check_running()) {
 		done("a reload or an upgrade is already running; try again "
 		    "once it is done", arg);
 		return;
