@@ -39,7 +39,7 @@ class Daemon:
     """netclusterd on a temporary config; stop() always cleans up."""
 
     def __init__(self, services, workers=2, extra=None, env=None,
-                 nofile=None):
+                 nofile=None, binary=None):
         self.dir = tempfile.mkdtemp(prefix="nc-e2e.")
         self.control = os.path.join(self.dir, "control.sock")
         conf = {"workers": workers, "control_socket": self.control,
@@ -59,7 +59,8 @@ class Daemon:
                 import resource
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(
-            [NETCLUSTERD, "-c", self.config], stderr=subprocess.PIPE,
+            [binary or NETCLUSTERD, "-c", self.config],
+            stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL, env=e, preexec_fn=limit)
         os.set_blocking(self.proc.stderr.fileno(), False)
 
