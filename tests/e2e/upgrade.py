@@ -23,7 +23,7 @@ from harness import (BUILD, Daemon, Failure, NETCLUSTERCTL, NETCLUSTERD,
                      SCALE, WORKER, check, run)
 
 NEXT = os.path.join(BUILD, "tests", "netclusterd-next")
-THREADS = 8
+THREADS = 4
 
 
 def version_of(binary):
