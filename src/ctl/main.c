@@ -230,12 +230,15 @@ main(int argc, char **argv)
 		    "workers")),
 		    (long long)json_integer_value(json_object_get(reply,
 		    "connections")));
-		printf("version %s, binary %s%s\n",
-		    json_string_value(json_object_get(reply, "version")),
-		    json_string_value(json_object_get(reply, "binary")),
-		    json_is_true(json_object_get(reply, "binary_changed")) ?
-		    " (replaced on disk since it started: upgrade runs the "
-		    "new file)" : "");
+		/* A master older than these keys has none. */
+		if (json_is_string(json_object_get(reply, "version")) &&
+		    json_is_string(json_object_get(reply, "binary")))
+			printf("version %s, binary %s%s\n", json_string_value(
+			    json_object_get(reply, "version")),
+			    json_string_value(json_object_get(reply, "binary")),
+			    json_is_true(json_object_get(reply,
+			    "binary_changed")) ? " (replaced on disk since it "
+			    "started: upgrade runs the new file)" : "");
 		print_services(json_object_get(reply, "services"));
 		print_missing(reply);
 	} else if (strcmp(cmd, "workers") == 0) {
