@@ -6,7 +6,8 @@ the new version runs in the same pid, from the file on disk, and no
 connection is lost. Files that are no working netclusterd (a script
 that exits 1, garbage, a truncated binary, no exec permission, a -t that
 refuses, a check that hangs) are refused with their reason, and the old
-master serves on, untouched."""
+master serves on, untouched. Started by a symbolic link, the master
+upgrades to where the link points then."""
 
 import os
 import shutil
@@ -301,4 +302,48 @@ def test_refused_binaries():
         inst.close()
 
 
-run([test_upgrade_runs_the_new_binary, test_refused_binaries])
+def test_upgrade_follows_a_symlink():
+    """Started by a symbolic link (as alternatives or a versioned install
+    lay it out), the master keeps the link's name: re-pointed, the link
+    leads the upgrade to the other file."""
+    d = None
+    bindir = tempfile.mkdtemp(prefix="nc-bin.")
+    try:
+        for name, src in (("v1", NETCLUSTERD), ("v2", NEXT)):
+            os.mkdir(os.path.join(bindir, name))
+            shutil.copy(src, os.path.join(bindir, name, "netclusterd"))
+        link = os.path.join(bindir, "netclusterd")
+        os.symlink("v1/netclusterd", link)
+        d = Daemon([{"name": "echo", "listen": ["127.0.0.1:0"]}], workers=1,
+                   env={"NETCLUSTER_WORKER": WORKER}, binary=link)
+        d.wait_online()
+        st = d.ctl("status")
+        check(st["binary"] == link and st["binary_changed"] is False,
+              "status: %s" % st)
+        tmp = link + ".new"
+        os.symlink("v2/netclusterd", tmp)
+        os.rename(tmp, link)
+        check(d.ctl("status")["binary_changed"] is True,
+              "re-pointed link not seen")
+        p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "upgrade"],
+                           capture_output=True, text=True,
+                           timeout=60 * SCALE)
+        check(p.returncode == 0 and "-> %s " % version_of(NEXT) in p.stdout,
+              "upgrade: %r %r" % (p.stdout, p.stderr))
+        print("  by a link re-pointed to v2: %s" % p.stdout.strip())
+        st = d.ctl("status")
+        check(st["binary"] == link and st["binary_changed"] is False and
+              st["version"] == version_of(NEXT), "after: %s" % st)
+        check(os.readlink("/proc/%d/exe" % d.proc.pid) == os.path.join(
+              bindir, "v2", "netclusterd"), "exe %r" % os.readlink(
+              "/proc/%d/exe" % d.proc.pid))
+    finally:
+        try:
+            if d is not None:
+                d.stop()
+        finally:
+            shutil.rmtree(bindir)
+
+
+run([test_upgrade_runs_the_new_binary, test_refused_binaries,
+     test_upgrade_follows_a_symlink])
