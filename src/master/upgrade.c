@@ -183,15 +183,25 @@ upgrade_check_running(void)
 	return check.step != CHECK_IDLE;
 }
 
-/* The first line of what the check printed, for a one-line reason. */
+/*
+ * The first line of what the check printed, for a one-line reason: what
+ * is not printable ASCII (control characters, bytes that may not be
+ * UTF-8, which a JSON answer cannot carry) reads '?'.
+ */
 static const char *
 check_first_line(void)
 {
-	char	*nl;
+	size_t	i;
 
 	check.output[check.len] = '\0';
-	if ((nl = strchr(check.output, '\n')) != NULL)
-		*nl = '\0';
+	for (i = 0; i < check.len; i++) {
+		if (check.output[i] == '\n') {
+			check.output[i] = '\0';
+			break;
+		}
+		if (check.output[i] < ' ' || check.output[i] > '~')
+			check.output[i] = '?';
+	}
 	return check.output;
 }
 
