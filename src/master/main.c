@@ -550,6 +550,7 @@ main(int argc, char **argv)
 
 	notify_stop();
 	control_close();
+	upgrade_check_stop();
 	listener_close_all();
 	for (i = 0; i < 4; i++)
 		event_free(sigs[i]);

@@ -179,6 +179,7 @@ void	 upgrade_check(const char *config,
 	    void (*)(const char *, const char *, int, void *), void *);
 bool	 upgrade_check_running(void);
 bool	 upgrade_check_reaped(pid_t, int);
+void	 upgrade_check_stop(void);
 
 /* notify.c */
 void	 notify_start(void);

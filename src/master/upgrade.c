@@ -456,3 +456,18 @@ upgrade_check(const char *config,
 	}
 	check_next();
 }
+
+/* At exit: a check still running is killed, its caller told why. */
+void
+upgrade_check_stop(void)
+{
+	if (check.step != CHECK_IDLE) {
+		if (check.pid > 0)
+			(void)kill(-check.pid, SIGKILL);
+		check_fail("netclusterd is stopping");
+	}
+	if (check.timer != NULL) {
+		event_free(check.timer);
+		check.timer = NULL;
+	}
+}
