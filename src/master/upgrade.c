@@ -69,17 +69,28 @@ static struct {
 
 static void	check_next(void);
 
-/* path, made absolute against the current directory, in out. */
+/*
+ * path, made absolute and clean in out: its directory resolved (no ".",
+ * "..", or links), its last name kept as it is, a link's own name.
+ */
 static int
 binary_absolute(const char *path, char *out, size_t len)
 {
-	char	cwd[PATH_MAX];
+	char		 dir[PATH_MAX], real[PATH_MAX];
+	const char	*base = strrchr(path, '/');
 
-	if (path[0] == '/')
-		return (size_t)snprintf(out, len, "%s", path) < len ? 0 : -1;
-	if (getcwd(cwd, sizeof cwd) == NULL)
+	if (base == NULL) {
+		base = path;
+		snprintf(dir, sizeof dir, ".");
+	} else if ((size_t)snprintf(dir, sizeof dir, "%.*s",
+	    (int)(base == path ? 1 : base - path), path) >= sizeof dir)
 		return -1;
-	return (size_t)snprintf(out, len, "%s/%s", cwd, path) < len ? 0 : -1;
+	else
+		base++;
+	if (*base == '\0' || realpath(dir, real) == NULL)
+		return -1;
+	return (size_t)snprintf(out, len, "%s/%s", strcmp(real, "/") == 0 ?
+	    "" : real, base) < len ? 0 : -1;
 }
 
 /* Where argv0 (no slash in it) was found in PATH, as execvp() looks. */
