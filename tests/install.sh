@@ -48,10 +48,18 @@ grep -q '^ExecReload=' "$svc"
 grep -q '^KillMode=' "$svc"
 
 # In a mount namespace of our own (a user namespace too when not root),
-# the install tree is at its prefix.
+# the install tree is at its prefix, and at its sysconfdir when that is
+# not under the prefix (/etc for --prefix=/usr). The tree lies over what
+# is there (overlayfs) rather than hiding it (a bind mount): with
+# --prefix=/usr, as in the Debian build, /usr holds systemd-analyze too.
 if [ "$(id -u)" = 0 ]; then ns="unshare -m"; else ns="unshare -rm"; fi
 $ns sh -eu -c '
-	mount --bind "$1$2" "$2"
+	over() {
+		mount -t overlay nc-install -o "lowerdir=$1$2:$2" "$2" \
+		    2>/dev/null || mount --bind "$1$2" "$2"
+	}
+	over "$1" "$2"
+	case $6 in "$2"/*) ;; *) over "$1" "$6";; esac
 	systemd-analyze verify --man=no "$3" "$4"
 	"$5/netclusterd" -t
 	"$5/netclusterd" -t -c "$6/netcluster/netcluster.json"
