@@ -3183,17 +3183,18 @@ START_TEST(test_bytes_stats)
 }
 END_TEST
 
-/* bufferSize while bytes are queued; bytesWritten counts them. */
+/*
+ * bufferSize while bytes are queued; bytesWritten counts them. Over a
+ * unix socket whose peer does not read: its kernel buffers are fixed, so
+ * what is queued stays queued (TCP on loopback grows its buffers by
+ * itself, and a slow run, valgrind's, saw the kernel take the queue).
+ */
 START_TEST(test_buffer_size_queued)
 {
-	struct peer	*p, *srv;
+	struct raw	*r;
+	struct peer	*p = client_fd(true, true, &r);
 	size_t		 total, queued;
 
-	server_start();
-	fx.on_connection = on_conn_pause;
-	p = client_connected();
-	srv = fx.accepted[0];
-	srv->discard = true;
 	total = fill_until_full(p, NULL);
 	queued = nc_socket_buffer_size(p->s);
 	ck_assert_uint_gt(queued, 0);
@@ -3201,12 +3202,10 @@ START_TEST(test_buffer_size_queued)
 	ck_assert_int_eq(nc_socket_write(p->s, "12345", 5, NULL, NULL), 0);
 	ck_assert_uint_eq(nc_socket_buffer_size(p->s), queued + 5);
 	ck_assert_uint_eq(nc_socket_bytes_written(p->s), total + 5);
-	nc_socket_resume(srv->s);
-	ck_assert(run_until_count(fx.base, &srv->nbytes, (int)total + 5,
-	    WAIT));
+	raw_start(r);
+	ck_assert(run_until_count(fx.base, &r->nread, (int)total + 5, WAIT));
 	ck_assert_uint_eq(nc_socket_buffer_size(p->s), 0);
 	ck_assert_uint_eq(nc_socket_bytes_written(p->s), total + 5);
-	ck_assert_uint_eq(nc_socket_bytes_read(srv->s), total + 5);
 }
 END_TEST
 

@@ -403,6 +403,7 @@ main(int argc, char **argv)
 	const char	*level = NULL;
 	json_t		*upgrade;
 	struct event	*sigs[4];
+	sigset_t	 sigset;
 	static const int signums[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
 	char		*errors, err[512];
 	bool		 test = false;
@@ -548,6 +549,15 @@ main(int argc, char **argv)
 
 	event_base_dispatch(master_base);
 
+	/*
+	 * On the way out, a signal waits: freeing the signal events gives
+	 * them back their default action, and a second SIGTERM now would
+	 * kill a master that is stopping cleanly.
+	 */
+	sigemptyset(&sigset);
+	for (i = 0; i < 4; i++)
+		sigaddset(&sigset, signums[i]);
+	(void)sigprocmask(SIG_BLOCK, &sigset, NULL);
 	notify_stop();
 	control_close();
 	upgrade_check_stop();
