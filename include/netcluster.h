@@ -293,7 +293,9 @@ NC_EXTERN int	 nc_server_listen_options(struct nc_server *,
 
 /*
  * server.close([callback]): stop accepting; `close` is emitted once every
- * connection has ended. callback, if not NULL, is added as a once `close`
+ * connection has ended, as in Node on the turn after the last one is
+ * destroyed: before that connection's own `close` (libnetcluster(3)).
+ * callback, if not NULL, is added as a once `close`
  * listener; if the server was not listening it is called instead on a
  * later turn with error ERR_SERVER_NOT_RUNNING, and `close` is still
  * emitted.

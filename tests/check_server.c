@@ -674,18 +674,273 @@ START_TEST(test_close_waits_for_connections)
 	ck_assert(nc_socket_destroyed(late));
 	ck_assert_int_eq(closes, 0);
 	ck_assert(nc_server_connections(s) == 2);
-	/* test-net-server-close.js: one `close`, after both clients. */
+	/*
+	 * test-net-server-close.js: one `close`, once both connections are
+	 * gone. Node's test leaves the order open; Node v20 emits the
+	 * server's `close` before the last connection's (see
+	 * test_close_order_*).
+	 */
 	nc_socket_end(c1, NULL, 0);
 	nc_socket_end(c2, NULL, 0);
 	ck_assert(run_until(base, &closes, 5000));
 	run_for(base, 30);
 	ck_assert_int_eq(closes, 1);
-	ck_assert_str_eq(order, "ccS");
+	ck_assert_str_eq(order, "cSc");
 	ck_assert_int_eq(nc_server_connections(s), 0);
 	release_accepted();
 	nc_server_release(s);
 	ck_assert(run_until_count(base, &client_closes, 3, 2000));
 	nc_socket_release(late);
+}
+END_TEST
+
+/*
+ * A server closed with connections open, in Node's order: the server's
+ * `close` (_emitCloseIfDrained, a nextTick after the last connection is
+ * destroyed) comes before that connection's `close` (emitted once its
+ * handle has closed, a later loop turn). The orders are those Node
+ * v20.20.2 prints for tests/node/close-order.js SCENARIO;
+ * tests/node-order.sh reads the NODE_ORDER_* lines below and checks that
+ * the installed node still prints them.
+ */
+#define NODE_ORDER_END	"conn1 end,conn1 finish,server close,close cb,conn1 close"
+#define NODE_ORDER_TWO	"getConnections 2,conn1 end,conn1 finish,conn1 close,conn2 end,conn2 finish,server close,close cb,conn2 close"
+#define NODE_ORDER_DESTROY	"server close,close cb,conn1 close"
+#define NODE_ORDER_RESET	"conn1 error ECONNRESET,server close,close cb,conn1 close error"
+
+static char	 close_order[512];
+static int	 close_order_conn_closes;
+static int	 close_order_fds[2];
+
+static void
+close_order_note(const char *what)
+{
+	size_t	n = strlen(close_order);
+
+	snprintf(close_order + n, sizeof close_order - n, "%s%s",
+	    n > 0 ? "," : "", what);
+}
+
+/* Logs "LABEL EVENT" for the connection labelled arg, as the script. */
+static void
+close_order_conn_cb(void *s, const struct nc_event_args *ev, void *arg)
+{
+	char	buf[64];
+
+	(void)s;
+	switch (ev->event) {
+	case NC_EV_END:
+		snprintf(buf, sizeof buf, "%s end", (const char *)arg);
+		break;
+	case NC_EV_FINISH:
+		snprintf(buf, sizeof buf, "%s finish", (const char *)arg);
+		break;
+	case NC_EV_ERROR:
+		snprintf(buf, sizeof buf, "%s error %s", (const char *)arg,
+		    nc_err_name(ev->error->code));
+		break;
+	case NC_EV_CLOSE:
+		snprintf(buf, sizeof buf, "%s close%s", (const char *)arg,
+		    ev->had_error ? " error" : "");
+		close_order_conn_closes++;
+		break;
+	default:
+		snprintf(buf, sizeof buf, "%s event %d", (const char *)arg,
+		    (int)ev->event);
+		break;
+	}
+	close_order_note(buf);
+}
+
+static void
+close_order_server_close(void *s, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)s;
+	(void)ev;
+	(void)arg;
+	close_order_note("server close");
+}
+
+static void
+close_order_close_cb(void *s, const struct nc_event_args *ev, void *arg)
+{
+	char	buf[64];
+
+	(void)s;
+	(void)arg;
+	snprintf(buf, sizeof buf, "close cb%s%s",
+	    ev->error != NULL ? " " : "",
+	    ev->error != NULL ? nc_err_name(ev->error->code) : "");
+	close_order_note(buf);
+}
+
+/* A plain client, connected at once (the listen queue takes it). */
+static int
+close_order_connect(int port)
+{
+	struct sockaddr_in	sin;
+	int			fd;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ne(fd, -1);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+	return fd;
+}
+
+/* The client fd at the other end of a server-side socket. */
+static int
+close_order_peer(struct nc_socket *sock)
+{
+	struct sockaddr_in	sin;
+	socklen_t		len;
+	int			i;
+
+	for (i = 0; i < 2; i++) {
+		if (close_order_fds[i] == -1)
+			continue;
+		len = sizeof sin;
+		ck_assert_int_eq(getsockname(close_order_fds[i],
+		    (struct sockaddr *)&sin, &len), 0);
+		if (ntohs(sin.sin_port) == nc_socket_remote_port(sock))
+			return close_order_fds[i];
+	}
+	ck_abort_msg("no client for a server-side socket");
+	return -1;
+}
+
+/*
+ * Listens, connects n plain clients, labels the server-side sockets
+ * conn1.. in the order they were accepted, and calls server.close(cb).
+ */
+static struct nc_server *
+close_order_start(int n)
+{
+	static const char	*labels[] = { "conn1", "conn2" };
+	static const enum nc_event evs[] = { NC_EV_END, NC_EV_FINISH,
+	    NC_EV_ERROR, NC_EV_CLOSE };
+	struct nc_server	*s = server_new(NULL);
+	int			 i, j, port;
+
+	close_order[0] = '\0';
+	close_order_conn_closes = 0;
+	close_order_fds[0] = close_order_fds[1] = -1;
+	ck_assert_int_eq(nc_server_on(s, NC_EV_CLOSE,
+	    close_order_server_close, NULL), 0);
+	ck_assert_int_eq(nc_server_listen(s, 0, "127.0.0.1", 0, on_listening,
+	    NULL), 0);
+	ck_assert(run_until(base, &listening_calls, 2000));
+	port = bound_port(s);
+	for (i = 0; i < n; i++)
+		close_order_fds[i] = close_order_connect(port);
+	ck_assert(run_until_count(base, &connections, n, 2000));
+	for (i = 0; i < n; i++)
+		for (j = 0; j < 4; j++)
+			ck_assert_int_eq(nc_socket_on(accepted[i], evs[j],
+			    close_order_conn_cb, (void *)labels[i]), 0);
+	ck_assert_int_eq(nc_server_close(s, close_order_close_cb, NULL), 0);
+	return s;
+}
+
+/* Waits for n connections' `close`, and that nothing follows. */
+static void
+close_order_finish(struct nc_server *s, int n)
+{
+	int	i;
+
+	ck_assert(run_until_count(base, &close_order_conn_closes, n, 5000));
+	run_for(base, 30);
+	ck_assert_int_eq(nc_server_connections(s), 0);
+	release_accepted();
+	nc_server_release(s);
+	for (i = 0; i < 2; i++)
+		if (close_order_fds[i] != -1)
+			close(close_order_fds[i]);
+}
+
+START_TEST(test_close_order_end)
+{
+	struct nc_server	*s;
+
+	/* (a) The client ends (allowHalfOpen false). */
+	s = close_order_start(1);
+	ck_assert_int_eq(shutdown(close_order_peer(accepted[0]), SHUT_WR), 0);
+	close_order_finish(s, 1);
+	ck_assert_str_eq(close_order, NODE_ORDER_END);
+}
+END_TEST
+
+static void
+close_order_end_second(void *sock, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)sock;
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(shutdown(close_order_peer(accepted[1]), SHUT_WR),
+	    0);
+}
+
+static void
+close_order_count_cb(struct nc_server *s, int status, int count, void *arg)
+{
+	char	buf[64];
+
+	(void)s;
+	(void)arg;
+	ck_assert_int_eq(status, 0);
+	snprintf(buf, sizeof buf, "getConnections %d", count);
+	close_order_note(buf);
+	ck_assert_int_eq(shutdown(close_order_peer(accepted[0]), SHUT_WR),
+	    0);
+}
+
+START_TEST(test_close_order_two)
+{
+	struct nc_server	*s;
+
+	/* (b) getConnections, then the clients end one after the other. */
+	s = close_order_start(2);
+	ck_assert_int_eq(nc_server_get_connections(s, close_order_count_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_once(accepted[0], NC_EV_CLOSE,
+	    close_order_end_second, NULL), 0);
+	close_order_finish(s, 2);
+	ck_assert_str_eq(close_order, NODE_ORDER_TWO);
+}
+END_TEST
+
+START_TEST(test_close_order_destroy)
+{
+	struct nc_server	*s;
+
+	/* (c) The server side destroys its socket. */
+	s = close_order_start(1);
+	nc_socket_destroy(accepted[0]);
+	close_order_finish(s, 1);
+	ck_assert_str_eq(close_order, NODE_ORDER_DESTROY);
+}
+END_TEST
+
+START_TEST(test_close_order_reset)
+{
+	struct nc_server	*s;
+	struct linger		 l = { 1, 0 };
+	int			 fd;
+
+	/* (d) The client resets: SO_LINGER 0, then close() sends RST. */
+	s = close_order_start(1);
+	fd = close_order_peer(accepted[0]);
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l),
+	    0);
+	close(fd);
+	close_order_fds[0] = -1;
+	close_order_finish(s, 1);
+	ck_assert_str_eq(close_order, NODE_ORDER_RESET);
 }
 END_TEST
 
@@ -1119,6 +1374,10 @@ main(void)
 	tcase_add_test(tc, test_close_not_running);
 	tcase_add_test(tc, test_listen_then_close_at_once);
 	tcase_add_test(tc, test_close_waits_for_connections);
+	tcase_add_test(tc, test_close_order_end);
+	tcase_add_test(tc, test_close_order_two);
+	tcase_add_test(tc, test_close_order_destroy);
+	tcase_add_test(tc, test_close_order_reset);
 	tcase_add_test(tc, test_max_connections);
 	tcase_add_test(tc, test_get_connections);
 	tcase_add_test(tc, test_connections_null_after_hand_over);

@@ -347,34 +347,62 @@ nc_socket_new(const struct nc_socket_options *opts)
 	return s;
 }
 
-/* Closing: deferred so `error` and `close` never fire inside a call. */
+/*
+ * Closing: deferred so `error` and `close` never fire inside a call.
+ * Writes that never went out fail first, as Node's errorBuffer, then
+ * `error` if destroy() had one.
+ */
 static void
-socket_close_cb(void *arg)
+socket_closing(struct nc_socket *s)
 {
-	struct nc_socket	*s = arg;
 	struct nc_event_args	 args;
 	struct nc__error	 e;
 
-	/* Writes that never went out fail first, as Node's errorBuffer. */
 	socket_fail_writes(s, s->write_error);
-	if (s->err != NULL) {
-		e = *s->err;
-		e.pub.syscall = e.syscall[0] != '\0' ? e.syscall : NULL;
-		e.pub.address = e.address[0] != '\0' ? e.address : NULL;
-		e.pub.message = e.message;
-		memset(&args, 0, sizeof args);
-		args.event = NC_EV_ERROR;
-		args.error = &e.pub;
-		if (s->em.count[NC_EV_ERROR] == 0)
-			log_err("unhandled socket error: %s", e.message);
-		else
-			socket_emit(s, &args);
-	}
+	if (s->err == NULL)
+		return;
+	e = *s->err;
+	e.pub.syscall = e.syscall[0] != '\0' ? e.syscall : NULL;
+	e.pub.address = e.address[0] != '\0' ? e.address : NULL;
+	e.pub.message = e.message;
+	memset(&args, 0, sizeof args);
+	args.event = NC_EV_ERROR;
+	args.error = &e.pub;
+	if (s->em.count[NC_EV_ERROR] == 0)
+		log_err("unhandled socket error: %s", e.message);
+	else
+		socket_emit(s, &args);
+}
+
+/* `close`, and the library's reference goes. */
+static void
+socket_closed_cb(void *arg)
+{
+	struct nc_socket	*s = arg;
+	struct nc_event_args	 args;
+
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_CLOSE;
 	args.had_error = s->err != NULL;
 	socket_emit(s, &args);
 	nc_socket_release(s);	/* the library's reference */
+}
+
+static void
+socket_close_cb(void *arg)
+{
+	socket_closing(arg);
+	socket_closed_cb(arg);
+}
+
+/* The first step of a connection's close (see socket_destroy()). */
+static void
+socket_closing_cb(void *arg)
+{
+	struct nc_socket	*s = arg;
+
+	socket_closing(s);
+	nc_socket_release(s);	/* this step's hold */
 }
 
 /* Completes every pending write: those whose bytes all went out
@@ -451,15 +479,32 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 	}
 	s->readable = s->writable = false;
 
-	/* Our `close` is queued first: the server's `close` comes after. */
 	server = s->server;
 	s->server = NULL;
-	if (nc__defer(s->base, socket_close_cb, s) != 0) {
-		log_err("socket: out of memory, closing at once");
-		socket_close_cb(s);
+	if (server == NULL) {
+		if (nc__defer(s->base, socket_close_cb, s) != 0) {
+			log_err("socket: out of memory, closing at once");
+			socket_close_cb(s);
+		}
+		return;
 	}
-	if (server != NULL)
-		nc__server_connection_closed(server);
+	/*
+	 * A server's connection closes in Node's order: `error` (a
+	 * nextTick), then the server's `close` if this was its last
+	 * connection after close() (_emitCloseIfDrained, a nextTick
+	 * queued after it), and this socket's `close` last, when its
+	 * handle has closed (libuv's close phase, a later turn).
+	 */
+	nc_socket_hold(s);
+	if (nc__defer(s->base, socket_closing_cb, s) != 0) {
+		log_err("socket: out of memory, failing writes at once");
+		socket_closing_cb(s);
+	}
+	nc__server_connection_closed(server);
+	if (nc__defer(s->base, socket_closed_cb, s) != 0) {
+		log_err("socket: out of memory, closing at once");
+		socket_closed_cb(s);
+	}
 }
 
 static void
