@@ -39,7 +39,8 @@ struct handoff {
 };
 
 #define MAX_LISTENER_IDS	4096	/* listeners alive at once, reloads too */
-#define PROGRAM_LINE_MAX	1024	/* bytes of a program's log line */
+#define PROGRAM_LINE_MAX	896	/* bytes of a program's log line, so
+					   that it fits in one of ours */
 #define PROGRAM_READ_MAX	65536	/* bytes read from it per event */
 
 /* One bound address of a service (one per worker slot for reuseport). */

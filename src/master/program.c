@@ -62,9 +62,18 @@ static void __attribute__((noreturn))
 program_child(const struct nc_service *conf, const int *fds, int *tmp,
     int n, int ep, int op, const char *names)
 {
-	char	num[32];
-	int	lo = 3 + n, out, devnull, j, sig;
+	sigset_t	 none;
+	char		 num[32];
+	int		 lo = 3 + n, out, devnull, j, sig;
 
+	/*
+	 * A clean slate of signals first: the master's handlers would write
+	 * into its own signal pipe, and dispositions and mask survive exec.
+	 */
+	for (sig = 1; sig < NSIG; sig++)
+		(void)signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (supervisor_drop() == -1)
 		program_child_fail(ep, PS_DROP);
@@ -89,16 +98,6 @@ program_child(const struct nc_service *conf, const int *fds, int *tmp,
 	if (close_range((unsigned)lo, ~0U, CLOSE_RANGE_CLOEXEC) == -1)
 		for (j = lo; j < 65536; j++)
 			(void)fcntl(j, F_SETFD, FD_CLOEXEC);
-
-	/* A clean slate of signals: dispositions and mask survive exec. */
-	for (sig = 1; sig < NSIG; sig++)
-		(void)signal(sig, SIG_DFL);
-	{
-		sigset_t	none;
-
-		sigemptyset(&none);
-		(void)sigprocmask(SIG_SETMASK, &none, NULL);
-	}
 
 	unsetenv("NOTIFY_SOCKET");	/* systemd speaks to the master */
 	unsetenv("WATCHDOG_USEC");
@@ -194,17 +193,19 @@ program_spawn(struct worker *w, const struct service_rt *svc)
 	return pid;
 }
 
-/* EOF on the exec pipe: the program runs; a report: it could not. */
+/*
+ * EOF on the exec pipe: the program runs; a report: it could not. Also
+ * read once more when the child is reaped first, so the reason of a
+ * failed exec is never lost (then it does not go online).
+ */
 static void
-program_exec_cb(evutil_socket_t fd, short what, void *arg)
+program_exec_read(struct worker *w, bool reaped)
 {
-	struct worker	*w = arg;
-	int		 rep[2];
-	ssize_t		 n;
+	int	 rep[2];
+	ssize_t	 n;
 
-	(void)what;
-	n = read(fd, rep, sizeof rep);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+	n = read(w->exec_fd, rep, sizeof rep);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR) && !reaped)
 		return;
 	event_free(w->exec_ev);
 	w->exec_ev = NULL;
@@ -216,8 +217,16 @@ program_exec_cb(evutil_socket_t fd, short what, void *arg)
 		    stage_names[rep[0]], strerror(rep[1]));
 		return;		/* it exits 127 and is reaped */
 	}
-	if (n == 0 && w->state == W_STARTING && !w->killed)
+	if (n == 0 && !reaped && w->state == W_STARTING && !w->killed)
 		supervisor_online(w);
+}
+
+static void
+program_exec_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	program_exec_read(arg, false);
 }
 
 /*
@@ -227,7 +236,7 @@ program_exec_cb(evutil_socket_t fd, short what, void *arg)
 static void
 program_output_line(struct worker *w, bool cut)
 {
-	char		 esc[PROGRAM_LINE_MAX * 4 + 1];
+	char		 esc[PROGRAM_LINE_MAX + 1];
 	const char	*p = w->out_line;
 	size_t		 len = w->out_len, i, o = 0;
 	int		 level = 6;
@@ -241,8 +250,13 @@ program_output_line(struct worker *w, bool cut)
 	}
 	if (len > 0 && p[len - 1] == '\r')
 		len--;
+	/* Escaped, it stays within the line's bound: the rest is cut. */
 	for (i = 0; i < len; i++) {
 		ch = (unsigned char)p[i];
+		if (o + 4 >= sizeof esc) {
+			cut = true;
+			break;
+		}
 		if (ch < 0x20 || ch == 0x7f)
 			o += (size_t)snprintf(esc + o, sizeof esc - o, "\\x%02x",
 			    ch);
@@ -358,11 +372,7 @@ void
 program_close(struct worker *w)
 {
 	if (w->exec_ev != NULL)
-		event_free(w->exec_ev);
-	w->exec_ev = NULL;
-	if (w->exec_fd != -1)
-		close(w->exec_fd);
-	w->exec_fd = -1;
+		program_exec_read(w, true);
 	if (w->out_fd != -1)
 		(void)program_output_read(w);
 	program_output_close(w);

@@ -5,7 +5,8 @@ LISTEN_FDS, fds from 3), as netclusterd's "handler": "program" does.
 Each connection is greeted with "hello\\r\\n" and gets its bytes back; a
 connection whose first bytes are "pid\\n" gets instead one line saying
 who answered ("pid P listen_pid L fds N names NAMES"). On SIGTERM it
-closes its listeners, lets open connections finish, and exits 0."""
+closes its listeners, lets open connections finish, and exits 0. With
+INHERIT_ECHO_NOISE=N, it first writes N long lines on stderr."""
 
 import os
 import selectors
@@ -38,6 +39,10 @@ def main():
     for s in listeners:
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, "listener")
+    # For the tests of the master's log: lines too long, with a control
+    # character, at warning priority, NOISE of them.
+    for _ in range(int(os.environ.get("INHERIT_ECHO_NOISE", "0"))):
+        print("<4>noise \x01" + "x" * 2000, file=sys.stderr)
     print("inherit_echo: pid %d serving %d sockets (%s)" % (
         os.getpid(), len(listeners), os.environ.get("LISTEN_FDNAMES")),
         file=sys.stderr, flush=True)
