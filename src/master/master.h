@@ -93,6 +93,7 @@ struct worker {
 	bool			 refused;
 	bool			 killed;	/* by us: only its answers count */
 	bool			 program;	/* handler program: no channel */
+	char			*command;	/* program: its path, or NULL */
 	int			 exec_fd;	/* program: EOF once exec'd */
 	struct event		*exec_ev;
 	int			 out_fd;	/* program: its stdout, stderr */

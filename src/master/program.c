@@ -183,6 +183,8 @@ program_spawn(struct worker *w, const struct service_rt *svc)
 	close(ep[1]);
 	close(op[1]);
 	w->program = true;
+	/* For the log: a reload may free the configuration before it runs. */
+	w->command = strdup(conf->command[0]);
 	w->exec_fd = ep[0];
 	(void)program_nonblock(ep[0]);
 	w->exec_ev = event_new(master_base, ep[0], EV_READ | EV_PERSIST,
@@ -213,8 +215,8 @@ program_exec_read(struct worker *w, bool reaped)
 	w->exec_fd = -1;
 	if (n == (ssize_t)sizeof rep && rep[0] >= PS_DROP && rep[0] <= PS_EXEC) {
 		log_errx("worker %d [pid %d]: cannot run %s: %s: %s", w->id,
-		    (int)w->pid, master_services[0].conf->command[0],
-		    stage_names[rep[0]], strerror(rep[1]));
+		    (int)w->pid, w->command != NULL ? w->command :
+		    "its command", stage_names[rep[0]], strerror(rep[1]));
 		return;		/* it exits 127 and is reaped */
 	}
 	if (n == 0 && !reaped && w->state == W_STARTING && !w->killed)
@@ -373,6 +375,8 @@ program_close(struct worker *w)
 {
 	if (w->exec_ev != NULL)
 		program_exec_read(w, true);
+	free(w->command);
+	w->command = NULL;
 	if (w->out_fd != -1)
 		(void)program_output_read(w);
 	program_output_close(w);
