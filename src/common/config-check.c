@@ -287,6 +287,98 @@ check_credentials(struct nc_config *cfg, char **errors)
 	}
 }
 
+/*
+ * What a program service runs: its command a file the worker's user may
+ * execute, its cwd a directory it may enter. With user or group set, this
+ * is asked as that user, in a child that drops privileges exactly as a
+ * worker does (no supplementary groups); else as ourselves. 0, or -1
+ * with a message in err and *which the key it is about.
+ */
+static int
+check_program_access(const struct nc_config *cfg, const struct nc_service *s,
+    char *err, size_t errlen, const char **which)
+{
+	struct stat	 st;
+	char		 msg[512];
+	ssize_t		 n;
+	size_t		 got = 0;
+	pid_t		 pid;
+	int		 p[2], status;
+
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		snprintf(err, errlen, "cannot check %s: pipe: %s",
+		    s->command[0], strerror(errno));
+		*which = "command";
+		return -1;
+	}
+	switch (pid = fork()) {
+	case -1:
+		snprintf(err, errlen, "cannot check %s: fork: %s",
+		    s->command[0], strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		*which = "command";
+		return -1;
+	case 0:
+		close(p[0]);
+		msg[0] = '\0';
+		if (cfg->gid != (gid_t)-1 && (setgroups(0, NULL) == -1 ||
+		    setresgid(cfg->gid, cfg->gid, cfg->gid) == -1))
+			snprintf(msg, sizeof msg, "Ccannot become group %d: %s",
+			    (int)cfg->gid, strerror(errno));
+		else if (cfg->uid != (uid_t)-1 && setresuid(cfg->uid,
+		    cfg->uid, cfg->uid) == -1)
+			snprintf(msg, sizeof msg, "Ccannot become user %d: %s",
+			    (int)cfg->uid, strerror(errno));
+		else if (stat(s->command[0], &st) == -1)
+			snprintf(msg, sizeof msg, "C%s: %s", s->command[0],
+			    strerror(errno));
+		else if (!S_ISREG(st.st_mode))
+			snprintf(msg, sizeof msg, "C%s: not a regular file",
+			    s->command[0]);
+		else if (access(s->command[0], X_OK) == -1)
+			snprintf(msg, sizeof msg, "C%s: not executable by the "
+			    "workers' user (uid %d, gid %d): %s", s->command[0],
+			    (int)getuid(), (int)getgid(), strerror(errno));
+		else if (s->cwd != NULL && (stat(s->cwd, &st) == -1 ||
+		    !S_ISDIR(st.st_mode)))
+			snprintf(msg, sizeof msg, "W%s: not a directory",
+			    s->cwd);
+		else if (s->cwd != NULL && access(s->cwd, X_OK) == -1)
+			snprintf(msg, sizeof msg, "W%s: the workers' user "
+			    "(uid %d) cannot enter it: %s", s->cwd,
+			    (int)getuid(), strerror(errno));
+		n = write(p[1], msg, strlen(msg));
+		_exit(n == -1 ? 2 : 0);
+	default:
+		break;
+	}
+	close(p[1]);
+	while (got < sizeof msg - 1) {
+		n = read(p[0], msg + got, sizeof msg - 1 - got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	msg[got] = '\0';
+	close(p[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (got > 1) {
+		*which = msg[0] == 'W' ? "cwd" : "command";
+		snprintf(err, errlen, "%s", msg + 1);
+		return -1;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		*which = "command";
+		snprintf(err, errlen, "cannot check %s", s->command[0]);
+		return -1;
+	}
+	return 0;
+}
+
 int
 nc_config_check(struct nc_config *cfg, const struct nc_config_check_env *env,
     char **errors)
@@ -294,6 +386,7 @@ nc_config_check(struct nc_config *cfg, const struct nc_config_check_env *env,
 	struct nc_service	*s;
 	struct nc_listen_addr	*a, u;
 	char			 path[128], err[512], address[64], dir[PATH_MAX];
+	const char		*which;
 	size_t			 i, k;
 
 	*errors = NULL;
@@ -355,6 +448,18 @@ nc_config_check(struct nc_config *cfg, const struct nc_config_check_env *env,
 		}
 	}
 	check_credentials(cfg, errors);
+	/* After the credentials: as the user the program will run as. */
+	for (i = 0; i < cfg->nservices; i++) {
+		s = &cfg->services[i];
+		if (s->handler != NC_HANDLER_PROGRAM || s->ncommand == 0)
+			continue;
+		if (check_program_access(cfg, s, err, sizeof err,
+		    &which) == -1) {
+			snprintf(path, sizeof path, "services[%zu].%s%s", i,
+			    which, strcmp(which, "command") == 0 ? "[0]" : "");
+			nc_config_error(cfg, errors, path, "%s", err);
+		}
+	}
 	if (cfg->control_socket != NULL &&
 	    nc_config_socket_dir(cfg->control_socket, dir, sizeof dir, err,
 	    sizeof err) == -1)

@@ -420,7 +420,10 @@ config_enum(struct config_ctx *c, json_t *v, const char *const *names,
 static const char *const mode_names[] = {
 	"shared", "round-robin", "exclusive", "reuseport"
 };
-static const char *const handler_names[] = { "echo", "proxy", "module" };
+static const char *const handler_names[] = {
+	"echo", "proxy", "module", "program"
+};
+static const char *const sockets_names[] = { "inherit" };
 static const char *const balance_names[] = {
 	"round-robin", "least-connections"
 };
@@ -622,6 +625,108 @@ static const char *const proxy_keys[] = {
 };
 static const char *const send_proxy_names[] = { "v1", "v2" };
 
+#define CONFIG_MAX_ARGS		256	/* command words, env entries */
+#define CONFIG_MAX_ARG		4096	/* bytes of one */
+
+/* "command": ["/abs/path", "arg", ...], kept as a NULL-ended argv. */
+static void
+config_command(struct config_ctx *c, json_t *v, struct nc_service *svc)
+{
+	json_t	*e;
+	size_t	 i;
+	char	 got[64];
+
+	if (config_array(c, v, true) != 0)
+		return;
+	if (json_array_size(v) > CONFIG_MAX_ARGS) {
+		config_error(c, false, "at most %d words", CONFIG_MAX_ARGS);
+		return;
+	}
+	if ((svc->command = calloc(json_array_size(v) + 1,
+	    sizeof *svc->command)) == NULL) {
+		config_error(c, false, "out of memory");
+		return;
+	}
+	json_array_foreach(v, i, e) {
+		config_push_index(c, i);
+		if (json_is_string(e) && json_string_length(e) == 0 &&
+		    i > 0) {
+			/* An empty argument is a legal one. */
+			if ((svc->command[svc->ncommand] = strdup("")) != NULL)
+				svc->ncommand++;
+		} else if (config_string(c, e, CONFIG_MAX_ARG,
+		    &svc->command[svc->ncommand]) == 0) {
+			if (i == 0 && svc->command[0][0] != '/') {
+				config_got(e, got, sizeof got);
+				config_error(c, false, "expected an absolute "
+				    "path (no shell runs it), got %s", got);
+			}
+			svc->ncommand++;
+		}
+		config_pop(c);
+	}
+}
+
+/* "env": {"NAME": "value", ...}, kept as "NAME=value" strings. */
+static void
+config_env(struct config_ctx *c, json_t *v, struct nc_service *svc)
+{
+	const char	*key;
+	json_t		*e;
+	size_t		 n;
+	char		 got[64];
+
+	if (!json_is_object(v)) {
+		config_error(c, false, "expected an object, got %s",
+		    config_type_name(v));
+		return;
+	}
+	if (json_object_size(v) > CONFIG_MAX_ARGS) {
+		config_error(c, false, "at most %d variables", CONFIG_MAX_ARGS);
+		return;
+	}
+	if ((svc->env = calloc(json_object_size(v) + 1,
+	    sizeof *svc->env)) == NULL) {
+		config_error(c, false, "out of memory");
+		return;
+	}
+	json_object_foreach(v, key, e) {
+		config_push_key(c, key);
+		n = strlen(key);
+		if (n == 0 || n > 255 || strchr(key, '=') != NULL ||
+		    strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
+		    "vwxyz0123456789_") != n || (key[0] >= '0' && key[0] <= '9'))
+			config_error(c, true, "not a variable name (letters, "
+			    "digits and _, not starting with a digit)");
+		else if (strncmp(key, "LISTEN_", 7) == 0 ||
+		    strncmp(key, "NETCLUSTER_", 11) == 0)
+			config_error(c, true, "netclusterd sets %s itself", key);
+		else if (!json_is_string(e) || json_string_length(e) >
+		    CONFIG_MAX_ARG || strlen(json_string_value(e)) !=
+		    json_string_length(e)) {
+			config_got(e, got, sizeof got);
+			config_error(c, false, "expected a string of at most %d "
+			    "bytes, got %s", CONFIG_MAX_ARG, got);
+		} else if (asprintf(&svc->env[svc->nenv], "%s=%s", key,
+		    json_string_value(e)) == -1) {
+			svc->env[svc->nenv] = NULL;
+			config_error(c, false, "out of memory");
+		} else
+			svc->nenv++;
+		config_pop(c);
+	}
+}
+
+/* Keys of the built-in handlers that a program sets for itself. */
+static const char *const program_refused_keys[] = {
+	"max_connections", "allow_half_open", "pause_on_connect",
+	"idle_timeout_ms", "no_delay", "keep_alive",
+	"keep_alive_initial_delay_ms", "proxy_protocol", "options"
+};
+static const char *const program_keys[] = {
+	"command", "env", "cwd", "sockets"
+};
+
 static void
 config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 {
@@ -643,7 +748,7 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		if (strcmp(key, "name") == 0)
 			(void)config_string(c, v, 64, &svc->name);
 		else if (strcmp(key, "handler") == 0) {
-			if (config_enum(c, v, handler_names, 3, &iv) == 0)
+			if (config_enum(c, v, handler_names, 4, &iv) == 0)
 				svc->handler = (enum nc_handler_kind)iv;
 		} else if (strcmp(key, "mode") == 0) {
 			if (config_enum(c, v, mode_names, 4, &iv) == 0)
@@ -724,6 +829,17 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 			(void)config_bool(c, v, &svc->proxy_protocol);
 		else if (strcmp(key, "module") == 0)
 			(void)config_string(c, v, PATH_MAX, &svc->module);
+		else if (strcmp(key, "command") == 0)
+			config_command(c, v, svc);
+		else if (strcmp(key, "env") == 0)
+			config_env(c, v, svc);
+		else if (strcmp(key, "cwd") == 0) {
+			if (config_string(c, v, PATH_MAX, &svc->cwd) == 0 &&
+			    svc->cwd[0] != '/')
+				config_error(c, false, "expected an absolute "
+				    "directory, got \"%s\"", svc->cwd);
+		} else if (strcmp(key, "sockets") == 0)
+			(void)config_enum(c, v, sockets_names, 1, &iv);
 		else if (strcmp(key, "options") == 0) {
 			if (!json_is_object(v))
 				config_error(c, false, "expected an object, "
@@ -759,6 +875,46 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		config_push_key(c, "module");
 		config_error(c, true, "only the module handler takes "
 		    "\"module\"");
+		config_pop(c);
+	}
+	if (svc->handler == NC_HANDLER_PROGRAM && svc->name != NULL &&
+	    strchr(svc->name, ':') != NULL) {
+		config_push_key(c, "name");
+		config_error(c, false, "a program's service name is its "
+		    "sockets' name in LISTEN_FDNAMES, which ':' separates");
+		config_pop(c);
+	}
+	if (svc->handler == NC_HANDLER_PROGRAM &&
+	    json_object_get(obj, "command") == NULL)
+		config_error(c, false, "handler program needs \"command\"");
+	for (i = 0; svc->handler != NC_HANDLER_PROGRAM &&
+	    i < sizeof program_keys / sizeof program_keys[0]; i++) {
+		if (json_object_get(obj, program_keys[i]) == NULL)
+			continue;
+		config_push_key(c, program_keys[i]);
+		config_error(c, true, "only the program handler takes \"%s\"",
+		    program_keys[i]);
+		config_pop(c);
+	}
+	for (i = 0; svc->handler == NC_HANDLER_PROGRAM &&
+	    i < sizeof program_refused_keys / sizeof program_refused_keys[0];
+	    i++) {
+		if (json_object_get(obj, program_refused_keys[i]) == NULL)
+			continue;
+		config_push_key(c, program_refused_keys[i]);
+		config_error(c, true, "the program handler does not take "
+		    "\"%s\": the program sets it itself",
+		    program_refused_keys[i]);
+		config_pop(c);
+	}
+	if (svc->handler == NC_HANDLER_PROGRAM &&
+	    (svc->mode == NC_MODE_ROUND_ROBIN ||
+	    svc->mode == NC_MODE_EXCLUSIVE)) {
+		config_push_key(c, "mode");
+		config_error(c, false, "mode %s needs a program linked with "
+		    "libnetcluster; a program given its sockets (\"sockets\": "
+		    "\"inherit\") runs in shared or reuseport mode",
+		    nc_config_mode_name(svc->mode));
 		config_pop(c);
 	}
 }
@@ -804,6 +960,13 @@ config_check_whole(struct config_ctx *c, struct nc_config *cfg)
 		s = &cfg->services[i];
 		config_push_key(c, "services");
 		config_push_index(c, i);
+		if (s->handler == NC_HANDLER_PROGRAM && cfg->nservices > 1) {
+			config_push_key(c, "handler");
+			config_error(c, false, "a program runs in place of "
+			    "netcluster-worker: its service must be the only "
+			    "one of the configuration");
+			config_pop(c);
+		}
 		for (j = 0; j < i && s->name != NULL; j++) {
 			t = &cfg->services[j];
 			if (t->name != NULL && strcmp(s->name, t->name) == 0) {
@@ -931,6 +1094,13 @@ nc_config_free(struct nc_config *cfg)
 			free(s->upstream[j]);
 		free(s->upstream);
 		free(s->module);
+		for (j = 0; j < s->ncommand; j++)
+			free(s->command[j]);
+		free(s->command);
+		for (j = 0; j < s->nenv; j++)
+			free(s->env[j]);
+		free(s->env);
+		free(s->cwd);
 		if (s->options != NULL)
 			json_decref(s->options);
 	}

@@ -39,7 +39,8 @@ struct nc_listen_addr {
 enum nc_handler_kind {
 	NC_HANDLER_ECHO,
 	NC_HANDLER_PROXY,
-	NC_HANDLER_MODULE
+	NC_HANDLER_MODULE,
+	NC_HANDLER_PROGRAM	/* the operator's executable, no channel */
 };
 
 enum nc_balance {
@@ -77,6 +78,11 @@ struct nc_service {
 	bool			 proxy_protocol; /* clients send a header */
 	char			*module;
 	json_t			*options;	/* the "options" object or NULL */
+	char			**command;	/* program: argv, NULL-ended */
+	size_t			 ncommand;
+	char			**env;		/* program: "K=V", NULL-ended */
+	size_t			 nenv;
+	char			*cwd;		/* program, or NULL */
 };
 
 struct nc_config {

@@ -106,19 +106,30 @@ request(const char *path, const char *line)
 	return buf;
 }
 
+/* A count, or "?" where the master cannot know it (a program's). */
+static const char *
+count_text(json_t *v, char *buf, size_t len)
+{
+	if (!json_is_integer(v))
+		return "?";
+	snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+	return buf;
+}
+
 static void
 print_services(json_t *services)
 {
 	json_t		*s, *l;
 	size_t		 i, j;
+	char		 num[32];
 
 	json_array_foreach(services, i, s) {
-		printf("service %s: handler %s, mode %s, %lld connections\n",
+		printf("service %s: handler %s, mode %s, %s connections\n",
 		    json_string_value(json_object_get(s, "name")),
 		    json_string_value(json_object_get(s, "handler")),
 		    json_string_value(json_object_get(s, "mode")),
-		    (long long)json_integer_value(json_object_get(s,
-		    "connections")));
+		    count_text(json_object_get(s, "connections"), num,
+		    sizeof num));
 		json_array_foreach(json_object_get(s, "listeners"), j, l)
 			printf("  listen %s -> %s\n",
 			    json_string_value(json_object_get(l, "listen")),
@@ -147,6 +158,7 @@ main(int argc, char **argv)
 	const char	*cmd;
 	json_error_t	 jerr;
 	json_t		*req, *reply, *w;
+	char		 num[32];
 	char		*line, *answer;
 	bool		 as_json = false;
 	size_t		 i;
@@ -221,15 +233,15 @@ main(int argc, char **argv)
 		fputs(answer, stdout);
 	} else if (strcmp(cmd, "status") == 0) {
 		printf("netclusterd pid %lld, up %.0f s, %lld of %lld workers "
-		    "alive, %lld connections\n",
+		    "alive, %s connections\n",
 		    (long long)json_integer_value(json_object_get(reply, "pid")),
 		    json_real_value(json_object_get(reply, "uptime_s")),
 		    (long long)json_integer_value(json_object_get(reply,
 		    "alive")),
 		    (long long)json_integer_value(json_object_get(reply,
 		    "workers")),
-		    (long long)json_integer_value(json_object_get(reply,
-		    "connections")));
+		    count_text(json_object_get(reply, "connections"), num,
+		    sizeof num));
 		/* A master older than these keys has none. */
 		if (json_is_string(json_object_get(reply, "version")) &&
 		    json_is_string(json_object_get(reply, "binary")))
@@ -245,7 +257,7 @@ main(int argc, char **argv)
 		printf("%-5s %-6s %-8s %-9s %-9s %-8s %s\n", "SLOT", "ID",
 		    "PID", "STATE", "UPTIME", "RESTARTS", "CONNECTIONS");
 		json_array_foreach(json_object_get(reply, "workers"), i, w)
-			printf("%-5lld %-6lld %-8lld %-9s %-9.0f %-8lld %lld%s\n",
+			printf("%-5lld %-6lld %-8lld %-9s %-9.0f %-8lld %s%s\n",
 			    (long long)json_integer_value(json_object_get(w,
 			    "slot")),
 			    (long long)json_integer_value(json_object_get(w,
@@ -256,13 +268,14 @@ main(int argc, char **argv)
 			    json_real_value(json_object_get(w, "uptime_s")),
 			    (long long)json_integer_value(json_object_get(w,
 			    "restarts")),
-			    (long long)json_integer_value(json_object_get(w,
-			    "count")),
-			    json_is_true(json_object_get(w, "answered")) ? "" :
+			    count_text(json_object_get(w, "count"), num,
+			    sizeof num),
+			    json_is_true(json_object_get(w, "answered")) ||
+			    json_is_null(json_object_get(w, "count")) ? "" :
 			    " (no answer)");
 	} else if (strcmp(cmd, "connections") == 0) {
-		printf("%lld\n", (long long)json_integer_value(
-		    json_object_get(reply, "connections")));
+		printf("%s\n", count_text(json_object_get(reply,
+		    "connections"), num, sizeof num));
 		print_missing(reply);
 	} else
 		printf("%s\n", json_string_value(json_object_get(reply,

@@ -120,6 +120,7 @@ services_json(json_t *counts, const char *only)
 	json_t			*list, *addrs, *w, *n;
 	size_t			 i, j, k;
 	json_int_t		 total;
+	bool			 unknown;
 
 	if ((list = json_array()) == NULL)
 		return NULL;
@@ -136,17 +137,21 @@ services_json(json_t *counts, const char *only)
 			    (json_int_t)l->accepted));
 		}
 		total = 0;
+		unknown = false;
 		json_array_foreach(json_object_get(counts, "workers"), k, w) {
 			n = json_object_get(json_object_get(w, "services"),
 			    svc->conf->name);
 			if (json_is_integer(n))
 				total += json_integer_value(n);
+			else if (json_is_null(n))
+				unknown = true;	/* a program's: not known */
 		}
 		(void)json_array_append_new(list, json_pack(
-		    "{s:s, s:s, s:s, s:o, s:I}", "name", svc->conf->name,
+		    "{s:s, s:s, s:s, s:o, s:o}", "name", svc->conf->name,
 		    "handler", nc_config_handler_name(svc->conf->handler),
 		    "mode", nc_config_mode_name(svc->conf->mode),
-		    "listeners", addrs, "connections", total));
+		    "listeners", addrs, "connections", unknown ? json_null() :
+		    json_integer(total)));
 	}
 	return list;
 }
@@ -159,6 +164,7 @@ answer_cb(json_t *counts, void *arg)
 	json_t		*reply, *w, *missing;
 	json_int_t	 total = 0;
 	size_t		 i;
+	bool		 unknown = false;
 
 	if (c == NULL) {
 		free(a);
@@ -170,6 +176,8 @@ answer_cb(json_t *counts, void *arg)
 		if (json_is_true(json_object_get(w, "answered")))
 			total += json_integer_value(json_object_get(w,
 			    "count"));
+		else if (json_is_null(json_object_get(w, "count")))
+			unknown = true;	/* a program: nobody to ask */
 		else if (strcmp(json_string_value(json_object_get(w,
 		    "state")), "dead") != 0)
 			(void)json_array_append_new(missing, json_integer(
@@ -184,16 +192,20 @@ answer_cb(json_t *counts, void *arg)
 		if (a->service[0] != '\0') {
 			total = json_integer_value(json_object_get(
 			    json_array_get(w, 0), "connections"));
+			unknown = json_is_null(json_object_get(
+			    json_array_get(w, 0), "connections"));
 		}
-		reply = json_pack("{s:b, s:I, s:o, s:o}", "ok", 1,
-		    "connections", total, "services", w, "missing", missing);
+		reply = json_pack("{s:b, s:o, s:o, s:o}", "ok", 1,
+		    "connections", unknown ? json_null() : json_integer(total),
+		    "services", w, "missing", missing);
 	} else
 		reply = json_pack("{s:b, s:i, s:s, s:s, s:b, s:i, s:f, s:i, "
-		    "s:I, s:o, s:o}", "ok", 1, "pid", (int)getpid(), "version",
+		    "s:o, s:o, s:o}", "ok", 1, "pid", (int)getpid(), "version",
 		    PACKAGE_VERSION, "binary", master_binary, "binary_changed",
 		    upgrade_binary_changed(), "workers", master_nworkers,
 		    "uptime_s", elapsed_s(&master_started), "alive",
-		    (int)supervisor_alive(), "connections", total, "services",
+		    (int)supervisor_alive(), "connections", unknown ?
+		    json_null() : json_integer(total), "services",
 		    services_json(counts, NULL), "missing", missing);
 	client_reply(c, reply);
 	free(a);

@@ -369,9 +369,13 @@ listener_events(struct listener *l)
 		    EV_READ | EV_PERSIST, listener_accept_cb, l);
 		return l->accept_ev != NULL ? 0 : -1;
 	}
-	/* reuseport: each slot's socket, served here while its worker is
-	 * gone. */
-	if (l->nfds > 1) {
+	/*
+	 * reuseport: each slot's socket, served here while its worker is
+	 * gone. Not for a program: with no channel, nobody could be handed
+	 * what the master accepted; the slot's connections wait in its
+	 * backlog for the successor, which gets the same socket.
+	 */
+	if (l->nfds > 1 && l->service->conf->handler != NC_HANDLER_PROGRAM) {
 		if ((l->slot_evs = calloc(l->nfds, sizeof *l->slot_evs)) == NULL)
 			return -1;
 		for (j = 0; j < l->nfds; j++) {

@@ -39,6 +39,9 @@ struct handoff {
 };
 
 #define MAX_LISTENER_IDS	4096	/* listeners alive at once, reloads too */
+#define PROGRAM_LINE_MAX	896	/* bytes of a program's log line, so
+					   that it fits in one of ours */
+#define PROGRAM_READ_MAX	65536	/* bytes read from it per event */
 
 /* One bound address of a service (one per worker slot for reuseport). */
 struct listener {
@@ -89,6 +92,15 @@ struct worker {
 	struct worker		*next;		/* on the draining list */
 	bool			 refused;
 	bool			 killed;	/* by us: only its answers count */
+	bool			 program;	/* handler program: no channel */
+	char			*command;	/* program: its path, or NULL */
+	int			 exec_fd;	/* program: EOF once exec'd */
+	struct event		*exec_ev;
+	int			 out_fd;	/* program: its stdout, stderr */
+	struct event		*out_ev;
+	char			 out_line[PROGRAM_LINE_MAX];
+	size_t			 out_len;
+	bool			 out_cut;	/* skipping to the next newline */
 };
 
 /* main.c */
@@ -161,6 +173,9 @@ void	 master_upgrade_ready(void);
 void	 master_upgrade_exec(int client_fd) __attribute__((noreturn));
 void	 master_upgrade_client_gone(void);
 int	 supervisor_inflight(void);
+void	 supervisor_online(struct worker *);
+int	 supervisor_drop(void);
+const struct service_rt *supervisor_program(void);
 #define UPGRADE_QUIESCE_MS	2000
 
 int	 master_check_config(struct nc_config *, char **errors);
@@ -180,6 +195,12 @@ void	 upgrade_check(const char *config,
 bool	 upgrade_check_running(void);
 bool	 upgrade_check_reaped(pid_t, int);
 void	 upgrade_check_stop(void);
+
+/* program.c */
+pid_t	 program_spawn(struct worker *, const struct service_rt *);
+void	 program_adopt(struct worker *, int out_fd);
+void	 program_export(struct worker *);
+void	 program_close(struct worker *);
 
 /* notify.c */
 void	 notify_start(void);

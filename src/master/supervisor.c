@@ -237,9 +237,17 @@ msg_hello(struct worker *w, json_t *msg)
 static int
 msg_ready(struct worker *w, json_t *msg)
 {
+	(void)msg;
+	supervisor_online(w);
+	return 0;
+}
+
+/* w serves: a worker said `ready`, or a program's exec succeeded. */
+void
+supervisor_online(struct worker *w)
+{
 	size_t	i;
 
-	(void)msg;
 	w->state = W_ONLINE;
 	log_info("worker %d [pid %d] (slot %d) online", w->id, (int)w->pid,
 	    w->slot);
@@ -251,7 +259,6 @@ msg_ready(struct worker *w, json_t *msg)
 	listener_worker_changed();
 	for (i = 0; i < master_nlisteners; i++)
 		listener_dispatch(master_listeners[i]);
-	return 0;
 }
 
 static int
@@ -578,16 +585,50 @@ restart_cb(evutil_socket_t fd, short what, void *arg)
 		supervisor_spawn((int)(intptr_t)arg);
 }
 
+/*
+ * In a child: drops to the workers' user and group, supplementary groups
+ * cleared, for good. Async-signal-safe; 0 or -1.
+ */
+int
+supervisor_drop(void)
+{
+	if (master_worker_gid != (gid_t)-1 &&
+	    (setgroups(0, NULL) == -1 || setresgid(master_worker_gid,
+	    master_worker_gid, master_worker_gid) == -1))
+		return -1;
+	if (master_worker_uid != (uid_t)-1 && setresuid(
+	    master_worker_uid, master_worker_uid, master_worker_uid) == -1)
+		return -1;
+	/* The drop above must hold: no way back to root. */
+	if (master_worker_uid != (uid_t)-1 && master_worker_uid != 0 &&
+	    setuid(0) == 0)
+		return -1;
+	return 0;
+}
+
+/* The program service of the configuration, or NULL (nc-config.h). */
+const struct service_rt *
+supervisor_program(void)
+{
+	size_t	i;
+
+	for (i = 0; i < master_nservices; i++)
+		if (master_services[i].conf->handler == NC_HANDLER_PROGRAM)
+			return &master_services[i];
+	return NULL;
+}
+
 static void
 supervisor_spawn(int slot)
 {
-	struct worker	*w;
-	const char	*bin = worker_binary();
-	char		 env[32];
-	int		 sv[2];
-	pid_t		 pid;
+	struct worker		*w;
+	const struct service_rt	*prog = supervisor_program();
+	const char		*bin = worker_binary();
+	char			 env[32];
+	int			 sv[2] = { -1, -1 };
+	pid_t			 pid;
 
-	if (nc_ipc_socketpair(sv) == -1)
+	if (prog == NULL && nc_ipc_socketpair(sv) == -1)
 		fatalx("socketpair: %s", strerror(errno));
 	if ((w = calloc(1, sizeof *w)) == NULL ||
 	    (w->rr = calloc(MAX_LISTENER_IDS, sizeof *w->rr)) == NULL)
@@ -599,7 +640,16 @@ supervisor_spawn(int slot)
 	if ((w->listening = json_array()) == NULL)
 		fatalx("out of memory");
 	clock_gettime(CLOCK_MONOTONIC, &w->started);
+	w->exec_fd = w->out_fd = -1;
 
+	if (prog != NULL) {
+		w->pid = program_spawn(w, prog);
+		w->state = W_STARTING;
+		master_workers[slot] = w;
+		log_info("worker %d [pid %d] (slot %d) started: %s", w->id,
+		    (int)w->pid, slot, prog->conf->command[0]);
+		return;
+	}
 	switch (pid = fork()) {
 	case -1:
 		fatalx("fork: %s", strerror(errno));
@@ -607,16 +657,7 @@ supervisor_spawn(int slot)
 		/* The child: only async-signal-safe calls until exec. */
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 		/* Drop to user/group, supplementary groups cleared. */
-		if (master_worker_gid != (gid_t)-1 &&
-		    (setgroups(0, NULL) == -1 || setresgid(master_worker_gid,
-		    master_worker_gid, master_worker_gid) == -1))
-			_exit(126);
-		if (master_worker_uid != (uid_t)-1 && setresuid(
-		    master_worker_uid, master_worker_uid, master_worker_uid) == -1)
-			_exit(126);
-		/* The drop above must hold: no way back to root. */
-		if (master_worker_uid != (uid_t)-1 && master_worker_uid != 0 &&
-		    setuid(0) == 0)
+		if (supervisor_drop() == -1)
 			_exit(126);
 		/* PR_SET_PDEATHSIG is cleared by a change of credentials. */
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -711,7 +752,11 @@ worker_stop(struct worker *w)
 	tv.tv_sec = master_config->shutdown_timeout_ms / 1000;
 	tv.tv_usec = (master_config->shutdown_timeout_ms % 1000) * 1000;
 	w->state = W_STOPPING;
-	worker_send(w, json_pack("{s:s}", "type", "stop"));
+	/* A program has no channel: SIGTERM is its `stop`. */
+	if (w->program)
+		(void)kill(w->pid, SIGTERM);
+	else
+		worker_send(w, json_pack("{s:s}", "type", "stop"));
 	w->kill_ev = evtimer_new(master_base, kill_cb, w);
 	if (w->kill_ev != NULL)
 		(void)evtimer_add(w->kill_ev, &tv);
@@ -723,6 +768,8 @@ worker_free(struct worker *w)
 	if (w->kill_ev != NULL)
 		event_free(w->kill_ev);
 	worker_detach(w);
+	if (w->program)
+		program_close(w);
 	json_decref(w->last_count);
 	json_decref(w->listening);
 	free(w->rr);
@@ -900,8 +947,20 @@ supervisor_export(void)
 	for (i = 0; i <= master_nworkers; i++) {
 		w = i < master_nworkers ? master_workers[i] : draining;
 		for (; w != NULL; w = i < master_nworkers ? NULL : w->next) {
-			if (w->ipc == NULL || w->state == W_DEAD)
+			if (w->state == W_DEAD || (w->ipc == NULL &&
+			    !w->program))
 				continue;
+			if (w->program) {
+				/* No channel: its pid and output pipe. */
+				program_export(w);
+				(void)json_array_append_new(list, json_pack(
+				    "{s:i, s:i, s:i, s:i, s:b, s:i, s:s}",
+				    "pid", (int)w->pid, "slot", w->slot, "id",
+				    w->id, "generation", w->generation,
+				    "program", 1, "output", w->out_fd, "state",
+				    state_names[w->state]));
+				continue;
+			}
 			(void)fcntl(nc_ipc_fd(w->ipc), F_SETFD, 0);
 			(void)json_array_append_new(list, json_pack(
 			    "{s:i, s:i, s:i, s:i, s:i, s:s}", "pid", (int)w->pid,
@@ -936,15 +995,22 @@ supervisor_adopt(json_t *list)
 		w->id = (int)json_integer_value(json_object_get(e, "id"));
 		w->generation = (int)json_integer_value(json_object_get(e,
 		    "generation"));
-		fd = (int)json_integer_value(json_object_get(e, "channel"));
-		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
 		w->state = W_ONLINE;
 		w->adopted = true;
+		w->exec_fd = w->out_fd = -1;
 		clock_gettime(CLOCK_MONOTONIC, &w->started);
-		w->ipc = nc_ipc_new(master_base, fd, worker_msg_cb,
-		    worker_error_cb, w);
-		if (w->ipc == NULL)
-			fatalx("out of memory");
+		if (json_is_true(json_object_get(e, "program"))) {
+			program_adopt(w, (int)json_integer_value(
+			    json_object_get(e, "output")));
+		} else {
+			fd = (int)json_integer_value(json_object_get(e,
+			    "channel"));
+			(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+			w->ipc = nc_ipc_new(master_base, fd, worker_msg_cb,
+			    worker_error_cb, w);
+			if (w->ipc == NULL)
+				fatalx("out of memory");
+		}
 		if (w->id >= next_worker_id)
 			next_worker_id = w->id + 1;
 		if (w->generation >= generation)
@@ -1239,6 +1305,19 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 		if (w != NULL)
 			(void)json_object_set(json_array_get(list, (size_t)i),
 			    "listening", w->listening);
+		/*
+		 * A program cannot be asked: its count is unknown (null),
+		 * never a made-up 0, and so are its service's totals.
+		 */
+		if (w != NULL && w->program) {
+			(void)json_object_set_new(json_array_get(list,
+			    (size_t)i), "count", json_null());
+			(void)json_object_set_new(json_array_get(list,
+			    (size_t)i), "services", json_pack("{s:n}",
+			    supervisor_program() != NULL ?
+			    supervisor_program()->conf->name : "?"));
+			continue;
+		}
 		if (w == NULL || w->ipc == NULL || w->state == W_DEAD ||
 		    w->state == W_STARTING)
 			continue;

@@ -249,6 +249,42 @@ def echo_clients(address, n, payload_size=16, timeout=10, family=None):
     return ok, failures
 
 
+def load(port, stop, stats, lock):
+    """Echo connections one after another until stop is set: each must
+    get hello and its bytes back. Counts in stats what became of each
+    (made, refused, unanswered, reset, wrong)."""
+    payload = os.urandom(16)
+    while not stop.is_set():
+        key = "made"
+        try:
+            c = socket.create_connection(("127.0.0.1", port),
+                                         timeout=5 * SCALE)
+        except ConnectionRefusedError:
+            key = "refused"
+        except OSError:
+            key = "unanswered"
+        else:
+            try:
+                c.sendall(payload)
+                want = b"hello\r\n" + payload
+                got = b""
+                while len(got) < len(want):
+                    d = c.recv(64)
+                    if not d:
+                        raise ConnectionResetError("eof")
+                    got += d
+                if got != want:
+                    key = "wrong"
+            except socket.timeout:
+                key = "unanswered"
+            except OSError:
+                key = "reset"
+            finally:
+                c.close()
+        with lock:
+            stats[key] = stats.get(key, 0) + 1
+
+
 def run(tests):
     """Runs each test function; prints figures; exits 0 or 1."""
     failed = 0

@@ -12,7 +12,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, Failure, NETCLUSTERCTL, SCALE, check, run
+from harness import Daemon, Failure, NETCLUSTERCTL, SCALE, check, load, run
 
 DURATION = 10.0         # seconds of load
 RELOADS = 20
@@ -20,39 +20,6 @@ THREADS = 12
 # Enough that every reload happens under load (500 connections between two
 # reloads), on a busy machine too; sanitizer builds run slower.
 MIN_RATE = 1000 / SCALE  # connections/s
-
-
-def load(port, stop, stats, lock):
-    payload = os.urandom(16)
-    while not stop.is_set():
-        key = "made"
-        try:
-            c = socket.create_connection(("127.0.0.1", port),
-                                         timeout=5 * SCALE)
-        except ConnectionRefusedError:
-            key = "refused"
-        except OSError:
-            key = "unanswered"
-        else:
-            try:
-                c.sendall(payload)
-                want = b"hello\r\n" + payload
-                got = b""
-                while len(got) < len(want):
-                    d = c.recv(64)
-                    if not d:
-                        raise ConnectionResetError("eof")
-                    got += d
-                if got != want:
-                    key = "wrong"
-            except socket.timeout:
-                key = "unanswered"
-            except OSError:
-                key = "reset"
-            finally:
-                c.close()
-        with lock:
-            stats[key] = stats.get(key, 0) + 1
 
 
 def reload_under_load(mode, workers=2, command="reload"):

@@ -1,0 +1,383 @@
+/*
+ * Programs: a service with "handler": "program" runs the operator's own
+ * executable in place of netcluster-worker. It gets its listening
+ * sockets as systemd passes them (sd_listen_fds(3): fds from 3,
+ * LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and has no channel to the
+ * master: it is online once exec() succeeded (a close-on-exec pipe
+ * reports a failure, EOF a success), it is stopped with SIGTERM, and
+ * what it writes on stdout and stderr goes into the master's log, a line
+ * at a time, with its worker id.
+ */
+
+#include <sys/prctl.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "master.h"
+
+/* What the child reports on the exec pipe when it cannot run the program. */
+enum program_stage {
+	PS_DROP = 1,	/* setgroups, setresgid, setresuid */
+	PS_FDS,		/* placing the sockets at 3, 4, ... */
+	PS_CWD,		/* chdir to cwd */
+	PS_EXEC		/* execv */
+};
+
+static const char *const stage_names[] = {
+	[PS_DROP] = "dropping privileges",
+	[PS_FDS] = "placing its sockets",
+	[PS_CWD] = "changing to its cwd",
+	[PS_EXEC] = "exec",
+};
+
+static void	program_exec_cb(evutil_socket_t, short, void *);
+static void	program_output_cb(evutil_socket_t, short, void *);
+
+static void __attribute__((noreturn))
+program_child_fail(int fd, enum program_stage stage)
+{
+	int	rep[2] = { (int)stage, errno };
+	ssize_t	n;
+
+	n = write(fd, rep, sizeof rep);
+	(void)n;
+	_exit(127);
+}
+
+/*
+ * The child, between fork and exec: only async-signal-safe calls, except
+ * for the environment (the master runs one thread). fds are the
+ * service's listening sockets, in the order of "listen".
+ */
+static void __attribute__((noreturn))
+program_child(const struct nc_service *conf, const int *fds, int *tmp,
+    int n, int ep, int op, const char *names)
+{
+	sigset_t	 none;
+	char		 num[32];
+	int		 lo = 3 + n, out, devnull, j, sig;
+
+	/*
+	 * A clean slate of signals first: the master's handlers would write
+	 * into its own signal pipe, and dispositions and mask survive exec.
+	 */
+	for (sig = 1; sig < NSIG; sig++)
+		(void)signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (supervisor_drop() == -1)
+		program_child_fail(ep, PS_DROP);
+	/* PR_SET_PDEATHSIG is cleared by a change of credentials. */
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+
+	/* Everything we keep goes above 3 + n first, then into place. */
+	if ((ep = fcntl(ep, F_DUPFD_CLOEXEC, lo)) == -1)
+		_exit(127);
+	if ((out = fcntl(op, F_DUPFD_CLOEXEC, lo)) == -1)
+		program_child_fail(ep, PS_FDS);
+	for (j = 0; j < n; j++)
+		if ((tmp[j] = fcntl(fds[j], F_DUPFD_CLOEXEC, lo)) == -1)
+			program_child_fail(ep, PS_FDS);
+	for (j = 0; j < n; j++)
+		if (dup2(tmp[j], 3 + j) == -1)	/* clears FD_CLOEXEC */
+			program_child_fail(ep, PS_FDS);
+	if ((devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)) == -1 ||
+	    dup2(devnull, 0) == -1 || dup2(out, 1) == -1 || dup2(out, 2) == -1)
+		program_child_fail(ep, PS_FDS);
+	/* Nothing else of the master's reaches the program. */
+	if (close_range((unsigned)lo, ~0U, CLOSE_RANGE_CLOEXEC) == -1)
+		for (j = lo; j < 65536; j++)
+			(void)fcntl(j, F_SETFD, FD_CLOEXEC);
+
+	unsetenv("NOTIFY_SOCKET");	/* systemd speaks to the master */
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	unsetenv("NETCLUSTER_CHANNEL_FD");	/* there is no channel */
+	for (j = 0; j < (int)conf->nenv; j++)
+		(void)putenv(conf->env[j]);
+	snprintf(num, sizeof num, "%d", n);
+	setenv("LISTEN_FDS", num, 1);
+	snprintf(num, sizeof num, "%d", (int)getpid());
+	setenv("LISTEN_PID", num, 1);
+	setenv("LISTEN_FDNAMES", names, 1);
+	if (conf->cwd != NULL && chdir(conf->cwd) == -1)
+		program_child_fail(ep, PS_CWD);
+	execv(conf->command[0], conf->command);
+	program_child_fail(ep, PS_EXEC);
+}
+
+static int
+program_nonblock(int fd)
+{
+	int	flags = fcntl(fd, F_GETFL);
+
+	return flags == -1 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+static void
+program_watch_output(struct worker *w, int fd)
+{
+	w->out_fd = fd;
+	(void)program_nonblock(fd);
+	w->out_ev = event_new(master_base, fd, EV_READ | EV_PERSIST,
+	    program_output_cb, w);
+	if (w->out_ev == NULL || event_add(w->out_ev, NULL) == -1)
+		fatalx("out of memory");
+}
+
+/*
+ * Forks and execs the program of svc for worker w (its slot picks the
+ * reuseport sockets). Returns the pid; fatal only where spawning a
+ * netcluster-worker is (fork, pipes, memory).
+ */
+pid_t
+program_spawn(struct worker *w, const struct service_rt *svc)
+{
+	const struct nc_service	*conf = svc->conf;
+	char			*names;
+	size_t			 len, j;
+	int			 ep[2], op[2], *fds, *tmp, n;
+	pid_t			 pid;
+
+	n = (int)svc->nlisteners;
+	len = (strlen(conf->name) + 1) * (size_t)(n > 0 ? n : 1);
+	fds = calloc((size_t)n + 1, sizeof *fds);
+	tmp = calloc((size_t)n + 1, sizeof *tmp);
+	names = calloc(1, len + 1);
+	if (fds == NULL || tmp == NULL || names == NULL)
+		fatalx("out of memory");
+	/* Every socket is named for the service, in the order of listen. */
+	for (j = 0; j < (size_t)n; j++) {
+		fds[j] = listener_fd_for(svc->listeners[j], w);
+		if (j > 0)
+			strcat(names, ":");
+		strcat(names, conf->name);
+	}
+	if (pipe2(ep, O_CLOEXEC) == -1 || pipe2(op, O_CLOEXEC) == -1)
+		fatalx("pipe: %s", strerror(errno));
+
+	switch (pid = fork()) {
+	case -1:
+		fatalx("fork: %s", strerror(errno));
+	case 0:
+		close(ep[0]);
+		close(op[0]);
+		program_child(conf, fds, tmp, n, ep[1], op[1], names);
+		/* NOTREACHED */
+	default:
+		break;
+	}
+	free(fds);
+	free(tmp);
+	free(names);
+	close(ep[1]);
+	close(op[1]);
+	w->program = true;
+	/* For the log: a reload may free the configuration before it runs. */
+	w->command = strdup(conf->command[0]);
+	w->exec_fd = ep[0];
+	(void)program_nonblock(ep[0]);
+	w->exec_ev = event_new(master_base, ep[0], EV_READ | EV_PERSIST,
+	    program_exec_cb, w);
+	if (w->exec_ev == NULL || event_add(w->exec_ev, NULL) == -1)
+		fatalx("out of memory");
+	program_watch_output(w, op[0]);
+	return pid;
+}
+
+/*
+ * EOF on the exec pipe: the program runs; a report: it could not. Also
+ * read once more when the child is reaped first, so the reason of a
+ * failed exec is never lost (then it does not go online).
+ */
+static void
+program_exec_read(struct worker *w, bool reaped)
+{
+	int	 rep[2];
+	ssize_t	 n;
+
+	n = read(w->exec_fd, rep, sizeof rep);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR) && !reaped)
+		return;
+	event_free(w->exec_ev);
+	w->exec_ev = NULL;
+	close(w->exec_fd);
+	w->exec_fd = -1;
+	if (n == (ssize_t)sizeof rep && rep[0] >= PS_DROP && rep[0] <= PS_EXEC) {
+		log_errx("worker %d [pid %d]: cannot run %s: %s: %s", w->id,
+		    (int)w->pid, w->command != NULL ? w->command :
+		    "its command", stage_names[rep[0]], strerror(rep[1]));
+		return;		/* it exits 127 and is reaped */
+	}
+	if (n == 0 && !reaped && w->state == W_STARTING && !w->killed)
+		supervisor_online(w);
+}
+
+static void
+program_exec_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	program_exec_read(arg, false);
+}
+
+/*
+ * One line of the program's output: a leading "<N>" (sd-daemon(3)) is
+ * its priority, else info; control characters are escaped.
+ */
+static void
+program_output_line(struct worker *w, bool cut)
+{
+	char		 esc[PROGRAM_LINE_MAX + 1];
+	const char	*p = w->out_line;
+	size_t		 len = w->out_len, i, o = 0;
+	int		 level = 6;
+	unsigned char	 ch;
+
+	if (len >= 3 && p[0] == '<' && p[1] >= '0' && p[1] <= '7' &&
+	    p[2] == '>') {
+		level = p[1] - '0';
+		p += 3;
+		len -= 3;
+	}
+	if (len > 0 && p[len - 1] == '\r')
+		len--;
+	/* Escaped, it stays within the line's bound: the rest is cut. */
+	for (i = 0; i < len; i++) {
+		ch = (unsigned char)p[i];
+		if (o + 4 >= sizeof esc) {
+			cut = true;
+			break;
+		}
+		if (ch < 0x20 || ch == 0x7f)
+			o += (size_t)snprintf(esc + o, sizeof esc - o, "\\x%02x",
+			    ch);
+		else
+			esc[o++] = (char)ch;
+	}
+	esc[o] = '\0';
+	log_msg(level, "worker %d [pid %d]: %s%s", w->id, (int)w->pid, esc,
+	    cut ? " [line cut]" : "");
+	w->out_len = 0;
+}
+
+static void
+program_output_feed(struct worker *w, const char *buf, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++) {
+		if (buf[i] == '\n') {
+			if (!w->out_cut)
+				program_output_line(w, false);
+			w->out_cut = false;
+			w->out_len = 0;
+		} else if (w->out_cut)
+			continue;
+		else if (w->out_len == sizeof w->out_line) {
+			/* Too long: logged as far as it goes, the rest skipped. */
+			program_output_line(w, true);
+			w->out_cut = true;
+		} else
+			w->out_line[w->out_len++] = buf[i];
+	}
+}
+
+/*
+ * Reads what the program wrote, at most PROGRAM_READ_MAX bytes per call,
+ * so a chatty program gets the loop in turns with everything else; what
+ * it writes beyond waits in the pipe (and blocks the program, not us).
+ * Returns -1 at EOF.
+ */
+static int
+program_output_read(struct worker *w)
+{
+	char	buf[4096];
+	size_t	total = 0;
+	ssize_t	n;
+
+	while (total < PROGRAM_READ_MAX) {
+		n = read(w->out_fd, buf, sizeof buf);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return 0;
+		if (n <= 0)
+			return -1;
+		program_output_feed(w, buf, (size_t)n);
+		total += (size_t)n;
+	}
+	return 0;
+}
+
+static void
+program_output_close(struct worker *w)
+{
+	if (w->out_len > 0 && !w->out_cut)
+		program_output_line(w, false);
+	if (w->out_ev != NULL)
+		event_free(w->out_ev);
+	w->out_ev = NULL;
+	if (w->out_fd != -1)
+		close(w->out_fd);
+	w->out_fd = -1;
+}
+
+static void
+program_output_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)fd;
+	(void)what;
+	if (program_output_read(w) == -1)
+		program_output_close(w);
+}
+
+/* A program worker from the master before an upgrade: its output pipe. */
+void
+program_adopt(struct worker *w, int out_fd)
+{
+	w->program = true;
+	w->exec_fd = -1;
+	if (out_fd < 0) {
+		w->out_fd = -1;
+		return;
+	}
+	(void)fcntl(out_fd, F_SETFD, FD_CLOEXEC);
+	program_watch_output(w, out_fd);
+}
+
+/* For an upgrade: the output pipe stays open across exec. */
+void
+program_export(struct worker *w)
+{
+	if (w->out_fd != -1)
+		(void)fcntl(w->out_fd, F_SETFD, 0);
+}
+
+/*
+ * The worker is gone: its last words are read (bounded: a child it left
+ * may hold the pipe open) and its pipes closed.
+ */
+void
+program_close(struct worker *w)
+{
+	if (w->exec_ev != NULL)
+		program_exec_read(w, true);
+	free(w->command);
+	w->command = NULL;
+	if (w->out_fd != -1)
+		(void)program_output_read(w);
+	program_output_close(w);
+}

@@ -1,0 +1,386 @@
+"""Programs that do not link libnetcluster ("handler": "program"): an echo
+server in Python (inherit_echo.py) and one in Node.js (inherit_echo.js),
+each taking its sockets as systemd passes them, in shared and reuseport
+mode. Traffic reaches every worker; a worker killed with SIGKILL is
+replaced; 20 reloads under load lose no connection; an upgrade adopts
+them; a stop drains them (SIGTERM reaches the program, which closes its
+listener and exits 0); their stderr lines reach the master's log with
+the worker's id; their counts are unknown (null), never 0; LISTEN_PID is
+the program's pid. netclusterd -t refuses round-robin, exclusive and a
+command the workers' user cannot execute, with the position."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Daemon, NETCLUSTERCTL, NETCLUSTERD, SCALE, check, load,
+                     run)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE = shutil.which("node")
+DURATION = 10.0         # seconds of load
+RELOADS = 20
+THREADS = 8
+
+
+def command(prog):
+    if prog == "python":
+        return [sys.executable, os.path.join(HERE, "inherit_echo.py")]
+    return [NODE, os.path.join(HERE, "inherit_echo.js")]
+
+
+def program_service(prog, mode, **kw):
+    s = {"name": "echo", "handler": "program", "listen": ["127.0.0.1:0"],
+         "mode": mode, "command": command(prog), "env": {"NC_TEST": "1"},
+         "cwd": HERE, "sockets": "inherit"}
+    s.update(kw)
+    return s
+
+
+def ask_pid(port):
+    """Who answers a connection: (pid, LISTEN_PID, LISTEN_FDS, names)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5 * SCALE)
+    try:
+        c.sendall(b"pid\n")
+        got = b""
+        while not got.endswith(b"\n") or got.count(b"\n") < 2:
+            d = c.recv(256)
+            if not d:
+                break
+            got += d
+    finally:
+        c.close()
+    m = re.search(rb"pid (\d+) listen_pid (\S+) fds (\S+) names (\S+)\n", got)
+    check(got.startswith(b"hello\r\n") and m, "bad answer %r" % got)
+    return (int(m.group(1)), m.group(2).decode(), m.group(3).decode(),
+            m.group(4).decode())
+
+
+def reach_all(d, port, pids, tries=400):
+    """Connects until every pid in pids answered; checks LISTEN_*."""
+    seen = set()
+    for _ in range(tries):
+        pid, listen_pid, nfds, names = ask_pid(port)
+        check(str(pid) == listen_pid, "LISTEN_PID %s in pid %d" % (
+            listen_pid, pid))
+        check(nfds == "1" and names == "echo", "LISTEN_FDS %s, "
+              "LISTEN_FDNAMES %s" % (nfds, names))
+        check(pid in pids, "answered by %d, not a worker %s" % (pid, pids))
+        seen.add(pid)
+        if seen == set(pids):
+            return
+        d.read_lines(0)
+    check(False, "only %s of %s answered in %d connections" % (
+        seen, pids, tries))
+
+
+def wait_serving(d, timeout=15):
+    """Until each current worker's program said it serves, in the log,
+    with the worker's id and its own pid; returns the pids."""
+    deadline = time.monotonic() + timeout * SCALE
+    while True:
+        ws = d.ctl("workers")["workers"]
+        want = {(w["id"], w["pid"]) for w in ws if w["state"] == "online"}
+        got = set()
+        for l in d.lines:
+            m = re.search(r"worker (\d+) \[pid (\d+)\]: inherit_echo\S*: "
+                          r"pid (\d+) serving", l)
+            if m and m.group(2) == m.group(3):
+                got.add((int(m.group(1)), int(m.group(2))))
+        if len(want) == d.workers and want <= got:
+            return sorted(p for _, p in want)
+        check(time.monotonic() < deadline, "programs not serving: want "
+              "%s, logged %s" % (want, got))
+        d.read_lines(0.2)
+
+
+def check_counts_unknown(d):
+    ws = d.ctl("workers")["workers"]
+    check(all(w["count"] is None for w in ws), "counts %s" % [
+        w["count"] for w in ws])
+    st = d.ctl("status")
+    check(st["connections"] is None and
+          st["services"][0]["connections"] is None,
+          "status counts %s, %s" % (st["connections"],
+                                    st["services"][0]["connections"]))
+    check(d.ctl("connections")["connections"] is None, "connections")
+    p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "workers"],
+                       capture_output=True, text=True, timeout=10 * SCALE)
+    rows = p.stdout.splitlines()[1:]
+    check(len(rows) == d.workers and all(r.split()[-1] == "?"
+                                         for r in rows), p.stdout)
+
+
+def reloads_under_load(d, port, what="reload", n=RELOADS):
+    stats = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    ts = [threading.Thread(target=load, args=(port, stop, stats, lock))
+          for _ in range(THREADS)]
+    start = time.monotonic()
+    for t in ts:
+        t.start()
+    done = 0
+    try:
+        for i in range(n):
+            target = start + (i + 0.5) * DURATION / n
+            while time.monotonic() < target:
+                d.read_lines(max(0, target - time.monotonic()))
+            retry_until = time.monotonic() + 30 * SCALE
+            while True:
+                p = subprocess.run([NETCLUSTERCTL, "-s", d.control, what],
+                                   capture_output=True, text=True,
+                                   timeout=60 * SCALE)
+                if (p.returncode == 0 or "still draining" not in p.stderr
+                        or time.monotonic() > retry_until):
+                    break
+                d.read_lines(0.1)
+            check(p.returncode == 0, "%s %d: %s" % (what, i, p.stderr))
+            done += 1
+            # A program is online at exec, before it accepts (there is no
+            # channel to say more): the next reload waits until this
+            # generation serves, or a slow starter could be replaced
+            # before it ever accepted, and the backlog wait for seconds.
+            wait_serving(d, timeout=30)
+        while time.monotonic() < start + DURATION:
+            d.read_lines(max(0, start + DURATION - time.monotonic()))
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(30 * SCALE)
+    elapsed = time.monotonic() - start
+    d.wait_log("online; older workers drain", n)
+    return done, stats, elapsed
+
+
+def program_suite(prog, mode):
+    if prog == "node" and NODE is None:
+        print("  skipped: no node")
+        return
+    d = Daemon([program_service(prog, mode)], workers=2,
+               extra={"shutdown_timeout_ms": 5000})
+    try:
+        d.wait_online()
+        port = d.port()
+        pids = wait_serving(d)
+        reach_all(d, port, pids)
+        check_counts_unknown(d)
+
+        # SIGKILL: replaced at once, and the new one serves.
+        victim = pids[0]
+        os.kill(victim, signal.SIGKILL)
+        d.wait_log("[pid %d] (slot" % victim)
+        d.wait_log("killed by signal 9")
+        d.wait_online(3)
+        pids = wait_serving(d)
+        check(victim not in pids, "pid %d still listed" % victim)
+        reach_all(d, port, pids)
+
+        done, stats, elapsed = reloads_under_load(d, port)
+        total = sum(stats.values())
+        print("  %s %s: %d reloads in %.1f s, %d connections (%.0f/s): %s"
+              % (prog, mode, done, elapsed, total, total / elapsed, stats))
+        bad = {k: v for k, v in stats.items() if k != "made"}
+        check(not bad, "lost connections during reloads: %s" % bad)
+        # Between a generation's exec and its first accept, the load
+        # waits in the backlog: a slow starter (node on a busy machine)
+        # makes it light, but every reload must happen under load.
+        check(stats.get("made", 0) >= 2 * RELOADS,
+              "load too light: %s" % stats)
+        pids = wait_serving(d, timeout=30)
+        reach_all(d, port, pids)
+        # The drained ones ended as programs should: SIGTERM, exit 0.
+        check(any(re.search(r"notice: worker \d+ \[pid \d+\]: inherit_echo"
+                            r"\S*: SIGTERM, closing", l) for l in d.lines),
+              "no SIGTERM line at notice from a program")
+        last = d.lines[:]
+    finally:
+        d.stop()
+    # Stop: each program got SIGTERM, closed its listener, exited 0.
+    for pid in pids:
+        check(any("[pid %d]: inherit_echo" % pid in l and "SIGTERM, closing"
+                  in l for l in d.lines), "pid %d: no SIGTERM line" % pid)
+        check(any("[pid %d] (slot" % pid in l and "exited with status 0" in
+                  l for l in d.lines), "pid %d did not exit 0" % pid)
+    check(len(d.lines) > len(last), "nothing logged at stop")
+
+
+def test_python_shared():
+    program_suite("python", "shared")
+
+
+def test_python_reuseport():
+    program_suite("python", "reuseport")
+
+
+def test_node_shared():
+    program_suite("node", "shared")
+
+
+def test_node_reuseport():
+    program_suite("node", "reuseport")
+
+
+def test_upgrade_adopts_programs():
+    """netclusterctl upgrade under load: the new master adopts the
+    programs (their pids, their output pipes), starts a new generation,
+    and SIGTERMs the adopted ones, whose last words still reach the log."""
+    d = Daemon([program_service("python", "reuseport")], workers=2,
+               extra={"shutdown_timeout_ms": 5000})
+    try:
+        d.wait_online()
+        port = d.port()
+        old = wait_serving(d)
+        done, stats, elapsed = reloads_under_load(d, port, "upgrade", 3)
+        print("  upgrade: %d upgrades in %.1f s: %s" % (done, elapsed,
+                                                        stats))
+        check(d.proc.poll() is None, "the master's pid changed")
+        bad = {k: v for k, v in stats.items() if k != "made"}
+        check(not bad, "lost connections during upgrades: %s" % bad)
+        for pid in old:
+            d.wait_log("[pid %d] of generation 1 adopted" % pid)
+            d.wait_log("[pid %d]: inherit_echo: SIGTERM, closing" % pid)
+            d.wait_log("[pid %d] of generation 1 exited with status 0" %
+                       pid)
+        reach_all(d, port, wait_serving(d, timeout=30))
+    finally:
+        d.stop()
+
+
+def test_output_lines():
+    """A chatty program: its lines are cut at 1024 bytes, keep their
+    <N> priority, have control characters escaped, and the master
+    answers its control socket meanwhile."""
+    d = Daemon([program_service("python", "shared",
+                                env={"INHERIT_ECHO_NOISE": "500"})],
+               workers=1)
+    try:
+        d.wait_online()
+        t0 = time.monotonic()
+        d.ctl("status")
+        d.wait_log("[line cut]", 500, timeout=30)
+        pid = wait_serving(d)[0]
+        noise = [l for l in d.lines if "noise" in l]
+        check(all(("warning: worker 1 [pid %d]: noise \\x01xxx" % pid) in l
+                  and len(l) < 1200 for l in noise), noise[0])
+        print("  500 lines of 2000 bytes logged in %.1f s" % (
+            time.monotonic() - t0))
+    finally:
+        d.stop()
+
+
+def test_exec_failure_logged():
+    """A command -t accepts but exec refuses (its interpreter is gone):
+    the reason reaches the log, and the slot restarts with back-off."""
+    dir = tempfile.mkdtemp(prefix="nc-programs.")
+    script = os.path.join(dir, "prog")
+    with open(script, "w") as f:
+        f.write("#!/nonexistent/interpreter\n")
+    os.chmod(script, 0o755)
+    try:
+        d = Daemon([program_service("python", "shared", command=[script])],
+                   workers=1)
+        try:
+            d.wait_log("cannot run %s: exec: No such file or directory" %
+                       script, 2)
+            d.wait_log("exited with status 127", 2)
+            check(not any(" online" in l for l in d.lines), "went online")
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(dir)
+
+
+def configtest(service, extra=None):
+    """netclusterd -t on a config whose service is on line 3: (rc, out)."""
+    dir = tempfile.mkdtemp(prefix="nc-programs.")
+    try:
+        path = os.path.join(dir, "netcluster.json")
+        import json
+        with open(path, "w") as f:
+            f.write('{"control_socket": %s,%s\n "services": [\n  %s\n]}\n' % (
+                json.dumps(os.path.join(dir, "c.sock")),
+                "".join(' "%s": %s,' % (k, json.dumps(v))
+                        for k, v in (extra or {}).items()),
+                ",\n  ".join(json.dumps(x) for x in (
+                    service if isinstance(service, list) else [service]))))
+        p = subprocess.run([NETCLUSTERD, "-t", "-c", path],
+                           capture_output=True, text=True, timeout=30 * SCALE)
+        return p.returncode, p.stdout + p.stderr, path
+    finally:
+        shutil.rmtree(dir)
+
+
+def test_configtest_refuses():
+    svc = program_service("python", "shared")
+    rc, out, _ = configtest(svc)
+    check(rc == 0 and "configuration OK" in out, out)
+    cases = [
+        (dict(mode="round-robin"), r"services\[0\]\.mode: mode round-robin "
+         r"needs a program linked with libnetcluster"),
+        (dict(mode="exclusive"), r"services\[0\]\.mode: mode exclusive "
+         r"needs a program linked with libnetcluster"),
+        (dict(command=["bin/echo"]), r"services\[0\]\.command\[0\]: "
+         r"expected an absolute path"),
+        (dict(command=["/nonexistent/prog"]), r"services\[0\]\.command\[0\]:"
+         r" /nonexistent/prog: No such file"),
+        (dict(cwd="/nonexistent"), r"services\[0\]\.cwd: /nonexistent: "
+         r"not a directory"),
+        (dict(env={"LISTEN_FDS": "3"}), r"services\[0\]\.env\.LISTEN_FDS: "
+         r"netclusterd sets LISTEN_FDS itself"),
+        (dict(sockets="library"), r"services\[0\]\.sockets: expected one of "
+         r"inherit"),
+        (dict(max_connections=5), r"services\[0\]\.max_connections: the "
+         r"program handler does not take"),
+    ]
+    nonexec = tempfile.NamedTemporaryFile(prefix="nc-prog.", delete=False)
+    nonexec.close()
+    os.chmod(nonexec.name, 0o644)
+    cases.append((dict(command=[nonexec.name]), r"services\[0\]\."
+                  r"command\[0\]: %s: not executable by the workers' user"
+                  % re.escape(nonexec.name)))
+    try:
+        for change, want in cases:
+            s = dict(svc)
+            s.update(change)
+            rc, out, path = configtest(s)
+            check(rc == 1, "rc %d for %s: %s" % (rc, change, out))
+            check(re.search(r"^%s:3:\d+: %s" % (re.escape(path), want), out,
+                            re.M), "%s: want %r, got %r" % (change, want,
+                                                            out))
+        # As the workers' user: root may run it, nobody may not.
+        if os.geteuid() == 0:
+            os.chmod(nonexec.name, 0o700)
+            s = dict(svc)
+            s["command"] = [nonexec.name]
+            rc, out, _ = configtest(s)
+            check(rc == 0, "root cannot run a 0700 file of its own: %s" % out)
+            rc, out, path = configtest(s, {"user": "nobody"})
+            check(rc == 1 and re.search(
+                r"^%s:3:\d+: services\[0\]\.command\[0\]: %s: not "
+                r"executable by the workers' user" % (
+                    re.escape(path), re.escape(nonexec.name)), out, re.M),
+                out)
+    finally:
+        os.unlink(nonexec.name)
+    # A program beside another service is refused, where it says so.
+    rc, out, path = configtest([svc, {"name": "e2", "listen": ["127.0.0.1:0"]}])
+    check(rc == 1 and re.search(r"^%s:3:\d+: services\[0\]\.handler: a "
+                                r"program runs in place of netcluster-worker"
+                                % re.escape(path), out, re.M), out)
+
+
+if __name__ == "__main__":
+    run([test_configtest_refuses, test_output_lines,
+         test_exec_failure_logged, test_python_shared,
+         test_python_reuseport, test_node_shared, test_node_reuseport,
+         test_upgrade_adopts_programs])
