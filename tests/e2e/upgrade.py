@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (BUILD, Daemon, Failure, NETCLUSTERCTL, NETCLUSTERD,
-                     SCALE, WORKER, check, run)
+                     SCALE, WORKER, check, load, run)
 
 NEXT = os.path.join(BUILD, "tests", "netclusterd-next")
 THREADS = 4
@@ -32,41 +32,6 @@ def version_of(binary):
                          timeout=10 * SCALE).stdout
     check(out.startswith("netclusterd "), "%s -V: %r" % (binary, out))
     return out.split()[1]
-
-
-def load(port, stop, stats, lock):
-    """Echo connections one after another until stop; each one counts as
-    made, or as what went wrong with it."""
-    payload = os.urandom(16)
-    while not stop.is_set():
-        key = "made"
-        try:
-            c = socket.create_connection(("127.0.0.1", port),
-                                         timeout=5 * SCALE)
-        except ConnectionRefusedError:
-            key = "refused"
-        except OSError:
-            key = "unanswered"
-        else:
-            try:
-                c.sendall(payload)
-                want = b"hello\r\n" + payload
-                got = b""
-                while len(got) < len(want):
-                    d = c.recv(64)
-                    if not d:
-                        raise ConnectionResetError("eof")
-                    got += d
-                if got != want:
-                    key = "wrong"
-            except socket.timeout:
-                key = "unanswered"
-            except OSError:
-                key = "reset"
-            finally:
-                c.close()
-        with lock:
-            stats[key] = stats.get(key, 0) + 1
 
 
 class Installed:
