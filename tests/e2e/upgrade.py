@@ -11,7 +11,6 @@ upgrades to where the link points then."""
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
