@@ -128,10 +128,12 @@ def scenario(act, mode):
     finally:
         for c in clients:
             c.close()
-        d.stop()
-        for name in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, name))
-        os.rmdir(tmp)
+        try:
+            d.stop()
+        finally:
+            for name in os.listdir(tmp):
+                os.unlink(os.path.join(tmp, name))
+            os.rmdir(tmp)
 
 
 def test_round_robin_acked():

@@ -155,11 +155,13 @@ def test_hostile_workers():
     finally:
         if probe is not None:
             probe.finish()
-        d.stop()
-        ref.stop()
-        for f in (counter, counter + ".sent"):
-            if os.path.exists(f):
-                os.unlink(f)
+        try:
+            d.stop()
+        finally:
+            ref.stop()
+            for f in (counter, counter + ".sent"):
+                if os.path.exists(f):
+                    os.unlink(f)
 
 
 def test_hostile_control_clients():
@@ -253,8 +255,10 @@ def test_hostile_control_clients():
             probe.finish()
         for c in held:
             c.close()
-        d.stop()
-        ref.stop()
+        try:
+            d.stop()
+        finally:
+            ref.stop()
 
 
 if __name__ == "__main__":

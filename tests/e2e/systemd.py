@@ -78,8 +78,10 @@ def test_notify_ready_status_stopping():
         check(seq == ["READY=1", "STOPPING=1"], "sequence %s" % seq)
         print("  notify sequence: %s" % seq)
     finally:
-        d.stop()
-        n.close()
+        try:
+            d.stop()
+        finally:
+            n.close()
 
 
 def test_notify_reload_sequence():
@@ -115,8 +117,10 @@ def test_notify_reload_sequence():
               "STATUS %s" % failed)
         print("  notify sequence: %s" % seq)
     finally:
-        d.stop()
-        n.close()
+        try:
+            d.stop()
+        finally:
+            n.close()
 
 
 def test_watchdog():
@@ -131,8 +135,10 @@ def test_watchdog():
         check(took < 2 * SCALE, "3 WATCHDOG=1 took %.2f s" % took)
         print("  3 WATCHDOG=1 in %.2f s with WATCHDOG_USEC=200000" % took)
     finally:
-        d.stop()
-        n.close()
+        try:
+            d.stop()
+        finally:
+            n.close()
 
 
 def test_socket_activation():
