@@ -71,6 +71,7 @@ struct nc_lookup_req;
 	    "Cannot call write after a stream was destroyed")		\
 	XX(ERR_SOCKET_CLOSED_BEFORE_CONNECTION, -30011,			\
 	    "Socket closed before the connection was established")	\
+	XX(ERR_IPC_CHANNEL_CLOSED, -30012, "Channel closed")		\
 	XX(ENOTFOUND, -30100, "name or service not known")		\
 	XX(EAI_AGAIN, -30101, "temporary failure in name resolution")	\
 	XX(EAI_FAIL, -30102, "non-recoverable failure in name resolution") \
@@ -93,7 +94,9 @@ enum {
 	NC_EPIPE = -EPIPE,
 	NC_ETIMEDOUT = -ETIMEDOUT,
 	NC_EMFILE = -EMFILE,
-	NC_ENOTSOCK = -ENOTSOCK
+	NC_ENOTSOCK = -ENOTSOCK,
+	NC_EMSGSIZE = -EMSGSIZE,
+	NC_ENOBUFS = -ENOBUFS
 };
 
 /* "EADDRINUSE" for NC_EADDRINUSE; "Unknown system error N" if unknown. */
@@ -132,6 +135,7 @@ struct nc_address {
  * Server events: LISTENING, CONNECTION, CLOSE, ERROR, DROP.
  * Socket events: LOOKUP, CONNECT, DATA, END, FINISH, TIMEOUT, DRAIN, ERROR,
  * CLOSE.
+ * Cluster events (nc_cluster_on): MESSAGE, DISCONNECT.
  */
 enum nc_event {
 	NC_EV_LISTENING,
@@ -146,6 +150,8 @@ enum nc_event {
 	NC_EV_FINISH,
 	NC_EV_TIMEOUT,
 	NC_EV_DRAIN,
+	NC_EV_MESSAGE,
+	NC_EV_DISCONNECT,
 	NC_EV__COUNT
 };
 
@@ -163,6 +169,10 @@ NC_EXTERN const char	*nc_event_name(enum nc_event);
  *		ERR_SERVER_NOT_RUNNING when the server was not open)
  *   LOOKUP	error (NULL on success), address, family, host
  *   DROP	local, remote: the addresses of the dropped connection
+ *   MESSAGE	data, len: the message, JSON text, NUL-terminated; from:
+ *		the sending worker's id, 0 when the operator sent it
+ *		(netclusterctl send)
+ *   DISCONNECT	nothing: the master asked this worker to stop
  */
 struct nc_event_args {
 	enum nc_event		 event;
@@ -176,6 +186,7 @@ struct nc_event_args {
 	const char		*host;
 	const struct nc_address	*local;
 	const struct nc_address	*remote;
+	int			 from;
 };
 
 /* emitter is the struct nc_server * or struct nc_socket * that emitted. */
@@ -501,6 +512,60 @@ NC_EXTERN size_t nc_socket_listener_count(const struct nc_socket *,
 		    enum nc_event);
 NC_EXTERN void	 nc_socket_hold(struct nc_socket *);
 NC_EXTERN void	 nc_socket_release(struct nc_socket *);
+
+/*
+ * Cluster: the worker's side of Node's cluster module. When netclusterd
+ * runs a program as a worker ("sockets": "cluster" in netcluster.json),
+ * the program's listens go through the master, which shares, hands round
+ * or lets it bind the service's listeners as the service's mode says,
+ * and its connections count in the cluster's getConnections. On its own,
+ * the same program binds by itself: nothing here needs to be called.
+ */
+
+/* cluster.isWorker: is this process a worker of netclusterd? */
+NC_EXTERN bool	 nc_cluster_is_worker(void);
+/* cluster.worker.id: this worker's id (1, 2, ...), or -1 if not a worker. */
+NC_EXTERN int	 nc_cluster_worker_id(void);
+/* The name of the service this worker runs, or NULL if not a worker. */
+NC_EXTERN const char *nc_cluster_service(void);
+
+/*
+ * Adds a listener for a cluster event, on base (NULL: nc_default_base()),
+ * the base the process's servers run on:
+ *   MESSAGE	a message from another worker (nc_cluster_broadcast) or
+ *		from the operator (netclusterctl send). As Node's
+ *		process.on('message'), a MESSAGE listener keeps nc_run()
+ *		going.
+ *   DISCONNECT	the master asks the worker to stop (a stop, a reload, an
+ *		upgrade). Its servers that listen through the master are
+ *		closed right after the listeners ran; once they are closed
+ *		(their connections ended) the channel is closed too, so the
+ *		program exits when nothing else of its own is left (Node's
+ *		worker.disconnect()). The master kills it after
+ *		shutdown_timeout_ms.
+ * The emitter passed to the listener is NULL. Returns 0,
+ * ERR_IPC_CHANNEL_CLOSED when this process is not a worker, or NC_ENOMEM.
+ */
+NC_EXTERN int	 nc_cluster_on(struct event_base *, enum nc_event,
+		    nc_listener_cb, void *arg);
+NC_EXTERN int	 nc_cluster_off(enum nc_event, nc_listener_cb, void *arg);
+
+/* Largest message nc_cluster_broadcast() takes, in bytes of JSON. */
+#define NC_CLUSTER_MESSAGE_MAX	65000
+/* nc_cluster_broadcast() flags. */
+#define NC_BROADCAST_DRAINING	0x1	/* also to older generations */
+
+/*
+ * Sends json (any JSON value, as text) through the master to every other
+ * live worker of the service, where it is emitted as MESSAGE. Messages of
+ * one sender arrive in the order sent. Workers of an older generation
+ * that drain after a reload or an upgrade get it only with
+ * NC_BROADCAST_DRAINING. Returns 0 once the message is queued, or
+ * ERR_IPC_CHANNEL_CLOSED (not a worker, or stopping), ERR_INVALID_ARG_VALUE
+ * (not JSON), NC_EMSGSIZE (over NC_CLUSTER_MESSAGE_MAX) or NC_ENOBUFS (too
+ * many messages queued to the master: try again later).
+ */
+NC_EXTERN int	 nc_cluster_broadcast(const char *json, int flags);
 
 #ifdef __cplusplus
 }

@@ -2,9 +2,17 @@
  * Cluster transparency, the worker's half: when NETCLUSTER_CHANNEL_FD
  * names a channel to netclusterd, a server's listen() asks the master for
  * the handle (Node's queryServer) instead of binding. The master answers
- * with a listening fd (shared, reuseport) or with round-robin, in which
+ * with a listening fd (shared, reuseport), with round-robin, in which
  * case it accepts and hands each connection over as `conn`, which the
- * server takes or refuses (maxConnections) with `conn.ack`.
+ * server takes or refuses (maxConnections) with `conn.ack`, or with
+ * exclusive: the server binds the address itself.
+ *
+ * netcluster-worker speaks the rest of the protocol itself (it attaches
+ * with hooks). Any other program that links the library is run by the
+ * master as a worker ("sockets": "cluster") and the library speaks for
+ * it: it reports each server `listening`, answers `count`, turns `stop`
+ * into the `disconnect` event and Node's worker.disconnect(), and
+ * delivers `message`s, which nc_cluster_broadcast() sends.
  */
 
 #include <sys/types.h>
@@ -26,7 +34,15 @@
 struct cluster_pending {
 	long long		 seq;
 	struct nc_server	*server;
+	char			*address;	/* as asked for */
+	int			 backlog;
 	struct cluster_pending	*next;
+};
+
+/* A server that listens through the master: closed on `stop`. */
+struct cluster_server {
+	struct nc_server	*server;
+	struct cluster_server	*next;
 };
 
 struct cluster_rr {
@@ -41,11 +57,22 @@ static struct {
 	struct nc_ipc		*ipc;
 	struct cluster_pending	*pending;
 	struct cluster_rr	*rr;
-	nc_cluster_msg_cb	 msg_cb;
+	nc_cluster_msg_cb	 msg_cb;	/* netcluster-worker's hooks */
 	nc_cluster_lost_cb	 lost_cb;
 	void			*arg;
 	struct nc_accept_pause	 pause;	/* connections bounced: no fds */
-} cl = { .fd = -1 };
+	int			 id;		/* NETCLUSTER_WORKER_ID */
+	char			*service;	/* NETCLUSTER_SERVICE */
+	struct event_base	*base;
+	struct nc__emitter	 em;		/* message, disconnect */
+	struct nc__handle	 handle;	/* for nc_run() */
+	struct cluster_server	*servers;
+	bool			 disconnecting;	/* `stop` came */
+	bool			 closed;	/* the channel, for good */
+	int			 closing;	/* servers yet to close */
+} cl = { .fd = -1, .id = -1 };
+
+static void	cluster_close_channel(void);
 
 bool
 nc_cluster_is_worker(void)
@@ -77,7 +104,113 @@ nc_cluster_is_worker(void)
 	(void)fcntl((int)v, F_SETFD, FD_CLOEXEC);
 	(void)fcntl((int)v, F_SETFL, fcntl((int)v, F_GETFL) | O_NONBLOCK);
 	cl.fd = (int)v;
+	if ((s = getenv("NETCLUSTER_WORKER_ID")) != NULL) {
+		v = strtol(s, &end, 10);
+		if (*end == '\0' && v > 0 && v <= INT_MAX)
+			cl.id = (int)v;
+	}
+	if ((s = getenv("NETCLUSTER_SERVICE")) != NULL && *s != '\0')
+		cl.service = strdup(s);
 	return true;
+}
+
+int
+nc_cluster_worker_id(void)
+{
+	return nc_cluster_is_worker() ? cl.id : -1;
+}
+
+const char *
+nc_cluster_service(void)
+{
+	return nc_cluster_is_worker() ? cl.service : NULL;
+}
+
+/* Is the library speaking for the program (no netcluster-worker hooks)? */
+static bool
+cluster_auto(void)
+{
+	return cl.msg_cb == NULL;
+}
+
+static void
+cluster_send(json_t *msg)
+{
+	if (msg == NULL) {
+		log_warnx("cluster: out of memory");
+		return;
+	}
+	if (cl.ipc != NULL)
+		(void)nc_ipc_send(cl.ipc, msg, NULL, 0);
+	json_decref(msg);
+}
+
+/* A server listens: the master learns where (exclusive: its own port). */
+static void
+cluster_server_listening(void *server, const struct nc_event_args *ev,
+    void *arg)
+{
+	struct nc_address	a;
+
+	(void)ev;
+	if (nc_server_address(server, &a) != 0)
+		return;
+	cluster_send(json_pack("{s:s, s:s, s:s, s:i, s:I}", "type",
+	    "listening", "service", cl.service != NULL ? cl.service : "",
+	    "address", a.address, "port", a.port, "listener",
+	    (json_int_t)(intptr_t)arg));
+}
+
+static void
+cluster_server_add(struct nc_server *s)
+{
+	struct cluster_server	*c;
+
+	if ((c = calloc(1, sizeof *c)) == NULL) {
+		log_warnx("cluster: out of memory; a stop will not close a "
+		    "server");
+		return;
+	}
+	nc_server_hold(s);
+	c->server = s;
+	c->next = cl.servers;
+	cl.servers = c;
+}
+
+static void
+cluster_server_release(void *arg)
+{
+	nc_server_release(arg);
+}
+
+/* Lets go of our hold on a later turn: we may be inside its close(). */
+static void
+cluster_server_free(struct cluster_server *c)
+{
+	if (nc__defer(cl.base, cluster_server_release, c->server) != 0)
+		log_warnx("cluster: out of memory; a server is not freed");
+	free(c);
+}
+
+static void
+cluster_server_remove(struct nc_server *s)
+{
+	struct cluster_server	**cp, *c;
+
+	for (cp = &cl.servers; (c = *cp) != NULL; cp = &c->next)
+		if (c->server == s) {
+			*cp = c->next;
+			cluster_server_free(c);
+			return;
+		}
+}
+
+static void
+cluster_pending_free(struct cluster_pending *p)
+{
+	nc_server_release(p->server);
+	free(p->address);
+	free(p);
 }
 
 static struct cluster_pending *
@@ -152,8 +285,9 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 	struct cluster_pending	*p;
 	struct cluster_rr	*r;
 	const char		*mode;
-	json_int_t		 code;
+	json_int_t		 code, listener;
 	int			 fd = nfds == 1 ? fds[0] : -1;
+	bool			 exclusive;
 
 	p = cluster_take_pending(json_integer_value(json_object_get(msg,
 	    "ack")));
@@ -167,7 +301,10 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 	if (code == 0 && json_object_get(msg, "fds_lost") != NULL)
 		code = -EMFILE;	/* the kernel could not give us the socket */
 	mode = json_string_value(json_object_get(msg, "mode"));
-	if (code == 0 && mode != NULL && strcmp(mode, "round-robin") == 0) {
+	exclusive = code == 0 && mode != NULL && strcmp(mode, "exclusive") == 0;
+	listener = json_integer_value(json_object_get(msg, "listener"));
+	if (code == 0 && mode != NULL && (strcmp(mode, "round-robin") == 0 ||
+	    exclusive)) {
 		if (fd != -1)
 			close(fd);
 		fd = -1;
@@ -176,7 +313,7 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 	 * Round-robin servers take every connection from the master;
 	 * reuseport ones take those of slots whose worker is gone.
 	 */
-	if (code == 0 && mode != NULL && (fd == -1 ||
+	if (code == 0 && mode != NULL && !exclusive && (fd == -1 ||
 	    strcmp(mode, "reuseport") == 0)) {
 		if ((r = calloc(1, sizeof *r)) == NULL)
 			code = NC_ENOMEM;
@@ -188,12 +325,107 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 			cl.rr = r;
 		}
 	}
+	if (code == 0 && cluster_auto()) {
+		/* Said to the master once the server listens; closed on stop. */
+		(void)nc_server_once(p->server, NC_EV_LISTENING,
+		    cluster_server_listening, (void *)(intptr_t)listener);
+		cluster_server_add(p->server);
+	}
 	nc__server_cluster_listening(p->server, (int)code, fd,
 	    mode != NULL && strcmp(mode, "shared") == 0,
 	    json_string_value(json_object_get(msg, "address")),
-	    (int)json_integer_value(json_object_get(msg, "port")));
-	nc_server_release(p->server);
-	free(p);
+	    (int)json_integer_value(json_object_get(msg, "port")),
+	    exclusive ? p->address : NULL, p->backlog);
+	cluster_pending_free(p);
+}
+
+/* `count`: getConnections across the cluster. */
+static void
+cluster_count(json_t *msg)
+{
+	int	n = nc__server_total_connections();
+
+	cluster_send(json_pack("{s:s, s:I, s:i, s:{s:i}, s:I}", "type",
+	    "count.reply", "ack", json_integer_value(json_object_get(msg,
+	    "seq")), "count", n, "services", cl.service != NULL ?
+	    cl.service : "", n, "accepted",
+	    (json_int_t)nc__server_total_accepted()));
+}
+
+/* A message from another worker or the operator: the MESSAGE event. */
+static void
+cluster_message(json_t *msg)
+{
+	struct nc_event_args	 ev;
+	json_t			*v = json_object_get(msg, "message");
+	char			*text;
+
+	if (v == NULL || (text = json_dumps(v, JSON_COMPACT |
+	    JSON_ENCODE_ANY)) == NULL) {
+		log_warnx("cluster: a message could not be read");
+		return;
+	}
+	memset(&ev, 0, sizeof ev);
+	ev.event = NC_EV_MESSAGE;
+	ev.data = text;
+	ev.len = strlen(text);
+	ev.from = (int)json_integer_value(json_object_get(msg, "from"));
+	(void)nc__emitter_emit(&cl.em, NULL, &ev);
+	free(text);
+}
+
+static void
+cluster_server_closed(void *server, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)server;
+	(void)ev;
+	(void)arg;
+	if (--cl.closing == 0)
+		cluster_close_channel();
+}
+
+static void
+cluster_close_later(void *arg)
+{
+	(void)arg;
+	if (cl.closing == 0)
+		cluster_close_channel();
+}
+
+/*
+ * `stop`: Node's worker.disconnect(). The program hears `disconnect`,
+ * then every server that listens through the master closes; once they
+ * have (their connections ended), so does the channel, and the program
+ * exits when it has nothing else to do.
+ */
+static void
+cluster_disconnect(void)
+{
+	struct nc_event_args	 ev;
+	struct cluster_server	*c, *list;
+
+	if (cl.disconnecting)
+		return;
+	cl.disconnecting = true;
+	memset(&ev, 0, sizeof ev);
+	ev.event = NC_EV_DISCONNECT;
+	(void)nc__emitter_emit(&cl.em, NULL, &ev);
+	list = cl.servers;
+	cl.servers = NULL;
+	while ((c = list) != NULL) {
+		list = c->next;
+		if (nc_server_listening(c->server) &&
+		    nc_server_once(c->server, NC_EV_CLOSE,
+		    cluster_server_closed, NULL) == 0) {
+			cl.closing++;
+			(void)nc_server_close(c->server, NULL, NULL);
+		}
+		cluster_server_free(c);
+	}
+	if (cl.closing == 0 && nc__defer(cl.base, cluster_close_later,
+	    NULL) != 0)
+		cluster_close_channel();
 }
 
 static void
@@ -209,6 +441,12 @@ cluster_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 		cluster_listen_result(msg, fds, nfds);
 	else if (strcmp(type, "conn") == 0 && nfds <= 1)
 		cluster_conn(msg, fds, nfds);
+	else if (strcmp(type, "message") == 0 && nfds == 0)
+		cluster_message(msg);
+	else if (cluster_auto() && strcmp(type, "count") == 0 && nfds == 0)
+		cluster_count(msg);
+	else if (cluster_auto() && strcmp(type, "stop") == 0 && nfds == 0)
+		cluster_disconnect();
 	else if (cl.msg_cb != NULL) {
 		cl.msg_cb(msg, fds, nfds, cl.arg);
 		return;
@@ -236,16 +474,111 @@ cluster_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
 	}
 }
 
+/*
+ * As Node's channel in a worker: it keeps nc_run() going only while
+ * something waits on it (a listen, a round-robin server, a MESSAGE
+ * listener); a message being sent keeps it going too.
+ */
+static int
+cluster_unref_events(struct nc__handle *h)
+{
+	(void)h;
+	if (cl.ipc == NULL || !nc_ipc_reading(cl.ipc))
+		return 0;
+	return cl.pending == NULL && cl.rr == NULL &&
+	    cl.em.count[NC_EV_MESSAGE] == 0 ? 1 : 0;
+}
+
 static int
 cluster_open(struct event_base *base)
 {
 	if (cl.ipc != NULL)
 		return 0;
-	if (!nc_cluster_is_worker())
+	if (!nc_cluster_is_worker() || cl.closed)
 		return -1;
-	cl.ipc = nc_ipc_new(nc__base(base), cl.fd, cluster_msg_cb,
+	cl.base = nc__base(base);
+	cl.ipc = nc_ipc_new(cl.base, cl.fd, cluster_msg_cb,
 	    cluster_error_cb, NULL);
-	return cl.ipc != NULL ? 0 : -1;
+	if (cl.ipc == NULL)
+		return -1;
+	nc__handle_init(&cl.handle, cl.base, cluster_unref_events);
+	return 0;
+}
+
+/* Closes the channel for good, after sending what is queued (bounded). */
+static void
+cluster_close_channel(void)
+{
+	if (cl.ipc == NULL)
+		return;
+	nc_ipc_flush(cl.ipc, 1000);
+	nc__handle_remove(&cl.handle);
+	nc_ipc_free(cl.ipc);
+	cl.ipc = NULL;
+	cl.closed = true;
+}
+
+int
+nc_cluster_on(struct event_base *base, enum nc_event ev, nc_listener_cb cb,
+    void *arg)
+{
+	if (ev != NC_EV_MESSAGE && ev != NC_EV_DISCONNECT)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (cb == NULL)
+		return NC_ERR_MISSING_ARGS;
+	if (cluster_open(base) != 0)
+		return NC_ERR_IPC_CHANNEL_CLOSED;
+	return nc__emitter_add(&cl.em, ev, cb, arg, false);
+}
+
+int
+nc_cluster_off(enum nc_event ev, nc_listener_cb cb, void *arg)
+{
+	if (ev != NC_EV_MESSAGE && ev != NC_EV_DISCONNECT)
+		return NC_ERR_INVALID_ARG_VALUE;
+	return nc__emitter_remove(&cl.em, ev, cb, arg);
+}
+
+int
+nc_cluster_broadcast(const char *json, int flags)
+{
+	json_error_t	 jerr;
+	json_t		*v, *msg;
+	char		*text;
+	size_t		 len;
+
+	if (json == NULL || (flags & ~NC_BROADCAST_DRAINING) != 0)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (cluster_open(cl.base) != 0)
+		return NC_ERR_IPC_CHANNEL_CLOSED;
+	if ((v = json_loads(json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+	    &jerr)) == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	/* Measured as it goes out: the master sends it on as it is. */
+	if ((text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
+		json_decref(v);
+		return NC_ENOMEM;
+	}
+	len = strlen(text);
+	free(text);
+	if (len > NC_CLUSTER_MESSAGE_MAX) {
+		json_decref(v);
+		return NC_EMSGSIZE;
+	}
+	if (nc_ipc_queued(cl.ipc) >= NC_IPC_MAX_QUEUE) {
+		json_decref(v);
+		return NC_ENOBUFS;
+	}
+	msg = json_pack("{s:s, s:o, s:b}", "type", "broadcast", "message", v,
+	    "draining", (flags & NC_BROADCAST_DRAINING) != 0);
+	if (msg == NULL)
+		return NC_ENOMEM;
+	if (nc_ipc_send(cl.ipc, msg, NULL, 0) == -1) {
+		json_decref(msg);
+		return NC_ERR_IPC_CHANNEL_CLOSED;
+	}
+	json_decref(msg);
+	return 0;
 }
 
 int
@@ -283,6 +616,8 @@ nc_cluster_flush(int timeout_ms)
 void
 nc_cluster_detach(void)
 {
+	if (cl.ipc != NULL)
+		nc__handle_remove(&cl.handle);
 	nc_ipc_free(cl.ipc);
 	cl.ipc = NULL;
 	cl.fd = -1;
@@ -333,6 +668,11 @@ nc__cluster_listen(struct nc_server *s, struct event_base *base,
 	}
 	p->seq = seq;
 	p->server = s;
+	p->backlog = backlog;
+	if ((p->address = strdup(address)) == NULL) {
+		free(p);
+		return NC_ENOMEM;	/* the master's answer finds no request */
+	}
 	nc_server_hold(s);
 	p->next = cl.pending;
 	cl.pending = p;
@@ -346,6 +686,7 @@ nc__cluster_forget(struct nc_server *s)
 	struct cluster_rr	**rp, *r;
 	json_t			*msg;
 
+	cluster_server_remove(s);
 	for (rp = &cl.rr; (r = *rp) != NULL;) {
 		if (r->server != s) {
 			rp = &r->next;

@@ -423,7 +423,7 @@ static const char *const mode_names[] = {
 static const char *const handler_names[] = {
 	"echo", "proxy", "module", "program"
 };
-static const char *const sockets_names[] = { "inherit" };
+static const char *const sockets_names[] = { "inherit", "cluster" };
 static const char *const balance_names[] = {
 	"round-robin", "least-connections"
 };
@@ -838,8 +838,10 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 			    svc->cwd[0] != '/')
 				config_error(c, false, "expected an absolute "
 				    "directory, got \"%s\"", svc->cwd);
-		} else if (strcmp(key, "sockets") == 0)
-			(void)config_enum(c, v, sockets_names, 1, &iv);
+		} else if (strcmp(key, "sockets") == 0) {
+			if (config_enum(c, v, sockets_names, 2, &iv) == 0)
+				svc->sockets = (enum nc_sockets)iv;
+		}
 		else if (strcmp(key, "options") == 0) {
 			if (!json_is_object(v))
 				config_error(c, false, "expected an object, "
@@ -908,12 +910,14 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		config_pop(c);
 	}
 	if (svc->handler == NC_HANDLER_PROGRAM &&
+	    svc->sockets == NC_SOCKETS_INHERIT &&
 	    (svc->mode == NC_MODE_ROUND_ROBIN ||
 	    svc->mode == NC_MODE_EXCLUSIVE)) {
 		config_push_key(c, "mode");
 		config_error(c, false, "mode %s needs a program linked with "
-		    "libnetcluster; a program given its sockets (\"sockets\": "
-		    "\"inherit\") runs in shared or reuseport mode",
+		    "libnetcluster (\"sockets\": \"cluster\"); a program given "
+		    "its sockets (\"sockets\": \"inherit\", the default) runs "
+		    "in shared or reuseport mode",
 		    nc_config_mode_name(svc->mode));
 		config_pop(c);
 	}

@@ -23,6 +23,8 @@ static const char *event_names[NC_EV__COUNT] = {
 	[NC_EV_FINISH] = "finish",
 	[NC_EV_TIMEOUT] = "timeout",
 	[NC_EV_DRAIN] = "drain",
+	[NC_EV_MESSAGE] = "message",
+	[NC_EV_DISCONNECT] = "disconnect",
 };
 
 const char *

@@ -37,6 +37,7 @@ struct nc_ipc {
 	struct event	*wev;
 	struct ipc_out	*head, *tail;
 	size_t		 queued;
+	size_t		 qbytes;	/* of the packets queued */
 	long long	 seq;
 	bool		 failed;
 	bool		 gone;		/* the peer closed: nothing goes out */
@@ -313,6 +314,7 @@ ipc_write(struct nc_ipc *ipc)
 		if (ipc->head == NULL)
 			ipc->tail = NULL;
 		ipc->queued--;
+		ipc->qbytes -= o->len;
 		ipc_out_free(o);
 	}
 	return 0;
@@ -340,6 +342,7 @@ ipc_write_failed(struct nc_ipc *ipc)
 	}
 	ipc->tail = NULL;
 	ipc->queued = 0;
+	ipc->qbytes = 0;
 	(void)event_del(ipc->wev);
 }
 
@@ -423,6 +426,7 @@ nc_ipc_send(struct nc_ipc *ipc, json_t *msg, const int *fds, size_t nfds)
 		ipc->head = o;
 	ipc->tail = o;
 	ipc->queued++;
+	ipc->qbytes += o->len;
 	if (ipc_write(ipc) == -1) {
 		ipc_write_failed(ipc);
 		return s;	/* queued; freed with the channel */
@@ -446,6 +450,7 @@ nc_ipc_send_now(struct nc_ipc *ipc, json_t *msg)
 		/* Still ours, the only one queued: the kernel did not take it. */
 		ipc->head = ipc->tail = NULL;
 		ipc->queued = 0;
+		ipc->qbytes = 0;
 		ipc_out_free(o);
 		ipc_update_write(ipc);
 		return -1;
@@ -466,6 +471,24 @@ nc_ipc_flush(struct nc_ipc *ipc, int timeout_ms)
 		if (poll(&pfd, 1, timeout_ms) <= 0)
 			break;
 	}
+}
+
+size_t
+nc_ipc_queued(const struct nc_ipc *ipc)
+{
+	return ipc->queued;
+}
+
+size_t
+nc_ipc_queued_bytes(const struct nc_ipc *ipc)
+{
+	return ipc->qbytes;
+}
+
+bool
+nc_ipc_reading(const struct nc_ipc *ipc)
+{
+	return !ipc->failed && nc__event_pending(ipc->rev);
 }
 
 int

@@ -24,8 +24,7 @@ typedef void	(*nc_cluster_msg_cb)(json_t *msg, int *fds, size_t nfds,
 /* The channel to the master is gone (reason "closed" when it died). */
 typedef void	(*nc_cluster_lost_cb)(const char *reason, void *arg);
 
-/* Is this process a worker (NETCLUSTER_CHANNEL_FD set and valid)? */
-bool		 nc_cluster_is_worker(void);
+/* nc_cluster_is_worker() is public: netcluster.h. */
 /*
  * Attaches to the channel on base (at most once per process) and sets the
  * hooks. Returns 0, or -1 when this process is not a worker.

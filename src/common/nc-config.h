@@ -55,6 +55,12 @@ enum nc_mode {
 	NC_MODE_REUSEPORT
 };
 
+/* How a program gets its sockets: sd_listen_fds(3), or libnetcluster. */
+enum nc_sockets {
+	NC_SOCKETS_INHERIT,	/* fds from 3, LISTEN_FDS: shared, reuseport */
+	NC_SOCKETS_CLUSTER	/* NETCLUSTER_CHANNEL_FD: every mode */
+};
+
 struct nc_service {
 	char			*name;
 	enum nc_handler_kind		 handler;
@@ -83,6 +89,7 @@ struct nc_service {
 	char			**env;		/* program: "K=V", NULL-ended */
 	size_t			 nenv;
 	char			*cwd;		/* program, or NULL */
+	enum nc_sockets		 sockets;	/* program: how it gets them */
 };
 
 struct nc_config {

@@ -110,11 +110,14 @@ int		nc__cluster_listen(struct nc_server *, struct event_base *,
 		    const char *address, int backlog, const char *service,
 		    int index);
 void		nc__cluster_forget(struct nc_server *);
+/* exclusive: the address to bind here (the service's mode), or NULL. */
 void		nc__server_cluster_listening(struct nc_server *, int code,
-		    int fd, bool shared, const char *address, int port);
+		    int fd, bool shared, const char *address, int port,
+		    const char *exclusive, int backlog);
 bool		nc__server_cluster_can_take(const struct nc_server *);
 void		nc__server_cluster_connection(struct nc_server *, int fd);
 int		nc__server_total_connections(void);
+long long	nc__server_total_accepted(void);
 
 /* proxyproto.c: the PROXY protocol, versions 1 and 2. */
 #define NC__PROXY_V1_MAX	107	/* bytes of a v1 line, CRLF included */

@@ -8,6 +8,7 @@
 #ifndef NC_IPC_H
 #define NC_IPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -65,6 +66,11 @@ void		 nc_ipc_drain(struct nc_ipc *, size_t max);
 /* Sends what is queued now, blocking up to timeout_ms; for exit paths. */
 void		 nc_ipc_flush(struct nc_ipc *, int timeout_ms);
 int		 nc_ipc_fd(const struct nc_ipc *);
+/* Packets and bytes queued, not yet taken by the kernel. */
+size_t		 nc_ipc_queued(const struct nc_ipc *);
+size_t		 nc_ipc_queued_bytes(const struct nc_ipc *);
+/* Is it still read (not failed, not at its end)? */
+bool		 nc_ipc_reading(const struct nc_ipc *);
 void		 nc_ipc_free(struct nc_ipc *);
 
 /*

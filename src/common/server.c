@@ -26,6 +26,7 @@
 
 #include "nc-accept.h"
 #include "nc-cluster.h"
+#include "nc-config.h"
 #include "nc-int.h"
 #include "socket-int.h"
 
@@ -61,12 +62,19 @@ struct nc_server {
 };
 
 /* Connections open on every server of the process (cluster `count`). */
-static int	server_total;
+static int		server_total;
+static long long	server_accepted;	/* taken, in all */
 
 int
 nc__server_total_connections(void)
 {
 	return server_total;
+}
+
+long long
+nc__server_total_accepted(void)
+{
+	return server_accepted;
 }
 
 /* A deferred report of listen(): for the generation it was made in. */
@@ -298,6 +306,7 @@ server_connection(struct nc_server *s, int fd, const struct nc__proxy_info *pi)
 	nc_server_hold(s);	/* released when sock is destroyed */
 	s->connections++;
 	server_total++;
+	server_accepted++;
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_CONNECTION;
 	args.socket = sock;
@@ -728,9 +737,38 @@ server_parse_bound(struct nc_address *a, const char *bound, int port)
 	}
 }
 
+static int	server_listen_tcp(struct nc_server *, int, const char *, int,
+		    bool, bool);
+static int	server_listen_unix(struct nc_server *, const char *, int,
+		    bool);
+
+/*
+ * The master lets this server bind its address itself (the service's
+ * mode is exclusive): address is what it asked for.
+ */
+static int
+server_listen_exclusive(struct nc_server *s, const char *address, int backlog)
+{
+	struct nc_listen_addr	a;
+	char			err[256];
+	int			rc;
+
+	if (nc_config_parse_listen(address, &a, err, sizeof err) != 0)
+		return server_fail_later(s, NC_EINVAL, address, -1);
+	if (a.kind == NC_LISTEN_TCP)
+		rc = server_listen_tcp(s, a.port, a.host, backlog, false, true);
+	else if (a.kind == NC_LISTEN_UNIX)
+		rc = server_listen_unix(s, a.path, backlog, true);
+	else
+		rc = server_fail_later(s, NC_EINVAL, address, -1);
+	nc_config_listen_clear(&a);
+	return rc;
+}
+
 void
 nc__server_cluster_listening(struct nc_server *s, int code, int fd,
-    bool shared, const char *address, int port)
+    bool shared, const char *address, int port, const char *exclusive,
+    int backlog)
 {
 	s->cluster_pending = false;
 	if (s->listening || s->generation != s->cluster_generation) {
@@ -743,6 +781,14 @@ nc__server_cluster_listening(struct nc_server *s, int code, int fd,
 	}
 	if (code != 0) {
 		(void)server_fail_later(s, code, address, port);
+		return;
+	}
+	if (exclusive != NULL) {
+		if (fd != -1)
+			close(fd);
+		if ((code = server_listen_exclusive(s, exclusive,
+		    backlog)) != 0)
+			(void)server_fail_later(s, code, exclusive, -1);
 		return;
 	}
 	memset(&s->cluster_address, 0, sizeof s->cluster_address);

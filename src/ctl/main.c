@@ -43,6 +43,8 @@ usage(FILE *f)
 	    "                       (same pid), keeping its sockets; new workers\n"
 	    "                       take over as in a reload\n"
 	    "  stop                 stop gracefully (as SIGTERM)\n"
+	    "  send SERVICE JSON    send a message (any JSON value) to every\n"
+	    "                       worker of SERVICE: its MESSAGE event\n"
 	    "Options:\n"
 	    "  -s, --socket SOCKET  the control socket\n"
 	    "  -j, --json           print the master's JSON answer as is\n"
@@ -157,7 +159,7 @@ main(int argc, char **argv)
 	const char	*path = getenv("NETCLUSTER_CONTROL_SOCKET");
 	const char	*cmd;
 	json_error_t	 jerr;
-	json_t		*req, *reply, *w;
+	json_t		*req, *reply, *w, *msg;
 	char		 num[32];
 	char		*line, *answer;
 	bool		 as_json = false;
@@ -196,19 +198,36 @@ main(int argc, char **argv)
 	cmd = argv[optind++];
 	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "workers") != 0 &&
 	    strcmp(cmd, "connections") != 0 && strcmp(cmd, "stop") != 0 &&
-	    strcmp(cmd, "reload") != 0 && strcmp(cmd, "upgrade") != 0) {
+	    strcmp(cmd, "reload") != 0 && strcmp(cmd, "upgrade") != 0 &&
+	    strcmp(cmd, "send") != 0) {
 		fprintf(stderr, "netclusterctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
 	}
-	if (optind < argc && strcmp(cmd, "connections") != 0) {
+	if (optind < argc && strcmp(cmd, "connections") != 0 &&
+	    strcmp(cmd, "send") != 0) {
 		fprintf(stderr, "netclusterctl: %s takes no argument\n", cmd);
+		return 2;
+	}
+	if (strcmp(cmd, "send") == 0 && argc - optind != 2) {
+		fprintf(stderr, "netclusterctl: send takes SERVICE and JSON\n");
 		return 2;
 	}
 	req = json_pack("{s:s}", "command", cmd);
 	if (optind < argc)
 		(void)json_object_set_new(req, "service",
 		    json_string(argv[optind++]));
+	if (strcmp(cmd, "send") == 0) {
+		if ((msg = json_loads(argv[optind], JSON_DECODE_ANY |
+		    JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
+			fprintf(stderr, "netclusterctl: the message is not "
+			    "JSON: %s (line %d, column %d)\n", jerr.text,
+			    jerr.line, jerr.column);
+			return 2;
+		}
+		(void)json_object_set_new(req, "message", msg);
+		optind++;
+	}
 	if (optind < argc) {
 		usage(stderr);
 		return 2;

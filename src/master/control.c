@@ -29,7 +29,7 @@
 #include "nc-accept.h"
 #include "request.h"
 
-#define CONTROL_MAX_REQUEST	4096
+#define CONTROL_MAX_REQUEST	66560	/* a message of 65000 bytes, and more */
 #define CONTROL_MAX_CLIENTS	64
 #define CONTROL_IDLE_S		10	/* for a request to come */
 #define OOM_REPLY		"{\"ok\":false,\"error\":\"out of memory\"}\n"
@@ -265,6 +265,7 @@ client_request(struct client *c, const char *line, size_t len)
 	char		 err[256];
 	const char	*svc;
 	size_t		 i;
+	int		 n;
 
 	if (request_parse(line, len, &req, err, sizeof err) != 0) {
 		client_error(c, "%s", err);
@@ -277,10 +278,23 @@ client_request(struct client *c, const char *line, size_t len)
 				break;
 		if (i == master_nservices) {
 			client_error(c, "no service named \"%s\"", svc);
+			json_decref(req.message);
 			return;
 		}
 	}
 	switch (req.command) {
+	case REQ_SEND:
+		n = supervisor_send(svc, req.message, err, sizeof err);
+		json_decref(req.message);
+		if (n == -1) {
+			client_error(c, "%s", err);
+			return;
+		}
+		snprintf(err, sizeof err, "sent to %d worker%s", n,
+		    n == 1 ? "" : "s");
+		client_reply(c, json_pack("{s:b, s:i, s:s}", "ok", 1, "sent",
+		    n, "message", err));
+		return;
 	case REQ_STOP:
 		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
 		    "stopping"));

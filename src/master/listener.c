@@ -371,11 +371,12 @@ listener_events(struct listener *l)
 	}
 	/*
 	 * reuseport: each slot's socket, served here while its worker is
-	 * gone. Not for a program: with no channel, nobody could be handed
+	 * gone. Not for a program without a channel: nobody could be handed
 	 * what the master accepted; the slot's connections wait in its
 	 * backlog for the successor, which gets the same socket.
 	 */
-	if (l->nfds > 1 && l->service->conf->handler != NC_HANDLER_PROGRAM) {
+	if (l->nfds > 1 && (l->service->conf->handler != NC_HANDLER_PROGRAM ||
+	    l->service->conf->sockets == NC_SOCKETS_CLUSTER)) {
 		if ((l->slot_evs = calloc(l->nfds, sizeof *l->slot_evs)) == NULL)
 			return -1;
 		for (j = 0; j < l->nfds; j++) {
@@ -754,27 +755,29 @@ listener_find(const char *address, const char *service, long long index)
 {
 	struct nc_listen_addr	 want;
 	const struct nc_listen_addr *a;
-	struct listener		*l;
+	struct service_rt	*svc = NULL;
+	struct listener		*l, *found = NULL;
 	char			 err[256];
-	size_t			 i;
+	size_t			 i, n;
 
+	for (i = 0; service != NULL && i < master_nservices; i++)
+		if (strcmp(master_services[i].conf->name, service) == 0)
+			svc = &master_services[i];
+	if (service != NULL && svc == NULL)
+		return NULL;
 	/* A named listener: that one, if its address is the one asked for. */
-	for (i = 0; service != NULL && i < master_nservices; i++) {
-		struct service_rt	*svc = &master_services[i];
-
-		if (strcmp(svc->conf->name, service) != 0)
-			continue;
-		if (index < 0 || (size_t)index >= svc->nlisteners ||
+	if (svc != NULL && index >= 0) {
+		if ((size_t)index >= svc->nlisteners ||
 		    strcmp(svc->listeners[index]->text, address) != 0)
 			return NULL;
 		return svc->listeners[index];
 	}
-	if (service != NULL)
-		return NULL;
+	/* Else by address: among the service's (a program's), or all. */
 	if (nc_config_parse_listen(address, &want, err, sizeof err) != 0)
 		return NULL;
-	for (i = 0; i < master_nlisteners; i++) {
-		l = master_listeners[i];
+	n = svc != NULL ? svc->nlisteners : master_nlisteners;
+	for (i = 0; i < n && found == NULL; i++) {
+		l = svc != NULL ? svc->listeners[i] : master_listeners[i];
 		a = l->addr;
 		if (a->kind != want.kind)
 			continue;
@@ -787,10 +790,10 @@ listener_find(const char *address, const char *service, long long index)
 		    (a->kind == NC_LISTEN_FD && a->fd == want.fd) ||
 		    (a->kind == NC_LISTEN_SYSTEMD &&
 		    strcmp(a->name, want.name) == 0))
-			break;
+			found = l;
 	}
 	nc_config_listen_clear(&want);
-	return i < master_nlisteners ? master_listeners[i] : NULL;
+	return found;
 }
 
 int

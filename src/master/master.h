@@ -92,7 +92,11 @@ struct worker {
 	struct worker		*next;		/* on the draining list */
 	bool			 refused;
 	bool			 killed;	/* by us: only its answers count */
-	bool			 program;	/* handler program: no channel */
+	bool			 program;	/* handler program (channel or not) */
+	bool			*granted;	/* cluster program: by listener
+						   id, reported listening */
+	size_t			 ngranted;
+	unsigned long		 dropped;	/* messages it did not read */
 	char			*command;	/* program: its path, or NULL */
 	int			 exec_fd;	/* program: EOF once exec'd */
 	struct event		*exec_ev;
@@ -176,6 +180,8 @@ int	 supervisor_inflight(void);
 void	 supervisor_online(struct worker *);
 int	 supervisor_drop(void);
 const struct service_rt *supervisor_program(void);
+int	 supervisor_send(const char *service, json_t *msg, char *err,
+	    size_t len);
 #define UPGRADE_QUIESCE_MS	2000
 
 int	 master_check_config(struct nc_config *, char **errors);
@@ -197,7 +203,7 @@ bool	 upgrade_check_reaped(pid_t, int);
 void	 upgrade_check_stop(void);
 
 /* program.c */
-pid_t	 program_spawn(struct worker *, const struct service_rt *);
+pid_t	 program_spawn(struct worker *, const struct service_rt *, int chan);
 void	 program_adopt(struct worker *, int out_fd);
 void	 program_export(struct worker *);
 void	 program_close(struct worker *);

@@ -1,12 +1,16 @@
 /*
  * Programs: a service with "handler": "program" runs the operator's own
- * executable in place of netcluster-worker. It gets its listening
- * sockets as systemd passes them (sd_listen_fds(3): fds from 3,
- * LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and has no channel to the
- * master: it is online once exec() succeeded (a close-on-exec pipe
- * reports a failure, EOF a success), it is stopped with SIGTERM, and
- * what it writes on stdout and stderr goes into the master's log, a line
- * at a time, with its worker id.
+ * executable in place of netcluster-worker. With "sockets": "inherit" it
+ * gets its listening sockets as systemd passes them (sd_listen_fds(3):
+ * fds from 3, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and has no channel
+ * to the master: it is online once exec() succeeded (a close-on-exec pipe
+ * reports a failure, EOF a success) and is stopped with SIGTERM. With
+ * "sockets": "cluster" it links libnetcluster and gets the channel at fd
+ * 3 (NETCLUSTER_CHANNEL_FD), as netcluster-worker does: it is online once
+ * it listens on every listener of its service, and `stop` stops it.
+ * Either way, what it writes on stdout and stderr goes into the master's
+ * log, a line at a time, with its worker id, and it finds its id and
+ * service in NETCLUSTER_WORKER_ID and NETCLUSTER_SERVICE.
  */
 
 #include <sys/prctl.h>
@@ -56,11 +60,12 @@ program_child_fail(int fd, enum program_stage stage)
 /*
  * The child, between fork and exec: only async-signal-safe calls, except
  * for the environment (the master runs one thread). fds are the
- * service's listening sockets, in the order of "listen".
+ * service's listening sockets, in the order of "listen", or (chan) the
+ * channel alone.
  */
 static void __attribute__((noreturn))
 program_child(const struct nc_service *conf, const int *fds, int *tmp,
-    int n, int ep, int op, const char *names)
+    int n, int ep, int op, const char *names, bool chan, int id)
 {
 	sigset_t	 none;
 	char		 num[32];
@@ -102,14 +107,24 @@ program_child(const struct nc_service *conf, const int *fds, int *tmp,
 	unsetenv("NOTIFY_SOCKET");	/* systemd speaks to the master */
 	unsetenv("WATCHDOG_USEC");
 	unsetenv("WATCHDOG_PID");
-	unsetenv("NETCLUSTER_CHANNEL_FD");	/* there is no channel */
+	unsetenv("NETCLUSTER_CHANNEL_FD");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDNAMES");
 	for (j = 0; j < (int)conf->nenv; j++)
 		(void)putenv(conf->env[j]);
-	snprintf(num, sizeof num, "%d", n);
-	setenv("LISTEN_FDS", num, 1);
-	snprintf(num, sizeof num, "%d", (int)getpid());
-	setenv("LISTEN_PID", num, 1);
-	setenv("LISTEN_FDNAMES", names, 1);
+	snprintf(num, sizeof num, "%d", id);
+	setenv("NETCLUSTER_WORKER_ID", num, 1);
+	setenv("NETCLUSTER_SERVICE", conf->name, 1);
+	if (chan)
+		setenv("NETCLUSTER_CHANNEL_FD", "3", 1);
+	else {
+		snprintf(num, sizeof num, "%d", n);
+		setenv("LISTEN_FDS", num, 1);
+		snprintf(num, sizeof num, "%d", (int)getpid());
+		setenv("LISTEN_PID", num, 1);
+		setenv("LISTEN_FDNAMES", names, 1);
+	}
 	if (conf->cwd != NULL && chdir(conf->cwd) == -1)
 		program_child_fail(ep, PS_CWD);
 	execv(conf->command[0], conf->command);
@@ -137,11 +152,12 @@ program_watch_output(struct worker *w, int fd)
 
 /*
  * Forks and execs the program of svc for worker w (its slot picks the
- * reuseport sockets). Returns the pid; fatal only where spawning a
- * netcluster-worker is (fork, pipes, memory).
+ * reuseport sockets); chan, if not -1, is the child's end of its channel,
+ * which it gets in place of the sockets. Returns the pid; fatal only
+ * where spawning a netcluster-worker is (fork, pipes, memory).
  */
 pid_t
-program_spawn(struct worker *w, const struct service_rt *svc)
+program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 {
 	const struct nc_service	*conf = svc->conf;
 	char			*names;
@@ -149,15 +165,17 @@ program_spawn(struct worker *w, const struct service_rt *svc)
 	int			 ep[2], op[2], *fds, *tmp, n;
 	pid_t			 pid;
 
-	n = (int)svc->nlisteners;
+	n = chan != -1 ? 1 : (int)svc->nlisteners;
 	len = (strlen(conf->name) + 1) * (size_t)(n > 0 ? n : 1);
 	fds = calloc((size_t)n + 1, sizeof *fds);
 	tmp = calloc((size_t)n + 1, sizeof *tmp);
 	names = calloc(1, len + 1);
 	if (fds == NULL || tmp == NULL || names == NULL)
 		fatalx("out of memory");
+	if (chan != -1)
+		fds[0] = chan;
 	/* Every socket is named for the service, in the order of listen. */
-	for (j = 0; j < (size_t)n; j++) {
+	for (j = 0; chan == -1 && j < (size_t)n; j++) {
 		fds[j] = listener_fd_for(svc->listeners[j], w);
 		if (j > 0)
 			strcat(names, ":");
@@ -172,7 +190,8 @@ program_spawn(struct worker *w, const struct service_rt *svc)
 	case 0:
 		close(ep[0]);
 		close(op[0]);
-		program_child(conf, fds, tmp, n, ep[1], op[1], names);
+		program_child(conf, fds, tmp, n, ep[1], op[1], names,
+		    chan != -1, w->id);
 		/* NOTREACHED */
 	default:
 		break;
@@ -219,7 +238,9 @@ program_exec_read(struct worker *w, bool reaped)
 		    "its command", stage_names[rep[0]], strerror(rep[1]));
 		return;		/* it exits 127 and is reaped */
 	}
-	if (n == 0 && !reaped && w->state == W_STARTING && !w->killed)
+	/* A cluster program is online once it listens (supervisor.c). */
+	if (n == 0 && !reaped && w->state == W_STARTING && !w->killed &&
+	    w->ipc == NULL)
 		supervisor_online(w);
 }
 

@@ -1,6 +1,7 @@
 /*
  * A control request: one line of JSON, {"command": NAME} with an optional
- * "service": NAME. Parsing is apart from the socket so that it can be
+ * "service": NAME; "send" takes a service and a "message" (any JSON value
+ * of at most NC_CLUSTER_MESSAGE_MAX bytes). Parsing is apart from the socket so that it can be
  * checked (and fuzzed) on its own; it needs nothing of the master.
  */
 
@@ -9,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "netcluster.h"
 #include "request.h"
 
 static const char *const request_names[] = {
@@ -17,7 +19,8 @@ static const char *const request_names[] = {
 	[REQ_CONNECTIONS] = "connections",
 	[REQ_RELOAD] = "reload",
 	[REQ_UPGRADE] = "upgrade",
-	[REQ_STOP] = "stop"
+	[REQ_STOP] = "stop",
+	[REQ_SEND] = "send"
 };
 
 const char *
@@ -31,8 +34,9 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
     size_t errlen)
 {
 	json_error_t	 jerr;
-	json_t		*root, *cmd, *svc, *v;
+	json_t		*root, *cmd, *svc, *v, *msg;
 	const char	*key;
+	char		*text;
 	size_t		 i;
 	int		 rc = -1;
 
@@ -44,7 +48,8 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 		goto out;
 	}
 	json_object_foreach(root, key, v) {
-		if (strcmp(key, "command") != 0 && strcmp(key, "service") != 0) {
+		if (strcmp(key, "command") != 0 && strcmp(key, "service") != 0 &&
+		    strcmp(key, "message") != 0) {
 			snprintf(err, errlen, "bad request: unknown key "
 			    "\"%.32s\"", key);
 			goto out;
@@ -71,11 +76,37 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 	if (i == sizeof request_names / sizeof request_names[0] ||
 	    strlen(json_string_value(cmd)) != json_string_length(cmd)) {
 		snprintf(err, errlen, "unknown command \"%.32s\" (expected "
-		    "status, workers, connections, reload, upgrade or stop)",
-		    json_string_value(cmd));
+		    "status, workers, connections, reload, upgrade, stop or "
+		    "send)", json_string_value(cmd));
 		goto out;
 	}
 	req->command = (enum request_command)i;
+	msg = json_object_get(root, "message");
+	if (req->command == REQ_SEND && (svc == NULL || msg == NULL)) {
+		snprintf(err, errlen, "bad request: send needs \"service\" "
+		    "and \"message\"");
+		goto out;
+	}
+	if (req->command != REQ_SEND && msg != NULL) {
+		snprintf(err, errlen, "bad request: only send takes "
+		    "\"message\"");
+		goto out;
+	}
+	if (msg != NULL) {
+		if ((text = json_dumps(msg, JSON_COMPACT |
+		    JSON_ENCODE_ANY)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+		i = strlen(text);
+		free(text);
+		if (i > NC_CLUSTER_MESSAGE_MAX) {
+			snprintf(err, errlen, "message of %zu bytes, over the "
+			    "limit of %d", i, NC_CLUSTER_MESSAGE_MAX);
+			goto out;
+		}
+		req->message = json_incref(msg);
+	}
 	if (svc != NULL) {
 		req->has_service = true;
 		memcpy(req->service, json_string_value(svc),

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #define REQUEST_MAX_SERVICE	64	/* bytes of a service name */
 
 enum request_command {
@@ -16,16 +18,21 @@ enum request_command {
 	REQ_CONNECTIONS,
 	REQ_RELOAD,
 	REQ_UPGRADE,
-	REQ_STOP
+	REQ_STOP,
+	REQ_SEND
 };
 
 struct request {
 	enum request_command	 command;
 	bool			 has_service;
 	char			 service[REQUEST_MAX_SERVICE + 1];
+	json_t			*message;	/* send: any JSON value */
 };
 
-/* 0, or -1 with a message for the client in err. */
+/*
+ * 0, or -1 with a message for the client in err. On 0, the caller owns
+ * req->message (json_decref).
+ */
 int		 request_parse(const char *line, size_t len, struct request *,
 		    char *err, size_t errlen);
 const char	*request_name(enum request_command);

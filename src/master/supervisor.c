@@ -34,6 +34,7 @@
 #define COUNT_TIMEOUT_MS	1000
 #define MAX_DRAINING		2	/* older generations at once */
 #define RELOAD_TIMEOUT_S	30	/* for a new generation to be online */
+#define BROADCAST_QUEUE_MAX	(1024 * 1024)	/* bytes waiting for a worker */
 
 struct inflight {
 	struct handoff		*h;
@@ -182,9 +183,15 @@ msg_listen(struct worker *w, json_t *msg)
 	address = json_string_value(json_object_get(msg, "address"));
 	if (address == NULL || strlen(address) > 1024)
 		return -1;
-	if ((l = listener_find(address, json_string_value(json_object_get(msg,
-	    "service")), json_integer_value(json_object_get(msg,
-	    "index")))) == NULL) {
+	/* A program gets the listeners of its own service only. */
+	if (w->program)
+		l = listener_find(address, supervisor_program() != NULL ?
+		    supervisor_program()->conf->name : "", -1);
+	else
+		l = listener_find(address, json_string_value(json_object_get(
+		    msg, "service")), json_integer_value(json_object_get(msg,
+		    "index")));
+	if (l == NULL) {
 		/*
 		 * Only what the config names: anything else is refused, and
 		 * logged the 1st, 2nd, 4th, 8th... time for each worker.
@@ -201,6 +208,11 @@ msg_listen(struct worker *w, json_t *msg)
 		w->rr[l->id] = true;
 		reply_listen(w, msg, 0, l, -1);
 		listener_dispatch(l);
+		return 0;
+	}
+	/* exclusive: the worker binds the address itself. */
+	if (l->service->conf->mode == NC_MODE_EXCLUSIVE && l->nfds == 0) {
+		reply_listen(w, msg, 0, l, -1);
 		return 0;
 	}
 	if (l->nfds == 0) {
@@ -264,7 +276,10 @@ supervisor_online(struct worker *w)
 static int
 msg_listening(struct worker *w, json_t *msg)
 {
-	json_t	*entry;
+	const struct service_rt	*prog = supervisor_program();
+	json_t			*entry, *id;
+	json_int_t		 lid;
+	size_t			 i;
 
 	/* Kept for `workers`: exclusive listeners differ per worker. */
 	entry = json_pack("{s:O, s:O, s:O}", "service",
@@ -278,7 +293,121 @@ msg_listening(struct worker *w, json_t *msg)
 	    json_string_value(json_object_get(msg, "service")),
 	    json_string_value(json_object_get(msg, "address")),
 	    (int)json_integer_value(json_object_get(msg, "port")));
+	/* A cluster program is online once it listens on all its listeners. */
+	id = json_object_get(msg, "listener");
+	if (id != NULL && !json_is_integer(id))
+		return -1;
+	lid = json_integer_value(id);
+	if (w->granted == NULL || prog == NULL || id == NULL || lid < 0 ||
+	    lid >= MAX_LISTENER_IDS || w->granted[lid])
+		return 0;
+	for (i = 0; i < prog->nlisteners; i++)
+		if (prog->listeners[i]->id == lid)
+			break;
+	if (i == prog->nlisteners)
+		return 0;	/* not (or no longer) one of its service */
+	w->granted[lid] = true;
+	if (++w->ngranted == prog->nlisteners && w->state == W_STARTING)
+		supervisor_online(w);
 	return 0;
+}
+
+/*
+ * Sends a message to w, unless w does not read its channel: a worker
+ * with more than BROADCAST_QUEUE_MAX bytes waiting misses it (counted,
+ * and logged the 1st, 2nd, 4th... time), so that a stalled worker costs
+ * the master a bounded amount of memory and nothing of its time.
+ */
+static bool
+deliver(struct worker *w, json_t *msg)
+{
+	if (w->ipc == NULL || w->killed || w->state == W_DEAD)
+		return false;
+	if (nc_ipc_queued_bytes(w->ipc) > BROADCAST_QUEUE_MAX ||
+	    nc_ipc_queued(w->ipc) >= NC_IPC_MAX_QUEUE / 2) {
+		w->dropped++;
+		if ((w->dropped & (w->dropped - 1)) == 0)
+			log_warnx("worker %d [pid %d] does not read its "
+			    "channel: a message for it is dropped (%lu "
+			    "dropped)", w->id, (int)w->pid, w->dropped);
+		return false;
+	}
+	(void)json_object_del(msg, "seq");
+	return nc_ipc_send(w->ipc, msg, NULL, 0) != -1;
+}
+
+/*
+ * Every worker with a channel but skip, of the current generation and,
+ * with draining, of the older ones too, gets msg; returns how many did.
+ */
+static int
+deliver_all(json_t *msg, const struct worker *skip, bool with_draining)
+{
+	struct worker	*w;
+	int		 i, n = 0;
+
+	for (i = 0; i < master_nworkers; i++)
+		if ((w = master_workers[i]) != NULL && w != skip &&
+		    deliver(w, msg))
+			n++;
+	for (w = draining; with_draining && w != NULL; w = w->next)
+		if (w != skip && deliver(w, msg))
+			n++;
+	return n;
+}
+
+/* nc_cluster_broadcast(): to every other live worker of the service. */
+static int
+msg_broadcast(struct worker *w, json_t *msg)
+{
+	json_t	*v = json_object_get(msg, "message"), *d, *out;
+
+	d = json_object_get(msg, "draining");
+	if (v == NULL || (d != NULL && !json_is_boolean(d)))
+		return -1;
+	out = json_pack("{s:s, s:i, s:O}", "type", "message", "from", w->id,
+	    "message", v);
+	if (out == NULL)
+		return 0;
+	(void)deliver_all(out, w, json_is_true(d));
+	json_decref(out);
+	return 0;
+}
+
+/*
+ * netclusterctl send: v to every worker of service (draining ones too).
+ * Returns how many got it, or -1 with err set.
+ */
+int
+supervisor_send(const char *service, json_t *v, char *err, size_t len)
+{
+	const struct service_rt	*prog = supervisor_program();
+	json_t			*out;
+	size_t			 i;
+	int			 n;
+
+	for (i = 0; i < master_nservices; i++)
+		if (strcmp(master_services[i].conf->name, service) == 0)
+			break;
+	if (i == master_nservices) {
+		snprintf(err, len, "no service named \"%.64s\"", service);
+		return -1;
+	}
+	if (prog != NULL && prog->conf->sockets == NC_SOCKETS_INHERIT) {
+		snprintf(err, len, "service %.64s runs a program without a "
+		    "channel (\"sockets\": \"inherit\"): it takes no messages",
+		    service);
+		return -1;
+	}
+	out = json_pack("{s:s, s:i, s:O, s:s}", "type", "message", "from", 0,
+	    "message", v, "service", service);
+	if (out == NULL) {
+		snprintf(err, len, "out of memory");
+		return -1;
+	}
+	n = deliver_all(out, NULL, true);
+	json_decref(out);
+	return n;
 }
 
 static int
@@ -383,13 +512,16 @@ static const struct msg_type {
 	int		(*handler)(struct worker *, json_t *);
 } msg_types[] = {
 	/* name		fds	states			handler */
+	{ "broadcast",	0,	1 << W_STARTING | 1 << W_ONLINE | 1 << W_STOPPING,
+	    msg_broadcast },
 	{ "conn.ack",	0,	1 << W_ONLINE | 1 << W_STOPPING | 1 << W_DEAD,
 	    msg_conn_ack },
 	{ "count.reply", 0,	1 << W_ONLINE | 1 << W_STOPPING, msg_count_reply },
 	{ "fatal",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_fatal },
 	{ "hello",	0,	1 << W_STARTING,	msg_hello },
 	{ "listen",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_listen },
-	{ "listening",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_listening },
+	{ "listening",	0,	1 << W_STARTING | 1 << W_ONLINE | 1 << W_STOPPING,
+	    msg_listening },
 	{ "ready",	0,	1 << W_STARTING,	msg_ready },
 	{ "unlisten",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_unlisten },
 };
@@ -628,7 +760,8 @@ supervisor_spawn(int slot)
 	int			 sv[2] = { -1, -1 };
 	pid_t			 pid;
 
-	if (prog == NULL && nc_ipc_socketpair(sv) == -1)
+	if ((prog == NULL || prog->conf->sockets == NC_SOCKETS_CLUSTER) &&
+	    nc_ipc_socketpair(sv) == -1)
 		fatalx("socketpair: %s", strerror(errno));
 	if ((w = calloc(1, sizeof *w)) == NULL ||
 	    (w->rr = calloc(MAX_LISTENER_IDS, sizeof *w->rr)) == NULL)
@@ -643,8 +776,16 @@ supervisor_spawn(int slot)
 	w->exec_fd = w->out_fd = -1;
 
 	if (prog != NULL) {
-		w->pid = program_spawn(w, prog);
+		w->pid = program_spawn(w, prog, sv[1]);
 		w->state = W_STARTING;
+		if (sv[0] != -1) {
+			close(sv[1]);
+			if ((w->granted = calloc(MAX_LISTENER_IDS,
+			    sizeof *w->granted)) == NULL ||
+			    (w->ipc = nc_ipc_new(master_base, sv[0],
+			    worker_msg_cb, worker_error_cb, w)) == NULL)
+				fatalx("out of memory");
+		}
 		master_workers[slot] = w;
 		log_info("worker %d [pid %d] (slot %d) started: %s", w->id,
 		    (int)w->pid, slot, prog->conf->command[0]);
@@ -670,6 +811,8 @@ supervisor_spawn(int slot)
 			(void)fcntl(3, F_SETFD, 0);
 		snprintf(env, sizeof env, "%d", 3);
 		setenv("NETCLUSTER_CHANNEL_FD", env, 1);
+		snprintf(env, sizeof env, "%d", w->id);
+		setenv("NETCLUSTER_WORKER_ID", env, 1);
 		/* systemd speaks to the master only. */
 		unsetenv("NOTIFY_SOCKET");
 		unsetenv("WATCHDOG_USEC");
@@ -752,8 +895,8 @@ worker_stop(struct worker *w)
 	tv.tv_sec = master_config->shutdown_timeout_ms / 1000;
 	tv.tv_usec = (master_config->shutdown_timeout_ms % 1000) * 1000;
 	w->state = W_STOPPING;
-	/* A program has no channel: SIGTERM is its `stop`. */
-	if (w->program)
+	/* A program without a channel: SIGTERM is its `stop`. */
+	if (w->ipc == NULL)
 		(void)kill(w->pid, SIGTERM);
 	else
 		worker_send(w, json_pack("{s:s}", "type", "stop"));
@@ -772,6 +915,7 @@ worker_free(struct worker *w)
 		program_close(w);
 	json_decref(w->last_count);
 	json_decref(w->listening);
+	free(w->granted);
 	free(w->rr);
 	free(w);
 }
@@ -950,7 +1094,7 @@ supervisor_export(void)
 			if (w->state == W_DEAD || (w->ipc == NULL &&
 			    !w->program))
 				continue;
-			if (w->program) {
+			if (w->program && w->ipc == NULL) {
 				/* No channel: its pid and output pipe. */
 				program_export(w);
 				(void)json_array_append_new(list, json_pack(
@@ -962,11 +1106,15 @@ supervisor_export(void)
 				continue;
 			}
 			(void)fcntl(nc_ipc_fd(w->ipc), F_SETFD, 0);
+			if (w->program)
+				program_export(w);
 			(void)json_array_append_new(list, json_pack(
-			    "{s:i, s:i, s:i, s:i, s:i, s:s}", "pid", (int)w->pid,
-			    "slot", w->slot, "id", w->id, "generation",
-			    w->generation, "channel", nc_ipc_fd(w->ipc), "state",
-			    state_names[w->state]));
+			    "{s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:i}", "pid",
+			    (int)w->pid, "slot", w->slot, "id", w->id,
+			    "generation", w->generation, "channel",
+			    nc_ipc_fd(w->ipc), "state", state_names[w->state],
+			    "program", w->program, "output", w->program ?
+			    w->out_fd : -1));
 		}
 	}
 	return list;
@@ -999,10 +1147,10 @@ supervisor_adopt(json_t *list)
 		w->adopted = true;
 		w->exec_fd = w->out_fd = -1;
 		clock_gettime(CLOCK_MONOTONIC, &w->started);
-		if (json_is_true(json_object_get(e, "program"))) {
+		if (json_is_true(json_object_get(e, "program")))
 			program_adopt(w, (int)json_integer_value(
 			    json_object_get(e, "output")));
-		} else {
+		if (json_object_get(e, "channel") != NULL) {
 			fd = (int)json_integer_value(json_object_get(e,
 			    "channel"));
 			(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -1309,7 +1457,7 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 		 * A program cannot be asked: its count is unknown (null),
 		 * never a made-up 0, and so are its service's totals.
 		 */
-		if (w != NULL && w->program) {
+		if (w != NULL && w->program && w->ipc == NULL) {
 			(void)json_object_set_new(json_array_get(list,
 			    (size_t)i), "count", json_null());
 			(void)json_object_set_new(json_array_get(list,

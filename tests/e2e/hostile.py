@@ -238,7 +238,7 @@ def test_hostile_control_clients():
         check(slowest < bound, "a status took %.3f s (bound %.3f s)" % (
             slowest, bound))
         check(len(answers) == 10 and all(
-            a.count(b"\n") == 1 and b"request longer than 4096 bytes" in a
+            a.count(b"\n") == 1 and b"request longer than 66560 bytes" in a
             for a in answers), "1 MiB lines: %r" % [a[:80] for a in answers])
         for c in held:
             c.close()

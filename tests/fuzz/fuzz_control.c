@@ -15,7 +15,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	err[0] = '\0';
 	if (request_parse((const char *)data, size, &req, err,
 	    sizeof err) == 0) {
-		FUZZ_ASSERT(req.command <= REQ_STOP);
+		FUZZ_ASSERT(req.command <= REQ_SEND);
+		FUZZ_ASSERT((req.command == REQ_SEND) ==
+		    (req.message != NULL));
+		json_decref(req.message);
 		FUZZ_ASSERT(request_name(req.command) != NULL);
 		FUZZ_ASSERT(!req.has_service || (req.service[0] != '\0' &&
 		    strlen(req.service) <= REQUEST_MAX_SERVICE));
