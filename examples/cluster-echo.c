@@ -10,7 +10,8 @@
  *
  * Each client is greeted with "hello" and gets back what it sends. A
  * client that sends a line "broadcast JSON" makes this worker send JSON
- * to every other worker of its service; each prints what it gets.
+ * to every other worker of its service ("broadcast-all JSON": to those
+ * of older generations that still drain, too); each prints what it gets.
  */
 
 #include <signal.h>
@@ -37,15 +38,22 @@ static void
 broadcast_line(const char *p, size_t len)
 {
 	char	json[1024];
-	int	rc;
+	size_t	skip;
+	int	rc, flags = 0;
 
-	if (len < 10 || len - 10 >= sizeof json ||
-	    memcmp(p, "broadcast ", 10) != 0)
+	if (len > 10 && memcmp(p, "broadcast ", 10) == 0)
+		skip = 10;
+	else if (len > 14 && memcmp(p, "broadcast-all ", 14) == 0) {
+		skip = 14;
+		flags = NC_BROADCAST_DRAINING;
+	} else
 		return;
-	memcpy(json, p + 10, len - 10);
-	json[len - 10] = '\0';
+	if (len - skip >= sizeof json)
+		return;
+	memcpy(json, p + skip, len - skip);
+	json[len - skip] = '\0';
 	json[strcspn(json, "\r")] = '\0';
-	if ((rc = nc_cluster_broadcast(json, 0)) != 0) {
+	if ((rc = nc_cluster_broadcast(json, flags)) != 0) {
 		printf("%s: broadcast: %s\n", who(), nc_strerror(rc));
 		fflush(stdout);
 	}
