@@ -25,7 +25,7 @@ for o in $opts; do
 	    { echo "netclusterd(8) lacks -$o"; fail=1; }
 done
 # netclusterctl's commands and options.
-for c in status workers connections reload upgrade stop; do
+for c in status workers connections reload upgrade stop send; do
 	grep -q "It Cm $c" "$s/man/netclusterctl.8" ||
 	    { echo "netclusterctl(8) lacks $c"; fail=1; }
 	grep -q "  $c " "$s/src/ctl/main.c" ||
