@@ -202,6 +202,10 @@ bool	 upgrade_check_running(void);
 bool	 upgrade_check_reaped(pid_t, int);
 void	 upgrade_check_stop(void);
 
+/* sockdiag.c */
+void	 sockdiag_count(const struct service_rt *, struct worker **, int n,
+	    int *counts);
+
 /* program.c */
 pid_t	 program_spawn(struct worker *, const struct service_rt *, int chan);
 void	 program_adopt(struct worker *, int out_fd);

@@ -1425,8 +1425,9 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 	struct worker		*w;
 	struct timeval		 tv = { COUNT_TIMEOUT_MS / 1000,
 	    (COUNT_TIMEOUT_MS % 1000) * 1000 };
-	json_t			*list, *msg;
-	int			 i;
+	const struct service_rt	*prog = supervisor_program();
+	json_t			*list, *msg, *entry;
+	int			 i, n, *kernel = NULL;
 
 	(void)request;
 	if ((c = calloc(1, sizeof *c)) == NULL ||
@@ -1439,6 +1440,9 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 	c->done = done;
 	c->arg = arg;
 	c->timer = evtimer_new(master_base, count_timeout_cb, c);
+	if (prog != NULL && prog->conf->sockets == NC_SOCKETS_INHERIT &&
+	    (kernel = calloc((size_t)master_nworkers, sizeof *kernel)) != NULL)
+		sockdiag_count(prog, master_workers, master_nworkers, kernel);
 	for (i = 0; i < master_nworkers; i++) {
 		c->seqs[i] = -1;
 		w = master_workers[i];
@@ -1454,16 +1458,21 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 			(void)json_object_set(json_array_get(list, (size_t)i),
 			    "listening", w->listening);
 		/*
-		 * A program cannot be asked: its count is unknown (null),
-		 * never a made-up 0, and so are its service's totals.
+		 * A program without a channel cannot be asked: the kernel
+		 * tells its connections; where it cannot, the count is
+		 * unknown (null), never a made-up 0, and so are its
+		 * service's totals.
 		 */
 		if (w != NULL && w->program && w->ipc == NULL) {
-			(void)json_object_set_new(json_array_get(list,
-			    (size_t)i), "count", json_null());
-			(void)json_object_set_new(json_array_get(list,
-			    (size_t)i), "services", json_pack("{s:n}",
-			    supervisor_program() != NULL ?
-			    supervisor_program()->conf->name : "?"));
+			entry = json_array_get(list, (size_t)i);
+			n = kernel != NULL ? kernel[i] : -1;
+			(void)json_object_set_new(entry, "count", n >= 0 ?
+			    json_integer(n) : json_null());
+			(void)json_object_set_new(entry, "services", json_pack(
+			    "{s:o}", prog->conf->name, n >= 0 ?
+			    json_integer(n) : json_null()));
+			(void)json_object_set_new(entry, "answered",
+			    json_boolean(n >= 0));
 			continue;
 		}
 		if (w == NULL || w->ipc == NULL || w->state == W_DEAD ||
@@ -1477,6 +1486,7 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 		if (c->seqs[i] != -1)
 			c->waiting++;
 	}
+	free(kernel);
 	c->next = counts;
 	counts = c;
 	if (c->waiting == 0) {

@@ -5,7 +5,9 @@ mode. Traffic reaches every worker; a worker killed with SIGKILL is
 replaced; 20 reloads under load lose no connection; an upgrade adopts
 them; a stop drains them (SIGTERM reaches the program, which closes its
 listener and exits 0); their stderr lines reach the master's log with
-the worker's id; their counts are unknown (null), never 0; LISTEN_PID is
+the worker's id; their connections are counted from the kernel, or
+unknown (null) where the master cannot see them, never a made-up 0;
+LISTEN_PID is
 the program's pid. netclusterd -t refuses round-robin, exclusive and a
 command the workers' user cannot execute, with the position."""
 
@@ -103,21 +105,56 @@ def wait_serving(d, timeout=15):
         d.read_lines(0.2)
 
 
-def check_counts_unknown(d):
+def counts(d):
+    """Each worker's count, the status and connections totals."""
     ws = d.ctl("workers")["workers"]
-    check(all(w["count"] is None for w in ws), "counts %s" % [
-        w["count"] for w in ws])
     st = d.ctl("status")
-    check(st["connections"] is None and
-          st["services"][0]["connections"] is None,
-          "status counts %s, %s" % (st["connections"],
-                                    st["services"][0]["connections"]))
-    check(d.ctl("connections")["connections"] is None, "connections")
-    p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "workers"],
-                       capture_output=True, text=True, timeout=10 * SCALE)
-    rows = p.stdout.splitlines()[1:]
-    check(len(rows) == d.workers and all(r.split()[-1] == "?"
-                                         for r in rows), p.stdout)
+    return ([w["count"] for w in ws], st["connections"],
+            st["services"][0]["connections"],
+            d.ctl("connections")["connections"])
+
+
+def wait_counts(d, want, timeout=10):
+    """Until the kernel's count of the programs' connections is want,
+    everywhere it shows: the workers' counts add up to it, and the
+    totals of status and connections are it."""
+    deadline = time.monotonic() + timeout * SCALE
+    while True:
+        per, total, service, conns = counts(d)
+        if (all(isinstance(n, int) for n in per) and sum(per) == want
+                and total == service == conns == want):
+            return per
+        check(time.monotonic() < deadline, "counts %s, totals %s %s %s; "
+              "want %d" % (per, total, service, conns, want))
+        d.read_lines(0.1)
+
+
+def check_counts_kernel(d, port):
+    """A program cannot be asked: its connections are counted from the
+    kernel (the sockets its process holds on its service's listeners)."""
+    wait_counts(d, 0)
+    held = []
+    try:
+        for _ in range(6):
+            c = socket.create_connection(("127.0.0.1", port),
+                                         timeout=5 * SCALE)
+            held.append(c)
+            got = b""
+            while not got.startswith(b"hello\r\n"):
+                b = c.recv(16)
+                check(b, "closed before the greeting")
+                got += b
+        per = wait_counts(d, 6)
+        p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "workers"],
+                           capture_output=True, text=True,
+                           timeout=10 * SCALE)
+        rows = p.stdout.splitlines()[1:]
+        check(sorted(int(r.split()[-1]) for r in rows) == sorted(per),
+              p.stdout)
+    finally:
+        for c in held:
+            c.close()
+    wait_counts(d, 0)
 
 
 def reloads_under_load(d, port, what="reload", n=RELOADS):
@@ -173,7 +210,7 @@ def program_suite(prog, mode):
         port = d.port()
         pids = wait_serving(d)
         reach_all(d, port, pids)
-        check_counts_unknown(d)
+        check_counts_kernel(d, port)
 
         # SIGKILL: replaced at once, and the new one serves.
         victim = pids[0]
@@ -228,6 +265,41 @@ def test_node_shared():
 
 def test_node_reuseport():
     program_suite("node", "reuseport")
+
+
+def test_counts_unknown():
+    """Where the master cannot read a program's fds (a program of another
+    user, and no CAP_SYS_PTRACE, as under the shipped unit), its count is
+    unknown (null, shown "?"), never a made-up 0, and so are its
+    service's totals."""
+    tmp = tempfile.mkdtemp(prefix="nc-e2e-noptrace.")
+    wrapper = os.path.join(tmp, "netclusterd")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec setpriv --bounding-set -sys_ptrace "
+                "--inh-caps -sys_ptrace %s \"$@\"\n" % NETCLUSTERD)
+    os.chmod(wrapper, 0o755)
+    # The system's python: nobody may run it, wherever ours is installed.
+    d = Daemon([program_service("python", "shared", command=[
+        shutil.which("python3", path="/usr/bin:/bin"),
+        os.path.join(HERE, "inherit_echo.py")])], workers=2,
+        extra={"user": "nobody"}, binary=wrapper)
+    try:
+        d.wait_online()
+        port = d.port()
+        reach_all(d, port, wait_serving(d))
+        per, total, service, conns = counts(d)
+        check(per == [None, None] and total is None and service is None
+              and conns is None, "counts %s, totals %s %s %s" % (
+                  per, total, service, conns))
+        p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "workers"],
+                           capture_output=True, text=True,
+                           timeout=10 * SCALE)
+        rows = p.stdout.splitlines()[1:]
+        check(len(rows) == d.workers and all(r.split()[-1] == "?"
+                                             for r in rows), p.stdout)
+    finally:
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_upgrade_adopts_programs():
@@ -383,4 +455,4 @@ if __name__ == "__main__":
     run([test_configtest_refuses, test_output_lines,
          test_exec_failure_logged, test_python_shared,
          test_python_reuseport, test_node_shared, test_node_reuseport,
-         test_upgrade_adopts_programs])
+         test_counts_unknown, test_upgrade_adopts_programs])
