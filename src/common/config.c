@@ -724,7 +724,7 @@ static const char *const program_refused_keys[] = {
 	"keep_alive_initial_delay_ms", "proxy_protocol", "options"
 };
 static const char *const program_keys[] = {
-	"command", "env", "cwd", "sockets"
+	"command", "env", "cwd", "sockets", "messages"
 };
 
 static void
@@ -841,7 +841,8 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		} else if (strcmp(key, "sockets") == 0) {
 			if (config_enum(c, v, sockets_names, 2, &iv) == 0)
 				svc->sockets = (enum nc_sockets)iv;
-		}
+		} else if (strcmp(key, "messages") == 0)
+			(void)config_bool(c, v, &svc->messages);
 		else if (strcmp(key, "options") == 0) {
 			if (!json_is_object(v))
 				config_error(c, false, "expected an object, "
@@ -907,6 +908,15 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		config_error(c, true, "the program handler does not take "
 		    "\"%s\": the program sets it itself",
 		    program_refused_keys[i]);
+		config_pop(c);
+	}
+	if (svc->handler == NC_HANDLER_PROGRAM &&
+	    svc->sockets == NC_SOCKETS_CLUSTER &&
+	    json_object_get(obj, "messages") != NULL) {
+		config_push_key(c, "messages");
+		config_error(c, true, "a program linked with libnetcluster "
+		    "(\"sockets\": \"cluster\") has its messages on its "
+		    "channel; \"messages\" is for \"sockets\": \"inherit\"");
 		config_pop(c);
 	}
 	if (svc->handler == NC_HANDLER_PROGRAM &&

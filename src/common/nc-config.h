@@ -90,6 +90,7 @@ struct nc_service {
 	size_t			 nenv;
 	char			*cwd;		/* program, or NULL */
 	enum nc_sockets		 sockets;	/* program: how it gets them */
+	bool			 messages;	/* inherit program: a line channel */
 };
 
 struct nc_config {

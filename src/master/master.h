@@ -17,6 +17,7 @@
 
 #include "nc-config.h"
 
+struct bufferevent;
 struct event;
 struct event_base;
 struct nc_ipc;
@@ -42,6 +43,7 @@ struct handoff {
 #define PROGRAM_LINE_MAX	896	/* bytes of a program's log line, so
 					   that it fits in one of ours */
 #define PROGRAM_READ_MAX	65536	/* bytes read from it per event */
+#define BROADCAST_QUEUE_MAX	(1024 * 1024)	/* bytes waiting for a worker */
 
 /* One bound address of a service (one per worker slot for reuseport). */
 struct listener {
@@ -97,6 +99,7 @@ struct worker {
 						   id, reported listening */
 	size_t			 ngranted;
 	unsigned long		 dropped;	/* messages it did not read */
+	struct bufferevent	*msg_bev;	/* inherit program: messages */
 	char			*command;	/* program: its path, or NULL */
 	int			 exec_fd;	/* program: EOF once exec'd */
 	struct event		*exec_ev;
@@ -182,6 +185,7 @@ int	 supervisor_drop(void);
 const struct service_rt *supervisor_program(void);
 int	 supervisor_send(const char *service, json_t *msg, char *err,
 	    size_t len);
+void	 supervisor_broadcast(struct worker *from, json_t *v, bool draining);
 #define UPGRADE_QUIESCE_MS	2000
 
 int	 master_check_config(struct nc_config *, char **errors);
@@ -208,8 +212,11 @@ void	 sockdiag_count(const struct service_rt *, struct worker **, int n,
 
 /* program.c */
 pid_t	 program_spawn(struct worker *, const struct service_rt *, int chan);
-void	 program_adopt(struct worker *, int out_fd);
-void	 program_export(struct worker *);
+void	 program_adopt(struct worker *, int out_fd, int msg_fd);
+int	 program_export(struct worker *);
+void	 program_messages_open(struct worker *, int fd);
+void	 program_messages_close(struct worker *);
+bool	 program_messages_send(struct worker *, json_t *msg);
 void	 program_close(struct worker *);
 
 /* notify.c */

@@ -14,6 +14,7 @@
  */
 
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <errno.h>
@@ -24,9 +25,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "master.h"
+#include "netcluster.h"
 
 /* What the child reports on the exec pipe when it cannot run the program. */
 enum program_stage {
@@ -65,7 +69,7 @@ program_child_fail(int fd, enum program_stage stage)
  */
 static void __attribute__((noreturn))
 program_child(const struct nc_service *conf, const int *fds, int *tmp,
-    int n, int ep, int op, const char *names, bool chan, int id)
+    int n, int ep, int op, const char *names, bool chan, int id, int mfd)
 {
 	sigset_t	 none;
 	char		 num[32];
@@ -108,6 +112,9 @@ program_child(const struct nc_service *conf, const int *fds, int *tmp,
 	unsetenv("WATCHDOG_USEC");
 	unsetenv("WATCHDOG_PID");
 	unsetenv("NETCLUSTER_CHANNEL_FD");
+	unsetenv("NETCLUSTER_MESSAGE_FD");
+	unsetenv("NODE_CHANNEL_FD");
+	unsetenv("NODE_CHANNEL_SERIALIZATION_MODE");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDNAMES");
@@ -119,11 +126,20 @@ program_child(const struct nc_service *conf, const int *fds, int *tmp,
 	if (chan)
 		setenv("NETCLUSTER_CHANNEL_FD", "3", 1);
 	else {
-		snprintf(num, sizeof num, "%d", n);
+		/* The message channel, if any, is the last fd: not a socket
+		 * of LISTEN_FDS. */
+		snprintf(num, sizeof num, "%d", mfd != -1 ? n - 1 : n);
 		setenv("LISTEN_FDS", num, 1);
 		snprintf(num, sizeof num, "%d", (int)getpid());
 		setenv("LISTEN_PID", num, 1);
 		setenv("LISTEN_FDNAMES", names, 1);
+	}
+	if (mfd != -1) {
+		/* Newline-delimited JSON: Node's own IPC channel. */
+		snprintf(num, sizeof num, "%d", 3 + n - 1);
+		setenv("NETCLUSTER_MESSAGE_FD", num, 1);
+		setenv("NODE_CHANNEL_FD", num, 1);
+		setenv("NODE_CHANNEL_SERIALIZATION_MODE", "json", 1);
 	}
 	if (conf->cwd != NULL && chdir(conf->cwd) == -1)
 		program_child_fail(ep, PS_CWD);
@@ -151,6 +167,116 @@ program_watch_output(struct worker *w, int fd)
 }
 
 /*
+ * The message channel of a program on inherited sockets ("messages":
+ * true): newline-delimited JSON on a stream socket, as Node's IPC channel
+ * is (NODE_CHANNEL_FD), so that process.send() and process.on('message')
+ * work as they are. Each value the program writes goes to every other
+ * worker of the current generation; each it reads is {"from": ID,
+ * "message": VALUE}. A line over the size limit, or EOF, closes it.
+ */
+static void
+program_messages_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct worker	*w = arg;
+	struct evbuffer	*in = bufferevent_get_input(bev);
+	json_error_t	 jerr;
+	json_t		*v;
+	char		*line;
+	size_t		 len;
+
+	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+		if (len > NC_CLUSTER_MESSAGE_MAX) {
+			free(line);
+			log_warnx("worker %d [pid %d]: a message of %zu bytes, "
+			    "over %d; its message channel is closed", w->id,
+			    (int)w->pid, len, NC_CLUSTER_MESSAGE_MAX);
+			program_messages_close(w);
+			return;
+		}
+		v = json_loadb(line, len, JSON_DECODE_ANY |
+		    JSON_REJECT_DUPLICATES, &jerr);
+		free(line);
+		if (v == NULL) {
+			log_warnx("worker %d [pid %d]: a message that is not "
+			    "JSON (%.80s) is dropped", w->id, (int)w->pid,
+			    jerr.text);
+			continue;
+		}
+		supervisor_broadcast(w, v, false);
+		json_decref(v);
+	}
+	if (evbuffer_get_length(in) > NC_CLUSTER_MESSAGE_MAX) {
+		log_warnx("worker %d [pid %d]: a message over %d bytes; its "
+		    "message channel is closed", w->id, (int)w->pid,
+		    NC_CLUSTER_MESSAGE_MAX);
+		program_messages_close(w);
+	}
+}
+
+static void
+program_messages_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)bev;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		log_debug("worker %d [pid %d]: message channel closed", w->id,
+		    (int)w->pid);
+		program_messages_close(w);
+	}
+}
+
+void
+program_messages_open(struct worker *w, int fd)
+{
+	(void)program_nonblock(fd);
+	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	w->msg_bev = bufferevent_socket_new(master_base, fd,
+	    BEV_OPT_CLOSE_ON_FREE);
+	if (w->msg_bev == NULL)
+		fatalx("out of memory");
+	bufferevent_setcb(w->msg_bev, program_messages_read_cb, NULL,
+	    program_messages_event_cb, w);
+	/* Read a little past the limit at most, to see a line too long. */
+	bufferevent_setwatermark(w->msg_bev, EV_READ, 0,
+	    NC_CLUSTER_MESSAGE_MAX + 4096);
+	if (bufferevent_enable(w->msg_bev, EV_READ) == -1)
+		fatalx("cannot watch a message channel");
+}
+
+void
+program_messages_close(struct worker *w)
+{
+	if (w->msg_bev != NULL)
+		bufferevent_free(w->msg_bev);
+	w->msg_bev = NULL;
+}
+
+/* Queues one message for the program: false if its channel is full. */
+bool
+program_messages_send(struct worker *w, json_t *msg)
+{
+	json_t	*out;
+	char	*text;
+	int	 rc;
+
+	if (w->msg_bev == NULL || evbuffer_get_length(bufferevent_get_output(
+	    w->msg_bev)) > BROADCAST_QUEUE_MAX)
+		return false;
+	out = json_pack("{s:O, s:O}", "from", json_object_get(msg, "from"),
+	    "message", json_object_get(msg, "message"));
+	text = out != NULL ? json_dumps(out, JSON_COMPACT) : NULL;
+	json_decref(out);
+	if (text == NULL)
+		return false;
+	rc = bufferevent_write(w->msg_bev, text, strlen(text));
+	if (rc == 0)
+		rc = bufferevent_write(w->msg_bev, "\n", 1);
+	free(text);
+	return rc == 0;
+}
+
+/*
  * Forks and execs the program of svc for worker w (its slot picks the
  * reuseport sockets); chan, if not -1, is the child's end of its channel,
  * which it gets in place of the sockets. Returns the pid; fatal only
@@ -162,10 +288,13 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 	const struct nc_service	*conf = svc->conf;
 	char			*names;
 	size_t			 len, j;
-	int			 ep[2], op[2], *fds, *tmp, n;
+	int			 ep[2], op[2], mp[2] = { -1, -1 }, *fds, *tmp, n;
 	pid_t			 pid;
 
-	n = chan != -1 ? 1 : (int)svc->nlisteners;
+	if (chan == -1 && conf->messages && socketpair(AF_UNIX,
+	    SOCK_STREAM | SOCK_CLOEXEC, 0, mp) == -1)
+		fatalx("socketpair: %s", strerror(errno));
+	n = chan != -1 ? 1 : (int)svc->nlisteners + (mp[1] != -1);
 	len = (strlen(conf->name) + 1) * (size_t)(n > 0 ? n : 1);
 	fds = calloc((size_t)n + 1, sizeof *fds);
 	tmp = calloc((size_t)n + 1, sizeof *tmp);
@@ -174,8 +303,10 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 		fatalx("out of memory");
 	if (chan != -1)
 		fds[0] = chan;
+	if (mp[1] != -1)
+		fds[n - 1] = mp[1];
 	/* Every socket is named for the service, in the order of listen. */
-	for (j = 0; chan == -1 && j < (size_t)n; j++) {
+	for (j = 0; chan == -1 && j < svc->nlisteners; j++) {
 		fds[j] = listener_fd_for(svc->listeners[j], w);
 		if (j > 0)
 			strcat(names, ":");
@@ -191,7 +322,7 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 		close(ep[0]);
 		close(op[0]);
 		program_child(conf, fds, tmp, n, ep[1], op[1], names,
-		    chan != -1, w->id);
+		    chan != -1, w->id, mp[1]);
 		/* NOTREACHED */
 	default:
 		break;
@@ -201,6 +332,10 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 	free(names);
 	close(ep[1]);
 	close(op[1]);
+	if (mp[1] != -1) {
+		close(mp[1]);
+		program_messages_open(w, mp[0]);
+	}
 	w->program = true;
 	/* For the log: a reload may free the configuration before it runs. */
 	w->command = strdup(conf->command[0]);
@@ -365,12 +500,17 @@ program_output_cb(evutil_socket_t fd, short what, void *arg)
 		program_output_close(w);
 }
 
-/* A program worker from the master before an upgrade: its output pipe. */
+/*
+ * A program worker from the master before an upgrade: its output pipe,
+ * and its message channel (or -1).
+ */
 void
-program_adopt(struct worker *w, int out_fd)
+program_adopt(struct worker *w, int out_fd, int msg_fd)
 {
 	w->program = true;
 	w->exec_fd = -1;
+	if (msg_fd >= 0)
+		program_messages_open(w, msg_fd);
 	if (out_fd < 0) {
 		w->out_fd = -1;
 		return;
@@ -379,12 +519,21 @@ program_adopt(struct worker *w, int out_fd)
 	program_watch_output(w, out_fd);
 }
 
-/* For an upgrade: the output pipe stays open across exec. */
-void
+/*
+ * For an upgrade: the output pipe and the message channel stay open
+ * across exec; returns the channel's fd, or -1. What the master had not
+ * yet sent on it is lost.
+ */
+int
 program_export(struct worker *w)
 {
+	int	fd = -1;
+
 	if (w->out_fd != -1)
 		(void)fcntl(w->out_fd, F_SETFD, 0);
+	if (w->msg_bev != NULL && (fd = bufferevent_getfd(w->msg_bev)) != -1)
+		(void)fcntl(fd, F_SETFD, 0);
+	return fd;
 }
 
 /*
@@ -394,6 +543,7 @@ program_export(struct worker *w)
 void
 program_close(struct worker *w)
 {
+	program_messages_close(w);
 	if (w->exec_ev != NULL)
 		program_exec_read(w, true);
 	free(w->command);

@@ -34,7 +34,6 @@
 #define COUNT_TIMEOUT_MS	1000
 #define MAX_DRAINING		2	/* older generations at once */
 #define RELOAD_TIMEOUT_S	30	/* for a new generation to be online */
-#define BROADCAST_QUEUE_MAX	(1024 * 1024)	/* bytes waiting for a worker */
 
 struct inflight {
 	struct handoff		*h;
@@ -321,10 +320,17 @@ msg_listening(struct worker *w, json_t *msg)
 static bool
 deliver(struct worker *w, json_t *msg)
 {
-	if (w->ipc == NULL || w->killed || w->state == W_DEAD)
+	bool	full, sent;
+
+	if ((w->ipc == NULL && w->msg_bev == NULL) || w->killed ||
+	    w->state == W_DEAD)
 		return false;
-	if (nc_ipc_queued_bytes(w->ipc) > BROADCAST_QUEUE_MAX ||
-	    nc_ipc_queued(w->ipc) >= NC_IPC_MAX_QUEUE / 2) {
+	if (w->ipc != NULL)
+		full = nc_ipc_queued_bytes(w->ipc) > BROADCAST_QUEUE_MAX ||
+		    nc_ipc_queued(w->ipc) >= NC_IPC_MAX_QUEUE / 2;
+	else
+		full = !(sent = program_messages_send(w, msg));
+	if (full) {
 		w->dropped++;
 		if ((w->dropped & (w->dropped - 1)) == 0)
 			log_warnx("worker %d [pid %d] does not read its "
@@ -332,6 +338,8 @@ deliver(struct worker *w, json_t *msg)
 			    "dropped)", w->id, (int)w->pid, w->dropped);
 		return false;
 	}
+	if (w->ipc == NULL)
+		return sent;
 	(void)json_object_del(msg, "seq");
 	return nc_ipc_send(w->ipc, msg, NULL, 0) != -1;
 }
@@ -356,21 +364,30 @@ deliver_all(json_t *msg, const struct worker *skip, bool with_draining)
 	return n;
 }
 
-/* nc_cluster_broadcast(): to every other live worker of the service. */
+/* v from w to every other live worker of the service. */
+void
+supervisor_broadcast(struct worker *w, json_t *v, bool with_draining)
+{
+	json_t	*out;
+
+	out = json_pack("{s:s, s:i, s:O}", "type", "message", "from", w->id,
+	    "message", v);
+	if (out == NULL)
+		return;
+	(void)deliver_all(out, w, with_draining);
+	json_decref(out);
+}
+
+/* nc_cluster_broadcast(). */
 static int
 msg_broadcast(struct worker *w, json_t *msg)
 {
-	json_t	*v = json_object_get(msg, "message"), *d, *out;
+	json_t	*v = json_object_get(msg, "message"), *d;
 
 	d = json_object_get(msg, "draining");
 	if (v == NULL || (d != NULL && !json_is_boolean(d)))
 		return -1;
-	out = json_pack("{s:s, s:i, s:O}", "type", "message", "from", w->id,
-	    "message", v);
-	if (out == NULL)
-		return 0;
-	(void)deliver_all(out, w, json_is_true(d));
-	json_decref(out);
+	supervisor_broadcast(w, v, json_is_true(d));
 	return 0;
 }
 
@@ -393,10 +410,11 @@ supervisor_send(const char *service, json_t *v, char *err, size_t len)
 		snprintf(err, len, "no service named \"%.64s\"", service);
 		return -1;
 	}
-	if (prog != NULL && prog->conf->sockets == NC_SOCKETS_INHERIT) {
+	if (prog != NULL && prog->conf->sockets == NC_SOCKETS_INHERIT &&
+	    !prog->conf->messages) {
 		snprintf(err, len, "service %.64s runs a program without a "
-		    "channel (\"sockets\": \"inherit\"): it takes no messages",
-		    service);
+		    "channel (\"sockets\": \"inherit\" without \"messages\": "
+		    "true): it takes no messages", service);
 		return -1;
 	}
 	out = json_pack("{s:s, s:i, s:O, s:s}", "type", "message", "from", 0,
@@ -1084,7 +1102,7 @@ supervisor_export(void)
 {
 	struct worker	*w;
 	json_t		*list;
-	int		 i;
+	int		 i, mfd;
 
 	if ((list = json_array()) == NULL)
 		return NULL;
@@ -1095,19 +1113,19 @@ supervisor_export(void)
 			    !w->program))
 				continue;
 			if (w->program && w->ipc == NULL) {
-				/* No channel: its pid and output pipe. */
-				program_export(w);
+				/* No channel: its pid and pipes. */
+				mfd = program_export(w);
 				(void)json_array_append_new(list, json_pack(
-				    "{s:i, s:i, s:i, s:i, s:b, s:i, s:s}",
+				    "{s:i, s:i, s:i, s:i, s:b, s:i, s:s, s:i}",
 				    "pid", (int)w->pid, "slot", w->slot, "id",
 				    w->id, "generation", w->generation,
 				    "program", 1, "output", w->out_fd, "state",
-				    state_names[w->state]));
+				    state_names[w->state], "messages", mfd));
 				continue;
 			}
 			(void)fcntl(nc_ipc_fd(w->ipc), F_SETFD, 0);
 			if (w->program)
-				program_export(w);
+				(void)program_export(w);
 			(void)json_array_append_new(list, json_pack(
 			    "{s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:i}", "pid",
 			    (int)w->pid, "slot", w->slot, "id", w->id,
@@ -1149,7 +1167,10 @@ supervisor_adopt(json_t *list)
 		clock_gettime(CLOCK_MONOTONIC, &w->started);
 		if (json_is_true(json_object_get(e, "program")))
 			program_adopt(w, (int)json_integer_value(
-			    json_object_get(e, "output")));
+			    json_object_get(e, "output")), json_is_integer(
+			    json_object_get(e, "messages")) ? (int)
+			    json_integer_value(json_object_get(e, "messages")) :
+			    -1);
 		if (json_object_get(e, "channel") != NULL) {
 			fd = (int)json_integer_value(json_object_get(e,
 			    "channel"));

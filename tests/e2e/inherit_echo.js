@@ -7,6 +7,11 @@
 // bytes are "pid\n" gets instead one line saying who answered. On
 // SIGTERM it closes its listeners; open connections finish, and the
 // process exits once nothing is left.
+//
+// With a message channel ("messages": true), Node's own IPC: a client
+// line "broadcast JSON" is process.send(JSON) to the other workers, and
+// each message that comes (process.on('message')) is logged as
+// "inherit_echo.js: pid P message from ID: JSON".
 'use strict';
 const net = require('net');
 
@@ -32,6 +37,12 @@ for (let i = 0; i < n; i++) {
           `names ${process.env.LISTEN_FDNAMES}\n`;
       }
       first = false;
+      if (process.send) {
+        for (const line of d.toString().split('\n')) {
+          if (line.startsWith('broadcast '))
+            process.send(JSON.parse(line.slice(10)));
+        }
+      }
       c.write(d);
     });
   });
@@ -44,9 +55,18 @@ for (let i = 0; i < n; i++) {
 }
 console.error(`inherit_echo.js: pid ${process.pid} serving ${n} sockets ` +
   `(${process.env.LISTEN_FDNAMES})`);
+if (process.send) {
+  process.on('message', (m) => {
+    console.error(`inherit_echo.js: pid ${process.pid} message from ` +
+      `${m.from}: ${JSON.stringify(m.message)}`);
+  });
+}
 process.on('SIGTERM', () => {
   console.error(`<5>inherit_echo.js: SIGTERM, closing ${n} listeners, ` +
     `${open} connections open`);
   for (const s of servers)
     s.close();
+  // The channel (a 'message' listener keeps it open) must not hold us.
+  if (process.connected)
+    process.disconnect();
 });

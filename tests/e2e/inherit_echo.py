@@ -6,8 +6,14 @@ Each connection is greeted with "hello\\r\\n" and gets its bytes back; a
 connection whose first bytes are "pid\\n" gets instead one line saying
 who answered ("pid P listen_pid L fds N names NAMES"). On SIGTERM it
 closes its listeners, lets open connections finish, and exits 0. With
-INHERIT_ECHO_NOISE=N, it first writes N long lines on stderr."""
+INHERIT_ECHO_NOISE=N, it first writes N long lines on stderr.
 
+With a message channel ("messages": true: NETCLUSTER_MESSAGE_FD, lines
+of JSON), a client line "broadcast JSON" sends JSON to the other
+workers, and each message that comes is logged as "inherit_echo: pid P
+message from ID: JSON"."""
+
+import json
 import os
 import selectors
 import signal
@@ -39,6 +45,11 @@ def main():
     for s in listeners:
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, "listener")
+    chan = None
+    inbox = b""
+    if os.environ.get("NETCLUSTER_MESSAGE_FD"):
+        chan = socket.socket(fileno=int(os.environ["NETCLUSTER_MESSAGE_FD"]))
+        sel.register(chan, selectors.EVENT_READ, "messages")
     # For the tests of the master's log: lines too long, with a control
     # character, at warning priority, NOISE of them.
     for _ in range(int(os.environ.get("INHERIT_ECHO_NOISE", "0"))):
@@ -61,6 +72,19 @@ def main():
         for key, _ in sel.select(timeout=1):
             if key.data == "signal":
                 os.read(rfd, 512)
+            elif key.data == "messages":
+                d = chan.recv(65536)
+                if not d:
+                    sel.unregister(chan)
+                    continue
+                inbox += d
+                while b"\n" in inbox:
+                    line, inbox = inbox.split(b"\n", 1)
+                    m = json.loads(line)
+                    print("inherit_echo: pid %d message from %d: %s" % (
+                        os.getpid(), m["from"], json.dumps(
+                            m["message"], separators=(",", ":"))),
+                        file=sys.stderr, flush=True)
             elif key.data == "listener":
                 try:
                     c, _ = key.fileobj.accept()
@@ -90,6 +114,10 @@ def main():
                         os.environ.get("LISTEN_FDS"),
                         os.environ.get("LISTEN_FDNAMES"))).encode()
                 conns[c] = False
+                if chan is not None:
+                    for line in d.split(b"\n"):
+                        if line.startswith(b"broadcast "):
+                            chan.sendall(line[10:].strip() + b"\n")
                 if d:
                     try:
                         c.setblocking(True)

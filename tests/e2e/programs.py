@@ -302,6 +302,111 @@ def test_counts_unknown():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def message_suite(prog):
+    """With "messages": true, a program on inherited sockets gets a
+    channel of JSON lines (Node's own IPC: process.send and
+    process.on('message') as they are): what one worker sends reaches
+    every other worker in order, never itself; netclusterctl send
+    reaches all; a line that is not JSON is dropped and logged."""
+    if prog == "node" and NODE is None:
+        print("  skipped: no node")
+        return
+    d = Daemon([program_service(prog, "shared", messages=True)],
+               workers=3)
+    try:
+        d.wait_online()
+        pids = wait_serving(d)
+        ids = {w["pid"]: w["id"] for w in d.ctl("workers")["workers"]}
+        port = d.port()
+        n = 100
+        c = socket.create_connection(("127.0.0.1", port), timeout=5 * SCALE)
+        try:
+            got = b""
+            while not got.startswith(b"hello\r\n"):
+                b = c.recv(64)
+                check(b, "closed before the greeting")
+                got += b
+            c.setblocking(True)
+            c.sendall(b"pid\n")
+            while b"listen_pid" not in got:
+                b = c.recv(256)
+                check(b, "closed before the pid")
+                got += b
+            sender = int(re.search(rb"pid (\d+) listen_pid", got).group(1))
+            c.sendall(b"".join(b'broadcast {"seq": %d}\n' % i
+                               for i in range(n)))
+            pat = re.compile(r"\[pid (\d+)\]: inherit_echo\S*: pid \d+ "
+                             r'message from (\d+): \{"seq":(\d+)\}')
+            deadline = time.monotonic() + 20 * SCALE
+            while True:
+                seen = {}
+                for l in d.lines:
+                    m = pat.search(l)
+                    if m:
+                        seen.setdefault(int(m.group(1)), []).append(
+                            (int(m.group(2)), int(m.group(3))))
+                others = [p for p in pids if p != sender]
+                if all(len(seen.get(p, [])) >= n for p in others):
+                    break
+                check(time.monotonic() < deadline, "messages seen: %s" % {
+                    p: len(v) for p, v in seen.items()})
+                d.read_lines(0.1)
+            for p in others:
+                check(seen[p] == [(ids[sender], i) for i in range(n)],
+                      "pid %d got them out of order or from elsewhere: %s"
+                      % (p, seen[p][:5]))
+            check(sender not in seen, "the sender got its own messages")
+            if prog == "python":
+                # A line that is not JSON: dropped, logged; the channel
+                # goes on.
+                c.sendall(b'broadcast {bad\nbroadcast {"after": 1}\n')
+                d.wait_log("[pid %d]: a message that is not JSON" % sender)
+                for p in others:
+                    d.wait_log('[pid %d]: inherit_echo: pid %d message from '
+                               '%d: {"after":1}' % (p, p, ids[sender]))
+        finally:
+            c.close()
+        out = subprocess.run([NETCLUSTERCTL, "-s", d.control, "send", "echo",
+                              '{"op": "flush"}'], capture_output=True,
+                             text=True, timeout=10 * SCALE)
+        check(out.returncode == 0 and "sent to 3 workers" in out.stdout,
+              out.stdout + out.stderr)
+        for p in pids:
+            d.wait_log('[pid %d]: inherit_echo' % p + ("" if prog == "python"
+                       else ".js") + ': pid %d message from 0: '
+                       '{"op":"flush"}' % p)
+    finally:
+        d.stop()
+
+
+def test_python_messages():
+    message_suite("python")
+
+
+def test_node_messages():
+    message_suite("node")
+
+
+def test_messages_refused():
+    """Without "messages", a program on inherited sockets has no channel:
+    netclusterctl send says so, and -t refuses "messages" for a program
+    linked with libnetcluster (its messages go on its channel)."""
+    d = Daemon([program_service("python", "shared")], workers=1)
+    try:
+        d.wait_online()
+        out = subprocess.run([NETCLUSTERCTL, "-s", d.control, "send", "echo",
+                              "1"], capture_output=True, text=True,
+                             timeout=10 * SCALE)
+        check(out.returncode == 1 and "without a channel" in out.stderr,
+              out.stderr)
+    finally:
+        d.stop()
+    rc, out, path = configtest(program_service(
+        "python", "round-robin", sockets="cluster", messages=True))
+    check(rc == 1 and "services[0].messages: a program linked with "
+          "libnetcluster" in out, out)
+
+
 def test_upgrade_adopts_programs():
     """netclusterctl upgrade under load: the new master adopts the
     programs (their pids, their output pipes), starts a new generation,
@@ -455,4 +560,5 @@ if __name__ == "__main__":
     run([test_configtest_refuses, test_output_lines,
          test_exec_failure_logged, test_python_shared,
          test_python_reuseport, test_node_shared, test_node_reuseport,
-         test_counts_unknown, test_upgrade_adopts_programs])
+         test_counts_unknown, test_python_messages, test_node_messages,
+         test_messages_refused, test_upgrade_adopts_programs])
