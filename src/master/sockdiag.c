@@ -107,8 +107,8 @@ sockdiag_found(struct sockdiag *sd, unsigned long long inode)
 {
 	struct owner	 key = { .inode = inode }, *o;
 
-	if (inode == 0 || (o = bsearch(&key, sd->owners, sd->nowners,
-	    sizeof *o, owner_cmp)) == NULL)
+	if (inode == 0 || sd->nowners == 0 || (o = bsearch(&key, sd->owners,
+	    sd->nowners, sizeof *o, owner_cmp)) == NULL)
 		return;
 	/* Every slot's process may hold it (inherited): each counts it. */
 	while (o > sd->owners && o[-1].inode == inode)
@@ -264,7 +264,8 @@ sockdiag_count(const struct service_rt *svc, struct worker **ws, int n,
 		    sockdiag_scan(&sd, ws[k]->pid, k) == 0)
 			counts[k] = 0;
 	}
-	qsort(sd.owners, sd.nowners, sizeof *sd.owners, owner_cmp);
+	if (sd.nowners > 0)
+		qsort(sd.owners, sd.nowners, sizeof *sd.owners, owner_cmp);
 	if (sd.nports > 0 && (sockdiag_dump(&sd, AF_INET) == -1 ||
 	    sockdiag_dump(&sd, AF_INET6) == -1))
 		failed = true;
