@@ -362,16 +362,15 @@ def test_exclusive():
     mode_suite("exclusive")
 
 
-def test_messages():
+def messages_suite(mode):
     """Broadcasts between workers, from the operator, to a draining
     generation or not."""
-    d = ce_daemon("round-robin", 3)
+    d = ce_daemon(mode, 3)
     c = c2 = None
     try:
         d.wait_online()
-        ws = wait_workers(d, "round-robin")
-        port = d.port()
-        c = connect(port)
+        ws = wait_workers(d, mode)
+        c = connect(targets(d, mode, ws)[0])
         s = holder(d)
         n = 200
         for i in range(n):
@@ -385,8 +384,11 @@ def test_messages():
                     isinstance(m, dict) and key in m]
         wait_messages(d, lambda ms: all(len(got(ms, o, s["id"], "seq")) >= n
                                         for o in others))
+        # Not JSON: the sender is told, nobody gets it.
+        echo(c, b"broadcast {bad\n")
+        d.wait_log("[pid %d]: worker %d: broadcast: " % (s["pid"], s["id"]))
         # The operator's message is a barrier: a broadcast of the sender's
-        # own would have reached it before.
+        # own, or the one that was not JSON, would have reached it before.
         p = ctl_text(d, "send", "ce", '{"op": 1}')
         check(p.returncode == 0 and p.stdout == "sent to 3 workers\n",
               "send: %r %r" % (p.stdout, p.stderr))
@@ -399,8 +401,11 @@ def test_messages():
         check(not [m for m in ms if m[0] == s["id"] and m[2] != 0],
               "the sender heard: %s" % [m for m in ms if m[0] == s["id"]])
         check(all(m[3] == {"op": 1} for m in ms if m[2] == 0), ms)
-        print("  %d broadcasts from worker %d reached workers %s in order"
-              % (n, s["id"], others))
+        check(len(ms) == (len(ws) - 1) * n + len(ws), "messages: %s" % [
+            m for m in ms if not isinstance(m[3], dict) or not
+            ({"seq", "op"} & set(m[3]))])
+        print("  %s: %d broadcasts from worker %d reached workers %s in "
+              "order" % (mode, n, s["id"], others))
 
         # A reload: the sender drains with its connection open.
         mark = len(d.lines)
@@ -409,11 +414,16 @@ def test_messages():
         wait_since(d, mark, "online; older workers drain")
         wait_since(d, mark, "[pid %d]: worker %d: disconnecting" % (
             s["pid"], s["id"]))
-        new = wait_workers(d, "round-robin")
+        # The others of generation 1 had no connection: they are gone.
+        for w in ws:
+            if w["pid"] != s["pid"]:
+                wait_since(d, mark, "[pid %d] of generation 1 exited with "
+                           "status 0 after draining" % w["pid"])
+        new = wait_workers(d, mode)
         check(not {w["id"] for w in new} & {w["id"] for w in ws},
               "old ids online: %s" % new)
         echo(c, b"draining\n")
-        c2 = connect(port)
+        c2 = connect(targets(d, mode, new)[0])
         s2 = holder(d)
         others2 = [w["id"] for w in new if w["id"] != s2["id"]]
         echo(c2, b'broadcast {"only": "current"}\n')
@@ -422,6 +432,13 @@ def test_messages():
         echo(c2, b'broadcast-all {"all": "generations"}\n')
         wait_messages(d, lambda ms: all(got(ms, o, s2["id"], "all")
                                         for o in others2 + [s["id"]]))
+        # The operator's reach the draining worker too.
+        p = ctl_text(d, "send", "ce", '{"op": 2}')
+        check(p.returncode == 0 and p.stdout == "sent to 4 workers\n",
+              "send while draining: %r %r" % (p.stdout, p.stderr))
+        wait_messages(d, lambda ms: all(got(ms, w, 0, "op")[-1:] == [2]
+                                        for w in others2 + [s["id"],
+                                                            s2["id"]]))
         ms = messages(d)
         # Both came the same way: the draining worker heard the second,
         # so the first was never sent to it.
@@ -440,11 +457,39 @@ def test_messages():
         p = ctl_text(d, "send", "ce", "{bad")
         check(p.returncode == 2 and "the message is not JSON" in p.stderr,
               "send {bad: %d %r" % (p.returncode, p.stderr))
+        # NC_CLUSTER_MESSAGE_MAX bytes of JSON go, one more does not.
+        mark = len(d.lines)
+        p = ctl_text(d, "send", "ce", json.dumps("x" * 64998))
+        check(p.returncode == 0 and p.stdout == "sent to 3 workers\n",
+              "send 65000 bytes: %r %r" % (p.stdout, p.stderr))
+        for w in new:
+            wait_since(d, mark, '[pid %d]: worker %d: message from the '
+                       'operator: "xxxx' % (w["pid"], w["id"]))
+        p = ctl_text(d, "send", "ce", json.dumps("x" * 64999))
+        check(p.returncode == 1 and "message of 65001 bytes, over the "
+              "limit of 65000" in p.stderr, "send 65001 bytes: %d %r" % (
+                  p.returncode, p.stderr))
     finally:
         for x in (c, c2):
             if x is not None:
                 x.close()
         d.stop()
+
+
+def test_messages_shared():
+    messages_suite("shared")
+
+
+def test_messages_round_robin():
+    messages_suite("round-robin")
+
+
+def test_messages_reuseport():
+    messages_suite("reuseport")
+
+
+def test_messages_exclusive():
+    messages_suite("exclusive")
 
 
 def test_send_needs_a_channel():
@@ -505,7 +550,16 @@ def test_standalone():
         c = connect(int(m.group(1)))
         try:
             echo(c, b"alone\n")
+            # No cluster: a broadcast says the channel is closed.
             echo(c, b'broadcast {"x": 1}\n')
+            while b"echo: broadcast: " not in out:
+                left = deadline - time.monotonic()
+                check(left > 0, "no broadcast error: %r" % out)
+                r, _, _ = select.select([p.stdout], [], [], left)
+                if r:
+                    x = os.read(p.stdout.fileno(), 4096)
+                    check(x, "exited %s: %r" % (p.poll(), out))
+                    out += x
         finally:
             c.close()
         check(p.poll() is None, "exited %s" % p.returncode)
@@ -515,10 +569,11 @@ def test_standalone():
         err = p.stderr.read()
         p.stdout.close()
         p.stderr.close()
-    check(b"broadcast" not in err, "stderr %r" % err)
+    check(not err, "stderr %r" % err)
 
 
 if __name__ == "__main__":
     run([test_configtest, test_standalone, test_send_needs_a_channel,
-         test_messages, test_shared, test_round_robin, test_reuseport,
+         test_messages_shared, test_messages_round_robin,
+         test_messages_reuseport, test_messages_exclusive, test_shared, test_round_robin, test_reuseport,
          test_exclusive])
