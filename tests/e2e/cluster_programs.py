@@ -9,9 +9,10 @@ timeout). Messages: a worker's broadcasts reach every other worker of
 its generation, in order, not itself; broadcast-all reaches a draining
 older generation too, broadcast does not; netclusterctl send reaches
 every worker, and is refused for an unknown service, a message that is
-not JSON and a program without a channel. netclusterd -t accepts the
-service in round-robin and exclusive mode, and the example still runs
-alone, without netclusterd."""
+not JSON and a program without a channel. An upgrade adopts the workers
+with their channels. netclusterd -t accepts the service in round-robin
+and exclusive mode, and the example still runs alone, without
+netclusterd."""
 
 import json
 import os
@@ -492,6 +493,60 @@ def test_messages_exclusive():
     messages_suite("exclusive")
 
 
+def test_upgrade_keeps_channels():
+    """netclusterctl upgrade: the new master adopts the workers with their
+    channels; an adopted one that drains still hears the operator and the
+    new generation's broadcast-all, and its broadcasts reach the new
+    generation."""
+    d = ce_daemon("round-robin", 2)
+    c = c2 = None
+    try:
+        d.wait_online()
+        ws = wait_workers(d, "round-robin")
+        port = d.port()
+        c = connect(port)
+        s = holder(d)
+        mark = len(d.lines)
+        p = ctl_text(d, "upgrade")
+        check(p.returncode == 0 and p.stdout.startswith("upgraded: "),
+              "upgrade: %r %r" % (p.stdout, p.stderr))
+        check(d.proc.poll() is None, "the master's pid changed")
+        for w in ws:
+            wait_since(d, mark, "[pid %d] of generation 1 adopted" % w["pid"])
+        wait_since(d, mark, "[pid %d]: worker %d: disconnecting" % (
+            s["pid"], s["id"]))
+        for w in ws:
+            if w["pid"] != s["pid"]:
+                wait_since(d, mark, "[pid %d] of generation 1 exited with "
+                           "status 0 after draining" % w["pid"])
+        new = wait_workers(d, "round-robin")
+        ids = [w["id"] for w in new]
+        p = ctl_text(d, "send", "ce", '{"op": 3}')
+        check(p.returncode == 0 and p.stdout == "sent to 3 workers\n",
+              "send after the upgrade: %r %r" % (p.stdout, p.stderr))
+        echo(c, b'broadcast {"from": "adopted"}\n')
+        c2 = connect(port)
+        s2 = holder(d)
+        echo(c2, b'broadcast-all {"from": "new"}\n')
+
+        def heard(ms, to, frm, m):
+            return any(t == to and f == frm and x == m for t, _, f, x in ms)
+        wait_messages(d, lambda ms: all(
+            heard(ms, i, 0, {"op": 3}) for i in ids + [s["id"]]) and all(
+            heard(ms, i, s["id"], {"from": "adopted"}) for i in ids) and all(
+            heard(ms, i, s2["id"], {"from": "new"})
+            for i in ids + [s["id"]] if i != s2["id"]))
+        c.close()
+        c = None
+        d.wait_log("[pid %d] of generation 1 exited with status 0 after "
+                   "draining" % s["pid"])
+    finally:
+        for x in (c, c2):
+            if x is not None:
+                x.close()
+        d.stop()
+
+
 def test_send_needs_a_channel():
     """A program on inherited sockets has no channel: send is refused."""
     d = Daemon([{"name": "echo", "handler": "program",
@@ -575,5 +630,6 @@ def test_standalone():
 if __name__ == "__main__":
     run([test_configtest, test_standalone, test_send_needs_a_channel,
          test_messages_shared, test_messages_round_robin,
-         test_messages_reuseport, test_messages_exclusive, test_shared, test_round_robin, test_reuseport,
+         test_messages_reuseport, test_messages_exclusive,
+         test_upgrade_keeps_channels, test_shared, test_round_robin, test_reuseport,
          test_exclusive])
