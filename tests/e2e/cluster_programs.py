@@ -631,5 +631,5 @@ if __name__ == "__main__":
     run([test_configtest, test_standalone, test_send_needs_a_channel,
          test_messages_shared, test_messages_round_robin,
          test_messages_reuseport, test_messages_exclusive,
-         test_upgrade_keeps_channels, test_shared, test_round_robin, test_reuseport,
-         test_exclusive])
+         test_upgrade_keeps_channels, test_shared, test_round_robin,
+         test_reuseport, test_exclusive])
