@@ -223,12 +223,14 @@ main(int argc, char **argv)
 			fprintf(stderr, "netclusterctl: the message is not "
 			    "JSON: %s (line %d, column %d)\n", jerr.text,
 			    jerr.line, jerr.column);
+			json_decref(req);
 			return 2;
 		}
 		(void)json_object_set_new(req, "message", msg);
 		optind++;
 	}
 	if (optind < argc) {
+		json_decref(req);
 		usage(stderr);
 		return 2;
 	}

@@ -252,15 +252,19 @@ def echo_clients(address, n, payload_size=16, timeout=10, family=None):
 def load(port, stop, stats, lock):
     """Echo connections one after another until stop is set: each must
     get hello and its bytes back. Counts in stats what became of each
-    (made, refused, unanswered, reset, wrong)."""
+    (made, refused, unanswered, reset, wrong). port may be a function,
+    asked before each connection (servers whose port changes)."""
     payload = os.urandom(16)
     while not stop.is_set():
         key = "made"
         try:
-            c = socket.create_connection(("127.0.0.1", port),
-                                         timeout=5 * SCALE)
+            c = socket.create_connection(
+                ("127.0.0.1", port() if callable(port) else port),
+                timeout=5 * SCALE)
         except ConnectionRefusedError:
             key = "refused"
+        except ConnectionResetError:    # a listener closed under the SYN
+            key = "reset"
         except OSError:
             key = "unanswered"
         else:
