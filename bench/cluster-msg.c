@@ -17,7 +17,8 @@
  *	Every other worker counts what it gets of round R and checks the
  *	order; once it has N it prints
  *	    round R: received N of N in T s, missing M, reordered O
- *	T counted from the "run" order, which reaches every worker at once.
+ *	T: from the "run" order, which reaches every worker at once, to the
+ *	last message it got.
  *   {"cmd": "report", "round": R}
  *	every worker but the sender prints the same line with what it has.
  *
@@ -47,7 +48,7 @@ static struct {
 	/* What it receives. */
 	long		 rround, rn, got, next, missing, reordered;
 	bool		 done;
-	double		 t0;
+	double		 t0, tlast;
 	char		*buf;
 } b;
 
@@ -117,7 +118,7 @@ static void
 report(void)
 {
 	printf("round %ld: received %ld of %ld in %.6f s, missing %ld, "
-	    "reordered %ld\n", b.rround, b.got, b.rn, now() - b.t0,
+	    "reordered %ld\n", b.rround, b.got, b.rn, b.tlast - b.t0,
 	    b.missing, b.reordered);
 	fflush(stdout);
 }
@@ -165,6 +166,7 @@ order(const char *json)
 	b.rn = n;
 	b.got = b.next = b.missing = b.reordered = 0;
 	b.done = false;
+	b.tlast = b.t0;
 }
 
 static void
@@ -185,6 +187,7 @@ on_message(void *emitter, const struct nc_event_args *ev, void *arg)
 	if (r != b.rround || (s = field(ev->data, ",\"s\":")) < 0)
 		return;
 	b.got++;
+	b.tlast = now();
 	if (s > b.next)
 		b.missing += s - b.next;
 	else if (s < b.next)

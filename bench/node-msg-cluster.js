@@ -73,7 +73,7 @@ if (cluster.isPrimary) {
   const id = cluster.worker.id;
   const s = { round: -1, n: 0, size: 0, sent: 0, retries: 0 };
   const r = { round: -1, n: 0, got: 0, next: 0, missing: 0, reordered: 0,
-    done: false };
+    done: false, tlast: 0 };
   let t0 = 0;
   const now = () => Number(process.hrtime.bigint()) / 1e9;
   const say = (line) => process.send({ line });
@@ -105,7 +105,7 @@ if (cluster.isPrimary) {
   };
 
   const report = () => say('round ' + r.round + ': received ' + r.got +
-    ' of ' + r.n + ' in ' + (now() - t0).toFixed(6) + ' s, missing ' +
+    ' of ' + r.n + ' in ' + (r.tlast - t0).toFixed(6) + ' s, missing ' +
     r.missing + ', reordered ' + r.reordered);
 
   process.on('message', (m) => {
@@ -117,7 +117,7 @@ if (cluster.isPrimary) {
         pump();
       } else {
         Object.assign(r, { round: m.round, n: m.n, got: 0, next: 0,
-          missing: 0, reordered: 0, done: false });
+          missing: 0, reordered: 0, done: false, tlast: t0 });
       }
       return;
     }
@@ -127,6 +127,7 @@ if (cluster.isPrimary) {
     }
     if (m.r !== r.round) return;
     r.got++;
+    r.tlast = now();
     if (m.s > r.next) r.missing += m.s - r.next;
     else if (m.s < r.next) r.reordered++;
     if (m.s >= r.next) r.next = m.s + 1;
