@@ -31,6 +31,14 @@
 #include "nc-int.h"
 #include "nc-ipc.h"
 
+/*
+ * Room in the queue to the master that broadcasts never take: the
+ * library's own answers (conn.ack, count.reply, listening, unlisten)
+ * must still go out when a program broadcasts until NC_ENOBUFS. The
+ * master keeps at most 64 handoffs in flight per worker.
+ */
+#define CLUSTER_QUEUE_RESERVE	256
+
 struct cluster_pending {
 	long long		 seq;
 	struct nc_server	*server;
@@ -565,7 +573,8 @@ nc_cluster_broadcast(const char *json, int flags)
 		json_decref(v);
 		return NC_EMSGSIZE;
 	}
-	if (nc_ipc_queued(cl.ipc) >= NC_IPC_MAX_QUEUE) {
+	if (nc_ipc_queued(cl.ipc) >=
+	    NC_IPC_MAX_QUEUE - CLUSTER_QUEUE_RESERVE) {
 		json_decref(v);
 		return NC_ENOBUFS;
 	}
