@@ -1116,6 +1116,53 @@ START_TEST(test_listen_exclusive)
 END_TEST
 
 /*
+ * Exclusive, the address in use: the server emits EADDRINUSE; listening
+ * again (Node's retry on EADDRINUSE) asks the master again, and the
+ * master hears `listening` once, with the id of the answer it listens by.
+ */
+START_TEST(test_listen_exclusive_retry)
+{
+	json_t	*m;
+	int	 lfd, port;
+
+	worker_env();
+	master_start_reading();
+	lfd = listening_socket(&port);
+	srv = server_new();
+	ck_assert_int_eq(nc_server_listen(srv, port, "127.0.0.1", 0, NULL,
+	    NULL), 0);
+	master_wait(0);
+	answer_listen(0, "exclusive", 3, -1, port);
+	ck_assert(run_until(base, &errors, 5000));
+	ck_assert_int_eq(last_error, NC_EADDRINUSE);
+	ck_assert_int_eq(listenings, 0);
+	close(lfd);
+
+	ck_assert_int_eq(nc_server_listen(srv, port, "127.0.0.1", 0, NULL,
+	    NULL), 0);
+	m = master_wait(1);
+	ck_assert_str_eq(str(m, "type"), "listen");
+	answer_listen(1, "exclusive", 4, -1, port);
+	ck_assert(run_until(base, &listenings, 5000));
+	m = master_wait(2);
+	ck_assert_str_eq(str(m, "type"), "listening");
+	ck_assert_int_eq(num(m, "listener"), 4);
+	ck_assert_int_eq(num(m, "port"), port);
+	/* Nothing else before the count.reply: one report only. */
+	master_send_text("{\"type\":\"count\",\"seq\":9}");
+	ck_assert_str_eq(str(master_wait(3), "type"), "count.reply");
+
+	master_send_text("{\"type\":\"stop\",\"seq\":10}");
+	master_wait_eof();
+	ck_assert_int_eq(closes, 1);
+	ck_assert_int_eq(closes_at_eof, 1);
+	ck_assert_int_eq(ngot, 4);
+	ck_assert_int_eq(listenings, 1);
+	nc_server_release(srv);
+}
+END_TEST
+
+/*
  * Round-robin: the master accepts and hands each connection over as
  * `conn`; the worker answers conn.ack before serving it. On stop the
  * server tells the master `unlisten`.
@@ -1381,6 +1428,7 @@ main(void)
 	tcase_add_test(tc, test_listen_shared_and_stop);
 	tcase_add_test(tc, test_stop_idle_server);
 	tcase_add_test(tc, test_listen_exclusive);
+	tcase_add_test(tc, test_listen_exclusive_retry);
 	tcase_add_test(tc, test_listen_round_robin);
 	tcase_add_test(tc, test_listen_refused);
 	tcase_add_test(tc, test_run_returns_without_listener);
