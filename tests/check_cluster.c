@@ -437,6 +437,17 @@ on_disconnect(void *emitter, const struct nc_event_args *ev, void *arg)
 		listening_at_disconnect = nc_server_listening(srv);
 }
 
+/* A DISCONNECT listener with last words for the master. */
+static void
+on_disconnect_say_bye(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_cluster_broadcast("\"bye\"", 0), 0);
+}
+
 static void
 on_connection(void *server, const struct nc_event_args *ev, void *arg)
 {
@@ -919,6 +930,13 @@ START_TEST(test_count)
 	json_t	*r, *want;
 
 	worker_env();
+	/* Bad arguments are refused before anything opens the channel. */
+	ck_assert_int_eq(nc_cluster_on(base, NC_EV_CLOSE, on_disconnect, NULL),
+	    NC_ERR_INVALID_ARG_VALUE);
+	ck_assert_int_eq(nc_cluster_on(base, NC_EV_MESSAGE, NULL, NULL),
+	    NC_ERR_MISSING_ARGS);
+	ck_assert_int_eq(nc_cluster_off(NC_EV_DATA, on_message, NULL),
+	    NC_ERR_INVALID_ARG_VALUE);
 	ck_assert_int_eq(nc_cluster_on(base, NC_EV_DISCONNECT, on_disconnect,
 	    NULL), 0);
 	master_start_reading();
@@ -1328,7 +1346,11 @@ START_TEST(test_message_listener_keeps_running)
 }
 END_TEST
 
-/* `stop` closes the channel even with a MESSAGE listener: nc_run ends. */
+/*
+ * `stop` closes the channel even with a MESSAGE listener: nc_run ends.
+ * What a DISCONNECT listener sends still reaches the master, before the
+ * end of the channel.
+ */
 START_TEST(test_stop_with_message_listener)
 {
 	worker_env();
@@ -1336,6 +1358,8 @@ START_TEST(test_stop_with_message_listener)
 	    0);
 	ck_assert_int_eq(nc_cluster_on(base, NC_EV_DISCONNECT, on_disconnect,
 	    NULL), 0);
+	ck_assert_int_eq(nc_cluster_on(base, NC_EV_DISCONNECT,
+	    on_disconnect_say_bye, NULL), 0);
 	master_send_text("{\"type\":\"message\",\"seq\":1,\"from\":4,"
 	    "\"message\":\"bye\"}");
 	master_send_text("{\"type\":\"stop\",\"seq\":2}");
@@ -1345,7 +1369,9 @@ START_TEST(test_stop_with_message_listener)
 	ck_assert_int_eq(listening_at_disconnect, -1);
 	master_read_all();
 	ck_assert(master_eof);
-	ck_assert_int_eq(ngot, 0);
+	ck_assert_int_eq(ngot, 1);
+	ck_assert_str_eq(str(got[0], "type"), "broadcast");
+	ck_assert_str_eq(str(got[0], "message"), "bye");
 	ck_assert_int_eq(nc_cluster_broadcast("1", 0),
 	    NC_ERR_IPC_CHANNEL_CLOSED);
 	/* A second stop could not come: the channel is closed. */
