@@ -31,6 +31,14 @@
 #include "nc-int.h"
 #include "nc-ipc.h"
 
+/*
+ * Room in the queue to the master that broadcasts never take: the
+ * library's own answers (conn.ack, count.reply, listening, unlisten)
+ * must still go out when a program broadcasts until NC_ENOBUFS. The
+ * master keeps at most 64 handoffs in flight per worker.
+ */
+#define CLUSTER_QUEUE_RESERVE	256
+
 struct cluster_pending {
 	long long		 seq;
 	struct nc_server	*server;
@@ -42,6 +50,7 @@ struct cluster_pending {
 /* A server that listens through the master: closed on `stop`. */
 struct cluster_server {
 	struct nc_server	*server;
+	long long		 listener;	/* the master's id, its last */
 	struct cluster_server	*next;
 };
 
@@ -145,27 +154,57 @@ cluster_send(json_t *msg)
 	json_decref(msg);
 }
 
-/* A server listens: the master learns where (exclusive: its own port). */
+static struct cluster_server *
+cluster_server_find(const struct nc_server *s)
+{
+	struct cluster_server	*c;
+
+	for (c = cl.servers; c != NULL; c = c->next)
+		if (c->server == s)
+			return c;
+	return NULL;
+}
+
+/*
+ * A server listens: the master learns where (exclusive: its own port),
+ * under the listener id of the listen.result it listens by.
+ */
 static void
 cluster_server_listening(void *server, const struct nc_event_args *ev,
     void *arg)
 {
-	struct nc_address	a;
+	struct cluster_server	*c;
+	struct nc_address	 a;
 
 	(void)ev;
-	if (nc_server_address(server, &a) != 0)
+	(void)arg;
+	if ((c = cluster_server_find(server)) == NULL ||
+	    nc_server_address(server, &a) != 0)
 		return;
 	cluster_send(json_pack("{s:s, s:s, s:s, s:i, s:I}", "type",
 	    "listening", "service", cl.service != NULL ? cl.service : "",
 	    "address", a.address, "port", a.port, "listener",
-	    (json_int_t)(intptr_t)arg));
+	    (json_int_t)c->listener));
 }
 
+/*
+ * Reports s `listening` once it listens, and closes it on `stop`. A
+ * server asks again after a listen that failed (an exclusive bind's
+ * EADDRINUSE): it is reported once, under the new id.
+ */
 static void
-cluster_server_add(struct nc_server *s)
+cluster_server_add(struct nc_server *s, long long listener)
 {
 	struct cluster_server	*c;
 
+	(void)nc_server_off(s, NC_EV_LISTENING, cluster_server_listening,
+	    NULL);
+	(void)nc_server_once(s, NC_EV_LISTENING, cluster_server_listening,
+	    NULL);
+	if ((c = cluster_server_find(s)) != NULL) {
+		c->listener = listener;
+		return;
+	}
 	if ((c = calloc(1, sizeof *c)) == NULL) {
 		log_warnx("cluster: out of memory; a stop will not close a "
 		    "server");
@@ -173,6 +212,7 @@ cluster_server_add(struct nc_server *s)
 	}
 	nc_server_hold(s);
 	c->server = s;
+	c->listener = listener;
 	c->next = cl.servers;
 	cl.servers = c;
 }
@@ -325,12 +365,8 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 			cl.rr = r;
 		}
 	}
-	if (code == 0 && cluster_auto()) {
-		/* Said to the master once the server listens; closed on stop. */
-		(void)nc_server_once(p->server, NC_EV_LISTENING,
-		    cluster_server_listening, (void *)(intptr_t)listener);
-		cluster_server_add(p->server);
-	}
+	if (code == 0 && cluster_auto())
+		cluster_server_add(p->server, listener);
 	nc__server_cluster_listening(p->server, (int)code, fd,
 	    mode != NULL && strcmp(mode, "shared") == 0,
 	    json_string_value(json_object_get(msg, "address")),
@@ -565,7 +601,8 @@ nc_cluster_broadcast(const char *json, int flags)
 		json_decref(v);
 		return NC_EMSGSIZE;
 	}
-	if (nc_ipc_queued(cl.ipc) >= NC_IPC_MAX_QUEUE) {
+	if (nc_ipc_queued(cl.ipc) >=
+	    NC_IPC_MAX_QUEUE - CLUSTER_QUEUE_RESERVE) {
 		json_decref(v);
 		return NC_ENOBUFS;
 	}
