@@ -867,17 +867,24 @@ START_TEST(test_message)
 	    "\"message\":[ true, null, 1.5, {\"k\" : \"v\"} ]}");
 	master_send_text("{\"type\":\"message\",\"seq\":4,\"from\":5,"
 	    "\"message\":42}");
-	ck_assert(run_until_count(base, &nmsgs, 4, 5000));
+	/* The value not last: written out again, compact. */
+	master_send_text("{\"type\":\"message\",\"seq\":5,"
+	    "\"message\":[ 1, 2 ],\"from\":6}");
+	ck_assert(run_until_count(base, &nmsgs, 5, 5000));
 	ck_assert_str_eq(msgs[0], "{\"a\":[1,2]}");
 	ck_assert_uint_eq(msg_lens[0], strlen("{\"a\":[1,2]}"));
 	ck_assert_int_eq(msg_from[0], 3);
 	ck_assert_str_eq(msgs[1], "\"hi\"");
 	ck_assert_uint_eq(msg_lens[1], 4);
 	ck_assert_int_eq(msg_from[1], 0);
-	ck_assert_str_eq(msgs[2], "[true,null,1.5,{\"k\":\"v\"}]");
+	/* The value last, as the master writes it: its text as it came. */
+	ck_assert_str_eq(msgs[2], "[ true, null, 1.5, {\"k\" : \"v\"} ]");
 	ck_assert_int_eq(msg_from[2], 12);
 	ck_assert_str_eq(msgs[3], "42");
 	ck_assert_int_eq(msg_from[3], 5);
+	ck_assert_str_eq(msgs[4], "[1,2]");
+	ck_assert_uint_eq(msg_lens[4], 5);
+	ck_assert_int_eq(msg_from[4], 6);
 	ck_assert(msg_emitter_null);
 
 	/*
@@ -885,13 +892,13 @@ START_TEST(test_message)
 	 * the next message shows the message was read.
 	 */
 	ck_assert_int_eq(nc_cluster_off(NC_EV_MESSAGE, on_message, NULL), 0);
-	master_send_text("{\"type\":\"message\",\"seq\":5,\"from\":3,"
+	master_send_text("{\"type\":\"message\",\"seq\":6,\"from\":3,"
 	    "\"message\":1}");
-	master_send_text("{\"type\":\"count\",\"seq\":6}");
+	master_send_text("{\"type\":\"count\",\"seq\":7}");
 	r = master_wait(0);
 	ck_assert_str_eq(str(r, "type"), "count.reply");
-	ck_assert_int_eq(num(r, "ack"), 6);
-	ck_assert_int_eq(nmsgs, 4);
+	ck_assert_int_eq(num(r, "ack"), 7);
+	ck_assert_int_eq(nmsgs, 5);
 }
 END_TEST
 

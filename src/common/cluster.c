@@ -394,17 +394,26 @@ cluster_message(json_t *msg)
 {
 	struct nc_event_args	 ev;
 	json_t			*v = json_object_get(msg, "message");
-	char			*text;
+	const char		*raw;
+	char			*text = NULL;
+	size_t			 len = 0;
 
-	if (v == NULL || (text = json_dumps(v, JSON_COMPACT |
-	    JSON_ENCODE_ANY)) == NULL) {
+	/* The value's text as the master sent it, else written out. */
+	if (v != NULL && (raw = nc_ipc_last_value(cl.ipc, msg, "message",
+	    &len)) != NULL && (text = malloc(len + 1)) != NULL) {
+		memcpy(text, raw, len);
+		text[len] = '\0';
+	} else if (v != NULL && (text = json_dumps(v, JSON_COMPACT |
+	    JSON_ENCODE_ANY)) != NULL)
+		len = strlen(text);
+	if (text == NULL) {
 		log_warnx("cluster: a message could not be read");
 		return;
 	}
 	memset(&ev, 0, sizeof ev);
 	ev.event = NC_EV_MESSAGE;
 	ev.data = text;
-	ev.len = strlen(text);
+	ev.len = len;
 	ev.from = (int)json_integer_value(json_object_get(msg, "from"));
 	(void)nc__emitter_emit(&cl.em, NULL, &ev);
 	free(text);
@@ -579,9 +588,11 @@ int
 nc_cluster_broadcast(const char *json, int flags)
 {
 	json_error_t	 jerr;
-	json_t		*v, *msg;
-	char		*text;
+	json_t		*v;
+	char		*text, *body;
 	size_t		 len;
+	long long	 seq;
+	int		 n;
 
 	if (json == NULL || (flags & ~NC_BROADCAST_DRAINING) != 0)
 		return NC_ERR_INVALID_ARG_VALUE;
@@ -591,31 +602,30 @@ nc_cluster_broadcast(const char *json, int flags)
 	    &jerr)) == NULL)
 		return NC_ERR_INVALID_ARG_VALUE;
 	/* Measured as it goes out: the master sends it on as it is. */
-	if ((text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
-		json_decref(v);
+	text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(v);
+	if (text == NULL)
 		return NC_ENOMEM;
-	}
 	len = strlen(text);
-	free(text);
 	if (len > NC_CLUSTER_MESSAGE_MAX) {
-		json_decref(v);
+		free(text);
 		return NC_EMSGSIZE;
 	}
 	if (nc_ipc_queued(cl.ipc) >=
 	    NC_IPC_MAX_QUEUE - CLUSTER_QUEUE_RESERVE) {
-		json_decref(v);
+		free(text);
 		return NC_ENOBUFS;
 	}
-	msg = json_pack("{s:s, s:o, s:b}", "type", "broadcast", "message", v,
-	    "draining", (flags & NC_BROADCAST_DRAINING) != 0);
-	if (msg == NULL)
+	/* Written once: the value's text as it is, in the envelope. */
+	n = asprintf(&body, "{\"type\":\"broadcast\",\"draining\":%s,"
+	    "\"message\":%s}", (flags & NC_BROADCAST_DRAINING) ? "true" :
+	    "false", text);
+	free(text);
+	if (n == -1)
 		return NC_ENOMEM;
-	if (nc_ipc_send(cl.ipc, msg, NULL, 0) == -1) {
-		json_decref(msg);
-		return NC_ERR_IPC_CHANNEL_CLOSED;
-	}
-	json_decref(msg);
-	return 0;
+	seq = nc_ipc_send_text(cl.ipc, body, (size_t)n);
+	free(body);
+	return seq == -1 ? NC_ERR_IPC_CHANNEL_CLOSED : 0;
 }
 
 int

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -38,10 +39,16 @@ struct nc_ipc {
 	struct ipc_out	*head, *tail;
 	size_t		 queued;
 	size_t		 qbytes;	/* of the packets queued */
+	struct timespec	 progress;	/* last packet out, or queue filled */
+	size_t		 low_bytes, low_pkts;	/* nc_ipc_set_low_cb() */
+	bool		 high;		/* above them since the last call */
+	void		(*low_cb)(struct nc_ipc *, void *);
 	long long	 seq;
 	bool		 failed;
 	bool		 gone;		/* the peer closed: nothing goes out */
 	bool		 eof;
+	const char	*raw;		/* the packet being delivered */
+	size_t		 rawlen;
 	nc_ipc_msg_cb	 msg_cb;
 	nc_ipc_error_cb	 error_cb;
 	void		*arg;
@@ -162,6 +169,7 @@ ipc_read_one(struct nc_ipc *ipc)
 	json_t		*msg;
 	bool		 reset = false;
 
+	ipc->raw = NULL;
 again:
 	memset(&mh, 0, sizeof mh);
 	iov.iov_base = buf;
@@ -234,6 +242,8 @@ again:
 		ipc_fail(ipc, reason);
 		return -1;
 	}
+	ipc->raw = buf;
+	ipc->rawlen = (size_t)len;
 	ipc->msg_cb(ipc, msg, fds, nfds, ipc->arg);
 	return 1;
 }
@@ -316,6 +326,7 @@ ipc_write(struct nc_ipc *ipc)
 		ipc->queued--;
 		ipc->qbytes -= o->len;
 		ipc_out_free(o);
+		clock_gettime(CLOCK_MONOTONIC, &ipc->progress);
 	}
 	return 0;
 }
@@ -346,6 +357,17 @@ ipc_write_failed(struct nc_ipc *ipc)
 	(void)event_del(ipc->wev);
 }
 
+/* The queue went down below the marks of nc_ipc_set_low_cb(). */
+static void
+ipc_check_low(struct nc_ipc *ipc)
+{
+	if (ipc->high && ipc->low_cb != NULL && ipc->qbytes <= ipc->low_bytes &&
+	    ipc->queued <= ipc->low_pkts) {
+		ipc->high = false;
+		ipc->low_cb(ipc, ipc->arg);
+	}
+}
+
 static void
 ipc_write_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -358,6 +380,7 @@ ipc_write_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	ipc_update_write(ipc);
+	ipc_check_low(ipc);
 }
 
 struct nc_ipc *
@@ -386,6 +409,30 @@ nc_ipc_new(struct event_base *base, int fd, nc_ipc_msg_cb msg_cb,
 		return NULL;
 	}
 	return ipc;
+}
+
+/* Queues o (seq s) and sends what the kernel takes now. */
+static long long
+ipc_queue(struct nc_ipc *ipc, struct ipc_out *o, long long s)
+{
+	if (ipc->tail != NULL)
+		ipc->tail->next = o;
+	else {
+		ipc->head = o;
+		clock_gettime(CLOCK_MONOTONIC, &ipc->progress);
+	}
+	ipc->tail = o;
+	ipc->queued++;
+	ipc->qbytes += o->len;
+	if (ipc->qbytes > ipc->low_bytes || ipc->queued > ipc->low_pkts)
+		ipc->high = true;
+	if (ipc_write(ipc) == -1) {
+		ipc_write_failed(ipc);
+		return s;	/* queued; freed with the channel */
+	}
+	ipc_update_write(ipc);
+	ipc_check_low(ipc);
+	return s;
 }
 
 long long
@@ -420,22 +467,39 @@ nc_ipc_send(struct nc_ipc *ipc, json_t *msg, const int *fds, size_t nfds)
 	if (nfds > 0)
 		memcpy(o->fds, fds, nfds * sizeof *fds);
 	o->nfds = nfds;
-	if (ipc->tail != NULL)
-		ipc->tail->next = o;
-	else
-		ipc->head = o;
-	ipc->tail = o;
-	ipc->queued++;
-	ipc->qbytes += o->len;
-	if (ipc_write(ipc) == -1) {
-		ipc_write_failed(ipc);
-		return s;	/* queued; freed with the channel */
-	}
-	ipc_update_write(ipc);
-	return s;
+	return ipc_queue(ipc, o, s);
 fail:
 	close_fds(fds, nfds);
 	return -1;
+}
+
+long long
+nc_ipc_send_text(struct nc_ipc *ipc, const char *body, size_t len)
+{
+	struct ipc_out	*o;
+	long long	 s;
+	int		 n;
+
+	if (ipc->failed || ipc->gone || ipc->queued >= NC_IPC_MAX_QUEUE ||
+	    len < 3 || body[0] != '{')
+		return -1;
+	if ((o = calloc(1, sizeof *o)) == NULL ||
+	    (o->data = malloc(len + 32)) == NULL) {
+		free(o);
+		return -1;
+	}
+	s = ipc->seq++;
+	/* {"seq":N, then the body's members. */
+	n = snprintf(o->data, 32, "{\"seq\":%lld,", s);
+	memcpy(o->data + n, body + 1, len - 1);
+	o->len = (size_t)n + len - 1;
+	o->data[o->len] = '\0';
+	if (o->len > NC_IPC_MAX_SIZE) {
+		ipc_out_free(o);
+		ipc->seq--;
+		return -1;
+	}
+	return ipc_queue(ipc, o, s);
 }
 
 long long
@@ -473,6 +537,59 @@ nc_ipc_flush(struct nc_ipc *ipc, int timeout_ms)
 	}
 }
 
+/*
+ * The text of the last member of the message being delivered, as it came,
+ * when it is key and every member before it is a scalar written plainly:
+ * {"k":1,"t":"s",...,"key":VALUE}. msg is that message, parsed (and so
+ * checked): VALUE is then exactly the value's JSON text, which can be
+ * sent on without writing it out again. NULL when it is not so.
+ */
+const char *
+nc_ipc_last_value(const struct nc_ipc *ipc, const json_t *msg,
+    const char *key, size_t *vlen)
+{
+	const char	*p, *end;
+	size_t		 klen = strlen(key), n = 0;
+
+	if (ipc->raw == NULL || ipc->rawlen < 2 || ipc->raw[0] != '{')
+		return NULL;
+	p = ipc->raw + 1;
+	end = ipc->raw + ipc->rawlen;
+	for (;;) {
+		if (p >= end || *p != '"')
+			return NULL;
+		if ((size_t)(end - p) > klen + 3 && memcmp(p + 1, key, klen) ==
+		    0 && p[klen + 1] == '"' && p[klen + 2] == ':') {
+			p += klen + 3;
+			break;
+		}
+		/* "name": then a plain string, a number, true or false. */
+		while (++p < end && *p != '"')
+			if (*p == '\\')
+				return NULL;
+		if (++p >= end || *p != ':' || ++p >= end)
+			return NULL;
+		if (*p == '"') {
+			while (++p < end && *p != '"')
+				if (*p == '\\')
+					return NULL;
+			p++;
+		} else
+			while (p < end && *p != ',' && *p != '}' && *p != '{' &&
+			    *p != '[' && *p != '"')
+				p++;
+		if (p >= end || *p != ',')
+			return NULL;
+		p++;
+		n++;
+	}
+	/* The key is the last member: what follows is the value and '}'. */
+	if (json_object_size(msg) != n + 1 || end - p < 2 || end[-1] != '}')
+		return NULL;
+	*vlen = (size_t)(end - 1 - p);
+	return p;
+}
+
 size_t
 nc_ipc_queued(const struct nc_ipc *ipc)
 {
@@ -489,6 +606,39 @@ bool
 nc_ipc_reading(const struct nc_ipc *ipc)
 {
 	return !ipc->failed && nc__event_pending(ipc->rev);
+}
+
+long
+nc_ipc_idle_ms(const struct nc_ipc *ipc)
+{
+	struct timespec	now;
+
+	if (ipc->head == NULL)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - ipc->progress.tv_sec) * 1000 +
+	    (now.tv_nsec - ipc->progress.tv_nsec) / 1000000;
+}
+
+void
+nc_ipc_set_low_cb(struct nc_ipc *ipc, size_t bytes, size_t pkts,
+    void (*cb)(struct nc_ipc *, void *))
+{
+	ipc->low_bytes = bytes;
+	ipc->low_pkts = pkts;
+	ipc->low_cb = cb;
+	ipc->high = ipc->qbytes > bytes || ipc->queued > pkts;
+}
+
+void
+nc_ipc_pause(struct nc_ipc *ipc, bool pause)
+{
+	if (ipc->failed || ipc->eof)
+		return;
+	if (pause)
+		(void)event_del(ipc->rev);
+	else if (!nc__event_pending(ipc->rev))
+		(void)event_add(ipc->rev, NULL);
 }
 
 int

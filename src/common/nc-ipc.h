@@ -58,6 +58,12 @@ long long	 nc_ipc_send(struct nc_ipc *, json_t *msg, const int *fds,
  */
 long long	 nc_ipc_send_now(struct nc_ipc *, json_t *msg);
 /*
+ * Queues a message already written as JSON text: body is an object
+ * without "seq" (nor fds), which is added here. For one message sent to
+ * many channels, written once. Returns the seq, or -1.
+ */
+long long	 nc_ipc_send_text(struct nc_ipc *, const char *body, size_t len);
+/*
  * Reads and delivers, at once, up to max packets that are waiting, until
  * the end of the channel or a failure: for a peer that is gone, whose
  * last words must be heard before anything is decided about it.
@@ -66,11 +72,27 @@ void		 nc_ipc_drain(struct nc_ipc *, size_t max);
 /* Sends what is queued now, blocking up to timeout_ms; for exit paths. */
 void		 nc_ipc_flush(struct nc_ipc *, int timeout_ms);
 int		 nc_ipc_fd(const struct nc_ipc *);
+/*
+ * During the message callback: the text of the message's last member,
+ * key, as it came (see ipc.c), or NULL.
+ */
+const char	*nc_ipc_last_value(const struct nc_ipc *, const json_t *msg,
+		    const char *key, size_t *vlen);
 /* Packets and bytes queued, not yet taken by the kernel. */
 size_t		 nc_ipc_queued(const struct nc_ipc *);
 size_t		 nc_ipc_queued_bytes(const struct nc_ipc *);
 /* Is it still read (not failed, not at its end)? */
 bool		 nc_ipc_reading(const struct nc_ipc *);
+/* How long the peer has not taken a packet we queued (0: none queued). */
+long		 nc_ipc_idle_ms(const struct nc_ipc *);
+/*
+ * cb(ipc, arg) once the queue is back to at most bytes and pkts after it
+ * was above either.
+ */
+void		 nc_ipc_set_low_cb(struct nc_ipc *, size_t bytes, size_t pkts,
+		    void (*cb)(struct nc_ipc *, void *));
+/* Stops (or resumes) reading the channel: backpressure on the peer. */
+void		 nc_ipc_pause(struct nc_ipc *, bool);
 void		 nc_ipc_free(struct nc_ipc *);
 
 /*

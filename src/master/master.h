@@ -100,6 +100,8 @@ struct worker {
 	size_t			 ngranted;
 	unsigned long		 dropped;	/* messages it did not read */
 	struct bufferevent	*msg_bev;	/* inherit program: messages */
+	struct timespec		 msg_progress;	/* msg_bev: last bytes out */
+	bool			 bp_paused;	/* not read: receivers behind */
 	char			*command;	/* program: its path, or NULL */
 	int			 exec_fd;	/* program: EOF once exec'd */
 	struct event		*exec_ev;
@@ -185,7 +187,9 @@ int	 supervisor_drop(void);
 const struct service_rt *supervisor_program(void);
 int	 supervisor_send(const char *service, json_t *msg, char *err,
 	    size_t len);
-void	 supervisor_broadcast(struct worker *from, json_t *v, bool draining);
+void	 supervisor_broadcast(struct worker *from, json_t *v, const char *raw,
+	    size_t rawlen, bool draining);
+void	 supervisor_messages_drained(void);
 #define UPGRADE_QUIESCE_MS	2000
 
 int	 master_check_config(struct nc_config *, char **errors);
@@ -216,7 +220,7 @@ void	 program_adopt(struct worker *, int out_fd, int msg_fd);
 int	 program_export(struct worker *);
 void	 program_messages_open(struct worker *, int fd);
 void	 program_messages_close(struct worker *);
-bool	 program_messages_send(struct worker *, json_t *msg);
+bool	 program_messages_send(struct worker *, const char *line, size_t len);
 void	 program_close(struct worker *);
 
 /* notify.c */

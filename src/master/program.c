@@ -195,15 +195,19 @@ program_messages_read_cb(struct bufferevent *bev, void *arg)
 		}
 		v = json_loadb(line, len, JSON_DECODE_ANY |
 		    JSON_REJECT_DUPLICATES, &jerr);
-		free(line);
 		if (v == NULL) {
+			free(line);
 			log_warnx("worker %d [pid %d]: a message that is not "
 			    "JSON (%.80s) is dropped", w->id, (int)w->pid,
 			    jerr.text);
 			continue;
 		}
-		supervisor_broadcast(w, v, false);
+		/* Written out again: compact, whatever the program wrote. */
+		supervisor_broadcast(w, v, NULL, 0, false);
 		json_decref(v);
+		free(line);
+		if (w->bp_paused)
+			return;	/* the rest once receivers caught up */
 	}
 	if (evbuffer_get_length(in) > NC_CLUSTER_MESSAGE_MAX) {
 		log_warnx("worker %d [pid %d]: a message over %d bytes; its "
@@ -226,6 +230,20 @@ program_messages_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 }
 
+/* What the program reads of its messages: progress, and room again. */
+static void
+program_messages_out_cb(struct evbuffer *buf,
+    const struct evbuffer_cb_info *info, void *arg)
+{
+	struct worker	*w = arg;
+
+	if (info->n_deleted > 0 || info->orig_size == 0)
+		clock_gettime(CLOCK_MONOTONIC, &w->msg_progress);
+	if (info->n_deleted > 0 && info->orig_size > BROADCAST_QUEUE_MAX / 2 &&
+	    evbuffer_get_length(buf) <= BROADCAST_QUEUE_MAX / 2)
+		supervisor_messages_drained();
+}
+
 void
 program_messages_open(struct worker *w, int fd)
 {
@@ -237,6 +255,9 @@ program_messages_open(struct worker *w, int fd)
 		fatalx("out of memory");
 	bufferevent_setcb(w->msg_bev, program_messages_read_cb, NULL,
 	    program_messages_event_cb, w);
+	if (evbuffer_add_cb(bufferevent_get_output(w->msg_bev),
+	    program_messages_out_cb, w) == NULL)
+		fatalx("out of memory");
 	/* Read a little past the limit at most, to see a line too long. */
 	bufferevent_setwatermark(w->msg_bev, EV_READ, 0,
 	    NC_CLUSTER_MESSAGE_MAX + 4096);
@@ -252,28 +273,12 @@ program_messages_close(struct worker *w)
 	w->msg_bev = NULL;
 }
 
-/* Queues one message for the program: false if its channel is full. */
+/* Queues one message line for the program: false if it cannot. */
 bool
-program_messages_send(struct worker *w, json_t *msg)
+program_messages_send(struct worker *w, const char *line, size_t len)
 {
-	json_t	*out;
-	char	*text;
-	int	 rc;
-
-	if (w->msg_bev == NULL || evbuffer_get_length(bufferevent_get_output(
-	    w->msg_bev)) > BROADCAST_QUEUE_MAX)
-		return false;
-	out = json_pack("{s:O, s:O}", "from", json_object_get(msg, "from"),
-	    "message", json_object_get(msg, "message"));
-	text = out != NULL ? json_dumps(out, JSON_COMPACT) : NULL;
-	json_decref(out);
-	if (text == NULL)
-		return false;
-	rc = bufferevent_write(w->msg_bev, text, strlen(text));
-	if (rc == 0)
-		rc = bufferevent_write(w->msg_bev, "\n", 1);
-	free(text);
-	return rc == 0;
+	return w->msg_bev != NULL && bufferevent_write(w->msg_bev, line,
+	    len) == 0;
 }
 
 /*

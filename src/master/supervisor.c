@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "master.h"
@@ -83,6 +85,8 @@ static void	reload_timeout_cb(evutil_socket_t, short, void *);
 static void	worker_stop(struct worker *);
 static void	kill_cb(evutil_socket_t, short, void *);
 static void	worker_kill(struct worker *, const char *why);
+static void	worker_watch_queue(struct worker *);
+static void	bp_timer_cb(evutil_socket_t, short, void *);
 
 static const char *state_names[] = {
 	[W_STARTING] = "starting",
@@ -312,70 +316,316 @@ msg_listening(struct worker *w, json_t *msg)
 }
 
 /*
- * Sends a message to w, unless w does not read its channel: a worker
- * with more than BROADCAST_QUEUE_MAX bytes waiting misses it (counted,
- * and logged the 1st, 2nd, 4th... time), so that a stalled worker costs
- * the master a bounded amount of memory and nothing of its time.
+ * Messages and a worker that reads its channel slowly or not at all. A
+ * receiver is behind when more than MSG_SOFT_BYTES or MSG_SOFT_PKTS wait
+ * for it. While a receiver is behind and still reads (it took a packet
+ * in the last MSG_STALL_MS), the master stops reading the channel of each
+ * worker that broadcasts (its nc_cluster_broadcast() then meets
+ * NC_ENOBUFS): slow receivers slow the senders down and lose nothing.
+ * A receiver that is behind and took nothing for MSG_STALL_MS is stalled
+ * (stopped, stuck in a loop): messages for it are dropped, counted and
+ * logged, and it holds nobody up; so it costs the master at most about
+ * MSG_SOFT_BYTES, and nothing of its time.
  */
-static bool
-deliver(struct worker *w, json_t *msg)
-{
-	bool	full, sent;
+#define MSG_SOFT_BYTES		BROADCAST_QUEUE_MAX
+#define MSG_SOFT_PKTS		1024
+#define MSG_HARD_PKTS		(NC_IPC_MAX_QUEUE - 256)	/* room for conn */
+#define MSG_STALL_MS		1000
+#define MSG_TICK_MS		100
 
-	if ((w->ipc == NULL && w->msg_bev == NULL) || w->killed ||
-	    w->state == W_DEAD)
-		return false;
+static bool		 bp_active;	/* some sender is paused */
+static struct event	*bp_timer;
+
+static size_t
+worker_queued_bytes(struct worker *w)
+{
 	if (w->ipc != NULL)
-		full = nc_ipc_queued_bytes(w->ipc) > BROADCAST_QUEUE_MAX ||
-		    nc_ipc_queued(w->ipc) >= NC_IPC_MAX_QUEUE / 2;
-	else
-		full = !(sent = program_messages_send(w, msg));
-	if (full) {
+		return nc_ipc_queued_bytes(w->ipc);
+	if (w->msg_bev != NULL)
+		return evbuffer_get_length(bufferevent_get_output(w->msg_bev));
+	return 0;
+}
+
+static bool
+worker_behind(struct worker *w)
+{
+	return worker_queued_bytes(w) > MSG_SOFT_BYTES || (w->ipc != NULL &&
+	    nc_ipc_queued(w->ipc) > MSG_SOFT_PKTS);
+}
+
+static bool
+worker_stalled(struct worker *w)
+{
+	if (w->ipc != NULL)
+		return nc_ipc_idle_ms(w->ipc) >= MSG_STALL_MS;
+	return w->msg_bev != NULL && elapsed_s(&w->msg_progress) * 1000 >=
+	    MSG_STALL_MS;
+}
+
+static bool
+worker_hears(struct worker *w)
+{
+	return (w->ipc != NULL || w->msg_bev != NULL) && !w->killed &&
+	    w->state != W_DEAD;
+}
+
+/* Stops reading from w until no live receiver is behind. */
+static void
+sender_pause(struct worker *w)
+{
+	struct timeval	tv = { 0, MSG_TICK_MS * 1000 };
+
+	if (w->bp_paused)
+		return;
+	w->bp_paused = true;
+	if (w->ipc != NULL)
+		nc_ipc_pause(w->ipc, true);
+	else if (w->msg_bev != NULL)
+		(void)bufferevent_disable(w->msg_bev, EV_READ);
+	bp_active = true;
+	if (bp_timer == NULL)
+		bp_timer = evtimer_new(master_base, bp_timer_cb, NULL);
+	if (bp_timer != NULL && !evtimer_pending(bp_timer, NULL))
+		(void)evtimer_add(bp_timer, &tv);
+}
+
+static void
+sender_resume(struct worker *w)
+{
+	if (!w->bp_paused)
+		return;
+	w->bp_paused = false;
+	if (w->ipc != NULL)
+		nc_ipc_pause(w->ipc, false);
+	else if (w->msg_bev != NULL) {
+		(void)bufferevent_enable(w->msg_bev, EV_READ);
+		/* The lines it sent meanwhile wait in our buffer. */
+		bufferevent_trigger(w->msg_bev, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	}
+}
+
+/* Calls fn on every worker, current and draining. */
+static void
+workers_foreach(void (*fn)(struct worker *))
+{
+	struct worker	*w;
+	int		 i;
+
+	for (i = 0; i < master_nworkers; i++)
+		if ((w = master_workers[i]) != NULL)
+			fn(w);
+	for (w = draining; w != NULL; w = w->next)
+		fn(w);
+}
+
+static bool	bp_holding;
+
+static void
+bp_scan(struct worker *w)
+{
+	if (worker_hears(w) && worker_behind(w) && !worker_stalled(w))
+		bp_holding = true;
+}
+
+/*
+ * A receiver's queue went down, or time passed: once no live receiver
+ * is behind, the senders are read again.
+ */
+void
+supervisor_messages_drained(void)
+{
+	struct timeval	tv = { 0, MSG_TICK_MS * 1000 };
+
+	if (!bp_active)
+		return;
+	bp_holding = false;
+	workers_foreach(bp_scan);
+	if (bp_holding) {
+		if (bp_timer != NULL && !evtimer_pending(bp_timer, NULL))
+			(void)evtimer_add(bp_timer, &tv);
+		return;
+	}
+	bp_active = false;
+	if (bp_timer != NULL)
+		(void)event_del(bp_timer);
+	workers_foreach(sender_resume);
+}
+
+static void
+bp_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	supervisor_messages_drained();
+}
+
+static void
+worker_low_cb(struct nc_ipc *ipc, void *arg)
+{
+	(void)ipc;
+	(void)arg;
+	supervisor_messages_drained();
+}
+
+/* Tells us when w's queue is down to half the marks of "behind". */
+static void
+worker_watch_queue(struct worker *w)
+{
+	nc_ipc_set_low_cb(w->ipc, MSG_SOFT_BYTES / 2, MSG_SOFT_PKTS / 2,
+	    worker_low_cb);
+}
+
+/*
+ * A message for many workers, written out once per kind of channel: from
+ * the value's text as it came when there is one (nothing is written out
+ * again), else from the value.
+ */
+struct outmsg {
+	json_t		*v;
+	const char	*raw;		/* the value's JSON text, or NULL */
+	size_t		 rawlen;
+	char		*vtext;		/* v written out, if raw was NULL */
+	int		 from;
+	const char	*service;	/* from the operator, or NULL */
+	char		*text;		/* for a channel */
+	size_t		 len;
+	char		*line;		/* for a line channel, with its newline */
+	size_t		 llen;
+};
+
+static void
+outmsg_clear(struct outmsg *m)
+{
+	free(m->vtext);
+	free(m->text);
+	free(m->line);
+}
+
+static int
+outmsg_build(struct outmsg *m, bool line)
+{
+	json_t	*svc = NULL;
+	char	*stext = NULL;
+	int	 n;
+
+	if (m->raw == NULL) {
+		if ((m->vtext = json_dumps(m->v, JSON_COMPACT |
+		    JSON_ENCODE_ANY)) == NULL)
+			return -1;
+		m->raw = m->vtext;
+		m->rawlen = strlen(m->vtext);
+	}
+	if (line) {
+		n = asprintf(&m->line, "{\"from\":%d,\"message\":%.*s}\n",
+		    m->from, (int)m->rawlen, m->raw);
+		if (n == -1) {
+			m->line = NULL;
+			return -1;
+		}
+		m->llen = (size_t)n;
+		return 0;
+	}
+	if (m->service != NULL && ((svc = json_string(m->service)) == NULL ||
+	    (stext = json_dumps(svc, JSON_ENCODE_ANY)) == NULL)) {
+		json_decref(svc);
+		return -1;
+	}
+	json_decref(svc);
+	/* The value last: a receiver takes its text as it is (ipc.c). */
+	n = asprintf(&m->text, "{\"type\":\"message\",\"from\":%d,%s%s%s"
+	    "\"message\":%.*s}", m->from, stext != NULL ? "\"service\":" : "",
+	    stext != NULL ? stext : "", stext != NULL ? "," : "",
+	    (int)m->rawlen, m->raw);
+	free(stext);
+	if (n == -1) {
+		m->text = NULL;
+		return -1;
+	}
+	m->len = (size_t)n;
+	return 0;
+}
+
+/*
+ * Queues one message for w: 1 if it was, 0 if not (dropped: w is stalled,
+ * or no channel). *slow is set when w is behind but reads.
+ */
+static int
+deliver(struct worker *w, struct outmsg *m, bool *slow)
+{
+	const char	*why = NULL;
+
+	if (!worker_hears(w))
+		return 0;
+	if (worker_behind(w)) {
+		if (worker_stalled(w))
+			why = "does not read its channel";
+		else if (w->ipc != NULL && nc_ipc_queued(w->ipc) >=
+		    MSG_HARD_PKTS)
+			why = "is too far behind";
+		else
+			*slow = true;
+	}
+	if (why != NULL) {
 		w->dropped++;
 		if ((w->dropped & (w->dropped - 1)) == 0)
-			log_warnx("worker %d [pid %d] does not read its "
-			    "channel: a message for it is dropped (%lu "
-			    "dropped)", w->id, (int)w->pid, w->dropped);
-		return false;
+			log_warnx("worker %d [pid %d] %s: a message for it is "
+			    "dropped (%lu dropped)", w->id, (int)w->pid, why,
+			    w->dropped);
+		return 0;
 	}
-	if (w->ipc == NULL)
-		return sent;
-	(void)json_object_del(msg, "seq");
-	return nc_ipc_send(w->ipc, msg, NULL, 0) != -1;
+	if (w->ipc != NULL) {
+		if (m->text == NULL && outmsg_build(m, false) == -1)
+			return 0;
+		return nc_ipc_send_text(w->ipc, m->text, m->len) != -1 ? 1 : 0;
+	}
+	if (m->line == NULL && outmsg_build(m, true) == -1)
+		return 0;
+	return program_messages_send(w, m->line, m->llen) ? 1 : 0;
 }
 
 /*
  * Every worker with a channel but skip, of the current generation and,
- * with draining, of the older ones too, gets msg; returns how many did.
+ * with draining, of the older ones too, gets m; returns how many did.
+ * *slow: one of them is behind but reads.
  */
 static int
-deliver_all(json_t *msg, const struct worker *skip, bool with_draining)
+deliver_all(struct outmsg *m, const struct worker *skip, bool with_draining,
+    bool *slow)
 {
 	struct worker	*w;
 	int		 i, n = 0;
 
 	for (i = 0; i < master_nworkers; i++)
-		if ((w = master_workers[i]) != NULL && w != skip &&
-		    deliver(w, msg))
-			n++;
+		if ((w = master_workers[i]) != NULL && w != skip)
+			n += deliver(w, m, slow);
 	for (w = draining; with_draining && w != NULL; w = w->next)
-		if (w != skip && deliver(w, msg))
-			n++;
+		if (w != skip)
+			n += deliver(w, m, slow);
 	return n;
 }
 
-/* v from w to every other live worker of the service. */
+/*
+ * v from w to every other live worker of the service; raw, if not NULL,
+ * is v's JSON text as it came.
+ */
 void
-supervisor_broadcast(struct worker *w, json_t *v, bool with_draining)
+supervisor_broadcast(struct worker *w, json_t *v, const char *raw,
+    size_t rawlen, bool with_draining)
 {
-	json_t	*out;
+	struct outmsg	m;
+	bool		slow = false;
 
-	out = json_pack("{s:s, s:i, s:O}", "type", "message", "from", w->id,
-	    "message", v);
-	if (out == NULL)
-		return;
-	(void)deliver_all(out, w, with_draining);
-	json_decref(out);
+	memset(&m, 0, sizeof m);
+	m.v = v;
+	m.raw = raw;
+	m.rawlen = rawlen;
+	m.from = w->id;
+	(void)deliver_all(&m, w, with_draining, &slow);
+	outmsg_clear(&m);
+	if (slow)
+		sender_pause(w);
 }
 
 /* nc_cluster_broadcast(). */
@@ -384,10 +634,14 @@ msg_broadcast(struct worker *w, json_t *msg)
 {
 	json_t	*v = json_object_get(msg, "message"), *d;
 
+	const char	*raw;
+	size_t		 rawlen = 0;
+
 	d = json_object_get(msg, "draining");
 	if (v == NULL || (d != NULL && !json_is_boolean(d)))
 		return -1;
-	supervisor_broadcast(w, v, json_is_true(d));
+	raw = nc_ipc_last_value(w->ipc, msg, "message", &rawlen);
+	supervisor_broadcast(w, v, raw, rawlen, json_is_true(d));
 	return 0;
 }
 
@@ -399,9 +653,10 @@ int
 supervisor_send(const char *service, json_t *v, char *err, size_t len)
 {
 	const struct service_rt	*prog = supervisor_program();
-	json_t			*out;
+	struct outmsg		 m;
 	size_t			 i;
 	int			 n;
+	bool			 slow = false;
 
 	for (i = 0; i < master_nservices; i++)
 		if (strcmp(master_services[i].conf->name, service) == 0)
@@ -417,14 +672,12 @@ supervisor_send(const char *service, json_t *v, char *err, size_t len)
 		    "true): it takes no messages", service);
 		return -1;
 	}
-	out = json_pack("{s:s, s:i, s:O, s:s}", "type", "message", "from", 0,
-	    "message", v, "service", service);
-	if (out == NULL) {
-		snprintf(err, len, "out of memory");
-		return -1;
-	}
-	n = deliver_all(out, NULL, true);
-	json_decref(out);
+	memset(&m, 0, sizeof m);
+	m.v = v;
+	m.from = 0;
+	m.service = service;
+	n = deliver_all(&m, NULL, true, &slow);
+	outmsg_clear(&m);
 	return n;
 }
 
@@ -803,6 +1056,7 @@ supervisor_spawn(int slot)
 			    (w->ipc = nc_ipc_new(master_base, sv[0],
 			    worker_msg_cb, worker_error_cb, w)) == NULL)
 				fatalx("out of memory");
+			worker_watch_queue(w);
 		}
 		master_workers[slot] = w;
 		log_info("worker %d [pid %d] (slot %d) started: %s", w->id,
@@ -847,6 +1101,7 @@ supervisor_spawn(int slot)
 	    worker_error_cb, w);
 	if (w->ipc == NULL)
 		fatalx("out of memory");
+	worker_watch_queue(w);
 	master_workers[slot] = w;
 	log_info("worker %d [pid %d] (slot %d) started", w->id, (int)pid,
 	    slot);
@@ -1179,6 +1434,7 @@ supervisor_adopt(json_t *list)
 			    worker_error_cb, w);
 			if (w->ipc == NULL)
 				fatalx("out of memory");
+			worker_watch_queue(w);
 		}
 		if (w->id >= next_worker_id)
 			next_worker_id = w->id + 1;
