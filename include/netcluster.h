@@ -561,9 +561,13 @@ NC_EXTERN int	 nc_cluster_off(enum nc_event, nc_listener_cb, void *arg);
  * one sender arrive in the order sent. Workers of an older generation
  * that drain after a reload or an upgrade get it only with
  * NC_BROADCAST_DRAINING. Returns 0 once the message is queued, or
- * ERR_IPC_CHANNEL_CLOSED (not a worker, or stopping), ERR_INVALID_ARG_VALUE
- * (not JSON), NC_EMSGSIZE (over NC_CLUSTER_MESSAGE_MAX) or NC_ENOBUFS (too
- * many messages queued to the master: try again later).
+ * ERR_IPC_CHANNEL_CLOSED (not a worker, or its channel closed),
+ * ERR_INVALID_ARG_VALUE (not JSON), NC_EMSGSIZE (over
+ * NC_CLUSTER_MESSAGE_MAX) or NC_ENOBUFS (its queue to the master is full:
+ * nothing was sent; try again on a later turn). The channel runs on the
+ * base of the first listen or nc_cluster_on() of the process, else on
+ * nc_default_base(): a program on a base of its own calls one of those
+ * first.
  */
 NC_EXTERN int	 nc_cluster_broadcast(const char *json, int flags);
 
