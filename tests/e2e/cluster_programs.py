@@ -28,7 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (BUILD, Daemon, NETCLUSTERCTL, NETCLUSTERD, SCALE, check,
-                     echo_clients, load, run)
+                     echo_clients, run)
+from harness import reloads_under_load as harness_reloads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The libtool wrapper execs the real binary: the worker's pid is its own.
@@ -227,39 +228,13 @@ def reloads_under_load(d, mode):
     lock = threading.Lock()
     stop = threading.Event()
     ports = Ports(targets(d, mode, online(d)), stats, lock, stop)
-    ts = [threading.Thread(target=load, args=(
-        ports if mode == "exclusive" else d.port(), stop, stats, lock))
-          for _ in range(THREADS)]
-    start = time.monotonic()
-    for t in ts:
-        t.start()
-    done = 0
-    try:
-        for i in range(RELOADS):
-            target = start + (i + 0.5) * DURATION / RELOADS
-            while time.monotonic() < target:
-                d.read_lines(max(0, target - time.monotonic()))
-            # At most two older generations drain at once: on a busy
-            # machine, try again later, as an operator would.
-            retry_until = time.monotonic() + 30 * SCALE
-            while True:
-                p = ctl_text(d, "reload")
-                if (p.returncode == 0 or "still draining" not in p.stderr
-                        or time.monotonic() > retry_until):
-                    break
-                d.read_lines(0.1)
-            check(p.returncode == 0, "reload %d: %s" % (i, p.stderr))
-            done += 1
-            if mode == "exclusive":
-                ports.update(targets(d, mode, online(d)))
-        while time.monotonic() < start + DURATION:
-            d.read_lines(max(0, start + DURATION - time.monotonic()))
-    finally:
-        stop.set()
-        ports.update(ports.ports)
-        for t in ts:
-            t.join(30 * SCALE)
-    elapsed = time.monotonic() - start
+    exclusive = mode == "exclusive"
+    done, stats, elapsed = harness_reloads(
+        d, ports if exclusive else d.port(), RELOADS, DURATION, THREADS,
+        after=lambda i: exclusive and ports.update(
+            targets(d, mode, online(d))),
+        finish=lambda: ports.update(ports.ports), stats=stats, lock=lock,
+        stop=stop)
     d.wait_log("online; older workers drain", RELOADS)
     return done, stats, elapsed
 

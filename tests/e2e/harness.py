@@ -289,6 +289,55 @@ def load(port, stop, stats, lock):
             stats[key] = stats.get(key, 0) + 1
 
 
+def reloads_under_load(d, port, n, duration, threads, command="reload",
+                       after=None, finish=None, stats=None, lock=None,
+                       stop=None):
+    """n `netclusterctl COMMAND`s spread over `duration` seconds of load()
+    from `threads` clients on port (or what load() takes). A command
+    refused because older generations still drain (at most two at once;
+    on a busy machine they may take longer than the spacing) is tried
+    again, as an operator would. after(i) runs after the i-th one;
+    finish(), once the load is told to stop. stats, lock and stop are
+    load()'s, made here unless given. Returns (done, stats, elapsed)."""
+    import threading
+    stats = {} if stats is None else stats
+    lock = threading.Lock() if lock is None else lock
+    stop = threading.Event() if stop is None else stop
+    ts = [threading.Thread(target=load, args=(port, stop, stats, lock))
+          for _ in range(threads)]
+    start = time.monotonic()
+    for t in ts:
+        t.start()
+    done = 0
+    try:
+        for i in range(n):
+            target = start + (i + 0.5) * duration / n
+            while time.monotonic() < target:
+                d.read_lines(max(0, target - time.monotonic()))
+            retry_until = time.monotonic() + 30 * SCALE
+            while True:
+                p = subprocess.run([NETCLUSTERCTL, "-s", d.control,
+                                    command], capture_output=True,
+                                   text=True, timeout=60 * SCALE)
+                if (p.returncode == 0 or "still draining" not in p.stderr
+                        or time.monotonic() > retry_until):
+                    break
+                d.read_lines(0.1)
+            check(p.returncode == 0, "%s %d: %s" % (command, i, p.stderr))
+            done += 1
+            if after is not None:
+                after(i)
+        while time.monotonic() < start + duration:
+            d.read_lines(max(0, start + duration - time.monotonic()))
+    finally:
+        stop.set()
+        if finish is not None:
+            finish()
+        for t in ts:
+            t.join(30 * SCALE)
+    return done, stats, time.monotonic() - start
+
+
 def run(tests):
     """Runs each test function; prints figures; exits 0 or 1."""
     failed = 0

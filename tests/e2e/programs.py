@@ -16,16 +16,14 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, NETCLUSTERCTL, NETCLUSTERD, SCALE, check, load,
-                     run)
+from harness import (Daemon, NETCLUSTERCTL, NETCLUSTERD, SCALE, check, run)
+from harness import reloads_under_load as harness_reloads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE = shutil.which("node")
@@ -178,43 +176,13 @@ def check_counts_kernel(d, port):
 
 
 def reloads_under_load(d, port, what="reload", n=RELOADS):
-    stats = {}
-    lock = threading.Lock()
-    stop = threading.Event()
-    ts = [threading.Thread(target=load, args=(port, stop, stats, lock))
-          for _ in range(THREADS)]
-    start = time.monotonic()
-    for t in ts:
-        t.start()
-    done = 0
-    try:
-        for i in range(n):
-            target = start + (i + 0.5) * DURATION / n
-            while time.monotonic() < target:
-                d.read_lines(max(0, target - time.monotonic()))
-            retry_until = time.monotonic() + 30 * SCALE
-            while True:
-                p = subprocess.run([NETCLUSTERCTL, "-s", d.control, what],
-                                   capture_output=True, text=True,
-                                   timeout=60 * SCALE)
-                if (p.returncode == 0 or "still draining" not in p.stderr
-                        or time.monotonic() > retry_until):
-                    break
-                d.read_lines(0.1)
-            check(p.returncode == 0, "%s %d: %s" % (what, i, p.stderr))
-            done += 1
-            # A program is online at exec, before it accepts (there is no
-            # channel to say more): the next reload waits until this
-            # generation serves, or a slow starter could be replaced
-            # before it ever accepted, and the backlog wait for seconds.
-            wait_serving(d, timeout=30)
-        while time.monotonic() < start + DURATION:
-            d.read_lines(max(0, start + DURATION - time.monotonic()))
-    finally:
-        stop.set()
-        for t in ts:
-            t.join(30 * SCALE)
-    elapsed = time.monotonic() - start
+    # A program is online at exec, before it accepts (there is no
+    # channel to say more): the next reload waits until this generation
+    # serves, or a slow starter could be replaced before it ever
+    # accepted, and the backlog wait for seconds.
+    done, stats, elapsed = harness_reloads(
+        d, port, n, DURATION, THREADS, command=what,
+        after=lambda i: wait_serving(d, timeout=30))
     d.wait_log("online; older workers drain", n)
     return done, stats, elapsed
 

@@ -12,7 +12,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, Failure, NETCLUSTERCTL, SCALE, check, load, run
+from harness import (Daemon, NETCLUSTERCTL, SCALE, check, load,
+                     reloads_under_load, run)
 
 DURATION = 10.0         # seconds of load
 RELOADS = 20
@@ -28,43 +29,8 @@ def reload_under_load(mode, workers=2, command="reload"):
     try:
         d.wait_online()
         port = d.port()
-        stats = {}
-        lock = threading.Lock()
-        stop = threading.Event()
-        ts = [threading.Thread(target=load, args=(port, stop, stats, lock))
-              for _ in range(THREADS)]
-        start = time.monotonic()
-        for t in ts:
-            t.start()
-        reloads = 0
-        try:
-            for i in range(RELOADS):
-                # Spread the reloads over the load's duration.
-                target = start + (i + 0.5) * DURATION / RELOADS
-                while time.monotonic() < target:
-                    d.read_lines(max(0, target - time.monotonic()))
-                # At most two older generations drain at once; on a busy
-                # machine they may take longer than the spacing: the
-                # operator is told to try again later, and does.
-                retry_until = time.monotonic() + 30 * SCALE
-                while True:
-                    p = subprocess.run([NETCLUSTERCTL, "-s", d.control,
-                                        command], capture_output=True,
-                                       text=True, timeout=60 * SCALE)
-                    if (p.returncode == 0 or "still draining" not in
-                            p.stderr or time.monotonic() > retry_until):
-                        break
-                    d.read_lines(0.1)
-                check(p.returncode == 0, "%s %d: %s" % (command, i,
-                                                        p.stderr))
-                reloads += 1
-            while time.monotonic() < start + DURATION:
-                d.read_lines(max(0, start + DURATION - time.monotonic()))
-        finally:
-            stop.set()
-            for t in ts:
-                t.join(30 * SCALE)
-        elapsed = time.monotonic() - start
+        reloads, stats, elapsed = reloads_under_load(
+            d, port, RELOADS, DURATION, THREADS, command=command)
         total = sum(stats.values())
         rate = total / elapsed
         # The last generation may come online after the load ended.
