@@ -49,10 +49,16 @@ struct nc_ipc {
 	bool		 eof;
 	const char	*raw;		/* the packet being delivered */
 	size_t		 rawlen;
+	const char	*trust_type;	/* nc_ipc_trust_tail() */
+	const char	*trust_key;
+	const char	*tval;		/* its last member's text, unparsed */
+	size_t		 tlen;
 	nc_ipc_msg_cb	 msg_cb;
 	nc_ipc_error_cb	 error_cb;
 	void		*arg;
 };
+
+static json_t	*ipc_parse_trusted(struct nc_ipc *, char *, size_t, size_t);
 
 static void
 close_fds(const int *fds, size_t n)
@@ -170,6 +176,7 @@ ipc_read_one(struct nc_ipc *ipc)
 	bool		 reset = false;
 
 	ipc->raw = NULL;
+	ipc->tval = NULL;
 again:
 	memset(&mh, 0, sizeof mh);
 	iov.iov_base = buf;
@@ -237,7 +244,8 @@ again:
 		ipc_fail(ipc, reason);
 		return -1;
 	}
-	if ((msg = nc_ipc_parse(buf, (size_t)len, nfds, &reason)) == NULL) {
+	if ((msg = ipc_parse_trusted(ipc, buf, (size_t)len, nfds)) == NULL &&
+	    (msg = nc_ipc_parse(buf, (size_t)len, nfds, &reason)) == NULL) {
 		close_fds(fds, nfds);
 		ipc_fail(ipc, reason);
 		return -1;
@@ -538,56 +546,175 @@ nc_ipc_flush(struct nc_ipc *ipc, int timeout_ms)
 }
 
 /*
- * The text of the last member of the message being delivered, as it came,
- * when it is key and every member before it is a scalar written plainly:
- * {"k":1,"t":"s",...,"key":VALUE}. msg is that message, parsed (and so
- * checked): VALUE is then exactly the value's JSON text, which can be
- * sent on without writing it out again. NULL when it is not so.
+ * Where the value of key starts in raw, a JSON object's text, when every
+ * member before it is a scalar written plainly: {"k":1,"t":"s",...,
+ * "key":VALUE...; *n gets how many members come before. -1 when not so.
  */
-const char *
-nc_ipc_last_value(const struct nc_ipc *ipc, const json_t *msg,
-    const char *key, size_t *vlen)
+static ssize_t
+ipc_member_offset(const char *raw, size_t len, const char *key, size_t *n)
 {
 	const char	*p, *end;
-	size_t		 klen = strlen(key), n = 0;
+	size_t		 klen = strlen(key);
 
-	if (ipc->raw == NULL || ipc->rawlen < 2 || ipc->raw[0] != '{')
-		return NULL;
-	p = ipc->raw + 1;
-	end = ipc->raw + ipc->rawlen;
+	*n = 0;
+	if (len < 2 || raw[0] != '{')
+		return -1;
+	p = raw + 1;
+	end = raw + len;
 	for (;;) {
 		if (p >= end || *p != '"')
-			return NULL;
+			return -1;
 		if ((size_t)(end - p) > klen + 3 && memcmp(p + 1, key, klen) ==
-		    0 && p[klen + 1] == '"' && p[klen + 2] == ':') {
-			p += klen + 3;
-			break;
-		}
+		    0 && p[klen + 1] == '"' && p[klen + 2] == ':')
+			return p + klen + 3 - raw;
 		/* "name": then a plain string, a number, true or false. */
 		while (++p < end && *p != '"')
 			if (*p == '\\')
-				return NULL;
+				return -1;
 		if (++p >= end || *p != ':' || ++p >= end)
-			return NULL;
+			return -1;
 		if (*p == '"') {
 			while (++p < end && *p != '"')
 				if (*p == '\\')
-					return NULL;
+					return -1;
 			p++;
 		} else
 			while (p < end && *p != ',' && *p != '}' && *p != '{' &&
 			    *p != '[' && *p != '"')
 				p++;
 		if (p >= end || *p != ',')
-			return NULL;
+			return -1;
 		p++;
-		n++;
+		(*n)++;
 	}
-	/* The key is the last member: what follows is the value and '}'. */
-	if (json_object_size(msg) != n + 1 || end - p < 2 || end[-1] != '}')
+}
+
+/*
+ * The text of the last member of the message being delivered, as it came,
+ * when it is key and every member before it is a scalar written plainly
+ * (ipc_member_offset). msg is that message, parsed (and so checked):
+ * VALUE is then exactly the value's JSON text, which can be sent on
+ * without writing it out again. NULL when it is not so.
+ */
+const char *
+nc_ipc_last_value(const struct nc_ipc *ipc, const json_t *msg,
+    const char *key, size_t *vlen)
+{
+	ssize_t	off;
+	size_t	n;
+
+	if (ipc->tval != NULL && strcmp(key, ipc->trust_key) == 0) {
+		*vlen = ipc->tlen;
+		return ipc->tval;
+	}
+	if (ipc->raw == NULL || (off = ipc_member_offset(ipc->raw,
+	    ipc->rawlen, key, &n)) == -1)
 		return NULL;
-	*vlen = (size_t)(end - 1 - p);
-	return p;
+	/* The key is the last member: what follows is the value and '}'. */
+	if (json_object_size(msg) != n + 1 || ipc->rawlen - (size_t)off < 2 ||
+	    ipc->raw[ipc->rawlen - 1] != '}')
+		return NULL;
+	*vlen = ipc->rawlen - 1 - (size_t)off;
+	return ipc->raw + off;
+}
+
+void
+nc_ipc_trust_tail(struct nc_ipc *ipc, const char *type, const char *key)
+{
+	ipc->trust_type = type;
+	ipc->trust_key = key;
+}
+
+/*
+ * Where the JSON value that starts at p ends (past its last byte), by its
+ * brackets and strings alone: its contents were checked by the peer.
+ * NULL if it does not end before end.
+ */
+static const char *
+ipc_value_end(const char *p, const char *end)
+{
+	int	depth = 0;
+
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	for (; p < end; p++) {
+		switch (*p) {
+		case '"':
+			while (++p < end && *p != '"')
+				if (*p == '\\')
+					p++;
+			if (p >= end)
+				return NULL;
+			if (depth == 0)
+				return p + 1;
+			break;
+		case '{':
+		case '[':
+			depth++;
+			break;
+		case '}':
+		case ']':
+			if (depth == 0)
+				return p;	/* a scalar before the object's end */
+			if (--depth == 0)
+				return p + 1;
+			break;
+		case ',':
+			if (depth == 0)
+				return p;
+			break;
+		default:
+			break;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A packet of the trusted type whose last member is the trusted key: the
+ * members before it are parsed and checked, the key's value is passed on
+ * as text (nc_ipc_last_value). NULL when the packet is not so.
+ */
+static json_t *
+ipc_parse_trusted(struct nc_ipc *ipc, char *buf, size_t len, size_t nfds)
+{
+	const char	*reason, *vend;
+	json_t		*msg;
+	ssize_t		 off;
+	size_t		 n, ks;
+	char		 save;
+
+	if (ipc->trust_key == NULL || nfds != 0 || len < 3 ||
+	    buf[len - 1] != '}' || (off = ipc_member_offset(buf, len,
+	    ipc->trust_key, &n)) == -1 || n == 0 || (size_t)off >= len - 1)
+		return NULL;
+	/*
+	 * The value must be the last member: it ends at the final '}' (a
+	 * scalar runs into it).
+	 */
+	if ((vend = ipc_value_end(buf + off, buf + len - 1)) == NULL)
+		vend = buf + len - 1;
+	while (vend < buf + len - 1 && (*vend == ' ' || *vend == '\t' ||
+	    *vend == '\n' || *vend == '\r'))
+		vend++;
+	if (vend != buf + len - 1)
+		return NULL;
+	/* The members before the key, as an object of their own. */
+	ks = (size_t)off - strlen(ipc->trust_key) - 3;
+	save = buf[ks - 1];
+	buf[ks - 1] = '}';
+	msg = nc_ipc_parse(buf, ks, 0, &reason);
+	buf[ks - 1] = save;
+	if (msg == NULL)
+		return NULL;
+	if (strcmp(json_string_value(json_object_get(msg, "type")),
+	    ipc->trust_type) != 0) {
+		json_decref(msg);
+		return NULL;
+	}
+	ipc->tval = buf + off;
+	ipc->tlen = len - 1 - (size_t)off;
+	return msg;
 }
 
 size_t

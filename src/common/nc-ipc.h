@@ -78,6 +78,15 @@ int		 nc_ipc_fd(const struct nc_ipc *);
  */
 const char	*nc_ipc_last_value(const struct nc_ipc *, const json_t *msg,
 		    const char *key, size_t *vlen);
+/*
+ * Packets of type whose last member is key (and whose earlier members are
+ * plain scalars) are not parsed whole: the earlier members are, and the
+ * key's value reaches nc_ipc_last_value() as text, unchecked. Only for a
+ * peer that checked it (a worker trusts its master); the strings are
+ * kept, not copied.
+ */
+void		 nc_ipc_trust_tail(struct nc_ipc *, const char *type,
+		    const char *key);
 /* Packets and bytes queued, not yet taken by the kernel. */
 size_t		 nc_ipc_queued(const struct nc_ipc *);
 size_t		 nc_ipc_queued_bytes(const struct nc_ipc *);
