@@ -518,6 +518,14 @@ outmsg_build(struct outmsg *m, bool line)
 		m->rawlen = strlen(m->vtext);
 	}
 	if (line) {
+		/* One line: a value as it came may hold a newline (whitespace). */
+		if (m->vtext == NULL && memchr(m->raw, '\n', m->rawlen) != NULL) {
+			if ((m->vtext = json_dumps(m->v, JSON_COMPACT |
+			    JSON_ENCODE_ANY)) == NULL)
+				return -1;
+			m->raw = m->vtext;
+			m->rawlen = strlen(m->vtext);
+		}
 		n = asprintf(&m->line, "{\"from\":%d,\"message\":%.*s}\n",
 		    m->from, (int)m->rawlen, m->raw);
 		if (n == -1) {
