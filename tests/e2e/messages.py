@@ -26,6 +26,7 @@ from harness import BUILD, Daemon, SCALE, check, run
 CLUSTER_MSG = os.path.join(BUILD, "bench", "cluster-msg")
 COUNT = 20000
 SIZE = 4096
+SMALL_COUNT = 200000
 RSS_LIMIT_KIB = 16 * 1024
 # Wall time for a broadcast of COUNT messages; the slow receiver's runs
 # of 200 ms in 300 ms make it take longer.
@@ -129,12 +130,13 @@ def cont_all(pids):
 
 
 class Pacer(threading.Thread):
-    """Stops pid for 100 ms, lets it run for 200 ms, again and again,
+    """Stops pid for stop_s, lets it run for run_s, again and again,
     until told to stop or for limit seconds at most; leaves it running."""
 
-    def __init__(self, pid, limit):
+    def __init__(self, pid, limit, stop_s, run_s):
         super().__init__(daemon=True)
         self.pid, self.limit = pid, limit
+        self.stop_s, self.run_s = stop_s, run_s
         self.done = threading.Event()
         self.cycles = 0
 
@@ -143,10 +145,10 @@ class Pacer(threading.Thread):
         try:
             while not self.done.is_set() and time.monotonic() < end:
                 os.kill(self.pid, signal.SIGSTOP)
-                self.done.wait(0.1)
+                self.done.wait(self.stop_s)
                 os.kill(self.pid, signal.SIGCONT)
                 self.cycles += 1
-                self.done.wait(0.2)
+                self.done.wait(self.run_s)
         finally:
             cont_all([self.pid])
 
@@ -156,7 +158,10 @@ class Pacer(threading.Thread):
         cont_all([self.pid])
 
 
-def test_slow_receiver_loses_nothing():
+def slow_receiver(n, size, stop_s, run_s):
+    """One receiver stopped for stop_s, running for run_s, over and over,
+    while n messages of size are broadcast: every receiver gets them all,
+    in order, and the master logs no drop. Returns the sender's figures."""
     d = msg_daemon()
     pacer = None
     pids = []
@@ -165,39 +170,53 @@ def test_slow_receiver_loses_nothing():
         ws = wait_workers(d)
         pids = list(ws.values())
         sender, live, slow = sorted(ws)
-        pacer = Pacer(ws[slow], BROADCAST_S * SCALE)
+        pacer = Pacer(ws[slow], BROADCAST_S * SCALE, stop_s, run_s)
         pacer.start()
         # A few cycles first: the broadcast starts on a receiver that is
         # already stopped now and then.
         d.read_lines(0.5)
         start = time.monotonic()
         cycles0 = pacer.cycles
-        order(d, cmd="run", round=1, sender=sender, n=COUNT, size=SIZE)
+        order(d, cmd="run", round=1, sender=sender, n=n, size=size)
         got = wait_received(d, 1, (live, slow), BROADCAST_S)
         wall = time.monotonic() - start
         cycles1 = pacer.cycles
         pacer.finish()
         for i in (live, slow):
             g = got[i]
-            check(g["got"] == COUNT and g["n"] == COUNT and
+            check(g["got"] == n and g["n"] == n and
                   g["missing"] == 0 and g["reordered"] == 0,
                   "worker %d: %s" % (i, g))
-        d.wait_log(": round 1: sent %d in" % COUNT)
+        d.wait_log(": round 1: sent %d in" % n)
         s = sent(d, 1)
         check(not master_lines(d, "does not read its channel") and
               not master_lines(d, BEHIND), "messages dropped:\n%s" %
               "\n".join(master_lines(d, "dropped")))
         check(cycles1 - cycles0 >= 2, "stopped only %d times during the "
               "broadcast" % (cycles1 - cycles0))
-        print("  %d x %d B to 2 receivers, one stopped %d times: %.1f s, "
-              "sender %.1f s with %d retries" % (
-                  COUNT, SIZE, cycles1 - cycles0, wall, s["t"],
+        print("  %d x %d B to 2 receivers, one stopped %d times for %d ms: "
+              "%.1f s, sender %.1f s with %d retries" % (
+                  n, size, cycles1 - cycles0, stop_s * 1000, wall, s["t"],
                   s["retries"]))
+        return s
     finally:
         if pacer is not None:
             pacer.finish()
         cont_all(pids)
         d.stop()
+
+
+def test_slow_receiver_loses_nothing():
+    """Stopped 100 ms, running 200 ms."""
+    slow_receiver(COUNT, SIZE, 0.1, 0.2)
+
+
+def test_slow_receiver_holds_the_sender():
+    """Small messages, stopped 400 ms at a time: more than the master
+    queues for a receiver (MSG_HARD_PKTS) would pile up if the sender
+    were not held back; it is, until its own queue is full (retries)."""
+    s = slow_receiver(SMALL_COUNT, 64, 0.4, 0.3)
+    check(s["retries"] > 0, "the sender was never refused: %s" % s)
 
 
 def test_stalled_receiver_is_dropped():
@@ -309,5 +328,6 @@ def test_stalled_receiver_comes_back():
 
 
 if __name__ == "__main__":
-    run([test_slow_receiver_loses_nothing, test_stalled_receiver_is_dropped,
+    run([test_slow_receiver_loses_nothing, test_slow_receiver_holds_the_sender,
+         test_stalled_receiver_is_dropped,
          test_stalled_receiver_comes_back])
