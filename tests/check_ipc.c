@@ -57,6 +57,15 @@ rx_error(struct nc_ipc *ipc, const char *reason, void *arg)
 }
 
 static void
+close_all(const int *fds, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+static void
 rx_clear(struct rx *rx)
 {
 	int	i;
@@ -349,6 +358,471 @@ START_TEST(test_send_now)
 }
 END_TEST
 
+/*
+ * Flow control: messages written once as text, the value of a message
+ * taken as it came, a reader that pauses, and the marks of a queue.
+ */
+
+/* Counts what arrives, checks its order, keeps the last one. */
+struct seen {
+	int		 n;
+	long long	 last_seq;
+	int		 out_of_order;
+	json_t		*last;
+	int		 pause_after;	/* pause the channel after so many */
+	const char	*key;		/* nc_ipc_last_value() of this key */
+	char		 value[256];
+	int		 has_value;
+	int		 lows;
+	void		*low_arg;
+};
+
+static void
+seen_msg(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds, void *arg)
+{
+	struct seen	*sn = arg;
+	long long	 seq = json_integer_value(json_object_get(msg, "seq"));
+	const char	*v;
+	size_t		 vlen = 0;
+
+	close_all(fds, nfds);
+	if (sn->n > 0 && seq != sn->last_seq + 1)
+		sn->out_of_order++;
+	sn->last_seq = seq;
+	sn->n++;
+	if (sn->key != NULL) {
+		v = nc_ipc_last_value(ipc, msg, sn->key, &vlen);
+		sn->has_value = v != NULL;
+		if (v != NULL && vlen < sizeof sn->value) {
+			memcpy(sn->value, v, vlen);
+			sn->value[vlen] = '\0';
+		}
+	}
+	json_decref(sn->last);
+	sn->last = msg;
+	if (sn->pause_after > 0 && sn->n == sn->pause_after)
+		nc_ipc_pause(ipc, true);
+}
+
+static void
+seen_error(struct nc_ipc *ipc, const char *reason, void *arg)
+{
+	(void)ipc;
+	(void)reason;
+	(void)arg;
+}
+
+static void
+seen_low(struct nc_ipc *ipc, void *arg)
+{
+	struct seen	*sn = arg;
+
+	(void)ipc;
+	sn->lows++;
+	sn->low_arg = arg;
+}
+
+/* Sends msgs of about size bytes until queued() reaches want: the peer
+ * does not read, the kernel is full. */
+static void
+fill_queue(struct nc_ipc *a, size_t size, size_t want)
+{
+	json_t	*m;
+	char	*pad;
+	int	 i;
+
+	pad = malloc(size + 1);
+	memset(pad, 'p', size);
+	pad[size] = '\0';
+	m = json_pack("{s:s, s:s}", "type", "fill", "pad", pad);
+	for (i = 0; i < 100000 && nc_ipc_queued(a) < want; i++) {
+		json_object_del(m, "seq");
+		ck_assert_int_ge(nc_ipc_send(a, m, NULL, 0), 1);
+	}
+	ck_assert_uint_ge(nc_ipc_queued(a), want);
+	json_decref(m);
+	free(pad);
+}
+
+START_TEST(test_send_text)
+{
+	static const char	 body[] = "{\"type\":\"message\",\"from\":3,"
+	    "\"message\":{\"a\":[1,2]}}";
+	static const char	*refused[] = { "[1,2]", "\"text\"", "7", "", "{",
+	    "{}", " {\"type\":\"x\"}" };
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct seen		 sn, unused;
+	int			 sv[2], before, sndbuf = 1 << 20;
+	size_t			 i, len;
+	json_t			*m, *v;
+	long long		 s0;
+	char			*big, *p;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&sn, 0, sizeof sn);
+	memset(&unused, 0, sizeof unused);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+	a = nc_ipc_new(base, sv[0], seen_msg, seen_error, &unused);
+	b = nc_ipc_new(base, sv[1], seen_msg, seen_error, &sn);
+
+	/* One seq for both kinds of send. */
+	m = json_pack("{s:s}", "type", "hello");
+	s0 = nc_ipc_send(a, m, NULL, 0);
+	ck_assert_int_ge(s0, 1);
+	ck_assert_int_eq(nc_ipc_send_text(a, body, sizeof body - 1), s0 + 1);
+	json_object_del(m, "seq");
+	ck_assert_int_eq(nc_ipc_send(a, m, NULL, 0), s0 + 2);
+	ck_assert(run_until_count(base, &sn.n, 2, 2000));
+	/* The peer got the body with "seq" added, and nothing else. */
+	ck_assert_int_eq(sn.n, 2);
+	v = json_loads(body, 0, NULL);
+	ck_assert_ptr_nonnull(v);
+	json_object_set_new(v, "seq", json_integer(s0 + 1));
+	ck_assert_msg(json_equal(sn.last, v), "got %s",
+	    json_dumps(sn.last, JSON_COMPACT));
+	json_decref(v);
+	ck_assert(run_until_count(base, &sn.n, 3, 2000));
+
+	/* Not an object: refused, and no seq is spent on it. */
+	for (i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		ck_assert_msg(nc_ipc_send_text(a, refused[i],
+		    strlen(refused[i])) == -1, "%s", refused[i]);
+
+	/*
+	 * The largest body that fits, once "seq" is added, goes; a byte
+	 * more does not.
+	 */
+	big = malloc(NC_IPC_MAX_SIZE + 64);
+	len = (size_t)NC_IPC_MAX_SIZE - strlen("\"seq\":,") -
+	    (size_t)snprintf(NULL, 0, "%lld", s0 + 3);
+	p = big + sprintf(big, "{\"type\":\"big\",\"pad\":\"");
+	memset(p, 'x', len - (size_t)(p - big) - 2);
+	memcpy(big + len - 2, "\"}", 2);
+	ck_assert_int_eq(nc_ipc_send_text(a, big, len), s0 + 3);
+	p = big + sprintf(big, "{\"type\":\"big\",\"pad\":\"");
+	memset(p, 'x', len + 1 - (size_t)(p - big) - 2);
+	memcpy(big + len + 1 - 2, "\"}", 2);
+	ck_assert_int_eq(nc_ipc_send_text(a, big, len + 1), -1);
+	free(big);
+	ck_assert_int_eq(nc_ipc_send_text(a, body, sizeof body - 1), s0 + 4);
+	ck_assert(run_until_count(base, &sn.n, 5, 2000));
+	ck_assert_int_eq(sn.out_of_order, 0);
+	ck_assert_int_eq(sn.last_seq, s0 + 4);
+	json_decref(m);
+	json_decref(sn.last);
+	json_decref(unused.last);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/* Packets as a peer may write them, and what nc_ipc_last_value() says. */
+static const struct {
+	const char	*data;
+	const char	*value;		/* NULL: none */
+} last_values[] = {
+	{ "{\"seq\":1,\"type\":\"message\",\"from\":3,"
+	    "\"message\":{\"a\":[1, 2]}}", "{\"a\":[1, 2]}" },
+	/* Every kind of plain scalar before it. */
+	{ "{\"seq\":1,\"type\":\"m\",\"t\":true,\"f\":false,\"z\":null,"
+	    "\"x\":-1.5e3,\"s\":\"{[,:}\",\"message\":[{\"k\":\"}\"}]}",
+	    "[{\"k\":\"}\"}]" },
+	/* The value itself may be anything, escapes included. */
+	{ "{\"seq\":1,\"type\":\"m\",\"message\":\"a\\\"b\\u00e9\"}",
+	    "\"a\\\"b\\u00e9\"" },
+	{ "{\"seq\":1,\"type\":\"m\",\"message\":null}", "null" },
+	{ "{\"seq\":1,\"type\":\"message\",\"messages\":2,\"message\":3}", "3" },
+	/* Not last. */
+	{ "{\"seq\":1,\"type\":\"m\",\"message\":1,\"from\":3}", NULL },
+	{ "{\"seq\":1,\"message\":{\"a\":1},\"type\":\"m\"}", NULL },
+	/* An object, an array, an escaped string before it. */
+	{ "{\"seq\":1,\"o\":{},\"type\":\"m\",\"message\":1}", NULL },
+	{ "{\"seq\":1,\"type\":\"m\",\"o\":{\"a\":1},\"message\":1}", NULL },
+	{ "{\"seq\":1,\"type\":\"m\",\"a\":[1],\"message\":1}", NULL },
+	{ "{\"seq\":1,\"type\":\"m\",\"s\":\"a\\\"b\",\"message\":1}", NULL },
+	{ "{\"seq\":1,\"type\":\"m\",\"s\":\"\\u0041\",\"message\":1}", NULL },
+	{ "{\"seq\":1,\"type\":\"m\",\"k\\u0041\":1,\"message\":1}", NULL },
+	/* Absent. */
+	{ "{\"seq\":1,\"type\":\"m\",\"from\":3}", NULL },
+	{ "{\"seq\":1,\"type\":\"m\",\"messages\":3}", NULL },
+	{ "{\"seq\":1,\"type\":\"message\"}", NULL },
+};
+
+START_TEST(test_last_value)
+{
+	struct event_base	*base;
+	struct nc_ipc		*b;
+	struct seen		 sn;
+	int			 sv[2];
+
+	base = event_base_new();
+	memset(&sn, 0, sizeof sn);
+	sn.key = "message";
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	b = nc_ipc_new(base, sv[1], seen_msg, seen_error, &sn);
+	send_raw(sv[0], last_values[_i].data, strlen(last_values[_i].data),
+	    0, -1);
+	ck_assert(run_until_count(base, &sn.n, 1, 2000));
+	if (last_values[_i].value == NULL)
+		ck_assert_msg(!sn.has_value, "%s gave %s",
+		    last_values[_i].data, sn.value);
+	else {
+		ck_assert_msg(sn.has_value, "%s gave none",
+		    last_values[_i].data);
+		ck_assert_str_eq(sn.value, last_values[_i].value);
+	}
+	json_decref(sn.last);
+	nc_ipc_free(b);
+	close(sv[0]);
+	event_base_free(base);
+}
+END_TEST
+
+/* What nc_ipc_send_text() wrote is taken back whole by the receiver. */
+START_TEST(test_last_value_of_send_text)
+{
+	static const char	 body[] = "{\"type\":\"message\",\"from\":3,"
+	    "\"service\":\"s\",\"message\":{\"a\":[1, 2],\"b\":\"\\n\"}}";
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct seen		 sn, unused;
+	int			 sv[2];
+
+	base = event_base_new();
+	memset(&sn, 0, sizeof sn);
+	memset(&unused, 0, sizeof unused);
+	sn.key = "message";
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], seen_msg, seen_error, &unused);
+	b = nc_ipc_new(base, sv[1], seen_msg, seen_error, &sn);
+	ck_assert_int_ge(nc_ipc_send_text(a, body, sizeof body - 1), 1);
+	ck_assert(run_until_count(base, &sn.n, 1, 2000));
+	ck_assert(sn.has_value);
+	ck_assert_str_eq(sn.value, "{\"a\":[1, 2],\"b\":\"\\n\"}");
+	/* Only the key asked for. */
+	sn.key = "from";
+	ck_assert_int_ge(nc_ipc_send_text(a, body, sizeof body - 1), 1);
+	ck_assert(run_until_count(base, &sn.n, 2, 2000));
+	ck_assert(!sn.has_value);
+	json_decref(sn.last);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+}
+END_TEST
+
+/*
+ * A paused channel delivers nothing, also when it is paused from its
+ * message callback; after resume everything comes, in order.
+ */
+START_TEST(test_pause)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct seen		 sn, unused;
+	int			 sv[2], i, before;
+	json_t			*m;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&sn, 0, sizeof sn);
+	memset(&unused, 0, sizeof unused);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], seen_msg, seen_error, &unused);
+	b = nc_ipc_new(base, sv[1], seen_msg, seen_error, &sn);
+	nc_ipc_pause(b, true);
+	nc_ipc_pause(b, true);		/* twice is once */
+	m = json_pack("{s:s}", "type", "x");
+	for (i = 0; i < 20; i++) {
+		json_object_del(m, "seq");
+		ck_assert_int_eq(nc_ipc_send(a, m, NULL, 0), i + 1);
+	}
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);	/* in the kernel */
+	run_for(base, 200);
+	ck_assert_int_eq(sn.n, 0);
+	ck_assert(!nc_ipc_reading(b));
+
+	/* Resumed, it pauses itself after the 5th. */
+	sn.pause_after = 5;
+	nc_ipc_pause(b, false);
+	nc_ipc_pause(b, false);
+	ck_assert(nc_ipc_reading(b));
+	ck_assert(run_until_count(base, &sn.n, 5, 2000));
+	run_for(base, 200);
+	ck_assert_int_eq(sn.n, 5);
+
+	/* Then the rest, in order, and what comes later. */
+	nc_ipc_pause(b, false);
+	ck_assert(run_until_count(base, &sn.n, 20, 2000));
+	json_object_del(m, "seq");
+	ck_assert_int_eq(nc_ipc_send(a, m, NULL, 0), 21);
+	ck_assert(run_until_count(base, &sn.n, 21, 2000));
+	ck_assert_int_eq(sn.out_of_order, 0);
+	ck_assert_int_eq(sn.last_seq, 21);
+	json_decref(m);
+	json_decref(sn.last);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/*
+ * The low callback: once per time the queue went above the marks and
+ * came back to them, with the channel's arg; never for a queue that
+ * stayed at or below them.
+ */
+START_TEST(test_low_cb)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct seen		 sn, peer;
+	int			 sv[2], i, before;
+	json_t			*m;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&sn, 0, sizeof sn);
+	memset(&peer, 0, sizeof peer);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], seen_msg, seen_error, &sn);
+	b = nc_ipc_new(base, sv[1], seen_msg, seen_error, &peer);
+	nc_ipc_set_low_cb(a, 8 * 1024, 4, seen_low);
+
+	/* A reader that keeps up: the queue never goes above. */
+	m = json_pack("{s:s}", "type", "x");
+	for (i = 0; i < 50; i++) {
+		json_object_del(m, "seq");
+		ck_assert_int_ge(nc_ipc_send(a, m, NULL, 0), 1);
+		run_for(base, 0);
+	}
+	ck_assert(run_until_count(base, &peer.n, 50, 2000));
+	run_for(base, 100);
+	ck_assert_int_eq(sn.lows, 0);
+
+	/* The reader stops: above the marks (both), then back. */
+	nc_ipc_pause(b, true);
+	fill_queue(a, 1000, 20);
+	ck_assert_uint_gt(nc_ipc_queued_bytes(a), 8 * 1024);
+	run_for(base, 100);
+	ck_assert_int_eq(sn.lows, 0);
+	nc_ipc_pause(b, false);
+	ck_assert(run_until_count(base, &sn.lows, 1, 5000));
+	ck_assert_uint_le(nc_ipc_queued(a), 4);
+	ck_assert_uint_le(nc_ipc_queued_bytes(a), 8 * 1024);
+	ck_assert_ptr_eq(sn.low_arg, &sn);
+	/* Down to empty, and more that goes through: no second call. */
+	for (i = 0; i < 5000 && nc_ipc_queued(a) > 0; i++)
+		run_for(base, 1);
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);
+	for (i = 0; i < 10; i++) {
+		json_object_del(m, "seq");
+		ck_assert_int_ge(nc_ipc_send(a, m, NULL, 0), 1);
+	}
+	run_for(base, 100);
+	ck_assert_int_eq(sn.lows, 1);
+
+	/* Above the packets mark only (few bytes): called again. */
+	nc_ipc_pause(b, true);
+	fill_queue(a, 10, 10);
+	ck_assert_uint_le(nc_ipc_queued_bytes(a), 8 * 1024);
+	nc_ipc_pause(b, false);
+	ck_assert(run_until_count(base, &sn.lows, 2, 5000));
+	run_for(base, 100);
+	ck_assert_int_eq(sn.lows, 2);
+
+	/* Marks set while above: called once it is back. */
+	nc_ipc_set_low_cb(a, 0, 0, NULL);
+	nc_ipc_pause(b, true);
+	fill_queue(a, 10, 10);
+	nc_ipc_set_low_cb(a, 8 * 1024, 4, seen_low);
+	nc_ipc_pause(b, false);
+	ck_assert(run_until_count(base, &sn.lows, 3, 5000));
+	run_for(base, 100);
+	ck_assert_int_eq(sn.lows, 3);
+	ck_assert_int_eq(peer.out_of_order, 0);
+
+	json_decref(m);
+	json_decref(peer.last);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/*
+ * How long the peer has not taken a packet: 0 with nothing queued; it
+ * grows while the peer does not read, and starts again when it does.
+ */
+START_TEST(test_idle_ms)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a;
+	struct seen		 sn;
+	char			 buf[NC_IPC_MAX_SIZE];
+	int			 sv[2], i, before;
+	long			 idle1, idle2, idle3;
+	size_t			 q;
+	json_t			*m;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&sn, 0, sizeof sn);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], seen_msg, seen_error, &sn);
+	ck_assert_int_eq(nc_ipc_idle_ms(a), 0);
+	/* The kernel takes these: still nothing queued, so 0. */
+	m = json_pack("{s:s}", "type", "x");
+	for (i = 0; i < 3; i++) {
+		json_object_del(m, "seq");
+		ck_assert_int_ge(nc_ipc_send(a, m, NULL, 0), 1);
+	}
+	json_decref(m);
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);
+	run_for(base, 100);
+	ck_assert_int_eq(nc_ipc_idle_ms(a), 0);
+
+	/* The peer (sv[1]) does not read. */
+	fill_queue(a, 1000, 3);
+	run_for(base, 150);
+	idle1 = nc_ipc_idle_ms(a);
+	ck_assert_int_ge(idle1, 140);
+	run_for(base, 150);
+	idle2 = nc_ipc_idle_ms(a);
+	ck_assert_int_ge(idle2, idle1 + 140);
+
+	/* It reads some: the kernel takes more, idle starts again. */
+	q = nc_ipc_queued(a);
+	for (i = 0; i < 2000 && nc_ipc_queued(a) == q; i++) {
+		(void)recv(sv[1], buf, sizeof buf, MSG_DONTWAIT);
+		run_for(base, 1);
+	}
+	ck_assert_uint_lt(nc_ipc_queued(a), q);
+	idle3 = nc_ipc_idle_ms(a);
+	ck_assert_int_lt(idle3, idle2);
+
+	/* It reads everything: nothing queued, 0. */
+	for (i = 0; i < 5000 && nc_ipc_queued(a) > 0; i++) {
+		while (recv(sv[1], buf, sizeof buf, MSG_DONTWAIT) > 0)
+			;
+		run_for(base, 1);
+	}
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);
+	ck_assert_int_eq(nc_ipc_idle_ms(a), 0);
+	nc_ipc_free(a);
+	close(sv[1]);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -363,6 +837,13 @@ main(void)
 	tcase_add_test(tc, test_queue_and_free_close_fds);
 	tcase_add_test(tc, test_last_words_after_reset);
 	tcase_add_test(tc, test_send_now);
+	tcase_add_test(tc, test_send_text);
+	tcase_add_loop_test(tc, test_last_value, 0,
+	    sizeof last_values / sizeof last_values[0]);
+	tcase_add_test(tc, test_last_value_of_send_text);
+	tcase_add_test(tc, test_pause);
+	tcase_add_test(tc, test_low_cb);
+	tcase_add_test(tc, test_idle_ms);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
