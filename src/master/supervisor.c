@@ -324,7 +324,8 @@ msg_listening(struct worker *w, json_t *msg)
  * NC_ENOBUFS): slow receivers slow the senders down and lose nothing.
  * A receiver that is behind and took nothing for MSG_STALL_MS is stalled
  * (stopped, stuck in a loop): messages for it are dropped, counted and
- * logged, and it holds nobody up; so it costs the master at most about
+ * logged, and from then on it holds nobody up (the senders waited for it
+ * MSG_STALL_MS at most); so it costs the master at most about
  * MSG_SOFT_BYTES, and nothing of its time.
  */
 #define MSG_SOFT_BYTES		BROADCAST_QUEUE_MAX
