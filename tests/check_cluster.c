@@ -32,6 +32,7 @@
 
 #include "helpers.h"
 #include "nc-cluster.h"
+#include "nc-int.h"
 #include "nc-ipc.h"
 
 /*
@@ -1141,6 +1142,57 @@ START_TEST(test_listen_exclusive)
 END_TEST
 
 /*
+ * Exclusive, stopped with connections in the socket's backlog: they are
+ * taken before the socket closes (closed, it would reset them). A socket
+ * the master shares is left alone: its backlog is the others'.
+ */
+START_TEST(test_exclusive_backlog_taken)
+{
+	json_t	*m;
+	int	 clients[3], i, lfd, port;
+
+	worker_env();
+	master_start_reading();
+	srv = server_new();
+	ck_assert_int_eq(nc_server_listen(srv, 0, "127.0.0.1", 0, NULL,
+	    NULL), 0);
+	master_wait(0);
+	answer_listen(0, "exclusive", 3, -1, 0);
+	ck_assert(run_until(base, &listenings, 5000));
+	m = master_wait(1);
+	ck_assert_str_eq(str(m, "type"), "listening");
+	/* Connected in the kernel, not accepted: the loop does not run. */
+	for (i = 0; i < 3; i++)
+		clients[i] = connect_to(bound_port(srv));
+	ck_assert_int_eq(nc_server_connections(srv), 0);
+	nc__server_accept_backlog(srv);
+	ck_assert_int_eq(nc_server_connections(srv), 3);
+	for (i = 0; i < 3; i++)
+		close(clients[i]);
+	ck_assert_int_eq(nc_server_close(srv, NULL, NULL), 0);
+	ck_assert(run_until(base, &closes, 5000));
+	nc_server_release(srv);
+
+	/* Shared: the master's socket; nothing taken. */
+	lfd = listening_socket(&port);
+	srv = server_new();
+	ck_assert_int_eq(nc_server_listen(srv, port, "127.0.0.1", 0, NULL,
+	    NULL), 0);
+	m = master_wait(2);
+	ck_assert_str_eq(str(m, "type"), "listen");
+	answer_listen(2, "shared", 4, lfd, port);
+	ck_assert(run_until_count(base, &listenings, 2, 5000));
+	clients[0] = connect_to(port);
+	nc__server_accept_backlog(srv);
+	ck_assert_int_eq(nc_server_connections(srv), 0);
+	close(clients[0]);
+	close(lfd);
+	ck_assert_int_eq(nc_server_close(srv, NULL, NULL), 0);
+	nc_server_release(srv);
+}
+END_TEST
+
+/*
  * Exclusive, the address in use: the server emits EADDRINUSE; listening
  * again (Node's retry on EADDRINUSE) asks the master again, and the
  * master hears `listening` once, with the id of the answer it listens by.
@@ -1461,6 +1513,7 @@ main(void)
 	tcase_add_test(tc, test_listen_shared_and_stop);
 	tcase_add_test(tc, test_stop_idle_server);
 	tcase_add_test(tc, test_listen_exclusive);
+	tcase_add_test(tc, test_exclusive_backlog_taken);
 	tcase_add_test(tc, test_listen_exclusive_retry);
 	tcase_add_test(tc, test_listen_round_robin);
 	tcase_add_test(tc, test_listen_refused);

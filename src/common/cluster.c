@@ -464,6 +464,8 @@ cluster_disconnect(void)
 		    nc_server_once(c->server, NC_EV_CLOSE,
 		    cluster_server_closed, NULL) == 0) {
 			cl.closing++;
+			/* Exclusive: what its own backlog holds is served. */
+			nc__server_accept_backlog(c->server);
 			(void)nc_server_close(c->server, NULL, NULL);
 		}
 		cluster_server_free(c);

@@ -118,6 +118,7 @@ bool		nc__server_cluster_can_take(const struct nc_server *);
 void		nc__server_cluster_connection(struct nc_server *, int fd);
 int		nc__server_total_connections(void);
 long long	nc__server_total_accepted(void);
+void		nc__server_accept_backlog(struct nc_server *);
 
 /* proxyproto.c: the PROXY protocol, versions 1 and 2. */
 #define NC__PROXY_V1_MAX	107	/* bytes of a v1 line, CRLF included */

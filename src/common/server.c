@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,6 +45,8 @@ struct nc_server {
 	struct event		*retry;		/* accept again after EMFILE */
 	struct nc_accept_pause	 pause;
 	bool			 listening;	/* handle open */
+	bool			 own_socket;	/* bound here: its backlog dies
+						   with it */
 	bool			 allow_half_open;
 	bool			 pause_on_connect;
 	bool			 using_workers;
@@ -570,6 +573,7 @@ server_start(struct nc_server *s, int fd, bool shared)
 	struct epoll_event	ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
 
 	s->fd = fd;
+	s->own_socket = false;
 	if (shared && ((s->xfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
 	    epoll_ctl(s->xfd, EPOLL_CTL_ADD, fd, &ev) == -1)) {
 		if (s->xfd != -1)
@@ -630,7 +634,29 @@ server_bind_listen(struct nc_server *s, const struct sockaddr *sa,
 	}
 	if (server_start(s, fd, false) != 0)
 		return NC_ENOMEM;
+	s->own_socket = true;
 	return server_report_later(s);
+}
+
+/*
+ * Before a worker closes a socket it bound itself (exclusive), it takes
+ * what waits in the socket's backlog: closed, those connections would be
+ * reset. Bounded: what comes faster than it accepts stays.
+ */
+void
+nc__server_accept_backlog(struct nc_server *s)
+{
+	struct pollfd	p;
+	int		n;
+
+	for (n = 0; n < 64 && s->listening && s->own_socket && s->fd != -1;
+	    n++) {
+		p.fd = s->fd;
+		p.events = POLLIN;
+		if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN))
+			break;
+		server_accept_cb(-1, EV_READ, s);
+	}
 }
 
 struct server_listen_lookup {
