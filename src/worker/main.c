@@ -24,6 +24,7 @@
 
 #include "nc-cluster.h"
 #include "nc-config.h"
+#include "nc-int.h"
 #include "nc-module.h"
 #include "netcluster.h"
 #include "worker.h"
@@ -170,8 +171,11 @@ worker_stop(void)
 		return;
 	stopping = true;
 	for (i = 0; i < nservices; i++)
-		for (j = 0; j < services[i].nservers; j++)
+		for (j = 0; j < services[i].nservers; j++) {
+			/* exclusive: served, not reset with the socket. */
+			nc__server_accept_backlog(services[i].servers[j]);
 			(void)nc_server_close(services[i].servers[j], NULL, NULL);
+		}
 	worker_exit_if_done();
 }
 
