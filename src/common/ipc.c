@@ -597,25 +597,31 @@ ipc_member_offset(const char *raw, size_t len, const char *key, size_t *n)
  * without writing it out again. NULL when it is not so.
  */
 const char *
-nc_ipc_last_value(const struct nc_ipc *ipc, const json_t *msg,
+nc_ipc_member_value(const char *raw, size_t len, const json_t *msg,
     const char *key, size_t *vlen)
 {
 	ssize_t	off;
 	size_t	n;
 
+	if (raw == NULL || (off = ipc_member_offset(raw, len, key, &n)) == -1)
+		return NULL;
+	/* The key is the last member: what follows is the value and '}'. */
+	if (json_object_size(msg) != n + 1 || len - (size_t)off < 2 ||
+	    raw[len - 1] != '}')
+		return NULL;
+	*vlen = len - 1 - (size_t)off;
+	return raw + off;
+}
+
+const char *
+nc_ipc_last_value(const struct nc_ipc *ipc, const json_t *msg,
+    const char *key, size_t *vlen)
+{
 	if (ipc->tval != NULL && strcmp(key, ipc->trust_key) == 0) {
 		*vlen = ipc->tlen;
 		return ipc->tval;
 	}
-	if (ipc->raw == NULL || (off = ipc_member_offset(ipc->raw,
-	    ipc->rawlen, key, &n)) == -1)
-		return NULL;
-	/* The key is the last member: what follows is the value and '}'. */
-	if (json_object_size(msg) != n + 1 || ipc->rawlen - (size_t)off < 2 ||
-	    ipc->raw[ipc->rawlen - 1] != '}')
-		return NULL;
-	*vlen = ipc->rawlen - 1 - (size_t)off;
-	return ipc->raw + off;
+	return nc_ipc_member_value(ipc->raw, ipc->rawlen, msg, key, vlen);
 }
 
 void
@@ -675,8 +681,9 @@ ipc_value_end(const char *p, const char *end)
  * members before it are parsed and checked, the key's value is passed on
  * as text (nc_ipc_last_value). NULL when the packet is not so.
  */
-static json_t *
-ipc_parse_trusted(struct nc_ipc *ipc, char *buf, size_t len, size_t nfds)
+json_t *
+nc_ipc_parse_tail(char *buf, size_t len, size_t nfds, const char *type,
+    const char *key, const char **val, size_t *vlen)
 {
 	const char	*reason, *vend;
 	json_t		*msg;
@@ -684,9 +691,9 @@ ipc_parse_trusted(struct nc_ipc *ipc, char *buf, size_t len, size_t nfds)
 	size_t		 n, ks;
 	char		 save;
 
-	if (ipc->trust_key == NULL || nfds != 0 || len < 3 ||
-	    buf[len - 1] != '}' || (off = ipc_member_offset(buf, len,
-	    ipc->trust_key, &n)) == -1 || n == 0 || (size_t)off >= len - 1)
+	if (nfds != 0 || len < 3 || buf[len - 1] != '}' ||
+	    (off = ipc_member_offset(buf, len, key, &n)) == -1 || n == 0 ||
+	    (size_t)off >= len - 1)
 		return NULL;
 	/*
 	 * The value must be the last member: it ends at the final '}' (a
@@ -700,21 +707,29 @@ ipc_parse_trusted(struct nc_ipc *ipc, char *buf, size_t len, size_t nfds)
 	if (vend != buf + len - 1)
 		return NULL;
 	/* The members before the key, as an object of their own. */
-	ks = (size_t)off - strlen(ipc->trust_key) - 3;
+	ks = (size_t)off - strlen(key) - 3;
 	save = buf[ks - 1];
 	buf[ks - 1] = '}';
 	msg = nc_ipc_parse(buf, ks, 0, &reason);
 	buf[ks - 1] = save;
 	if (msg == NULL)
 		return NULL;
-	if (strcmp(json_string_value(json_object_get(msg, "type")),
-	    ipc->trust_type) != 0) {
+	if (strcmp(json_string_value(json_object_get(msg, "type")), type) != 0) {
 		json_decref(msg);
 		return NULL;
 	}
-	ipc->tval = buf + off;
-	ipc->tlen = len - 1 - (size_t)off;
+	*val = buf + off;
+	*vlen = len - 1 - (size_t)off;
 	return msg;
+}
+
+static json_t *
+ipc_parse_trusted(struct nc_ipc *ipc, char *buf, size_t len, size_t nfds)
+{
+	if (ipc->trust_key == NULL)
+		return NULL;
+	return nc_ipc_parse_tail(buf, len, nfds, ipc->trust_type,
+	    ipc->trust_key, &ipc->tval, &ipc->tlen);
 }
 
 size_t

@@ -87,6 +87,17 @@ const char	*nc_ipc_last_value(const struct nc_ipc *, const json_t *msg,
  */
 void		 nc_ipc_trust_tail(struct nc_ipc *, const char *type,
 		    const char *key);
+/*
+ * The two halves of the above, on a packet's text: the value of key when
+ * it is msg's last member after plain scalars (msg: raw parsed), or NULL;
+ * and a packet of type parsed but for its last member, key, whose text
+ * goes to *val (buf is changed and restored), or NULL.
+ */
+const char	*nc_ipc_member_value(const char *raw, size_t len,
+		    const json_t *msg, const char *key, size_t *vlen);
+json_t		*nc_ipc_parse_tail(char *buf, size_t len, size_t nfds,
+		    const char *type, const char *key, const char **val,
+		    size_t *vlen);
 /* Packets and bytes queued, not yet taken by the kernel. */
 size_t		 nc_ipc_queued(const struct nc_ipc *);
 size_t		 nc_ipc_queued_bytes(const struct nc_ipc *);

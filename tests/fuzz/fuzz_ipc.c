@@ -2,7 +2,14 @@
  * The channel's message decoder: a packet's bytes with the number of fds
  * that came with it (the first input byte). A message it takes is an
  * object with a short "type", a "seq" >= 0 and an "fds" that matches.
+ * Where a message's last member "message" is found as text (a master
+ * sends it on so), that text is exactly its value; where a packet is
+ * taken with that member unparsed (a worker from its master), the text
+ * is its value whenever the packet is valid JSON.
  */
+
+#include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -12,17 +19,41 @@
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	const char	*reason = NULL;
-	json_t		*msg, *v;
-	size_t		 nfds;
+	const char	*reason = NULL, *val;
+	char		*buf;
+	json_t		*msg, *v, *tail, *whole;
+	size_t		 nfds, vlen;
 
 	if (size == 0 || size > NC_IPC_MAX_SIZE + 1)
 		return 0;
 	nfds = data[0] % (NC_IPC_MAX_FDS + 1);
 	msg = nc_ipc_parse((const char *)data + 1, size - 1, nfds, &reason);
+	/* The unparsed tail: its text is the value, if the packet is JSON. */
+	if ((buf = malloc(size)) != NULL) {
+		memcpy(buf, data + 1, size - 1);
+		tail = nc_ipc_parse_tail(buf, size - 1, nfds, "message",
+		    "message", &val, &vlen);
+		FUZZ_ASSERT(memcmp(buf, data + 1, size - 1) == 0);
+		if (tail != NULL && msg != NULL) {
+			whole = json_loadb(val, vlen, JSON_DECODE_ANY, NULL);
+			FUZZ_ASSERT(whole != NULL && json_equal(whole,
+			    json_object_get(msg, "message")));
+			json_decref(whole);
+		}
+		json_decref(tail);
+		free(buf);
+	}
 	if (msg == NULL) {
 		FUZZ_ASSERT(reason != NULL && reason[0] != '\0');
 		return 0;
+	}
+	/* The last member as text: exactly its value. */
+	if ((val = nc_ipc_member_value((const char *)data + 1, size - 1, msg,
+	    "message", &vlen)) != NULL) {
+		whole = json_loadb(val, vlen, JSON_DECODE_ANY, NULL);
+		FUZZ_ASSERT(whole != NULL && json_equal(whole,
+		    json_object_get(msg, "message")));
+		json_decref(whole);
 	}
 	FUZZ_ASSERT(json_is_object(msg));
 	v = json_object_get(msg, "type");
