@@ -4,8 +4,10 @@
  * the handle (Node's queryServer) instead of binding. The master answers
  * with a listening fd (shared, reuseport), with round-robin, in which
  * case it accepts and hands each connection over as `conn`, which the
- * server takes or refuses (maxConnections) with `conn.ack`, or with
- * exclusive: the server binds the address itself.
+ * server takes or refuses (maxConnections) with `conn.ack`. In exclusive
+ * mode the fd is this worker's own socket (the master keeps one per
+ * worker slot); without one (an older master), the server binds the
+ * address itself.
  *
  * netcluster-worker speaks the rest of the protocol itself (it attaches
  * with hooks). Any other program that links the library is run by the
@@ -343,8 +345,7 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 	mode = json_string_value(json_object_get(msg, "mode"));
 	exclusive = code == 0 && mode != NULL && strcmp(mode, "exclusive") == 0;
 	listener = json_integer_value(json_object_get(msg, "listener"));
-	if (code == 0 && mode != NULL && (strcmp(mode, "round-robin") == 0 ||
-	    exclusive)) {
+	if (code == 0 && mode != NULL && strcmp(mode, "round-robin") == 0) {
 		if (fd != -1)
 			close(fd);
 		fd = -1;
@@ -371,7 +372,7 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 	    mode != NULL && strcmp(mode, "shared") == 0,
 	    json_string_value(json_object_get(msg, "address")),
 	    (int)json_integer_value(json_object_get(msg, "port")),
-	    exclusive ? p->address : NULL, p->backlog);
+	    exclusive && fd == -1 ? p->address : NULL, p->backlog);
 	cluster_pending_free(p);
 }
 

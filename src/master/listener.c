@@ -277,15 +277,16 @@ listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 	int				 fd, port, i;
 	size_t				 n = 1;
 
-	if (c->mode == NC_MODE_EXCLUSIVE && (a->kind == NC_LISTEN_TCP ||
-	    a->kind == NC_LISTEN_UNIX)) {
-		l->nfds = 0;	/* each worker binds its own */
-		snprintf(l->bound, sizeof l->bound, "%s (per worker)", a->text);
-		l->port = -1;
-		return 0;
-	}
-	if (c->mode == NC_MODE_REUSEPORT && a->kind == NC_LISTEN_TCP)
+	if ((c->mode == NC_MODE_REUSEPORT || c->mode == NC_MODE_EXCLUSIVE) &&
+	    a->kind == NC_LISTEN_TCP)
 		n = (size_t)nworkers;
+	if (c->mode == NC_MODE_EXCLUSIVE && a->kind == NC_LISTEN_UNIX &&
+	    nworkers > 1) {
+		snprintf(err, errlen, "exclusive mode gives each worker a "
+		    "socket of its own: a unix socket path serves one worker, "
+		    "not %d", nworkers);
+		return -1;
+	}
 	if ((l->fds = calloc(n, sizeof *l->fds)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
@@ -306,12 +307,24 @@ listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 		} else if (a->address != NULL)
 			host = a->address;	/* as the check resolved it */
 		port = a->port;
+		/*
+		 * reuseport: one port, a socket per slot (port 0: the first
+		 * one's). exclusive: a socket per slot, each its own port
+		 * with port 0, and a fixed port serves one worker.
+		 */
 		for (i = 0; i < (int)n; i++) {
 			if (bind_tcp(host, port, c->backlog,
 			    c->mode == NC_MODE_REUSEPORT, &l->fds[i], err,
-			    errlen) == -1)
+			    errlen) == -1) {
+				if (c->mode == NC_MODE_EXCLUSIVE && i > 0)
+					snprintf(err + strlen(err), errlen -
+					    strlen(err), "; exclusive mode "
+					    "gives each of the %d workers a "
+					    "socket of its own: use port 0",
+					    nworkers);
 				return -1;
-			if (port == 0) {
+			}
+			if (port == 0 && c->mode == NC_MODE_REUSEPORT) {
 				describe(l);
 				port = l->port;
 			}
@@ -332,6 +345,11 @@ listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 		break;
 	}
 	describe(l);
+	if (c->mode == NC_MODE_EXCLUSIVE && n > 1) {
+		/* Each worker has its port: `workers` lists them. */
+		snprintf(l->bound, sizeof l->bound, "%s (per worker)", a->text);
+		l->port = -1;
+	}
 	return 0;
 }
 
@@ -375,7 +393,8 @@ listener_events(struct listener *l)
 	 * what the master accepted; the slot's connections wait in its
 	 * backlog for the successor, which gets the same socket.
 	 */
-	if (l->nfds > 1 && (l->service->conf->handler != NC_HANDLER_PROGRAM ||
+	if (l->nfds > 1 && l->service->conf->mode == NC_MODE_REUSEPORT &&
+	    (l->service->conf->handler != NC_HANDLER_PROGRAM ||
 	    l->service->conf->sockets == NC_SOCKETS_CLUSTER)) {
 		if ((l->slot_evs = calloc(l->nfds, sizeof *l->slot_evs)) == NULL)
 			return -1;
@@ -419,15 +438,16 @@ listener_free(struct listener *l)
 	free(l);
 }
 
-/* How many fds the listen address wants (reuseport: one per slot). */
+/*
+ * How many fds the listen address wants: reuseport and exclusive, one
+ * per slot, kept across its workers' restarts and reloads.
+ */
 static size_t
 listener_nfds_for(const struct nc_service *c, const struct nc_listen_addr *a,
     int nworkers)
 {
-	if (c->mode == NC_MODE_EXCLUSIVE && (a->kind == NC_LISTEN_TCP ||
-	    a->kind == NC_LISTEN_UNIX))
-		return 0;
-	if (c->mode == NC_MODE_REUSEPORT && a->kind == NC_LISTEN_TCP)
+	if ((c->mode == NC_MODE_REUSEPORT || c->mode == NC_MODE_EXCLUSIVE) &&
+	    a->kind == NC_LISTEN_TCP)
 		return (size_t)nworkers;
 	return 1;
 }

@@ -213,17 +213,12 @@ msg_listen(struct worker *w, json_t *msg)
 		listener_dispatch(l);
 		return 0;
 	}
-	/* exclusive: the worker binds the address itself. */
-	if (l->service->conf->mode == NC_MODE_EXCLUSIVE && l->nfds == 0) {
-		reply_listen(w, msg, 0, l, -1);
-		return 0;
-	}
 	if (l->nfds == 0) {
 		reply_listen(w, msg, NC_EINVAL, l, -1);
 		return 0;
 	}
 	/* reuseport: it also serves the slots of dead workers, from here. */
-	if (l->nfds > 1)
+	if (l->nfds > 1 && l->service->conf->mode == NC_MODE_REUSEPORT)
 		w->rr[l->id] = true;
 	reply_listen(w, msg, 0, l, listener_fd_for(l, w));
 	return 0;
@@ -1527,10 +1522,9 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 	struct service_rt	*svcs;
 	struct listener		**list;
 	struct slot_state	*ns;
-	struct worker		**nw, *w;
+	struct worker		**nw;
 	struct reload_waiter	*r;
 	struct timeval		 tv = { RELOAD_TIMEOUT_S, 0 };
-	bool			 exclusive = false;
 	json_error_t		 jerr;
 	json_t			*json;
 	char			*errors, err[512], *nl;
@@ -1629,16 +1623,6 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 	r->arg = arg;
 	r->next = waiters;
 	waiters = r;
-	/*
-	 * exclusive: each worker binds the address itself, so the new ones
-	 * can bind only once the old ones let go. They stop first; what
-	 * waited in their queues is lost (netclusterd(8), RELOAD).
-	 */
-	for (i = 0; i < master_nservices; i++)
-		if (master_services[i].conf->mode == NC_MODE_EXCLUSIVE)
-			exclusive = true;
-	for (w = draining; exclusive && w != NULL; w = w->next)
-		worker_stop(w);
 	for (k = 0; k < nworkers; k++) {
 		slots[k].backoff_ms = BACKOFF_START_MS;
 		slots[k].restart_ev = evtimer_new(master_base, restart_cb,

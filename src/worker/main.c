@@ -237,28 +237,14 @@ worker_connection(void *server, const struct nc_event_args *ev, void *arg)
 		echo_connection(svc, ev->socket);
 }
 
-/* Listens on one address: through the master, or alone (exclusive). */
+/* Listens on one address, through the master, whatever the mode. */
 static int
 worker_listen(struct service *svc, struct nc_server *srv,
     const struct nc_listen_addr *a)
 {
-	struct nc_listen_options	o;
-
-	if (svc->conf->mode != NC_MODE_EXCLUSIVE || a->kind == NC_LISTEN_FD ||
-	    a->kind == NC_LISTEN_SYSTEMD)
-		return nc_cluster_server_listen(srv, a->text,
-		    svc->conf->backlog, svc->conf->name,
-		    (int)(a - svc->conf->listen), worker_listening, svc);
-	memset(&o, 0, sizeof o);
-	o.exclusive = true;
-	o.backlog = svc->conf->backlog;
-	if (a->kind == NC_LISTEN_UNIX)
-		o.path = a->path;
-	else {
-		o.port = a->port;
-		o.host = a->host;
-	}
-	return nc_server_listen_options(srv, &o, worker_listening, svc);
+	return nc_cluster_server_listen(srv, a->text, svc->conf->backlog,
+	    svc->conf->name, (int)(a - svc->conf->listen), worker_listening,
+	    svc);
 }
 
 static void

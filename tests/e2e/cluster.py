@@ -2,18 +2,21 @@
 aggregated connection counts, workers killed under load, the master
 killed, and a hostile worker on the channel."""
 
+import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, Failure, SCALE, WORKER, check, echo_clients,
-                     echo_service, run)
+from harness import (Daemon, Failure, NETCLUSTERD, SCALE, WORKER, check,
+                     echo_clients, echo_service, run)
 
 
 def modes_serve(mode, workers, clients=300):
@@ -71,19 +74,26 @@ def test_exclusive_port0_distinct():
 
 
 def test_exclusive_eaddrinuse():
+    """exclusive: the master binds each worker's socket; an address in
+    use is refused at startup, naming the service and the address."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(1)
     port = s.getsockname()[1]
-    d = Daemon([echo_service("exclusive", ["127.0.0.1:%d" % port])],
-               workers=1)
+    d = tempfile.mkdtemp(prefix="nc-e2e-excl.")
     try:
-        d.wait_log("EADDRINUSE")
-        line = [l for l in d.lines if "EADDRINUSE" in l][0]
-        check("echo" in line and str(port) in line,
-              "error does not name service and address: %s" % line)
+        conf = os.path.join(d, "c.json")
+        with open(conf, "w") as f:
+            json.dump({"workers": 1, "control_socket": os.path.join(
+                d, "ctl.sock"), "services": [echo_service(
+                    "exclusive", ["127.0.0.1:%d" % port])]}, f)
+        p = subprocess.run([NETCLUSTERD, "-c", conf], capture_output=True,
+                           text=True, timeout=30 * SCALE)
+        check(p.returncode == 1 and "EADDRINUSE" in p.stderr and "echo" in
+              p.stderr and str(port) in p.stderr,
+              "rc %d: %s" % (p.returncode, p.stderr))
     finally:
-        d.stop()
+        shutil.rmtree(d, ignore_errors=True)
         s.close()
 
 
