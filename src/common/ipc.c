@@ -631,49 +631,50 @@ nc_ipc_trust_tail(struct nc_ipc *ipc, const char *type, const char *key)
 	ipc->trust_key = key;
 }
 
+static bool
+ipc_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 /*
- * Where the JSON value that starts at p ends (past its last byte), by its
- * brackets and strings alone: its contents were checked by the peer.
- * NULL if it does not end before end.
+ * Whether the JSON value that starts at p is all there is up to end,
+ * whitespace aside, by its brackets and strings alone: its contents were
+ * checked by the peer.
  */
-static const char *
-ipc_value_end(const char *p, const char *end)
+static bool
+ipc_value_fills(const char *p, const char *end)
 {
 	int	depth = 0;
 
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+	while (p < end && ipc_space(*p))
 		p++;
 	for (; p < end; p++) {
-		switch (*p) {
-		case '"':
+		if (*p == '"') {
 			while (++p < end && *p != '"')
 				if (*p == '\\')
 					p++;
 			if (p >= end)
-				return NULL;
-			if (depth == 0)
-				return p + 1;
-			break;
-		case '{':
-		case '[':
+				return false;	/* a string left open */
+			if (depth == 0) {
+				p++;
+				break;
+			}
+		} else if (*p == '{' || *p == '[')
 			depth++;
-			break;
-		case '}':
-		case ']':
-			if (depth == 0)
-				return p;	/* a scalar before the object's end */
-			if (--depth == 0)
-				return p + 1;
-			break;
-		case ',':
-			if (depth == 0)
-				return p;
-			break;
-		default:
-			break;
-		}
+		else if ((*p == '}' || *p == ']') && depth > 0) {
+			if (--depth == 0) {
+				p++;
+				break;
+			}
+		} else if (depth == 0 && (*p == ',' || *p == '}' || *p == ']'))
+			break;		/* the end of a scalar */
 	}
-	return NULL;
+	if (depth > 0)
+		return false;
+	while (p < end && ipc_space(*p))
+		p++;
+	return p == end;
 }
 
 /*
@@ -685,7 +686,7 @@ json_t *
 nc_ipc_parse_tail(char *buf, size_t len, size_t nfds, const char *type,
     const char *key, const char **val, size_t *vlen)
 {
-	const char	*reason, *vend;
+	const char	*reason;
 	json_t		*msg;
 	ssize_t		 off;
 	size_t		 n, ks;
@@ -695,16 +696,8 @@ nc_ipc_parse_tail(char *buf, size_t len, size_t nfds, const char *type,
 	    (off = ipc_member_offset(buf, len, key, &n)) == -1 || n == 0 ||
 	    (size_t)off >= len - 1)
 		return NULL;
-	/*
-	 * The value must be the last member: it ends at the final '}' (a
-	 * scalar runs into it).
-	 */
-	if ((vend = ipc_value_end(buf + off, buf + len - 1)) == NULL)
-		vend = buf + len - 1;
-	while (vend < buf + len - 1 && (*vend == ' ' || *vend == '\t' ||
-	    *vend == '\n' || *vend == '\r'))
-		vend++;
-	if (vend != buf + len - 1)
+	/* The value must be the last member: it ends at the final '}'. */
+	if (!ipc_value_fills(buf + off, buf + len - 1))
 		return NULL;
 	/* The members before the key, as an object of their own. */
 	ks = (size_t)off - strlen(key) - 3;

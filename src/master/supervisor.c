@@ -365,12 +365,22 @@ worker_hears(struct worker *w)
 	    w->state != W_DEAD;
 }
 
+/* Looks again in MSG_TICK_MS: a receiver may have stalled meanwhile. */
+static void
+bp_timer_arm(void)
+{
+	struct timeval	tv = { 0, MSG_TICK_MS * 1000 };
+
+	if (bp_timer == NULL)
+		bp_timer = evtimer_new(master_base, bp_timer_cb, NULL);
+	if (bp_timer != NULL && !evtimer_pending(bp_timer, NULL))
+		(void)evtimer_add(bp_timer, &tv);
+}
+
 /* Stops reading from w until no live receiver is behind. */
 static void
 sender_pause(struct worker *w)
 {
-	struct timeval	tv = { 0, MSG_TICK_MS * 1000 };
-
 	if (w->bp_paused)
 		return;
 	w->bp_paused = true;
@@ -379,10 +389,7 @@ sender_pause(struct worker *w)
 	else if (w->msg_bev != NULL)
 		(void)bufferevent_disable(w->msg_bev, EV_READ);
 	bp_active = true;
-	if (bp_timer == NULL)
-		bp_timer = evtimer_new(master_base, bp_timer_cb, NULL);
-	if (bp_timer != NULL && !evtimer_pending(bp_timer, NULL))
-		(void)evtimer_add(bp_timer, &tv);
+	bp_timer_arm();
 }
 
 static void
@@ -431,15 +438,12 @@ bp_scan(struct worker *w)
 void
 supervisor_messages_drained(void)
 {
-	struct timeval	tv = { 0, MSG_TICK_MS * 1000 };
-
 	if (!bp_active)
 		return;
 	bp_holding = false;
 	workers_foreach(bp_scan);
 	if (bp_holding) {
-		if (bp_timer != NULL && !evtimer_pending(bp_timer, NULL))
-			(void)evtimer_add(bp_timer, &tv);
+		bp_timer_arm();
 		return;
 	}
 	bp_active = false;

@@ -24,7 +24,6 @@
 
 #include "nc-cluster.h"
 #include "nc-config.h"
-#include "nc-int.h"
 #include "nc-module.h"
 #include "netcluster.h"
 #include "worker.h"
@@ -171,11 +170,8 @@ worker_stop(void)
 		return;
 	stopping = true;
 	for (i = 0; i < nservices; i++)
-		for (j = 0; j < services[i].nservers; j++) {
-			/* exclusive: served, not reset with the socket. */
-			nc__server_accept_backlog(services[i].servers[j]);
+		for (j = 0; j < services[i].nservers; j++)
 			(void)nc_server_close(services[i].servers[j], NULL, NULL);
-		}
 	worker_exit_if_done();
 }
 
