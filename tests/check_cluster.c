@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -216,6 +217,27 @@ master_read_one(void)
 	}
 	ck_assert_msg(!(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)),
 	    "master: a truncated packet");
+	if (buf[0] == NC_IPC_FRAME_CONN || buf[0] == NC_IPC_FRAME_CONN_ACK) {
+		struct nc_ipc_frame	 f;
+		const char		*why;
+
+		/* A frame, kept as JSON for the tests to read. */
+		ck_assert_msg(nc_ipc_frame_parse(buf, (size_t)len,
+		    fd == -1 ? 0 : 1, false, &f, &why) == 0, "master: bad "
+		    "frame: %s", why);
+		ck_assert_int_eq(f.kind, NC_IPC_FRAME_CONN_ACK);
+		msg = json_pack("{s:s, s:I, s:I, s:I}", "type", "conn.ack frame",
+		    "ack", (json_int_t)f.seq, "n", (json_int_t)f.n, "accepted",
+		    (json_int_t)f.accepted);
+		ck_assert_ptr_nonnull(msg);
+		nrecv++;
+		if (ngot < MAX_GOT) {
+			got[ngot] = msg;
+			gotfd[ngot++] = fd;
+		} else
+			json_decref(msg);
+		return 1;
+	}
 	msg = json_loadb(buf, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
 	ck_assert_msg(msg != NULL, "master: not JSON: %s", jerr.text);
 	ck_assert(json_is_object(msg));
@@ -353,6 +375,51 @@ answer_listen(int i, const char *mode, long long listener, int fd, int port)
 	    (json_int_t)num(got[i], "seq"), "error", 0, "mode", mode,
 	    "listener", (json_int_t)listener, "address", address, "port",
 	    port), fd);
+}
+
+/* A conn frame for n connections: listener ids, the fds that go. */
+static void
+master_send_frame(long long seq, const uint32_t *ids, size_t n,
+    const int *fds, size_t nfds)
+{
+	union {
+		struct cmsghdr	hdr;
+		char		buf[CMSG_SPACE(sizeof(int) * NC_IPC_MAX_FDS)];
+	} cbuf;
+	char		 buf[NC_IPC_FRAME_HEADER + 4 * NC_IPC_MAX_FDS];
+	struct msghdr	 mh;
+	struct iovec	 iov;
+	struct cmsghdr	*cm;
+	uint64_t	 s = htole64((uint64_t)seq);
+	uint32_t	 zero = 0, id;
+	uint16_t	 n16 = htole16((uint16_t)n);
+	size_t		 len = NC_IPC_FRAME_HEADER + 4 * n, i;
+
+	buf[0] = NC_IPC_FRAME_CONN;
+	buf[1] = NC_IPC_FRAME_VERSION;
+	memcpy(buf + 2, &n16, 2);
+	memcpy(buf + 4, &zero, 4);
+	memcpy(buf + 8, &s, 8);
+	for (i = 0; i < n; i++) {
+		id = htole32(ids[i]);
+		memcpy(buf + NC_IPC_FRAME_HEADER + 4 * i, &id, 4);
+	}
+	memset(&mh, 0, sizeof mh);
+	iov.iov_base = buf;
+	iov.iov_len = len;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (nfds > 0) {
+		memset(&cbuf, 0, sizeof cbuf);
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	}
+	ck_assert_int_eq(sendmsg(mfd, &mh, MSG_NOSIGNAL), (ssize_t)len);
 }
 
 /* A text packet as it is, for the packets easiest to read as written. */
@@ -845,6 +912,58 @@ START_TEST(test_broadcast_full_queue_still_answers)
 	close(client);
 	ck_assert_int_eq(nc_server_close(srv, NULL, NULL), 0);
 	ck_assert(run_until(base, &closes, 5000));
+	nc_server_release(srv);
+}
+END_TEST
+
+/*
+ * Round-robin connections as frames: the worker said it reads them in its
+ * `listen`; one frame brings several, one ack frame answers for all: bit
+ * i for the i-th fd, taken up to maxConnections counting the ones taken
+ * before it in the same frame; one for a listener it does not serve is
+ * refused. Only the taken ones are served.
+ */
+START_TEST(test_conn_frames)
+{
+	json_t		*m;
+	uint32_t	 ids[4] = { 5, 5, 9, 5 };
+	int		 lfd, port, clients[4], sfds[4], i;
+
+	worker_env();
+	master_start_reading();
+	srv = server_new();
+	ck_assert_int_eq(nc_server_set_max_connections(srv, 2), 0);
+	ck_assert_int_eq(nc_server_listen(srv, 8080, "127.0.0.1", 0, NULL,
+	    NULL), 0);
+	m = master_wait(0);
+	ck_assert_str_eq(str(m, "type"), "listen");
+	ck_assert_int_eq(num(m, "frames"), NC_IPC_FRAME_VERSION);
+	answer_listen(0, "round-robin", 5, -1, 8080);
+	ck_assert(run_until(base, &listenings, 5000));
+	ck_assert_str_eq(str(master_wait(1), "type"), "listening");
+
+	lfd = listening_socket(&port);
+	for (i = 0; i < 4; i++) {
+		clients[i] = connect_to(port);
+		sfds[i] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		ck_assert_int_ne(sfds[i], -1);
+	}
+	close(lfd);
+	master_send_frame(31, ids, 4, sfds, 4);
+	m = master_wait(2);
+	ck_assert_str_eq(str(m, "type"), "conn.ack frame");
+	ck_assert_int_eq(num(m, "ack"), 31);
+	ck_assert_int_eq(num(m, "n"), 4);
+	/* 1st and 2nd taken; 3rd: listener 9 is not its; 4th: full. */
+	ck_assert_int_eq(num(m, "accepted"), 0x3);
+	ck_assert(run_until_count(base, &connections, 2, 5000));
+	for (i = 0; i < 4; i++) {
+		close(clients[i]);
+		close(sfds[i]);
+	}
+	ck_assert_int_eq(nc_server_close(srv, NULL, NULL), 0);
+	ck_assert(run_until(base, &closes, 5000));
+	ck_assert_int_eq(connections, 2);
 	nc_server_release(srv);
 }
 END_TEST
@@ -1521,6 +1640,7 @@ main(void)
 	tcase_add_test(tc, test_message_listener_keeps_running);
 	tcase_add_test(tc, test_stop_with_message_listener);
 	tcase_add_test(tc, test_master_gone_exits_zero);
+	tcase_add_test(tc, test_conn_frames);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -208,6 +208,228 @@ START_TEST(test_bad_packets_are_protocol_errors)
 }
 END_TEST
 
+/* Frames, as a peer that receives them keeps them. */
+struct frx {
+	struct nc_ipc_frame	 f[4];
+	int			 n;
+	int			 fds[NC_IPC_MAX_FDS];
+	size_t			 nfds;
+};
+
+static void
+frx_frame(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
+    size_t nfds, void *arg)
+{
+	struct frx	*x = arg;
+	size_t		 i;
+
+	(void)ipc;
+	if (x->n < 4)
+		x->f[x->n++] = *f;
+	for (i = 0; i < nfds; i++)
+		x->fds[x->nfds++] = fds[i];
+}
+
+static void
+frx_msg(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds, void *arg)
+{
+	(void)ipc;
+	(void)arg;
+	json_decref(msg);
+	close_all(fds, nfds);
+	ck_abort_msg("a frame was taken for a message");
+}
+
+static void
+frx_error(struct nc_ipc *ipc, const char *reason, void *arg)
+{
+	(void)ipc;
+	(void)arg;
+	ck_abort_msg("channel failed: %s", reason);
+}
+
+/*
+ * A conn frame carries n fds and n listener ids in one packet, and the
+ * sender keeps its fds (its copy is closed when the worker answers); the
+ * ack frame answers for all n, at once or queued.
+ */
+START_TEST(test_frames)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct frx		 x, unused;
+	struct stat		 st1, st2;
+	uint32_t		 ids[3] = { 7, 4000, 7 };
+	int			 sv[2], p[3][2], fds[3], before, i;
+	long long		 seq;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&x, 0, sizeof x);
+	memset(&unused, 0, sizeof unused);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], frx_msg, frx_error, &unused);
+	b = nc_ipc_new(base, sv[1], frx_msg, frx_error, &x);
+	nc_ipc_set_frame_cb(a, frx_frame);
+	nc_ipc_set_frame_cb(b, frx_frame);
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(pipe(p[i]), 0);
+		fds[i] = p[i][1];
+	}
+	ck_assert_int_eq(fstat(p[2][1], &st1), 0);
+	ck_assert_int_eq(nc_ipc_send_conns(a, ids, fds, 0), -1);
+	ck_assert_int_eq(nc_ipc_send_conns(a, ids, fds, NC_IPC_MAX_FDS + 1),
+	    -1);
+	seq = nc_ipc_send_conns(a, ids, fds, 3);
+	ck_assert_int_ge(seq, 1);
+	ck_assert(run_until_count(base, &x.n, 1, 2000));
+	ck_assert_int_eq(x.f[0].kind, NC_IPC_FRAME_CONN);
+	ck_assert_int_eq(x.f[0].seq, seq);
+	ck_assert_uint_eq(x.f[0].n, 3);
+	ck_assert_uint_eq(x.f[0].fds_lost, 0);
+	ck_assert_uint_eq(x.f[0].listeners[0], 7);
+	ck_assert_uint_eq(x.f[0].listeners[1], 4000);
+	ck_assert_uint_eq(x.f[0].listeners[2], 7);
+	ck_assert_uint_eq(x.nfds, 3);
+	/* In order, close-on-exec; and the sender's are still open. */
+	ck_assert_int_eq(fstat(x.fds[2], &st2), 0);
+	ck_assert(st1.st_ino == st2.st_ino);
+	ck_assert(fcntl(x.fds[0], F_GETFD) & FD_CLOEXEC);
+	for (i = 0; i < 3; i++)
+		ck_assert_int_ne(fcntl(fds[i], F_GETFD), -1);
+
+	/* The answer: at once, then one queued. */
+	ck_assert_int_eq(nc_ipc_send_ack(b, seq, 3, 0x5, true), 0);
+	ck_assert_int_eq(nc_ipc_send_ack(b, seq, 3, 0, false), 0);
+	ck_assert_int_eq(nc_ipc_send_ack(b, seq, 0, 0, true), -1);
+	memset(&unused, 0, sizeof unused);
+	ck_assert(run_until_count(base, &unused.n, 2, 2000));
+	ck_assert_int_eq(unused.f[0].kind, NC_IPC_FRAME_CONN_ACK);
+	ck_assert_int_eq(unused.f[0].seq, seq);
+	ck_assert_uint_eq(unused.f[0].n, 3);
+	ck_assert_uint_eq(unused.f[0].accepted, 0x5);
+	ck_assert_uint_eq(unused.f[1].accepted, 0);
+	ck_assert_uint_eq(unused.nfds, 0);
+
+	close_all(x.fds, x.nfds);
+	for (i = 0; i < 3; i++) {
+		close(p[i][0]);
+		close(p[i][1]);
+	}
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/* A frame for a channel that takes none is a protocol error. */
+START_TEST(test_frame_unexpected)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct rx		 rx;
+	struct frx		 unused;
+	uint32_t		 id = 1;
+	int			 sv[2], p[2], before;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&rx, 0, sizeof rx);
+	memset(&unused, 0, sizeof unused);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	ck_assert_int_eq(pipe(p), 0);
+	a = nc_ipc_new(base, sv[0], frx_msg, frx_error, &unused);
+	b = nc_ipc_new(base, sv[1], rx_msg, rx_error, &rx);
+	ck_assert_int_ge(nc_ipc_send_conns(a, &id, &p[1], 1), 1);
+	ck_assert(run_until(base, &rx.failed, 2000));
+	ck_assert_str_eq(rx.reason, "unexpected frame");
+	ck_assert_int_eq(rx.nmsgs, 0);
+	ck_assert_uint_eq(rx.nfds, 0);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	close(p[0]);
+	close(p[1]);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/* Frames that are not right, and what the receiver says. */
+static const struct {
+	const char	*hex;		/* the packet, two digits a byte */
+	size_t		 nfds;
+	bool		 ctrunc;
+	const char	*reason;	/* NULL: valid */
+	size_t		 lost;
+} frames[] = {
+	/* conn, v1, n=1, seq 9, listener 3, its fd */
+	{ "0101010000000000" "0900000000000000" "03000000", 1, false, NULL, 0 },
+	/* two connections, one fd came (out of fds): the last is lost */
+	{ "0101020000000000" "0900000000000000" "0300000004000000", 1, true,
+	    NULL, 1 },
+	/* the same without the kernel saying so */
+	{ "0101020000000000" "0900000000000000" "0300000004000000", 1, false,
+	    "wrong fd count", 0 },
+	{ "0101010000000000" "0900000000000000" "03000000", 2, false,
+	    "wrong fd count", 0 },
+	{ "0102010000000000" "0900000000000000" "03000000", 1, false,
+	    "frame version 2 not understood", 0 },
+	{ "0101000000000000" "0900000000000000", 0, false,
+	    "malformed frame: 0 connections", 0 },
+	{ "0101110000000000" "0900000000000000", 0, false,
+	    "malformed frame: 17 connections", 0 },
+	{ "0101010001000000" "0900000000000000" "03000000", 1, false,
+	    "malformed frame: bad header", 0 },
+	{ "0101010000000000" "ffffffffffffffff" "03000000", 1, false,
+	    "malformed frame: bad header", 0 },
+	{ "0101010000000000" "0900000000000000" "0300", 1, false,
+	    "malformed frame: wrong size", 0 },
+	{ "01010100000000", 0, false, "malformed frame: truncated header", 0 },
+	/* ack of 3, connections 0 and 2 taken */
+	{ "0201030000000000" "0900000000000000" "0500000000000000", 0, false,
+	    NULL, 0 },
+	{ "0201030000000000" "0900000000000000" "0800000000000000", 0, false,
+	    "malformed frame: ack for connections not sent", 0 },
+	{ "0201030000000000" "0900000000000000" "05000000", 0, false,
+	    "malformed frame: wrong size", 0 },
+	{ "0201030000000000" "0900000000000000" "0500000000000000", 1, false,
+	    "wrong fd count", 0 },
+};
+
+START_TEST(test_frame_parse)
+{
+	struct nc_ipc_frame	 f;
+	const char		*why;
+	char			 buf[128];
+	size_t			 len, i;
+	unsigned int		 byte;
+	int			 rc;
+
+	len = strlen(frames[_i].hex) / 2;
+	for (i = 0; i < len; i++) {
+		ck_assert_int_eq(sscanf(frames[_i].hex + 2 * i, "%2x", &byte),
+		    1);
+		buf[i] = (char)byte;
+	}
+	rc = nc_ipc_frame_parse(buf, len, frames[_i].nfds, frames[_i].ctrunc,
+	    &f, &why);
+	if (frames[_i].reason == NULL) {
+		ck_assert_msg(rc == 0, "refused: %s", why);
+		ck_assert_int_eq(f.seq, 9);
+		ck_assert_uint_eq(f.fds_lost, frames[_i].lost);
+		if (f.kind == NC_IPC_FRAME_CONN)
+			ck_assert_uint_eq(f.listeners[0], 3);
+		else
+			ck_assert_uint_eq(f.accepted, 5);
+	} else {
+		ck_assert_int_eq(rc, -1);
+		ck_assert_msg(strncmp(why, frames[_i].reason,
+		    strlen(frames[_i].reason)) == 0, "%s", why);
+	}
+}
+END_TEST
+
 START_TEST(test_oversized)
 {
 	struct event_base	*base;
@@ -834,6 +1056,10 @@ main(void)
 	tcase_add_loop_test(tc, test_bad_packets_are_protocol_errors, 0,
 	    sizeof bad_packets / sizeof bad_packets[0]);
 	tcase_add_test(tc, test_oversized);
+	tcase_add_test(tc, test_frames);
+	tcase_add_test(tc, test_frame_unexpected);
+	tcase_add_loop_test(tc, test_frame_parse, 0,
+	    sizeof frames / sizeof frames[0]);
 	tcase_add_test(tc, test_queue_and_free_close_fds);
 	tcase_add_test(tc, test_last_words_after_reset);
 	tcase_add_test(tc, test_send_now);

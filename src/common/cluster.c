@@ -269,56 +269,110 @@ cluster_take_pending(long long seq)
 	return NULL;
 }
 
+/*
+ * Connections from the master, n of them (one `conn`, or a frame of up to
+ * NC_IPC_MAX_FDS), nfds of which came (the rest were lost: we are out of
+ * fds, and the master keeps them). One answer covers them all.
+ */
 static void
-cluster_conn(json_t *msg, int *fds, size_t nfds)
+cluster_conns(long long seq, const uint32_t *listeners, size_t n, int *fds,
+    size_t nfds, bool frame)
 {
+	struct nc_server	*srv[NC_IPC_MAX_FDS];
 	struct cluster_rr	*r;
 	json_t			*ack;
-	json_int_t		 listener, seq;
+	uint64_t		 accepted = 0;
 	unsigned long		 pauses;
+	size_t			 i, j;
 	long			 ms;
-	bool			 accepted = false;
+	int			 taken;
 
-	listener = json_integer_value(json_object_get(msg, "listener"));
-	for (r = cl.rr; r != NULL; r = r->next)
-		if (r->listener == listener)
-			break;
-	/*
-	 * The answer goes before the connection is served: once a greeting
-	 * is written, the master must never hand the connection to another
-	 * worker, even if this one dies now. So a connection is taken only
-	 * once the master's copy of "yes" is in the kernel (the master reads
-	 * it even after our death); when the channel is backed up, the
-	 * answer is "no" and the master re-routes it.
-	 */
-	accepted = nfds == 1 && r != NULL &&
-	    nc__server_cluster_can_take(r->server);
-	/* Out of fds, the connection stayed with the master: it retries. */
-	if (nfds == 0 && nc_accept_pause_begin(&cl.pause))
+	for (i = 0; i < n; i++) {
+		srv[i] = NULL;
+		for (r = cl.rr; r != NULL; r = r->next)
+			if (r->listener == (long long)listeners[i])
+				break;
+		if (i >= nfds || r == NULL)
+			continue;
+		for (j = 0, taken = 0; j < i; j++)
+			if (srv[j] == r->server && (accepted >> j & 1))
+				taken++;
+		srv[i] = r->server;
+		if (nc__server_cluster_can_take(r->server, taken))
+			accepted |= (uint64_t)1 << i;
+	}
+	/* Out of fds, connections stayed with the master: it retries. */
+	if (nfds < n && nc_accept_pause_begin(&cl.pause))
 		log_warnx("cluster: out of file descriptors; the master "
 		    "keeps connections until they fit");
-	else if (nfds == 1 && nc_accept_pause_end(&cl.pause, &ms, &pauses))
+	else if (nfds == n && nc_accept_pause_end(&cl.pause, &ms, &pauses))
 		log_warnx("cluster: taking connections again after %ld ms "
 		    "(%lu bounced)", ms, pauses);
-	seq = json_integer_value(json_object_get(msg, "seq"));
-	if (accepted) {
-		ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack", "ack",
-		    seq, "accepted", 1);
-		accepted = ack != NULL && nc_ipc_send_now(cl.ipc, ack) != -1;
-		json_decref(ack);
-		if (accepted) {
-			nc__server_cluster_connection(r->server, fds[0]);
-			return;
+	/*
+	 * The answer goes before a connection is served: once a greeting
+	 * is written, the master must never hand the connection to another
+	 * worker, even if this one dies now. So connections are taken only
+	 * once the master's copy of "yes" is in the kernel (the master reads
+	 * it even after our death); when the channel is backed up, the
+	 * answer is "no" and the master re-routes them.
+	 */
+	if (accepted != 0) {
+		if (frame) {
+			if (nc_ipc_send_ack(cl.ipc, seq, n, accepted,
+			    true) == -1)
+				accepted = 0;
+		} else {
+			ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack",
+			    "ack", (json_int_t)seq, "accepted", 1);
+			if (ack == NULL || nc_ipc_send_now(cl.ipc, ack) == -1)
+				accepted = 0;
+			json_decref(ack);
 		}
 	}
-	if (nfds == 1)
-		close(fds[0]);	/* the master keeps its copy and re-routes */
-	ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack", "ack", seq,
-	    "accepted", 0);
-	if (ack != NULL) {
+	for (i = 0; i < nfds; i++) {
+		if (accepted >> i & 1)
+			nc__server_cluster_connection(srv[i], fds[i]);
+		else
+			close(fds[i]);	/* the master keeps its copy */
+	}
+	if (accepted != 0)
+		return;
+	if (frame)
+		(void)nc_ipc_send_ack(cl.ipc, seq, n, 0, false);
+	else if ((ack = json_pack("{s:s, s:I, s:b}", "type", "conn.ack",
+	    "ack", (json_int_t)seq, "accepted", 0)) != NULL) {
 		(void)nc_ipc_send(cl.ipc, ack, NULL, 0);
 		json_decref(ack);
 	}
+}
+
+static void
+cluster_conn(json_t *msg, int *fds, size_t nfds)
+{
+	uint32_t	listener;
+	json_int_t	id;
+
+	id = json_integer_value(json_object_get(msg, "listener"));
+	listener = id >= 0 && id <= UINT32_MAX ? (uint32_t)id : UINT32_MAX;
+	cluster_conns(json_integer_value(json_object_get(msg, "seq")),
+	    &listener, 1, fds, nfds, false);
+}
+
+static void
+cluster_frame_cb(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
+    size_t nfds, void *arg)
+{
+	size_t	i;
+
+	(void)ipc;
+	(void)arg;
+	if (f->kind == NC_IPC_FRAME_CONN) {
+		cluster_conns(f->seq, f->listeners, f->n, fds, nfds, true);
+		return;
+	}
+	log_warnx("cluster: unexpected frame of kind %d", f->kind);
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
 }
 
 static void
@@ -551,6 +605,7 @@ cluster_open(struct event_base *base)
 		return -1;
 	/* The master checked every message it sends on: not parsed again. */
 	nc_ipc_trust_tail(cl.ipc, "message", "message");
+	nc_ipc_set_frame_cb(cl.ipc, cluster_frame_cb);
 	nc__handle_init(&cl.handle, cl.base, cluster_unref_events);
 	return 0;
 }
@@ -728,8 +783,9 @@ nc__cluster_listen(struct nc_server *s, struct event_base *base,
 		return NC_EINVAL;
 	if ((p = calloc(1, sizeof *p)) == NULL)
 		return NC_ENOMEM;
-	msg = json_pack("{s:s, s:s, s:i}", "type", "listen", "address",
-	    address, "backlog", backlog);
+	/* "frames": connections may come as frames (nc-ipc.h). */
+	msg = json_pack("{s:s, s:s, s:i, s:i}", "type", "listen", "address",
+	    address, "backlog", backlog, "frames", NC_IPC_FRAME_VERSION);
 	/* netcluster-worker says which listener it means: two services may
 	 * both listen on "127.0.0.1:0". */
 	if (msg != NULL && service != NULL &&

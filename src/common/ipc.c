@@ -11,7 +11,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <endian.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@ struct ipc_out {
 	size_t		 len;
 	int		 fds[NC_IPC_MAX_FDS];
 	size_t		 nfds;
+	bool		 keep_fds;	/* the caller's: not closed here */
 	struct ipc_out	*next;
 };
 
@@ -55,6 +58,7 @@ struct nc_ipc {
 	size_t		 tlen;
 	nc_ipc_msg_cb	 msg_cb;
 	nc_ipc_error_cb	 error_cb;
+	nc_ipc_frame_cb	 frame_cb;
 	void		*arg;
 };
 
@@ -120,6 +124,94 @@ nc_ipc_parse(const char *buf, size_t len, size_t nfds, const char **reason)
 bad:
 	json_decref(msg);
 	return NULL;
+}
+
+static bool
+ipc_is_frame(const char *buf, size_t len)
+{
+	return len > 0 && (buf[0] == NC_IPC_FRAME_CONN ||
+	    buf[0] == NC_IPC_FRAME_CONN_ACK);
+}
+
+int
+nc_ipc_frame_parse(const char *buf, size_t len, size_t nfds, bool ctrunc,
+    struct nc_ipc_frame *f, const char **reason)
+{
+	static char	 why[160];
+	uint64_t	 seq, all;
+	uint32_t	 zero;
+	uint16_t	 n, i;
+
+	memset(f, 0, sizeof *f);
+	*reason = NULL;
+	if (!ipc_is_frame(buf, len)) {
+		*reason = "malformed frame: unknown kind";
+		return -1;
+	}
+	if (len < NC_IPC_FRAME_HEADER) {
+		*reason = "malformed frame: truncated header";
+		return -1;
+	}
+	if (buf[1] != NC_IPC_FRAME_VERSION) {
+		snprintf(why, sizeof why, "frame version %d not understood",
+		    (unsigned char)buf[1]);
+		*reason = why;
+		return -1;
+	}
+	memcpy(&n, buf + 2, sizeof n);
+	memcpy(&zero, buf + 4, sizeof zero);
+	memcpy(&seq, buf + 8, sizeof seq);
+	n = le16toh(n);
+	seq = le64toh(seq);
+	if (zero != 0 || seq > LLONG_MAX) {
+		*reason = "malformed frame: bad header";
+		return -1;
+	}
+	if (n == 0 || n > NC_IPC_MAX_FDS) {
+		snprintf(why, sizeof why, "malformed frame: %u connections "
+		    "(1 to %d)", n, NC_IPC_MAX_FDS);
+		*reason = why;
+		return -1;
+	}
+	f->kind = buf[0];
+	f->n = n;
+	f->seq = (long long)seq;
+	if (f->kind == NC_IPC_FRAME_CONN) {
+		if (len != NC_IPC_FRAME_HEADER + n * sizeof(uint32_t)) {
+			*reason = "malformed frame: wrong size";
+			return -1;
+		}
+		if (nfds > n || (nfds < n && !ctrunc)) {
+			snprintf(why, sizeof why, "wrong fd count: frame says "
+			    "%u, %zu came", n, nfds);
+			*reason = why;
+			return -1;
+		}
+		memcpy(f->listeners, buf + NC_IPC_FRAME_HEADER,
+		    n * sizeof(uint32_t));
+		for (i = 0; i < n; i++)
+			f->listeners[i] = le32toh(f->listeners[i]);
+		f->fds_lost = n - nfds;
+		return 0;
+	}
+	if (len != NC_IPC_FRAME_HEADER + sizeof(uint64_t)) {
+		*reason = "malformed frame: wrong size";
+		return -1;
+	}
+	if (nfds != 0) {
+		snprintf(why, sizeof why, "wrong fd count: an ack takes none, "
+		    "%zu came", nfds);
+		*reason = why;
+		return -1;
+	}
+	memcpy(&f->accepted, buf + NC_IPC_FRAME_HEADER, sizeof f->accepted);
+	f->accepted = le64toh(f->accepted);
+	all = n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
+	if (f->accepted & ~all) {
+		*reason = "malformed frame: ack for connections not sent";
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -224,6 +316,20 @@ again:
 		ipc_fail(ipc, "closed");
 		return -1;
 	}
+	if (!(mh.msg_flags & MSG_TRUNC) && ipc_is_frame(buf, (size_t)len)) {
+		struct nc_ipc_frame	f;
+
+		if (nc_ipc_frame_parse(buf, (size_t)len, nfds,
+		    (mh.msg_flags & MSG_CTRUNC) != 0, &f, &reason) == -1 ||
+		    ipc->frame_cb == NULL) {
+			close_fds(fds, nfds);
+			ipc_fail(ipc, reason != NULL ? reason :
+			    "unexpected frame");
+			return -1;
+		}
+		ipc->frame_cb(ipc, &f, fds, nfds, ipc->arg);
+		return 1;
+	}
 	if ((mh.msg_flags & MSG_CTRUNC) && !(mh.msg_flags & MSG_TRUNC) &&
 	    len > 0 && len <= NC_IPC_MAX_SIZE &&
 	    (msg = ipc_parse_short(buf, (size_t)len, nfds)) != NULL) {
@@ -287,7 +393,8 @@ ipc_update_write(struct nc_ipc *ipc)
 static void
 ipc_out_free(struct ipc_out *o)
 {
-	close_fds(o->fds, o->nfds);
+	if (!o->keep_fds)
+		close_fds(o->fds, o->nfds);
 	free(o->data);
 	free(o);
 }
@@ -508,6 +615,99 @@ nc_ipc_send_text(struct nc_ipc *ipc, const char *body, size_t len)
 		return -1;
 	}
 	return ipc_queue(ipc, o, s);
+}
+
+void
+nc_ipc_set_frame_cb(struct nc_ipc *ipc, nc_ipc_frame_cb cb)
+{
+	ipc->frame_cb = cb;
+}
+
+static void
+ipc_frame_header(char *buf, int kind, size_t n, long long seq)
+{
+	uint64_t	s = htole64((uint64_t)seq);
+	uint32_t	zero = 0;
+	uint16_t	n16 = htole16((uint16_t)n);
+
+	buf[0] = (char)kind;
+	buf[1] = NC_IPC_FRAME_VERSION;
+	memcpy(buf + 2, &n16, sizeof n16);
+	memcpy(buf + 4, &zero, sizeof zero);
+	memcpy(buf + 8, &s, sizeof s);
+}
+
+long long
+nc_ipc_send_conns(struct nc_ipc *ipc, const uint32_t *listeners,
+    const int *fds, size_t n)
+{
+	struct ipc_out	*o;
+	long long	 s;
+	uint32_t	 id;
+	size_t		 i;
+
+	if (ipc->failed || ipc->gone || n == 0 || n > NC_IPC_MAX_FDS ||
+	    ipc->queued >= NC_IPC_MAX_QUEUE)
+		return -1;
+	if ((o = calloc(1, sizeof *o)) == NULL ||
+	    (o->data = malloc(NC_IPC_FRAME_HEADER + n * sizeof *listeners)) ==
+	    NULL) {
+		free(o);
+		return -1;
+	}
+	s = ipc->seq++;
+	ipc_frame_header(o->data, NC_IPC_FRAME_CONN, n, s);
+	for (i = 0; i < n; i++) {
+		id = htole32(listeners[i]);
+		memcpy(o->data + NC_IPC_FRAME_HEADER + i * sizeof id, &id,
+		    sizeof id);
+	}
+	o->len = NC_IPC_FRAME_HEADER + n * sizeof *listeners;
+	memcpy(o->fds, fds, n * sizeof *fds);
+	o->nfds = n;
+	o->keep_fds = true;
+	return ipc_queue(ipc, o, s);
+}
+
+int
+nc_ipc_send_ack(struct nc_ipc *ipc, long long ack, size_t n,
+    uint64_t accepted, bool now)
+{
+	char		 buf[NC_IPC_FRAME_HEADER + sizeof(uint64_t)];
+	struct ipc_out	*o;
+
+	if (ipc->failed || ipc->gone || n == 0 || n > NC_IPC_MAX_FDS)
+		return -1;
+	ipc_frame_header(buf, NC_IPC_FRAME_CONN_ACK, n, ack);
+	accepted = htole64(accepted);
+	memcpy(buf + NC_IPC_FRAME_HEADER, &accepted, sizeof accepted);
+	if (now) {
+		/* In the kernel now, or not at all: nothing may pass it. */
+		if (ipc->head != NULL)
+			return -1;
+		while (send(ipc->fd, buf, sizeof buf, MSG_NOSIGNAL |
+		    MSG_DONTWAIT) == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != ENOBUFS)
+				ipc_write_failed(ipc);
+			return -1;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ipc->progress);
+		return 0;
+	}
+	if (ipc->queued >= NC_IPC_MAX_QUEUE ||
+	    (o = calloc(1, sizeof *o)) == NULL)
+		return -1;
+	if ((o->data = malloc(sizeof buf)) == NULL) {
+		free(o);
+		return -1;
+	}
+	memcpy(o->data, buf, sizeof buf);
+	o->len = sizeof buf;
+	(void)ipc_queue(ipc, o, 0);
+	return 0;
 }
 
 long long

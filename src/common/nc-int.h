@@ -114,7 +114,7 @@ void		nc__cluster_forget(struct nc_server *);
 void		nc__server_cluster_listening(struct nc_server *, int code,
 		    int fd, bool shared, const char *address, int port,
 		    const char *exclusive, int backlog);
-bool		nc__server_cluster_can_take(const struct nc_server *);
+bool		nc__server_cluster_can_take(const struct nc_server *, int);
 void		nc__server_cluster_connection(struct nc_server *, int fd);
 int		nc__server_total_connections(void);
 long long	nc__server_total_accepted(void);

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -20,6 +21,33 @@ struct event_base;
 #define NC_IPC_MAX_QUEUE	4096	/* messages waiting to be sent */
 
 struct nc_ipc;
+
+/*
+ * Binary frames, beside the JSON packets, for the one exchange that
+ * happens per connection: `conn` (master to worker, up to NC_IPC_MAX_FDS
+ * connections in one packet) and `conn.ack` (the worker's answer for all
+ * of them). A frame's first byte is its kind, which no JSON text starts
+ * with; then its version, the number of connections n, 4 bytes that are
+ * 0, and a 64-bit sequence number (the conn's seq; in the ack, the seq it
+ * answers). A conn frame then holds n 32-bit listener ids, one per fd; an
+ * ack, a 64-bit mask of the connections taken (bit i: the i-th fd). All
+ * little-endian. A worker gets frames only once its `listen` said it
+ * reads them ("frames": 1). docs/protocol.md describes them.
+ */
+#define NC_IPC_FRAME_CONN	0x01
+#define NC_IPC_FRAME_CONN_ACK	0x02
+#define NC_IPC_FRAME_VERSION	1
+#define NC_IPC_FRAME_HEADER	16	/* bytes before the payload */
+
+struct nc_ipc_frame {
+	int		 kind;		/* NC_IPC_FRAME_* */
+	size_t		 n;		/* connections */
+	long long	 seq;		/* conn: its seq; ack: the conn's */
+	uint32_t	 listeners[NC_IPC_MAX_FDS];	/* conn */
+	uint64_t	 accepted;	/* ack: bit per connection */
+	size_t		 fds_lost;	/* conn: fds the kernel could not
+					   give us (out of fds): the last */
+};
 
 /*
  * A message arrived: a JSON object whose "type" is a string, "seq" an
@@ -39,6 +67,14 @@ typedef void	(*nc_ipc_msg_cb)(struct nc_ipc *, json_t *msg, int *fds,
 typedef void	(*nc_ipc_error_cb)(struct nc_ipc *, const char *reason,
 		    void *arg);
 
+/*
+ * A frame arrived, checked (kind, version, size, fd count): the callback
+ * owns the fds (f->n - f->fds_lost of them for a conn, none for an ack).
+ */
+typedef void	(*nc_ipc_frame_cb)(struct nc_ipc *,
+		    const struct nc_ipc_frame *f, int *fds, size_t nfds,
+		    void *arg);
+
 /* Takes fd (a SOCK_SEQPACKET socket) over; NULL only without memory. */
 struct nc_ipc	*nc_ipc_new(struct event_base *, int fd, nc_ipc_msg_cb,
 		    nc_ipc_error_cb, void *arg);
@@ -51,6 +87,27 @@ struct nc_ipc	*nc_ipc_new(struct event_base *, int fd, nc_ipc_msg_cb,
  */
 long long	 nc_ipc_send(struct nc_ipc *, json_t *msg, const int *fds,
 		    size_t nfds);
+/*
+ * Frames: without a frame callback, a frame that comes is a protocol
+ * error. nc_ipc_send_conns() queues one conn frame for n connections
+ * (1 to NC_IPC_MAX_FDS) and returns its seq, or -1; the fds stay the
+ * caller's (it keeps them open until the frame is answered or the
+ * channel freed). nc_ipc_send_ack() sends an ack at once when now is
+ * true (-1 when it would have had to wait; 0 once the kernel took it),
+ * else queues it.
+ */
+void		 nc_ipc_set_frame_cb(struct nc_ipc *, nc_ipc_frame_cb);
+long long	 nc_ipc_send_conns(struct nc_ipc *, const uint32_t *listeners,
+		    const int *fds, size_t n);
+int		 nc_ipc_send_ack(struct nc_ipc *, long long ack, size_t n,
+		    uint64_t accepted, bool now);
+/*
+ * Checks a packet that is a frame (its first byte not '{') and came with
+ * nfds fds, ctrunc when the kernel could not give us all of them: 0 and
+ * f filled, or -1 and a reason.
+ */
+int		 nc_ipc_frame_parse(const char *buf, size_t len, size_t nfds,
+		    bool ctrunc, struct nc_ipc_frame *f, const char **reason);
 /*
  * Sends msg (no fds) now, or not at all: its seq once the kernel took it
  * (the peer will read it even if we die next), -1 when it would have had

@@ -836,10 +836,10 @@ nc__server_cluster_listening(struct nc_server *s, int code, int fd,
 
 /* Whether a connection the master accepted for us would be taken. */
 bool
-nc__server_cluster_can_take(const struct nc_server *s)
+nc__server_cluster_can_take(const struct nc_server *s, int taken)
 {
 	return s->listening && (s->max_connections == 0 ||
-	    s->connections < s->max_connections);
+	    s->connections + taken < s->max_connections);
 }
 
 /* A connection the master accepted for us, already acknowledged. */

@@ -891,6 +891,7 @@ listener_dispatch(struct listener *l)
 			break;
 		}
 	}
+	supervisor_flush_conns();
 	/* Back-pressure: stop accepting while the queue is full. */
 	listener_worker_changed();
 }

@@ -82,6 +82,10 @@ struct worker {
 	struct timespec		 started;
 	int			 restarts;	/* of this slot */
 	int			 inflight;	/* round-robin handoffs */
+	struct inflight		*inflights;	/* sent, oldest first */
+	struct inflight		*staging;	/* a frame being built */
+	struct worker		*staged_next;	/* on the staged list */
+	bool			 frames;	/* reads conn frames */
 	unsigned long long	 handed;	/* connections it accepted */
 	unsigned long		 refused_listens; /* listeners not its own */
 	bool			*rr;		/* by listener id: registered */
@@ -165,6 +169,7 @@ void	 supervisor_start(void);
 void	 supervisor_stop(void);
 void	 supervisor_reap(void);
 int	 supervisor_send_conn(struct worker *, struct handoff *);
+void	 supervisor_flush_conns(void);
 int	 supervisor_count(json_t *request, void (*done)(json_t *, void *),
 	    void *arg);
 size_t	 supervisor_alive(void);

@@ -37,8 +37,15 @@
 #define MAX_DRAINING		2	/* older generations at once */
 #define RELOAD_TIMEOUT_S	30	/* for a new generation to be online */
 
+/*
+ * Connections on their way to a worker, in one `conn` (n = 1) or one
+ * frame: staged while a dispatch runs, then sent, then answered.
+ */
 struct inflight {
-	struct handoff		*h;
+	long long		 seq;
+	size_t			 n;
+	bool			 frame;
+	struct handoff		*h[NC_IPC_MAX_FDS];
 	struct inflight		*next;
 };
 
@@ -59,7 +66,10 @@ struct slot_state {
 	int			 restarts;
 };
 
-static struct inflight	*inflights;
+static int		 ninflight;	/* connections, every worker */
+static struct worker	*staged;	/* workers with a frame being built */
+static void	worker_frame_cb(struct nc_ipc *, const struct nc_ipc_frame *,
+		    int *, size_t, void *);
 static struct worker	*draining;	/* older generations, stopping */
 static int		 generation = 1;
 static bool		 reloading;	/* a caller waits for the answer */
@@ -207,6 +217,9 @@ msg_listen(struct worker *w, json_t *msg)
 		reply_listen(w, msg, NC_EACCES, NULL, -1);
 		return 0;
 	}
+	/* Connections may come to it as frames (nc-ipc.h). */
+	if (json_integer_value(json_object_get(msg, "frames")) >= 1)
+		w->frames = true;
 	if (l->service->conf->mode == NC_MODE_ROUND_ROBIN) {
 		w->rr[l->id] = true;
 		reply_listen(w, msg, 0, l, -1);
@@ -475,6 +488,7 @@ worker_watch_queue(struct worker *w)
 {
 	nc_ipc_set_low_cb(w->ipc, MSG_SOFT_BYTES / 2, MSG_SOFT_PKTS / 2,
 	    worker_low_cb);
+	nc_ipc_set_frame_cb(w->ipc, worker_frame_cb);
 }
 
 /*
@@ -700,38 +714,101 @@ msg_fatal(struct worker *w, json_t *msg)
 	return 0;
 }
 
+/* The worker's connections on their way, oldest first. */
+static void
+inflight_push(struct worker *w, struct inflight *p)
+{
+	struct inflight	**pp;
+
+	for (pp = &w->inflights; *pp != NULL; pp = &(*pp)->next)
+		;
+	p->next = NULL;
+	*pp = p;
+}
+
+static struct inflight *
+inflight_take(struct worker *w, long long seq)
+{
+	struct inflight	**pp, *p;
+
+	for (pp = &w->inflights; (p = *pp) != NULL; pp = &p->next)
+		if (p->seq == seq) {
+			*pp = p->next;
+			return p;
+		}
+	return NULL;
+}
+
+/*
+ * Back to the head of their queues, in the order they came, for the
+ * next worker.
+ */
+static void
+inflight_requeue(struct worker *w, struct inflight *p, uint64_t keep)
+{
+	size_t	i;
+
+	for (i = p->n; i-- > 0;)
+		if (!(keep >> i & 1))
+			listener_requeue(p->h[i]);
+	(void)w;
+}
+
+/*
+ * The worker answered for the connections of p: those in accepted are
+ * its own now (our copy closes), the others go to another worker, or to
+ * this one after a pause.
+ */
+static void
+conn_answered(struct worker *w, struct inflight *p, uint64_t accepted)
+{
+	struct listener	*ls[NC_IPC_MAX_FDS];
+	size_t		 i, j, nls = 0;
+
+	w->inflight -= (int)p->n;
+	ninflight -= (int)p->n;
+	for (i = 0; i < p->n; i++) {
+		for (j = 0; j < nls && ls[j] != p->h[i]->listener; j++)
+			;
+		if (j == nls)
+			ls[nls++] = p->h[i]->listener;
+	}
+	if (accepted != (p->n == 64 ? ~(uint64_t)0 :
+	    ((uint64_t)1 << p->n) - 1)) {
+		/* Full or closing: another worker takes them. */
+		w->refused = true;
+		clock_gettime(CLOCK_MONOTONIC, &w->refused_at);
+		inflight_requeue(w, p, accepted);
+		supervisor_retry_later();
+	}
+	for (i = 0; i < p->n; i++)
+		if (accepted >> i & 1) {
+			w->handed++;
+			close(p->h[i]->fd);
+			free(p->h[i]);
+		}
+	free(p);
+	for (j = 0; j < nls; j++)
+		listener_dispatch(ls[j]);
+	master_upgrade_ready();
+}
+
 static int
 msg_conn_ack(struct worker *w, json_t *msg)
 {
-	struct inflight	**pp, *p;
-	struct listener	*l;
+	struct inflight	*p;
 	long long	 ack = json_integer_value(json_object_get(msg, "ack"));
 	json_t		*acc = json_object_get(msg, "accepted");
 
 	if (!json_is_boolean(acc))
 		return -1;
-	for (pp = &inflights; (p = *pp) != NULL; pp = &p->next)
-		if (p->h->worker == w && p->h->seq == ack)
-			break;
-	if (p == NULL)		/* an ack for nothing we sent */
+	if ((p = inflight_take(w, ack)) == NULL)	/* nothing we sent */
 		return w->adopted ? 0 : -1;
-	*pp = p->next;
-	w->inflight--;
-	l = p->h->listener;
-	if (json_is_true(acc)) {
-		w->handed++;
-		close(p->h->fd);
-		free(p->h);
-	} else {
-		/* Full or closing: another worker takes it, or this one later. */
-		w->refused = true;
-		clock_gettime(CLOCK_MONOTONIC, &w->refused_at);
-		listener_requeue(p->h);
-		supervisor_retry_later();
+	if (p->frame || p->n != 1) {
+		inflight_push(w, p);
+		return -1;
 	}
-	listener_dispatch(l);
-	free(p);
-	master_upgrade_ready();
+	conn_answered(w, p, json_is_true(acc) ? 1 : 0);
 	return 0;
 }
 
@@ -849,6 +926,41 @@ worker_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 	json_decref(msg);
 }
 
+/* A frame: from a worker, only the answer to a conn frame. */
+static void
+worker_frame_cb(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
+    size_t nfds, void *arg)
+{
+	struct worker	*w = arg;
+	struct inflight	*p = NULL;
+	const char	*why = NULL;
+	size_t		 i;
+
+	(void)ipc;
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (f->kind != NC_IPC_FRAME_CONN_ACK)
+		why = "unexpected conn frame";
+	else if (!(w->state == W_ONLINE || w->state == W_STOPPING ||
+	    w->state == W_DEAD))
+		why = "unexpected conn.ack frame";
+	else if ((p = inflight_take(w, f->seq)) == NULL) {
+		if (!w->adopted)
+			why = "conn.ack frame for nothing sent";
+	} else if (!p->frame || p->n != f->n) {
+		inflight_push(w, p);
+		why = "conn.ack frame of the wrong size";
+	}
+	if (why != NULL) {
+		log_errx("worker %d [pid %d]: protocol error: %s in state %s",
+		    w->id, (int)w->pid, why, state_names[w->state]);
+		worker_kill(w, "protocol error");
+		return;
+	}
+	if (p != NULL)
+		conn_answered(w, p, f->accepted);
+}
+
 static void
 worker_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
 {
@@ -876,25 +988,28 @@ worker_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
 static void
 worker_detach(struct worker *w)
 {
-	struct inflight	**pp, *p;
+	struct inflight	*p;
+	size_t		 i;
+	uint64_t	 closed;
 
 	memset(w->rr, 0, MAX_LISTENER_IDS * sizeof *w->rr);
 	if (w->ipc != NULL)
 		nc_ipc_drain(w->ipc, NC_IPC_MAX_QUEUE);
-	for (pp = &inflights; (p = *pp) != NULL;) {
-		if (p->h->worker != w) {
-			pp = &p->next;
-			continue;
-		}
-		*pp = p->next;
-		if (listener_touched(p->h->fd)) {
+	while ((p = w->inflights) != NULL) {
+		w->inflights = p->next;
+		closed = 0;
+		for (i = 0; i < p->n; i++) {
+			if (!listener_touched(p->h[i]->fd))
+				continue;
 			log_warnx("worker %d [pid %d]: a connection it served "
 			    "without answering for it is closed, not handed "
 			    "to another worker", w->id, (int)w->pid);
-			close(p->h->fd);
-			free(p->h);
-		} else
-			listener_requeue(p->h);
+			close(p->h[i]->fd);
+			free(p->h[i]);
+			closed |= (uint64_t)1 << i;
+		}
+		inflight_requeue(w, p, closed);
+		ninflight -= (int)p->n;
 		free(p);
 	}
 	w->inflight = 0;
@@ -924,15 +1039,79 @@ worker_kill(struct worker *w, const char *why)
 	listener_worker_changed();
 }
 
+/* Sends w's staged frame; on failure its connections wait again. */
+static void
+conn_flush(struct worker *w)
+{
+	struct inflight	*p = w->staging;
+	uint32_t	 ids[NC_IPC_MAX_FDS];
+	int		 fds[NC_IPC_MAX_FDS];
+	size_t		 i;
+
+	w->staging = NULL;
+	for (i = 0; i < p->n; i++) {
+		ids[i] = (uint32_t)p->h[i]->listener->id;
+		fds[i] = p->h[i]->fd;
+	}
+	if (w->ipc == NULL ||
+	    (p->seq = nc_ipc_send_conns(w->ipc, ids, fds, p->n)) == -1) {
+		/* The worker is being replaced: others take them, soon. */
+		w->inflight -= (int)p->n;
+		ninflight -= (int)p->n;
+		inflight_requeue(w, p, 0);
+		free(p);
+		supervisor_retry_later();
+		return;
+	}
+	inflight_push(w, p);
+}
+
+/* Sends every frame staged by the dispatch that ends. */
+void
+supervisor_flush_conns(void)
+{
+	struct worker	*w;
+
+	while ((w = staged) != NULL) {
+		staged = w->staged_next;
+		w->staged_next = NULL;
+		if (w->staging != NULL)
+			conn_flush(w);
+	}
+}
+
+/*
+ * A connection for w: staged in its frame (sent when full, or when the
+ * dispatch ends: supervisor_flush_conns()), or sent alone as a JSON
+ * `conn` to a worker that does not read frames. -1 when it cannot go.
+ */
 int
 supervisor_send_conn(struct worker *w, struct handoff *h)
 {
 	struct inflight	*p;
 	json_t		*msg;
 	int		 fds[1];
-	long long	 seq;
 
-	if (w->ipc == NULL || (p = calloc(1, sizeof *p)) == NULL)
+	if (w->ipc == NULL)
+		return -1;
+	if (w->frames) {
+		if ((p = w->staging) == NULL) {
+			if ((p = calloc(1, sizeof *p)) == NULL)
+				return -1;
+			p->frame = true;
+			w->staging = p;
+			w->staged_next = staged;
+			staged = w;
+		}
+		h->worker = w;
+		p->h[p->n++] = h;
+		w->inflight++;
+		ninflight++;
+		if (p->n == NC_IPC_MAX_FDS)
+			conn_flush(w);
+		return 0;
+	}
+	if ((p = calloc(1, sizeof *p)) == NULL)
 		return -1;
 	if ((fds[0] = listener_dup(h->fd)) == -1) {
 		free(p);
@@ -945,18 +1124,18 @@ supervisor_send_conn(struct worker *w, struct handoff *h)
 		free(p);
 		return -1;
 	}
-	seq = nc_ipc_send(w->ipc, msg, fds, 1);
+	p->seq = nc_ipc_send(w->ipc, msg, fds, 1);
 	json_decref(msg);
-	if (seq == -1) {
+	if (p->seq == -1) {
 		free(p);
 		return -1;
 	}
 	h->worker = w;
-	h->seq = seq;
-	p->h = h;
-	p->next = inflights;
-	inflights = p;
+	p->n = 1;
+	p->h[0] = h;
+	inflight_push(w, p);
 	w->inflight++;
+	ninflight++;
 	return 0;
 }
 
@@ -1345,12 +1524,7 @@ supervisor_draining(void)
 int
 supervisor_inflight(void)
 {
-	struct inflight	*p;
-	int		 n = 0;
-
-	for (p = inflights; p != NULL; p = p->next)
-		n++;
-	return n;
+	return ninflight;
 }
 
 bool
@@ -1390,12 +1564,12 @@ supervisor_export(void)
 			if (w->program)
 				(void)program_export(w);
 			(void)json_array_append_new(list, json_pack(
-			    "{s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:i}", "pid",
-			    (int)w->pid, "slot", w->slot, "id", w->id,
+			    "{s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:i, s:b}",
+			    "pid", (int)w->pid, "slot", w->slot, "id", w->id,
 			    "generation", w->generation, "channel",
 			    nc_ipc_fd(w->ipc), "state", state_names[w->state],
 			    "program", w->program, "output", w->program ?
-			    w->out_fd : -1));
+			    w->out_fd : -1, "frames", w->frames));
 		}
 	}
 	return list;
@@ -1426,6 +1600,7 @@ supervisor_adopt(json_t *list)
 		    "generation"));
 		w->state = W_ONLINE;
 		w->adopted = true;
+		w->frames = json_is_true(json_object_get(e, "frames"));
 		w->exec_fd = w->out_fd = -1;
 		clock_gettime(CLOCK_MONOTONIC, &w->started);
 		if (json_is_true(json_object_get(e, "program")))

@@ -5,6 +5,7 @@ protocol a new way; after the last, it becomes the real worker."""
 import array
 import os
 import socket
+import struct
 import sys
 
 counter = os.environ["FAKE_COUNTER"]
@@ -44,6 +45,16 @@ elif n == 4:
     send(b'{"type": "format-disk", "seq": 1}')
 elif n == 5:
     send(b'{"type": "hello", "seq": 1, "fds": 20}', [devnull] * 20)
+elif n == 6:
+    # A conn frame, which only the master sends.
+    send(struct.pack("<BBHIQI", 1, 1, 1, 0, 1, 0), [devnull])
+elif n == 7:
+    send(b'{"type": "hello", "seq": 1}')
+    ch.recv(65536)          # the init
+    # An ack frame before it is online: the master sent it nothing.
+    send(struct.pack("<BBHIQQ", 2, 1, 1, 0, 99, 1))
+elif n == 8:
+    send(struct.pack("<BBHIQQ", 2, 7, 1, 0, 99, 1))
 else:
     os.execv(os.environ["FAKE_REAL_WORKER"], ["netcluster-worker"])
 # Wait for the master to kill us; bounded.

@@ -5,9 +5,14 @@
  * Where a message's last member "message" is found as text (a master
  * sends it on so), that text is exactly its value; where a packet is
  * taken with that member unparsed (a worker from its master), the text
- * is its value whenever the packet is valid JSON.
+ * is its value whenever the packet is valid JSON. A binary frame (conn,
+ * conn.ack) it takes has 1 to NC_IPC_MAX_FDS connections, as many fds as
+ * it says (fewer only when the kernel truncated them, and then the rest
+ * are counted lost), the exact size for its kind, and an ack bit only
+ * for a connection sent.
  */
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +20,30 @@
 
 #include "fuzz.h"
 #include "nc-ipc.h"
+
+static void
+check_frame(const uint8_t *data, size_t size, size_t nfds)
+{
+	struct nc_ipc_frame	 f;
+	const char		*reason;
+	bool			 ctrunc = data[0] & 0x80;
+
+	if (nc_ipc_frame_parse((const char *)data + 1, size - 1, nfds, ctrunc,
+	    &f, &reason) == -1) {
+		FUZZ_ASSERT(reason != NULL && reason[0] != '\0');
+		return;
+	}
+	FUZZ_ASSERT(f.n >= 1 && f.n <= NC_IPC_MAX_FDS && f.seq >= 0);
+	if (f.kind == NC_IPC_FRAME_CONN) {
+		FUZZ_ASSERT(size - 1 == NC_IPC_FRAME_HEADER + 4 * f.n);
+		FUZZ_ASSERT(f.fds_lost + nfds == f.n);
+		FUZZ_ASSERT(f.fds_lost == 0 || ctrunc);
+	} else {
+		FUZZ_ASSERT(f.kind == NC_IPC_FRAME_CONN_ACK);
+		FUZZ_ASSERT(size - 1 == NC_IPC_FRAME_HEADER + 8 && nfds == 0);
+		FUZZ_ASSERT(f.n == 64 || (f.accepted >> f.n) == 0);
+	}
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -27,6 +56,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size == 0 || size > NC_IPC_MAX_SIZE + 1)
 		return 0;
 	nfds = data[0] % (NC_IPC_MAX_FDS + 1);
+	check_frame(data, size, nfds);
 	msg = nc_ipc_parse((const char *)data + 1, size - 1, nfds, &reason);
 	/* The unparsed tail: its text is the value, if the packet is JSON. */
 	if ((buf = malloc(size)) != NULL) {
