@@ -11,7 +11,9 @@ unread messages leave on the channel) and its last words wait together:
     see from the socket that it was served and close it, not hand it on;
 and every other connection it was handed goes to the real worker, once.
 Round-robin, and a reuseport slot whose worker is gone (whose
-connections the master hands over the same way)."""
+connections the master hands over the same way); with connections as JSON
+`conn` messages, and as conn frames of several connections (the fake
+then takes only the first of its frame)."""
 
 import os
 import signal
@@ -59,11 +61,12 @@ def accepted(d):
     return d.ctl("status")["services"][0]["listeners"][0]["accepted"]
 
 
-def scenario(act, mode):
+def scenario(act, mode, frames=False):
     tmp = tempfile.mkdtemp(prefix="nc-handoff.")
     env = {"NETCLUSTER_WORKER": os.path.join(HERE, "handoff_worker.py"),
            "HANDOFF_DIR": tmp, "HANDOFF_ACT": act,
-           "HANDOFF_REAL_WORKER": WORKER}
+           "HANDOFF_REAL_WORKER": WORKER,
+           "HANDOFF_FRAMES": "1" if frames else "0"}
     workers = 1 if mode == "round-robin" else 2
     d = Daemon([echo_service(mode)], workers=workers, env=env)
     clients = []
@@ -123,8 +126,9 @@ def scenario(act, mode):
         check(not errors, "logged: %s" % errors)
         if act != "ack":
             d.wait_log("closed, not handed to another worker")
-        print("%s, %s: %d clients, the fake's served once, %d by the "
-              "real worker" % (mode, act, len(clients), served))
+        print("%s, %s%s: %d clients, the fake's served once, %d by the "
+              "real worker" % (mode, act, ", frames" if frames else "",
+                               len(clients), served))
     finally:
         for c in clients:
             c.close()
@@ -156,7 +160,28 @@ def test_reuseport_orphan_written_unanswered():
     scenario("write", "reuseport")
 
 
+# The same with connections in conn frames, several per packet.
+def test_round_robin_acked_frames():
+    scenario("ack", "round-robin", True)
+
+
+def test_round_robin_written_unanswered_frames():
+    scenario("write", "round-robin", True)
+
+
+def test_round_robin_read_unanswered_frames():
+    scenario("read", "round-robin", True)
+
+
+def test_reuseport_orphan_written_unanswered_frames():
+    scenario("write", "reuseport", True)
+
+
 if __name__ == "__main__":
     run([test_round_robin_acked, test_round_robin_written_unanswered,
          test_round_robin_read_unanswered, test_reuseport_orphan_acked,
-         test_reuseport_orphan_written_unanswered])
+         test_reuseport_orphan_written_unanswered,
+         test_round_robin_acked_frames,
+         test_round_robin_written_unanswered_frames,
+         test_round_robin_read_unanswered_frames,
+         test_reuseport_orphan_written_unanswered_frames])

@@ -9,6 +9,9 @@ first connection the master handed it and does $HANDOFF_ACT with it:
   write  greet the client with FAKE!\\r\\n without answering
   read   read the client's first byte without answering
 and exits at once, leaving whatever else the master sent it unread.
+With HANDOFF_FRAMES=1 it says it reads frames: connections come as conn
+frames, several at once, and its answer is an ack frame taking the first
+one only (the others go back to the master).
 
 The second one is the real worker. Any later one is the real worker too,
 once $HANDOFF_DIR/go-real exists."""
@@ -18,6 +21,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -65,6 +69,9 @@ def recv():
     for level, kind, cdata in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
+    if data[0] == 1:            # a conn frame: as a dict
+        kind, ver, n, zero, fseq = struct.unpack_from("<BBHIQ", data)
+        return {"type": "conn frame", "seq": fseq, "n": n}, list(fds)
     return json.loads(data), list(fds)
 
 
@@ -76,8 +83,12 @@ while True:
     if init["type"] == "init":
         break
 svc = init["config"]["services"][0]
-send({"type": "listen", "address": svc["listen"][0], "backlog": 511,
-      "service": svc["name"], "index": 0})
+frames = os.environ.get("HANDOFF_FRAMES") == "1"
+listen = {"type": "listen", "address": svc["listen"][0], "backlog": 511,
+          "service": svc["name"], "index": 0}
+if frames:
+    listen["frames"] = 1
+send(listen)
 while True:
     res, held = recv()      # a reuseport slot's socket: held, never used
     if res["type"] == "listen.result":
@@ -88,14 +99,16 @@ send({"type": "ready", "pid": os.getpid()})
 wait_for("go")
 while True:
     msg, fds = recv()
-    if msg["type"] == "conn":
+    if msg["type"] in ("conn", "conn frame"):
         break
     for fd in fds:
         os.close(fd)
 conn = socket.socket(fileno=fds[0])
 conn.setblocking(True)
 act = os.environ["HANDOFF_ACT"]
-if act == "ack":
+if act == "ack" and msg["type"] == "conn frame":
+    ch.sendmsg([struct.pack("<BBHIQQ", 2, 1, msg["n"], 0, msg["seq"], 1)])
+elif act == "ack":
     send({"type": "conn.ack", "ack": msg["seq"], "accepted": True})
 if act in ("ack", "write"):
     conn.sendall(b"FAKE!\r\n")
