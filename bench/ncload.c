@@ -219,8 +219,8 @@ usage(FILE *f)
 "latency modes. Latency: per connection (conn), per message (pingpong,\n"
 "latency), connect to greeting (stream, idle); 0 when none. rate is\n"
 "made per second; pingpong adds message_rate, stream byte_rate, latency\n"
-"sent, answered, missed (due, never answered), late (sent over 1 ms\n"
-"after due), p99.9 and max.\n");
+"offered_rate, due, answered, missed (due, never answered), late (sent\n"
+"over 1 ms after due), message_rate (answered), p999_us and max_us.\n");
 }
 
 static void __attribute__((format(printf, 1, 2), noreturn))
@@ -1100,16 +1100,22 @@ latency_issue(uint64_t now)
 	}
 }
 
-/* Latency: every connection settled; the schedule starts now. */
+/*
+ * Latency: every connection settled; the schedule starts now, or the run
+ * stops when none was greeted (nothing is due then).
+ */
 static void
 latency_start(uint64_t now)
 {
-	if (t_sched != 0 || started < (uint64_t)nconns || active != holding)
+	if (t_sched != 0 || stopping || started < (uint64_t)nconns ||
+	    active != holding)
 		return;
+	if (holding == 0) {
+		t_stop = now;
+		return;
+	}
 	t_sched = now;
 	t_stop = now + (uint64_t)(duration * 1e6);
-	if (holding == 0)
-		t_stop = now;	/* nothing to send on */
 }
 
 static void
