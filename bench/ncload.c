@@ -4,17 +4,26 @@
  * back).
  *
  *	ncload [-b] [-c N] -d SECONDS [-g GREETING] [-m MODE] [-r RATE]
- *	    [-s BYTES] [-t MS] HOST:PORT | -u PATH
+ *	    [-s BYTES] [-t MS] HOST:PORT ... | -u PATH
  *
  * One thread, nonblocking sockets on one edge-triggered epoll. It runs for
  * -d seconds, then starts nothing new, lets the work in flight finish for
  * at most -t ms, and prints one JSON object on one line of stdout. Every
  * connection attempt is counted exactly once: made, refused,
  * reset_before_greeting, reset_after_greeting, unanswered, wrong or other.
+ * With several HOST:PORTs (one per worker of a server whose workers listen
+ * on ports of their own), connections go to them in turn.
+ *
+ * The latency mode is open loop, as wrk2 is: -r messages per second go
+ * out on a fixed schedule over -c connections, message k on connection
+ * k mod c at k/RATE seconds, whether or not the earlier ones were answered,
+ * and each latency runs from the time the message was due, not from when
+ * it could be sent, so a stall counts for every message it delayed.
  */
 
 #include <sys/types.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -51,6 +60,8 @@
 #define MAX_CONNS	1000000
 #define MAX_SIZE	(64L << 20)
 #define MAX_TIMEOUT	3600000
+#define MAX_TARGETS	64
+#define LATE_US		1000	/* a message sent this late is counted */
 
 /*
  * Latencies in microseconds: exact below 128, then 64 buckets per power
@@ -63,10 +74,13 @@ enum mode {
 	MODE_CONN,
 	MODE_PINGPONG,
 	MODE_STREAM,
-	MODE_IDLE
+	MODE_IDLE,
+	MODE_LATENCY
 };
+#define NMODES	5
 
-static const char *mode_names[] = { "conn", "pingpong", "stream", "idle" };
+static const char *mode_names[] = { "conn", "pingpong", "stream", "idle",
+    "latency" };
 
 enum state {
 	S_FREE,
@@ -76,7 +90,8 @@ enum state {
 	S_SEND,		/* conn, pingpong: writing the payload */
 	S_ECHO,		/* conn, pingpong: reading it back */
 	S_STREAM,
-	S_HOLD		/* idle: greeted, silent */
+	S_HOLD,		/* idle: greeted, silent */
+	S_LATENCY	/* latency: sending what is due, reading echoes */
 };
 
 struct conn {
@@ -89,8 +104,9 @@ struct conn {
 	int			 queued;	/* on again */
 	size_t			 off;		/* greeting or payload done */
 	size_t			 roff;		/* echo read */
-	uint64_t		 sent;		/* stream */
+	uint64_t		 sent;		/* stream, latency: bytes */
 	uint64_t		 rcvd;
+	uint64_t		 due;		/* latency: messages due */
 	uint64_t		 t_begin;	/* of the connection, us */
 	uint64_t		 t_msg;		/* of the pingpong message */
 	uint64_t		 deadline;	/* of the operation */
@@ -111,8 +127,10 @@ static long			 timeout_ms = 5000;
 static char			*greet;
 static size_t			 greet_len;
 static int			 bindsrc;
-static struct sockaddr_storage	 target;
-static socklen_t		 target_len;
+static struct sockaddr_storage	 targets[MAX_TARGETS];
+static socklen_t		 target_lens[MAX_TARGETS];
+static int			 ntargets;
+static int			 target_next;
 
 /* State. */
 static int			 ep = -1;
@@ -136,6 +154,10 @@ static double			 tokens;
 static double			 burst;
 static uint64_t			 t_tokens;
 static unsigned int		 bind_next = 2;
+static char			*rep;		/* latency: the message repeated */
+static size_t			 replen;
+static uint64_t			 t_sched;	/* latency: message 0 is due */
+static uint64_t			 issued;	/* latency: messages due */
 static volatile sig_atomic_t	 interrupted;
 
 static struct {
@@ -149,11 +171,13 @@ static struct {
 	uint64_t	messages;
 	uint64_t	bytes;
 	uint64_t	established;
+	uint64_t	late;		/* latency: sent over LATE_US late */
 	int		first_other;
 } counts;
 
 static uint64_t			 hist[HIST_LEN];
 static uint64_t			 hist_n;
+static uint64_t			 hist_max;
 
 static void	advance(struct conn *);
 
@@ -162,7 +186,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 "usage: ncload [-b] [-c N] -d SECONDS [-g GREETING] [-m MODE] [-r RATE]\n"
-"              [-s BYTES] [-t MS] HOST:PORT | -u PATH\n"
+"              [-s BYTES] [-t MS] HOST:PORT ... | -u PATH\n"
 "Loads an echo server that greets first. Runs for SECONDS, then starts\n"
 "nothing new, lets the work in flight finish for at most -t MS, and\n"
 "prints one JSON object on one line of stdout.\n"
@@ -175,20 +199,28 @@ usage(FILE *f)
 "               idle: open -c connections, read their greetings, hold\n"
 "               them; prints \"established N\" on stderr once every\n"
 "               attempt is settled (N = -c when all were greeted)\n"
+"               latency: open loop; -c connections, then -r messages of\n"
+"               -s bytes per second on a fixed schedule, message k on\n"
+"               connection k mod N, whatever the answers; each latency\n"
+"               runs from the time its message was due\n"
 "  -c N         connections (default 50)\n"
 "  -d SECONDS   how long to run (required; fractions allowed)\n"
 "  -s BYTES     payload, message or chunk size (default 4, 64, 16384)\n"
 "  -g GREETING  the greeting to expect, with \\r \\n \\t \\\\ \\xHH\n"
 "               (default \"hello\\r\\n\"; '' for none)\n"
-"  -r RATE      at most RATE new connections per second (default 0: any)\n"
+"  -r RATE      at most RATE new connections per second (default 0: any);\n"
+"               latency: messages per second (required)\n"
 "  -t MS        timeout of each connect, greeting and echo (default 5000)\n"
 "  -b           bind each connection to 127.0.0.2..254 (127.x targets)\n"
 "  -u PATH      a unix stream socket instead of HOST:PORT\n"
 "  -h           print this help and exit\n"
-"HOST is an IPv4 address or [IPv6]. Failed connections are reopened,\n"
-"except in idle mode. Latency: per connection (conn), per message\n"
-"(pingpong), connect to greeting (stream, idle); 0 when none. rate is\n"
-"made per second; pingpong adds message_rate, stream byte_rate.\n");
+"HOST is an IPv4 address or [IPv6]; with several HOST:PORTs connections\n"
+"go to them in turn. Failed connections are reopened, except in idle and\n"
+"latency modes. Latency: per connection (conn), per message (pingpong,\n"
+"latency), connect to greeting (stream, idle); 0 when none. rate is\n"
+"made per second; pingpong adds message_rate, stream byte_rate, latency\n"
+"offered_rate, due, answered, missed (due, never answered), late (sent\n"
+"over 1 ms after due), message_rate (answered), p999_us and max_us.\n");
 }
 
 static void __attribute__((format(printf, 1, 2), noreturn))
@@ -317,14 +349,20 @@ parse_greeting(const char *s)
 static void
 parse_target(const char *s)
 {
-	struct sockaddr_in	*sin = (struct sockaddr_in *)&target;
-	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&target;
+	struct sockaddr_storage	*target;
+	struct sockaddr_in	*sin;
+	struct sockaddr_in6	*sin6;
 	char			 host[INET6_ADDRSTRLEN + 2];
 	const char		*colon, *rb;
 	long			 port;
 	size_t			 len;
 
-	memset(&target, 0, sizeof target);
+	if (ntargets == MAX_TARGETS)
+		bad("at most %d HOST:PORTs", MAX_TARGETS);
+	target = &targets[ntargets];
+	sin = (struct sockaddr_in *)target;
+	sin6 = (struct sockaddr_in6 *)target;
+	memset(target, 0, sizeof *target);
 	if (*s == '[') {
 		if ((rb = strchr(s, ']')) == NULL || rb[1] != ':')
 			bad("%s: want HOST:PORT or [IPV6]:PORT", s);
@@ -339,7 +377,7 @@ parse_target(const char *s)
 		sin6->sin6_port = htons((uint16_t)port);
 		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
 			bad("%s: bad IPv6 address", host);
-		target_len = sizeof *sin6;
+		target_lens[ntargets++] = sizeof *sin6;
 		return;
 	}
 	if ((colon = strrchr(s, ':')) == NULL)
@@ -354,21 +392,22 @@ parse_target(const char *s)
 	sin->sin_port = htons((uint16_t)port);
 	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
 		bad("%s: bad IPv4 address (a literal is needed)", host);
-	target_len = sizeof *sin;
+	target_lens[ntargets++] = sizeof *sin;
 }
 
 static void
 parse_unix(const char *path)
 {
-	struct sockaddr_un	*su = (struct sockaddr_un *)&target;
+	struct sockaddr_un	*su = (struct sockaddr_un *)&targets[0];
 	size_t			 len = strlen(path);
 
-	memset(&target, 0, sizeof target);
+	memset(su, 0, sizeof targets[0]);
 	if (len == 0 || len >= sizeof su->sun_path)
 		bad("-u: %s: path empty or too long", path);
 	su->sun_family = AF_UNIX;
 	memcpy(su->sun_path, path, len + 1);
-	target_len = offsetof(struct sockaddr_un, sun_path) + len + 1;
+	target_lens[0] = offsetof(struct sockaddr_un, sun_path) + len + 1;
+	ntargets = 1;
 }
 
 /* As many descriptors as allowed: the hard limit, more when privileged. */
@@ -422,26 +461,33 @@ hist_add(uint64_t us)
 {
 	hist[hist_index(us)]++;
 	hist_n++;
+	if (us > hist_max)
+		hist_max = us;
 }
 
-/* The value at percent pct: the smallest with pct% of them at or under. */
+/*
+ * The value at per_mille: the smallest with that many thousandths of them
+ * at or under it (a bucket's middle; the exact maximum for the last one).
+ */
 static uint64_t
-hist_pct(unsigned int pct)
+hist_pct(unsigned int per_mille)
 {
-	uint64_t	rank, seen = 0;
+	uint64_t	rank, seen = 0, v;
 	size_t		i;
 
 	if (hist_n == 0)
 		return (0);
-	rank = (hist_n * pct + 99) / 100;
+	rank = (hist_n * per_mille + 999) / 1000;
 	if (rank == 0)
 		rank = 1;
 	for (i = 0; i < HIST_LEN; i++) {
 		seen += hist[i];
-		if (seen >= rank)
-			return (hist_value(i));
+		if (seen >= rank) {
+			v = hist_value(i);
+			return (v > hist_max ? hist_max : v);
+		}
 	}
-	return (hist_value(HIST_LEN - 1));
+	return (hist_max);
 }
 
 /* Start the clock of an operation; all have the same timeout. */
@@ -567,6 +613,12 @@ conn_greeted(struct conn *c)
 		c->state = S_HOLD;
 		timer_clear(c);
 		break;
+	case MODE_LATENCY:
+		/* Its clock runs only while something is unanswered. */
+		c->state = S_LATENCY;
+		c->sent = c->rcvd = c->due = 0;
+		timer_clear(c);
+		break;
 	}
 	return (1);
 }
@@ -588,9 +640,14 @@ conn_connect(struct conn *c, uint64_t now)
 {
 	struct epoll_event	 ev;
 	struct sockaddr_in	 sin;
+	struct sockaddr_storage	*target;
+	socklen_t		 target_len;
 	int			 fd, one = 1, done = 0;
 
-	fd = socket(target.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	target = &targets[target_next];
+	target_len = target_lens[target_next];
+	target_next = (target_next + 1) % ntargets;
+	fd = socket(target->ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		conn_fail(c, errno);
@@ -610,13 +667,13 @@ conn_connect(struct conn *c, uint64_t now)
 			return;
 		}
 	}
-	if (target.ss_family != AF_UNIX &&
-	    (mode == MODE_PINGPONG || mode == MODE_STREAM))
+	if (target->ss_family != AF_UNIX && (mode == MODE_PINGPONG ||
+	    mode == MODE_STREAM || mode == MODE_LATENCY))
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
-	if (connect(fd, (struct sockaddr *)&target, target_len) == 0)
+	if (connect(fd, (struct sockaddr *)target, target_len) == 0)
 		done = 1;
-	else if (errno == EAGAIN && target.ss_family == AF_UNIX) {
+	else if (errno == EAGAIN && target->ss_family == AF_UNIX) {
 		/* The backlog is full: a new socket in a moment. */
 		close(fd);
 		c->fd = -1;
@@ -831,6 +888,81 @@ step_hold(struct conn *c)
 	return (0);
 }
 
+/* Latency: when message j of connection i is due, in us. */
+static uint64_t
+latency_due(size_t i, uint64_t j)
+{
+	return (t_sched + (uint64_t)(((double)j * nconns + i) * 1e6 / rate));
+}
+
+/*
+ * Latency: one write of what is due and one read of the echoes; it waits
+ * only when both would block (or nothing is due). Each message answered
+ * counts from when it was due.
+ */
+static int
+step_latency(struct conn *c)
+{
+	size_t		i = c - conns, off, len;
+	uint64_t	now, want, j;
+	ssize_t		n;
+	int		progress = 0;
+
+	want = c->due * (uint64_t)size;
+	if (c->sent < want) {
+		off = c->sent % size;
+		len = want - c->sent < replen - off ? want - c->sent :
+		    replen - off;
+		n = send(c->fd, rep + off, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			now = now_us();
+			/* The messages this write began. */
+			for (j = (c->sent + size - 1) / size;
+			    j * size < c->sent + (uint64_t)n; j++)
+				if (now > latency_due(i, j) + LATE_US)
+					counts.late++;
+			c->sent += n;
+			progress = 1;
+		} else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+		    errno != EINTR) {
+			conn_fail(c, errno);
+			return (0);
+		}
+	}
+	n = recv(c->fd, buf, sizeof buf, 0);
+	if (n > 0) {
+		if ((uint64_t)n > c->sent - c->rcvd ||
+		    memcmp(buf, rep + c->rcvd % size, n) != 0) {
+			conn_wrong(c);
+			return (0);
+		}
+		now = now_us();
+		for (j = c->rcvd / size; (j + 1) * size <= c->rcvd +
+		    (uint64_t)n; j++) {
+			want = latency_due(i, j);
+			hist_add(now > want ? now - want : 0);
+			counts.messages++;
+		}
+		c->rcvd += n;
+		progress = 1;
+	} else if (n == 0) {
+		conn_fail(c, 0);
+		return (0);
+	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		conn_fail(c, errno);
+		return (0);
+	}
+	if (c->rcvd == c->due * (uint64_t)size) {
+		if (stopping) {
+			conn_done(c);
+			return (0);
+		}
+		timer_clear(c);
+	} else if (progress)
+		timer_arm(c, now_us());
+	return (progress);
+}
+
 static void
 advance(struct conn *c)
 {
@@ -858,6 +990,9 @@ advance(struct conn *c)
 			break;
 		case S_HOLD:
 			go = step_hold(c);
+			break;
+		case S_LATENCY:
+			go = step_latency(c);
 			break;
 		}
 		if (!go)
@@ -911,9 +1046,76 @@ can_start(void)
 {
 	if (stopping || nfree == 0)
 		return (0);
-	if (mode == MODE_IDLE && started >= (uint64_t)nconns)
+	if ((mode == MODE_IDLE || mode == MODE_LATENCY) &&
+	    started >= (uint64_t)nconns)
 		return (0);
 	return (1);
+}
+
+/* Latency: the number of messages of the run. */
+static uint64_t
+latency_total(void)
+{
+	return ((uint64_t)(duration * rate + 0.5));
+}
+
+/* Latency: when message k is due, in us. */
+static uint64_t
+latency_due_k(uint64_t k)
+{
+	return (t_sched + (uint64_t)((double)k * 1e6 / rate));
+}
+
+/*
+ * Latency: what is due by now goes to its connections and out, answered
+ * or not; one on a closed connection is never answered (missed).
+ */
+static void
+latency_issue(uint64_t now)
+{
+	struct conn	*c;
+	uint64_t	 due, first, k;
+
+	if (t_sched == 0)
+		return;
+	due = (uint64_t)((double)(now - t_sched) * rate / 1e6) + 1;
+	if (due > latency_total())
+		due = latency_total();
+	if (due <= issued)
+		return;
+	first = issued;
+	for (k = first; k < due; k++) {
+		c = &conns[k % nconns];
+		if (c->state != S_LATENCY)
+			continue;
+		if (c->rcvd == c->due * (uint64_t)size)
+			timer_arm(c, now);
+		c->due++;
+	}
+	issued = due;
+	for (k = first; k < due && k < first + (uint64_t)nconns; k++) {
+		c = &conns[k % nconns];
+		if (c->state == S_LATENCY && !c->queued)
+			advance(c);
+	}
+}
+
+/*
+ * Latency: every connection settled; the schedule starts now, or the run
+ * stops when none was greeted (nothing is due then).
+ */
+static void
+latency_start(uint64_t now)
+{
+	if (t_sched != 0 || stopping || started < (uint64_t)nconns ||
+	    active != holding)
+		return;
+	if (holding == 0) {
+		t_stop = now;
+		return;
+	}
+	t_sched = now;
+	t_stop = now + (uint64_t)(duration * 1e6);
 }
 
 static void
@@ -931,7 +1133,7 @@ start_more(uint64_t now)
 	int	n;
 
 	for (n = 0; n < START_BATCH && can_start(); n++) {
-		if (rate > 0) {
+		if (rate > 0 && mode != MODE_LATENCY) {
 			tokens_refill(now);
 			if (tokens < 1)
 				return;
@@ -948,12 +1150,16 @@ begin_stop(uint64_t now)
 	struct conn	*c;
 	long		 i;
 
+	if (mode == MODE_LATENCY)
+		latency_issue(now);
 	stopping = 1;
 	t_grace = now + (uint64_t)timeout_ms * 1000;
 	for (i = 0; i < nconns; i++) {
 		c = &conns[i];
 		if (c->state == S_HOLD ||
-		    (c->state == S_STREAM && c->sent == c->rcvd))
+		    (c->state == S_STREAM && c->sent == c->rcvd) ||
+		    (c->state == S_LATENCY && c->rcvd == c->due *
+		    (uint64_t)size))
 			conn_done(c);
 	}
 }
@@ -970,8 +1176,9 @@ announce(void)
 	announced = 1;
 }
 
-static int
-wait_ms(uint64_t now)
+/* How long epoll may wait, in us: up to the next thing to do. */
+static uint64_t
+wait_us(uint64_t now)
 {
 	struct conn	*c;
 	uint64_t	 next, t;
@@ -985,8 +1192,11 @@ wait_ms(uint64_t now)
 		next = c->deadline;
 	if ((c = TAILQ_FIRST(&retries)) != NULL && c->retry_at < next)
 		next = c->retry_at;
+	if (t_sched != 0 && issued < latency_total() &&
+	    (t = latency_due_k(issued)) < next)
+		next = t;
 	if (can_start()) {
-		if (rate <= 0)
+		if (rate <= 0 || mode == MODE_LATENCY)
 			return (0);
 		tokens_refill(now);
 		if (tokens >= 1)
@@ -997,8 +1207,27 @@ wait_ms(uint64_t now)
 	}
 	if (next <= now)
 		return (0);
-	t = (next - now + 999) / 1000;
-	return (t > 1000 ? 1000 : (int)t);
+	t = next - now;
+	return (t > 1000000 ? 1000000 : t);
+}
+
+/* epoll_wait to the microsecond (epoll_pwait2), or to the ms before 5.11. */
+static int
+poll_events(struct epoll_event *evs, uint64_t us)
+{
+	static int	no_pwait2;
+	struct timespec	ts;
+	int		n;
+
+	if (!no_pwait2) {
+		ts.tv_sec = (time_t)(us / 1000000);
+		ts.tv_nsec = (long)(us % 1000000) * 1000;
+		n = epoll_pwait2(ep, evs, MAXEVENTS, &ts, NULL);
+		if (n != -1 || errno != ENOSYS)
+			return (n);
+		no_pwait2 = 1;
+	}
+	return (epoll_wait(ep, evs, MAXEVENTS, (int)((us + 999) / 1000)));
 }
 
 static void
@@ -1037,7 +1266,7 @@ json_string(const char *s)
 }
 
 static void
-report(double secs)
+report(double secs, double sched_secs)
 {
 	printf("{\"mode\":\"%s\",\"seconds\":%.3f,\"made\":%" PRIu64
 	    ",\"refused\":%" PRIu64 ",\"reset_before_greeting\":%" PRIu64
@@ -1064,9 +1293,18 @@ report(double secs)
 	case MODE_IDLE:
 		printf(",\"established\":%" PRIu64, counts.established);
 		break;
+	case MODE_LATENCY:
+		printf(",\"offered_rate\":%.1f,\"due\":%" PRIu64
+		    ",\"answered\":%" PRIu64 ",\"missed\":%" PRIu64
+		    ",\"late\":%" PRIu64 ",\"message_rate\":%.1f"
+		    ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64, rate,
+		    issued, counts.messages, issued - counts.messages,
+		    counts.late, sched_secs > 0 ? counts.messages / sched_secs :
+		    0.0, hist_pct(999), hist_max);
+		break;
 	}
 	printf(",\"rate\":%.1f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
-	    "}\n", counts.made / secs, hist_pct(50), hist_pct(99));
+	    "}\n", counts.made / secs, hist_pct(500), hist_pct(990));
 	fflush(stdout);
 }
 
@@ -1105,13 +1343,13 @@ main(int argc, char **argv)
 			usage(stdout);
 			return (0);
 		case 'm':
-			for (j = 0; j < 4; j++) {
+			for (j = 0; j < NMODES; j++) {
 				if (strcmp(optarg, mode_names[j]) == 0)
 					break;
 			}
-			if (j == 4)
-				bad("-m: %s: want conn, pingpong, stream or "
-				    "idle", optarg);
+			if (j == NMODES)
+				bad("-m: %s: want conn, pingpong, stream, idle "
+				    "or latency", optarg);
 			mode = (enum mode)j;
 			break;
 		case 'r':
@@ -1144,14 +1382,15 @@ main(int argc, char **argv)
 			bad("-b is for TCP to 127.x, not -u");
 		parse_unix(path);
 	} else {
-		if (argc != 1)
-			bad(argc == 0 ? "no HOST:PORT or -u PATH" :
-			    "one HOST:PORT only");
-		parse_target(argv[0]);
-		if (bindsrc && (target.ss_family != AF_INET ||
-		    (ntohl(((struct sockaddr_in *)&target)->sin_addr.s_addr)
-		    >> 24) != 127))
-			bad("-b needs a 127.x.x.x target");
+		if (argc == 0)
+			bad("no HOST:PORT or -u PATH");
+		for (j = 0; j < argc; j++) {
+			parse_target(argv[j]);
+			if (bindsrc && (targets[j].ss_family != AF_INET ||
+			    (ntohl(((struct sockaddr_in *)&targets[j])->
+			    sin_addr.s_addr) >> 24) != 127))
+				bad("-b needs 127.x.x.x targets");
+		}
 	}
 	parse_greeting(greeting);
 	if (size == -1) {
@@ -1161,6 +1400,7 @@ main(int argc, char **argv)
 			size = 4;
 			break;
 		case MODE_PINGPONG:
+		case MODE_LATENCY:
 			size = 64;
 			break;
 		case MODE_STREAM:
@@ -1168,14 +1408,27 @@ main(int argc, char **argv)
 			break;
 		}
 	}
-	if (size == 0 && (mode == MODE_PINGPONG || mode == MODE_STREAM))
+	if (size == 0 && (mode == MODE_PINGPONG || mode == MODE_STREAM ||
+	    mode == MODE_LATENCY))
 		bad("-s: 0: %s needs at least 1 byte", mode_names[mode]);
+	if (mode == MODE_LATENCY && rate <= 0)
+		bad("-m latency needs -r RATE, messages per second");
 
 	patlen = ((size_t)size > BUFSZ ? (size_t)size : BUFSZ) + 26;
 	if ((pat = malloc(patlen)) == NULL)
 		fatal("malloc");
 	for (i = 0; i < patlen; i++)
 		pat[i] = (char)('a' + i % 26);
+	/* The message over and over: a read of BUFSZ from any offset. */
+	replen = (size_t)size * (BUFSZ / (size_t)size + 2);
+	if (mode == MODE_LATENCY) {
+		if ((rep = malloc(replen)) == NULL)
+			fatal("malloc");
+		for (i = 0; i < replen; i++)
+			rep[i] = pat[i % (size_t)size];
+		/* Timers to the microsecond, not the default 50. */
+		(void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+	}
 	if ((conns = calloc(nconns, sizeof *conns)) == NULL ||
 	    (freestack = calloc(nconns, sizeof *freestack)) == NULL)
 		fatal("calloc");
@@ -1198,7 +1451,9 @@ main(int argc, char **argv)
 	if ((ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
 		fatal("epoll_create1");
 
-	limit = duration + timeout_ms / 1000.0 + 0.9;
+	/* Latency: connecting may take a timeout before the schedule. */
+	limit = duration + timeout_ms / 1000.0 *
+	    (mode == MODE_LATENCY ? 2 : 1) + 0.9;
 	memset(&itv, 0, sizeof itv);
 	itv.it_value.tv_sec = (time_t)limit;
 	itv.it_value.tv_usec = (suseconds_t)((limit - (time_t)limit) * 1e6);
@@ -1207,6 +1462,8 @@ main(int argc, char **argv)
 
 	t_start = now_us();
 	t_stop = t_start + (uint64_t)(duration * 1e6);
+	if (mode == MODE_LATENCY)
+		t_stop = UINT64_MAX;	/* set when the schedule starts */
 	burst = rate / 100 > 1 ? rate / 100 : 1;
 	tokens = 1;
 	t_tokens = t_start;
@@ -1223,7 +1480,11 @@ main(int argc, char **argv)
 		run_again();
 		start_more(now);
 		announce();
-		n = epoll_wait(ep, evs, MAXEVENTS, wait_ms(now));
+		if (mode == MODE_LATENCY) {
+			latency_start(now);
+			latency_issue(now);
+		}
+		n = poll_events(evs, wait_us(now));
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
@@ -1245,11 +1506,13 @@ main(int argc, char **argv)
 	/* Still in flight after the grace time. */
 	for (i = 0; i < (size_t)nconns; i++) {
 		c = &conns[i];
-		if (c->state == S_HOLD)
+		if (c->state == S_HOLD || (c->state == S_LATENCY &&
+		    c->rcvd == c->due * (uint64_t)size))
 			conn_done(c);
 		else if (c->state != S_FREE)
 			conn_unanswered(c);
 	}
-	report((double)(t_end - t_start) / 1e6);
+	report((double)(t_end - t_start) / 1e6,
+	    t_sched != 0 ? (double)(t_stop - t_sched) / 1e6 : 0.0);
 	return (0);
 }
