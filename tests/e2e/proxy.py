@@ -2,8 +2,9 @@
 fewest connections, failover past a refusing or silent upstream, every
 upstream down, half-close, and memory that stays flat while 1 GiB goes to
 a slow reader; streams moved by splice (pipes seen in the worker's fds):
-byte-exact, stalled, half-closed, and copied when no fd is left for a
-pipe, while small messages stay copied."""
+byte-exact over TCP and unix, after a PROXY header, stalled, half-closed,
+under an idle timeout, and copied when no fd is left for a pipe, while
+small messages stay copied."""
 
 import os
 import shutil
@@ -696,6 +697,82 @@ def test_splice_stream():
         up.close()
 
 
+def test_splice_unix_upstream():
+    """A unix upstream splices too: 32 MiB each way byte-exact."""
+    t = tempfile.mkdtemp(prefix="nc-px.")
+    path = os.path.join(t, "up.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+
+    def serve():
+        c, _ = srv.accept()
+        c.settimeout(30 * SCALE)
+        c.sendall(b"U\n")
+        while True:
+            x = c.recv(1 << 20)
+            if not x:
+                break
+            c.sendall(x)
+        c.close()
+
+    th = threading.Thread(target=serve)
+    th.start()
+    d = Daemon([{"name": "unix", "handler": "proxy", "allow_half_open": True,
+                 "listen": ["127.0.0.1:0"], "upstream": ["unix:" + path]}],
+               workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        c = greet(d.port())
+        stream_exact(c, 32 << 20)
+        c.close()
+        th.join(30 * SCALE)
+        check(worker_pipes(worker) - pipes0, "no pipe: splice unused")
+    finally:
+        d.stop()
+        srv.close()
+        shutil.rmtree(t)
+
+
+def test_splice_after_proxy_header():
+    """send_proxy with a spliced stream: the header comes first, then
+    every byte, exact."""
+    def echo_after_header(c):
+        header = b""
+        while not header.endswith(b"\r\n"):
+            x = c.recv(1)
+            if not x:
+                return header
+            header += x
+        while True:
+            x = c.recv(1 << 20)
+            if not x:
+                return header
+            c.sendall(x)
+
+    up = Scripted(echo_after_header)
+    d = Daemon(proxy_service([up.port], send_proxy="v1",
+                             allow_half_open=True), workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        c = socket.create_connection(("127.0.0.1", d.port()),
+                                     timeout=30 * SCALE)
+        cport = c.getsockname()[1]
+        stream_exact(c, 32 << 20)
+        c.close()
+        up.close()
+        want = ("PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (
+            cport, d.port())).encode()
+        check(up.result == [want], "header %r, want %r" % (up.result, want))
+        check(worker_pipes(worker) - pipes0, "no pipe: splice unused")
+    finally:
+        d.stop()
+
+
 def test_splice_stalled_reader():
     """A spliced direction whose reader stalls: the upstream is held
     back, the worker holds at most two pipes and its memory stays flat,
@@ -909,5 +986,6 @@ run([test_round_robin_and_least_connections, test_failover_and_all_down,
      test_send_proxy, test_accept_proxy_protocol,
      test_stream_both_ways_exact, test_half_close_from_upstream,
      test_one_side_ends_or_fails, test_unix_upstream_and_socket_options,
-     test_splice_stream, test_splice_stalled_reader, test_splice_half_close,
+     test_splice_stream, test_splice_unix_upstream,
+     test_splice_after_proxy_header, test_splice_stalled_reader, test_splice_half_close,
      test_splice_idle_timeout, test_small_messages_stay_copied, test_splice_without_fds])
