@@ -25,6 +25,15 @@
  * a pool of at most SPLICE_POOL empty pipes per worker, or is closed.
  * When no pipe can be made (EMFILE, ENFILE, ENOMEM) or the sockets do
  * not splice, the direction stays in user space: never a failure.
+ * F_SETPIPE_SZ is not used: bigger pipes reach the per-user budget
+ * (fs.pipe-user-pages-soft, 1024 default pipes) sooner, and 64 KiB is
+ * already what one user-space read takes.
+ *
+ * splice needs the bytes untouched between two plain sockets (TCP or
+ * unix). The proxy has no transform between them (no TLS); a PROXY
+ * header it sends is its own, written before the first splice, and one
+ * it accepts was taken off the socket by the library before the proxy
+ * saw the connection.
  */
 
 #include <errno.h>
