@@ -161,9 +161,10 @@ splice_note_read(struct splice *sp, size_t len)
 }
 
 /*
- * Starts splicing. The caller has seen `to`'s queue empty; `from` is
- * paused until the direction goes back to user space. Returns 0, or -1
- * when the direction stays in user space (it is then marked so).
+ * Starts splicing once `to`'s queue is empty; `from` is paused until the
+ * direction goes back to user space. Returns 0, or -1 when it stays in
+ * user space: for now (a side closing, bytes still queued), or for good
+ * when there is no pipe or no event for it (then marked `never`).
  */
 int
 splice_start(struct splice *sp)
