@@ -35,8 +35,8 @@ struct pair {
 	struct nc_socket	*client;
 	struct nc_socket	*up;
 	struct upstream		*target;
-	struct splice		 c2u;		/* client to upstream */
-	struct splice		 u2c;
+	struct splice		*c2u;		/* client to upstream */
+	struct splice		*u2c;
 	size_t			 tried;
 	bool			 connected;
 	bool			 client_closed;	/* its `close` came */
@@ -108,8 +108,8 @@ pair_options(struct pair *p, struct nc_socket *s)
 static void
 pair_unsplice(struct pair *p)
 {
-	splice_stop(&p->c2u, false);
-	splice_stop(&p->u2c, false);
+	splice_stop(p->c2u, false);
+	splice_stop(p->u2c, false);
 }
 
 /*
@@ -118,16 +118,17 @@ pair_unsplice(struct pair *p)
  * side's queue is empty (now, or at its `drain`).
  */
 static void
-pipe_data(struct nc_socket *from, struct nc_socket *to,
-    const struct nc_event_args *ev, struct splice *sp)
+pipe_data(struct pair *p, struct nc_socket *from, struct nc_socket *to,
+    const struct nc_event_args *ev, struct splice **spp)
 {
 	bool	stream;
 
-	stream = splice_note_read(sp, ev->len);
+	stream = splice_note_read(spp, from, to, p->svc->conf->idle_timeout_ms,
+	    ev->len);
 	if (nc_socket_write(to, ev->data, ev->len, NULL, NULL) == 0)
 		nc_socket_pause(from);
 	else if (stream && nc_socket_buffer_size(to) == 0)
-		(void)splice_start(sp);
+		(void)splice_start(*spp);
 }
 
 static void
@@ -135,7 +136,7 @@ client_data(void *s, const struct nc_event_args *ev, void *arg)
 {
 	struct pair	*p = arg;
 
-	pipe_data(s, p->up, ev, &p->c2u);
+	pipe_data(p, s, p->up, ev, &p->c2u);
 }
 
 static void
@@ -143,7 +144,7 @@ up_data(void *s, const struct nc_event_args *ev, void *arg)
 {
 	struct pair	*p = arg;
 
-	pipe_data(s, p->client, ev, &p->u2c);
+	pipe_data(p, s, p->client, ev, &p->u2c);
 }
 
 static void
@@ -153,9 +154,8 @@ client_drain(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	(void)ev;
-	if (p->up == NULL || nc_socket_destroyed(p->up) || p->u2c.on)
-		return;
-	if (!p->u2c.want || splice_start(&p->u2c) != 0)
+	if (p->up != NULL && !nc_socket_destroyed(p->up) &&
+	    !splice_drained(p->u2c))
 		nc_socket_resume(p->up);
 }
 
@@ -166,9 +166,7 @@ up_drain(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	(void)ev;
-	if (nc_socket_destroyed(p->client) || p->c2u.on)
-		return;
-	if (!p->c2u.want || splice_start(&p->c2u) != 0)
+	if (!nc_socket_destroyed(p->client) && !splice_drained(p->c2u))
 		nc_socket_resume(p->client);
 }
 
@@ -184,7 +182,7 @@ client_end(void *s, const struct nc_event_args *ev, void *arg)
 	(void)s;
 	(void)ev;
 	if (!p->svc->conf->allow_half_open)
-		splice_stop(&p->u2c, true);
+		splice_stop(p->u2c, true);
 	if (p->up != NULL && !nc_socket_destroyed(p->up))
 		(void)nc_socket_end(p->up, NULL, 0);
 }
@@ -197,7 +195,7 @@ up_end(void *s, const struct nc_event_args *ev, void *arg)
 	(void)s;
 	(void)ev;
 	if (!p->svc->conf->allow_half_open)
-		splice_stop(&p->c2u, true);
+		splice_stop(p->c2u, true);
 	if (!nc_socket_destroyed(p->client))
 		(void)nc_socket_end(p->client, NULL, 0);
 }
@@ -221,8 +219,8 @@ static void
 pair_free_if_done(struct pair *p)
 {
 	if (p->client_closed && (p->up == NULL || p->up_closed)) {
-		splice_free(&p->c2u);
-		splice_free(&p->u2c);
+		splice_free(p->c2u);
+		splice_free(p->u2c);
 		nc_socket_release(p->client);
 		if (p->up != NULL)
 			nc_socket_release(p->up);
@@ -330,8 +328,6 @@ up_connect(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)ev;
 	p->connected = true;
-	splice_init(&p->c2u, p->client, p->up, c->idle_timeout_ms);
-	splice_init(&p->u2c, p->up, p->client, c->idle_timeout_ms);
 	(void)nc_socket_off(s, NC_EV_TIMEOUT, up_connect_timeout, p);
 	(void)nc_socket_set_timeout(s, c->idle_timeout_ms, NULL, NULL);
 	if (c->idle_timeout_ms > 0)
@@ -411,8 +407,6 @@ proxy_connection(struct service *svc, struct nc_socket *client)
 	}
 	p->svc = svc;
 	p->client = client;
-	splice_init(&p->c2u, NULL, NULL, 0);
-	splice_init(&p->u2c, NULL, NULL, 0);
 	nc_socket_hold(client);
 	/* Nothing is read from the client before its upstream answers. */
 	nc_socket_pause(client);

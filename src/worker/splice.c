@@ -52,6 +52,28 @@
 #define SPLICE_ROUNDS	8	/* pipefuls moved per event at most */
 #define SPLICE_POOL	16	/* empty pipes kept per worker */
 
+/*
+ * A direction's state, made at its first large read: a connection that
+ * never reads SPLICE_LARGE at once pays only two pointers for all this.
+ */
+struct splice {
+	struct nc_socket	*from;		/* read */
+	struct nc_socket	*to;		/* written */
+	struct event		*rev;		/* from's fd, while on */
+	struct event		*wev;		/* to's fd, while on */
+	int			 pipe[2];	/* -1 without one */
+	size_t			 size;		/* the pipe's */
+	size_t			 held;		/* bytes in the pipe */
+	int64_t			 idle_ms;	/* both legs' idle timeout */
+	int			 large;		/* large reads in a row */
+	int			 small;		/* small splices in a row */
+	bool			 on;		/* bytes go by splice */
+	bool			 want;		/* a stream: on once `to`
+						 * is drained */
+	bool			 never;		/* user space for good */
+	bool			 eof;		/* splice read the FIN */
+};
+
 struct pooled_pipe {
 	int	fd[2];
 	size_t	size;
@@ -111,17 +133,6 @@ splice_pipe_put(struct splice *sp)
 	sp->held = 0;
 }
 
-void
-splice_init(struct splice *sp, struct nc_socket *from, struct nc_socket *to,
-    int64_t idle_ms)
-{
-	memset(sp, 0, sizeof *sp);
-	sp->from = from;
-	sp->to = to;
-	sp->idle_ms = idle_ms;
-	sp->pipe[0] = sp->pipe[1] = -1;
-}
-
 /* No more splicing: events off, pipe released (what it held dropped). */
 static void
 splice_off(struct splice *sp)
@@ -136,28 +147,53 @@ splice_off(struct splice *sp)
 	sp->large = sp->small = 0;
 }
 
+/* Frees a direction's state (NULL: none was made); the pipe is released. */
 void
 splice_free(struct splice *sp)
 {
+	if (sp == NULL)
+		return;
 	splice_off(sp);
 	if (sp->rev != NULL)
 		event_free(sp->rev);
 	if (sp->wev != NULL)
 		event_free(sp->wev);
-	sp->rev = sp->wev = NULL;
+	free(sp);
 }
 
-/* A user-space read of len bytes; true once the direction is a stream. */
+/*
+ * A user-space read of len bytes from `from` to `to`; true once the
+ * direction is a stream. The state is made (*spp) at the first large
+ * read; without memory the direction just stays copied.
+ */
 bool
-splice_note_read(struct splice *sp, size_t len)
+splice_note_read(struct splice **spp, struct nc_socket *from,
+    struct nc_socket *to, int64_t idle_ms, size_t len)
 {
-	if (sp->on || sp->never || sp->from == NULL)
+	struct splice	*sp = *spp;
+
+	if (sp == NULL) {
+		if (len < SPLICE_LARGE || (sp = calloc(1, sizeof *sp)) == NULL)
+			return false;
+		sp->from = from;
+		sp->to = to;
+		sp->idle_ms = idle_ms;
+		sp->pipe[0] = sp->pipe[1] = -1;
+		*spp = sp;
+	}
+	if (sp->on || sp->never)
 		return false;
 	if (len < SPLICE_LARGE)
 		sp->large = 0;
 	else if (++sp->large >= SPLICE_STREAK)
 		sp->want = true;
 	return sp->want;
+}
+
+bool
+splice_on(const struct splice *sp)
+{
+	return sp != NULL && sp->on;
 }
 
 /*
@@ -171,9 +207,11 @@ splice_start(struct splice *sp)
 {
 	struct event_base	*base = worker_base;
 
+	if (sp == NULL)
+		return -1;
 	if (sp->on)
 		return 0;
-	if (sp->never || sp->from == NULL || nc_socket_destroyed(sp->from) ||
+	if (sp->never || nc_socket_destroyed(sp->from) ||
 	    nc_socket_destroyed(sp->to) || nc_socket_buffer_size(sp->to) > 0)
 		return -1;
 	if (sp->rev == NULL && (sp->rev = event_new(base,
@@ -203,6 +241,20 @@ never:
 }
 
 /*
+ * `to` drained: a direction waiting to splice starts now. True when it
+ * is spliced, and then `from` must stay paused.
+ */
+bool
+splice_drained(struct splice *sp)
+{
+	if (sp == NULL)
+		return false;
+	if (sp->on)
+		return true;
+	return sp->want && splice_start(sp) == 0;
+}
+
+/*
  * Back to user space: with keep, what the pipe holds is written to `to`
  * through the library first, and `from` resumes unless that filled
  * `to`'s queue (its `drain` resumes it then); without keep it is
@@ -215,6 +267,8 @@ splice_stop(struct splice *sp, bool keep)
 	ssize_t	n;
 	int	full = 0;
 
+	if (sp == NULL)
+		return;
 	if (!sp->on) {
 		sp->want = false;
 		return;

@@ -12,7 +12,6 @@
 struct upstream;
 #include "netcluster.h"
 
-struct event;
 struct event_base;
 
 /* One service as this worker runs it: a server per listen address. */
@@ -29,33 +28,13 @@ struct service {
 	size_t			  next_upstream;
 };
 
-/*
- * One direction of a proxied connection (splice.c): user-space copy until
- * it looks like a stream, then splice(2) through a pipe of its own.
- */
-struct splice {
-	struct nc_socket	*from;		/* read */
-	struct nc_socket	*to;		/* written */
-	struct event		*rev;		/* from's fd, while on */
-	struct event		*wev;		/* to's fd, while on */
-	int			 pipe[2];	/* -1 without one */
-	size_t			 size;		/* the pipe's */
-	size_t			 held;		/* bytes in the pipe */
-	int64_t			 idle_ms;	/* both legs' idle timeout */
-	int			 large;		/* large reads in a row */
-	int			 small;		/* small splices in a row */
-	bool			 on;		/* bytes go by splice */
-	bool			 want;		/* a stream: on once `to`
-						 * is drained */
-	bool			 never;		/* user space for good */
-	bool			 eof;		/* splice read the FIN */
-};
-
-/* splice.c */
-void	splice_init(struct splice *, struct nc_socket *from,
-	    struct nc_socket *to, int64_t idle_ms);
-bool	splice_note_read(struct splice *, size_t);
+/* splice.c: one direction of a proxied connection, copied or spliced. */
+struct splice;
+bool	splice_note_read(struct splice **, struct nc_socket *from,
+	    struct nc_socket *to, int64_t idle_ms, size_t len);
 int	splice_start(struct splice *);
+bool	splice_drained(struct splice *);
+bool	splice_on(const struct splice *);
 void	splice_stop(struct splice *, bool keep);
 void	splice_free(struct splice *);
 
