@@ -190,12 +190,6 @@ splice_note_read(struct splice **spp, struct nc_socket *from,
 	return sp->want;
 }
 
-bool
-splice_on(const struct splice *sp)
-{
-	return sp != NULL && sp->on;
-}
-
 /*
  * Starts splicing once `to`'s queue is empty; `from` is paused until the
  * direction goes back to user space. Returns 0, or -1 when it stays in

@@ -34,7 +34,6 @@ bool	splice_note_read(struct splice **, struct nc_socket *from,
 	    struct nc_socket *to, int64_t idle_ms, size_t len);
 int	splice_start(struct splice *);
 bool	splice_drained(struct splice *);
-bool	splice_on(const struct splice *);
 void	splice_stop(struct splice *, bool keep);
 void	splice_free(struct splice *);
 
