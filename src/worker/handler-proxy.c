@@ -11,6 +11,10 @@
  * speeds. With allow_half_open a FIN from one side becomes a FIN on the
  * other and the rest still flows; without it, either side's end ends both.
  * An error on one side closes the other.
+ *
+ * A direction that streams moves by splice(2) through a pipe instead of
+ * through user space (splice.c): at most one pipe per direction, two
+ * per connection; the rules above hold the same way.
  */
 
 #include <stdio.h>
@@ -31,6 +35,8 @@ struct pair {
 	struct nc_socket	*client;
 	struct nc_socket	*up;
 	struct upstream		*target;
+	struct splice		*c2u;		/* client to upstream */
+	struct splice		*u2c;
 	size_t			 tried;
 	bool			 connected;
 	bool			 client_closed;	/* its `close` came */
@@ -98,13 +104,31 @@ pair_options(struct pair *p, struct nc_socket *s)
 		    (unsigned int)c->keep_alive_initial_delay_ms);
 }
 
-/* Data from one side goes to the other; a full queue pauses the reader. */
+/* Stops splicing both ways, dropping what the pipes hold: closing. */
 static void
-pipe_data(struct nc_socket *from, struct nc_socket *to,
-    const struct nc_event_args *ev)
+pair_unsplice(struct pair *p)
 {
+	splice_stop(p->c2u, false);
+	splice_stop(p->u2c, false);
+}
+
+/*
+ * Data from one side goes to the other; a full queue pauses the reader.
+ * A direction that reads like a stream goes to splice once the other
+ * side's queue is empty (now, or at its `drain`).
+ */
+static void
+pipe_data(struct pair *p, struct nc_socket *from, struct nc_socket *to,
+    const struct nc_event_args *ev, struct splice **spp)
+{
+	bool	stream;
+
+	stream = splice_note_read(spp, from, to, p->svc->conf->idle_timeout_ms,
+	    ev->len);
 	if (nc_socket_write(to, ev->data, ev->len, NULL, NULL) == 0)
 		nc_socket_pause(from);
+	else if (stream && nc_socket_buffer_size(to) == 0)
+		(void)splice_start(*spp);
 }
 
 static void
@@ -112,7 +136,7 @@ client_data(void *s, const struct nc_event_args *ev, void *arg)
 {
 	struct pair	*p = arg;
 
-	pipe_data(s, p->up, ev);
+	pipe_data(p, s, p->up, ev, &p->c2u);
 }
 
 static void
@@ -120,7 +144,7 @@ up_data(void *s, const struct nc_event_args *ev, void *arg)
 {
 	struct pair	*p = arg;
 
-	pipe_data(s, p->client, ev);
+	pipe_data(p, s, p->client, ev, &p->u2c);
 }
 
 static void
@@ -130,7 +154,8 @@ client_drain(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	(void)ev;
-	if (p->up != NULL && !nc_socket_destroyed(p->up))
+	if (p->up != NULL && !nc_socket_destroyed(p->up) &&
+	    !splice_drained(p->u2c))
 		nc_socket_resume(p->up);
 }
 
@@ -141,11 +166,14 @@ up_drain(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	(void)ev;
-	if (!nc_socket_destroyed(p->client))
+	if (!nc_socket_destroyed(p->client) && !splice_drained(p->c2u))
 		nc_socket_resume(p->client);
 }
 
-/* A FIN: passed on; without half-open the sockets end themselves too. */
+/*
+ * A FIN: passed on; without half-open the sockets end themselves too,
+ * and what a pipe holds for the ending socket goes out before its FIN.
+ */
 static void
 client_end(void *s, const struct nc_event_args *ev, void *arg)
 {
@@ -153,6 +181,8 @@ client_end(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	(void)ev;
+	if (!p->svc->conf->allow_half_open)
+		splice_stop(p->u2c, true);
 	if (p->up != NULL && !nc_socket_destroyed(p->up))
 		(void)nc_socket_end(p->up, NULL, 0);
 }
@@ -164,6 +194,8 @@ up_end(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	(void)ev;
+	if (!p->svc->conf->allow_half_open)
+		splice_stop(p->c2u, true);
 	if (!nc_socket_destroyed(p->client))
 		(void)nc_socket_end(p->client, NULL, 0);
 }
@@ -176,6 +208,7 @@ pair_timeout(void *s, const struct nc_event_args *ev, void *arg)
 	(void)s;
 	(void)ev;
 	/* Idle on this leg: both go. */
+	pair_unsplice(p);
 	nc_socket_destroy(p->client);
 	if (p->up != NULL)
 		nc_socket_destroy(p->up);
@@ -186,6 +219,8 @@ static void
 pair_free_if_done(struct pair *p)
 {
 	if (p->client_closed && (p->up == NULL || p->up_closed)) {
+		splice_free(p->c2u);
+		splice_free(p->u2c);
 		nc_socket_release(p->client);
 		if (p->up != NULL)
 			nc_socket_release(p->up);
@@ -212,6 +247,7 @@ client_close(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	p->client_closed = true;
+	pair_unsplice(p);
 	/* An error closes the other side; a clean close lets it flush. */
 	if (p->up != NULL && !nc_socket_destroyed(p->up)) {
 		if (ev->had_error || !p->connected)
@@ -229,6 +265,7 @@ up_close(void *s, const struct nc_event_args *ev, void *arg)
 
 	(void)s;
 	p->up_closed = true;
+	pair_unsplice(p);
 	if (p->target != NULL)
 		p->target->active--;
 	if (!p->connected) {

@@ -28,6 +28,15 @@ struct service {
 	size_t			  next_upstream;
 };
 
+/* splice.c: one direction of a proxied connection, copied or spliced. */
+struct splice;
+bool	splice_note_read(struct splice **, struct nc_socket *from,
+	    struct nc_socket *to, int64_t idle_ms, size_t len);
+int	splice_start(struct splice *);
+bool	splice_drained(struct splice *);
+void	splice_stop(struct splice *, bool keep);
+void	splice_free(struct splice *);
+
 /* handler-proxy.c */
 int	proxy_init(struct service *);
 void	proxy_connection(struct service *, struct nc_socket *);

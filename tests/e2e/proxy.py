@@ -1,7 +1,10 @@
 """The proxy handler end to end: upstreams picked round-robin and by
 fewest connections, failover past a refusing or silent upstream, every
 upstream down, half-close, and memory that stays flat while 1 GiB goes to
-a slow reader."""
+a slow reader; streams moved by splice (pipes seen in the worker's fds):
+byte-exact over TCP and unix, after a PROXY header, stalled, half-closed,
+under an idle timeout, and copied when no fd is left for a pipe, while
+small messages stay copied."""
 
 import os
 import shutil
@@ -596,8 +599,393 @@ def test_backpressure_memory():
         up.close()
 
 
+def worker_pipes(pid):
+    """The pipes a process holds open: {"pipe:[inode]"}, one per pipe."""
+    found = set()
+    for name in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, name))
+        except OSError:
+            continue
+        if link.startswith("pipe:"):
+            found.add(link)
+    return found
+
+
+def wait_until(d, cond, what, timeout=10):
+    """Bounded: polls cond, reading the daemon's log in between."""
+    deadline = time.monotonic() + timeout * SCALE
+    while not cond():
+        if time.monotonic() > deadline:
+            raise Failure("timed out waiting for " + what)
+        d.read_lines(0.01)
+
+
+def stream_exact(c, size, sample=None):
+    """Writes size bytes (from a second thread) and shuts down, reads to
+    EOF; checks the bytes come back exact. sample() runs after each read."""
+    import hashlib
+    sent = hashlib.sha256()
+    seed = os.urandom(1 << 20)
+
+    def writer():
+        for i in range(size >> 20):
+            chunk = seed[i:] + seed[:i]
+            sent.update(chunk)
+            c.sendall(chunk)
+        c.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    got = hashlib.sha256()
+    total = 0
+    buf = bytearray(1 << 20)
+    while True:
+        n = c.recv_into(buf)
+        if n == 0:
+            break
+        got.update(memoryview(buf)[:n])
+        total += n
+        if sample is not None:
+            sample()
+    t.join(60 * SCALE)
+    check(total == size, "got %d of %d bytes" % (total, size))
+    check(got.hexdigest() == sent.hexdigest(), "bytes differ")
+
+
+def greet(port):
+    c = socket.create_connection(("127.0.0.1", port), timeout=30 * SCALE)
+    first = b""
+    while not first.endswith(b"\n"):
+        d = c.recv(1)
+        check(d != b"", "closed before a greeting")
+        first += d
+    return c
+
+
+def test_splice_stream():
+    """A stream both ways goes by splice: the worker holds pipes during
+    the transfer, at most two for the connection, the bytes arrive exact;
+    a pipe is reused by the next connection, not leaked."""
+    up = Upstream("E")
+    d = Daemon(proxy_service([up.port], allow_half_open=True), workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        before = worker_pipes(worker)
+        most = [0]
+
+        def sample():
+            most[0] = max(most[0], len(worker_pipes(worker) - before))
+
+        c = greet(d.port())
+        stream_exact(c, 64 << 20, sample)
+        c.close()
+        check(most[0] >= 1, "no pipe during the stream: splice unused")
+        check(most[0] <= 2, "%d pipes for one connection" % most[0])
+        first = most[0]
+        for _ in range(3):
+            c = greet(d.port())
+            stream_exact(c, 16 << 20, sample)
+            c.close()
+        check(most[0] <= 2, "%d pipes after four connections in turn"
+              % most[0])
+        print("  64 MiB each way spliced byte-exact with %d pipe(s); four "
+              "connections in turn held %d" % (first, most[0]))
+    finally:
+        d.stop()
+        up.close()
+
+
+def test_splice_unix_upstream():
+    """A unix upstream splices too: 32 MiB each way byte-exact."""
+    t = tempfile.mkdtemp(prefix="nc-px.")
+    path = os.path.join(t, "up.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+
+    def serve():
+        c, _ = srv.accept()
+        c.settimeout(30 * SCALE)
+        c.sendall(b"U\n")
+        while True:
+            x = c.recv(1 << 20)
+            if not x:
+                break
+            c.sendall(x)
+        c.close()
+
+    th = threading.Thread(target=serve)
+    th.start()
+    d = Daemon([{"name": "unix", "handler": "proxy", "allow_half_open": True,
+                 "listen": ["127.0.0.1:0"], "upstream": ["unix:" + path]}],
+               workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        c = greet(d.port())
+        stream_exact(c, 32 << 20)
+        c.close()
+        th.join(30 * SCALE)
+        check(worker_pipes(worker) - pipes0, "no pipe: splice unused")
+    finally:
+        d.stop()
+        srv.close()
+        shutil.rmtree(t)
+
+
+def test_splice_after_proxy_header():
+    """send_proxy with a spliced stream: the header comes first, then
+    every byte, exact."""
+    def echo_after_header(c):
+        header = b""
+        while not header.endswith(b"\r\n"):
+            x = c.recv(1)
+            if not x:
+                return header
+            header += x
+        while True:
+            x = c.recv(1 << 20)
+            if not x:
+                return header
+            c.sendall(x)
+
+    up = Scripted(echo_after_header)
+    d = Daemon(proxy_service([up.port], send_proxy="v1",
+                             allow_half_open=True), workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        c = socket.create_connection(("127.0.0.1", d.port()),
+                                     timeout=30 * SCALE)
+        cport = c.getsockname()[1]
+        stream_exact(c, 32 << 20)
+        c.close()
+        up.close()
+        want = ("PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (
+            cport, d.port())).encode()
+        check(up.result == [want], "header %r, want %r" % (up.result, want))
+        check(worker_pipes(worker) - pipes0, "no pipe: splice unused")
+    finally:
+        d.stop()
+
+
+def test_splice_stalled_reader():
+    """A spliced direction whose reader stalls: the upstream is held
+    back, the worker holds at most two pipes and its memory stays flat,
+    and every byte arrives once the reader reads."""
+    up = Upstream("M", blob=256)
+    d = Daemon(proxy_service([up.port]), workers=1,
+               env={"ASAN_OPTIONS": "quarantine_size_mb=0"})
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        before = status(worker, "VmRSS")
+        c = socket.create_connection(("127.0.0.1", d.port()), timeout=30)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        wait_until(d, lambda: worker_pipes(worker) - pipes0,
+                   "the stalled direction to splice")
+        stalled = status(worker, "VmRSS")
+        held = len(worker_pipes(worker) - pipes0)
+        check(held <= 2, "%d pipes while stalled" % held)
+        total = 0
+        buf = bytearray(1 << 20)
+        while True:
+            n = c.recv_into(buf)
+            if n == 0:
+                break
+            total += n
+        c.close()
+        grew = status(worker, "VmHWM") - before
+        check(total == 256 << 20, "got %d bytes" % total)
+        limit = 4096 if ASAN else 1024
+        check(grew < limit, "the worker grew by %d KiB" % grew)
+        print("  256 MiB spliced to a stalled reader: %d pipe(s), RSS %d "
+              "KiB while stalled, peak growth %d KiB" % (held, stalled,
+                                                        grew))
+    finally:
+        d.stop()
+        up.close()
+
+
+def test_splice_half_close():
+    """With splice both ways, a FIN is passed on after every byte and
+    the other direction keeps flowing: client first, then upstream
+    first, 32 MiB each way."""
+    import hashlib
+    size = 32 << 20
+    blob = bytes(range(256)) * 4096             # 1 MiB
+
+    def drain(c):
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            x = c.recv(1 << 20)
+            if not x:
+                return n, h.hexdigest()
+            h.update(x)
+            n += len(x)
+
+    def send(c):
+        for _ in range(size >> 20):
+            c.sendall(blob)
+        c.shutdown(socket.SHUT_WR)
+
+    want = hashlib.sha256(blob * (size >> 20)).hexdigest()
+
+    def client_first(c):
+        got = drain(c)
+        send(c)
+        return got
+
+    def upstream_first(c):
+        send(c)
+        return drain(c)
+
+    for name, action in (("client", client_first),
+                         ("upstream", upstream_first)):
+        up = Scripted(action)
+        d = Daemon(proxy_service([up.port], allow_half_open=True),
+                   workers=1)
+        try:
+            d.wait_online()
+            worker = d.worker_pids()[0]
+            pipes0 = worker_pipes(worker)
+            c = socket.create_connection(("127.0.0.1", d.port()),
+                                         timeout=30 * SCALE)
+            if name == "client":
+                send(c)
+                got = drain(c)
+            else:
+                got = drain(c)
+                send(c)
+            spliced = len(worker_pipes(worker) - pipes0)
+            c.close()
+            up.close()
+            check(got == (size, want), "%s first: the client got %d bytes"
+                  % (name, got[0]))
+            check(up.result == [(size, want)], "%s first: the upstream "
+                  "got %r" % (name, up.result))
+            check(spliced >= 1, "%s first: no pipe, splice unused" % name)
+        finally:
+            d.stop()
+    print("  half-close with splice, client first and upstream first: "
+          "32 MiB each way after the FIN")
+
+
+def test_splice_idle_timeout():
+    """Spliced bytes are activity: a stream three times longer than
+    idle_timeout_ms is not cut, and once it stops both legs end after
+    idle_timeout_ms."""
+    idle = 0.4 * SCALE
+    up = Upstream("T")
+    d = Daemon(proxy_service([up.port], idle_timeout_ms=int(idle * 1000)),
+               workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        c = greet(d.port())
+        chunk = os.urandom(1 << 20)
+        sent = [0]
+        start = time.monotonic()
+
+        def writer():
+            while time.monotonic() < start + 3 * idle:
+                c.sendall(chunk)
+                sent[0] += len(chunk)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        got = 0
+        buf = bytearray(1 << 20)
+        while t.is_alive() or got < sent[0]:
+            n = c.recv_into(buf)
+            check(n > 0, "cut after %d bytes, %.2f s into the stream" % (
+                got, time.monotonic() - start))
+            got += n
+        t.join(30 * SCALE)
+        last = time.monotonic()
+        spliced = len(worker_pipes(worker) - pipes0)
+        check(c.recv(1) == b"", "bytes after the stream")
+        took = time.monotonic() - last
+        c.close()
+        check(spliced >= 1, "no pipe: splice unused")
+        check(idle * 0.8 < took < idle + 5 * SCALE,
+              "idle close %.2f s after the stream" % took)
+        print("  idle_timeout_ms %d: a %.1f s spliced stream went through; "
+              "idle, closed %.2f s after it" % (idle * 1000, 3 * idle, took))
+    finally:
+        d.stop()
+        up.close()
+
+
+def test_small_messages_stay_copied():
+    """Request and response of a few hundred bytes never switch to
+    splice: no pipe, every answer right."""
+    up = Upstream("S")
+    d = Daemon(proxy_service([up.port]), workers=1)
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        c = greet(d.port())
+        for i in range(500):
+            msg = (b"%d:" % i) * 60
+            c.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                x = c.recv(65536)
+                check(x != b"", "closed at message %d" % i)
+                got += x
+            check(got == msg, "message %d came back wrong" % i)
+        c.close()
+        new = worker_pipes(worker) - pipes0
+        check(not new, "small messages made %d pipe(s)" % len(new))
+    finally:
+        d.stop()
+        up.close()
+
+
+def test_splice_without_fds():
+    """No fd left for a pipe (RLIMIT_NOFILE at the worker's lowest free
+    fd): the stream is copied in user space instead, byte-exact."""
+    import resource
+    up = Upstream("F")
+    d = Daemon(proxy_service([up.port], allow_half_open=True), workers=1,
+               extra={"log_level": "debug"})
+    try:
+        d.wait_online()
+        worker = d.worker_pids()[0]
+        pipes0 = worker_pipes(worker)
+        c = greet(d.port())
+        used = {int(n) for n in os.listdir("/proc/%d/fd" % worker)}
+        lowest = min(set(range(len(used) + 1)) - used)
+        soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            stream_exact(c, 32 << 20)
+            c.close()
+            d.wait_log("no pipe, copying in user space")
+            check(not worker_pipes(worker) - pipes0, "a pipe was made")
+        finally:
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, (soft, hard))
+        print("  RLIMIT_NOFILE %d: no pipe, 32 MiB each way copied "
+              "byte-exact" % lowest)
+    finally:
+        d.stop()
+        up.close()
+
+
 run([test_round_robin_and_least_connections, test_failover_and_all_down,
      test_connect_timeout, test_half_close, test_backpressure_memory,
      test_send_proxy, test_accept_proxy_protocol,
      test_stream_both_ways_exact, test_half_close_from_upstream,
-     test_one_side_ends_or_fails, test_unix_upstream_and_socket_options])
+     test_one_side_ends_or_fails, test_unix_upstream_and_socket_options,
+     test_splice_stream, test_splice_unix_upstream,
+     test_splice_after_proxy_header, test_splice_stalled_reader, test_splice_half_close,
+     test_splice_idle_timeout, test_small_messages_stay_copied, test_splice_without_fds])
