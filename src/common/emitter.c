@@ -44,23 +44,37 @@ nc__emitter_add(struct nc__emitter *em, enum nc_event ev, nc_listener_cb cb,
 
 	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
 		return NC_ERR_INVALID_ARG_VALUE;
-	if (em->count[ev] == em->cap[ev]) {
-		/* Most events of a socket have one listener. */
-		cap = em->cap[ev] == 0 ? 1 : (size_t)em->cap[ev] * 2;
+	if (em->count[ev] == UINT16_MAX)
+		return NC_ENOMEM;
+	if (em->n == em->cap) {
+		/* Exact while small: a socket has a few listeners. */
+		cap = em->cap < 4 ? (size_t)em->cap + 1 : (size_t)em->cap * 2;
 		if (cap > UINT16_MAX)
 			return NC_ENOMEM;
-		list = reallocarray(em->list[ev], cap, sizeof *list);
+		list = reallocarray(em->list, cap, sizeof *list);
 		if (list == NULL)
 			return NC_ENOMEM;
-		em->list[ev] = list;
-		em->cap[ev] = (uint16_t)cap;
+		em->list = list;
+		em->cap = (uint16_t)cap;
 	}
-	list = &em->list[ev][em->count[ev]++];
+	list = &em->list[em->n++];
 	list->cb = cb;
 	list->arg = arg;
+	list->event = (uint8_t)ev;
 	list->once = once;
-	list->removed = false;
+	em->count[ev]++;
 	return 0;
+}
+
+/* Nothing left: the array goes, as most sockets end with no listener. */
+static void
+emitter_trim(struct nc__emitter *em)
+{
+	if (em->n == 0) {
+		free(em->list);
+		em->list = NULL;
+		em->cap = 0;
+	}
 }
 
 int
@@ -71,12 +85,15 @@ nc__emitter_remove(struct nc__emitter *em, enum nc_event ev,
 
 	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
 		return NC_ERR_INVALID_ARG_VALUE;
-	for (i = em->count[ev]; i > 0; i--) {
-		if (em->list[ev][i - 1].cb == cb &&
-		    em->list[ev][i - 1].arg == arg) {
-			memmove(&em->list[ev][i - 1], &em->list[ev][i],
-			    (em->count[ev] - i) * sizeof em->list[ev][0]);
+	/* The last one added goes, as Node's removeListener. */
+	for (i = em->n; i > 0; i--) {
+		if (em->list[i - 1].event == ev && em->list[i - 1].cb == cb &&
+		    em->list[i - 1].arg == arg) {
+			memmove(&em->list[i - 1], &em->list[i],
+			    (em->n - i) * sizeof em->list[0]);
+			em->n--;
 			em->count[ev]--;
+			emitter_trim(em);
 			return 0;
 		}
 	}
@@ -87,9 +104,9 @@ size_t
 nc__emitter_emit(struct nc__emitter *em, void *emitter,
     const struct nc_event_args *args)
 {
-	struct nc__listener	 stack[8], *snap;
+	struct nc__listener	 stack[8], *snap, *l;
 	enum nc_event		 ev = args->event;
-	size_t			 i, n = em->count[ev];
+	size_t			 i, j, k, n = em->count[ev];
 
 	if (n == 0)
 		return 0;
@@ -101,16 +118,25 @@ nc__emitter_emit(struct nc__emitter *em, void *emitter,
 			return 0;
 		}
 	}
-	memcpy(snap, em->list[ev], n * sizeof *snap);
-
-	/* Once listeners leave the list before any listener runs. */
-	for (i = em->count[ev]; i > 0; i--) {
-		if (em->list[ev][i - 1].once) {
-			memmove(&em->list[ev][i - 1], &em->list[ev][i],
-			    (em->count[ev] - i) * sizeof em->list[ev][0]);
-			em->count[ev]--;
+	/*
+	 * Take this event's listeners; once listeners leave the list before
+	 * any listener runs.
+	 */
+	for (i = j = k = 0; i < em->n; i++) {
+		l = &em->list[i];
+		if (l->event == ev) {
+			snap[k++] = *l;
+			if (l->once) {
+				em->count[ev]--;
+				continue;
+			}
 		}
+		if (j != i)
+			em->list[j] = *l;
+		j++;
 	}
+	em->n = (uint16_t)j;
+	emitter_trim(em);
 	for (i = 0; i < n; i++)
 		snap[i].cb(emitter, args, snap[i].arg);
 	if (snap != stack)
@@ -121,9 +147,6 @@ nc__emitter_emit(struct nc__emitter *em, void *emitter,
 void
 nc__emitter_free(struct nc__emitter *em)
 {
-	size_t	i;
-
-	for (i = 0; i < NC_EV__COUNT; i++)
-		free(em->list[i]);
+	free(em->list);
 	memset(em, 0, sizeof *em);
 }

@@ -46,17 +46,21 @@ struct nc__error {
 void		nc__error_set(struct nc__error *, int code, const char *syscall,
 		    const char *address, int port);
 
-/* emitter.c: Node's EventEmitter. */
+/*
+ * emitter.c: Node's EventEmitter. One array holds the listeners of every
+ * event in the order they were added (a socket has a few), with a count
+ * per event.
+ */
 struct nc__listener {
 	nc_listener_cb	 cb;
 	void		*arg;
+	uint8_t		 event;
 	bool		 once;
-	bool		 removed;
 };
 struct nc__emitter {
-	struct nc__listener	*list[NC_EV__COUNT];
-	uint16_t		 count[NC_EV__COUNT];	/* small: one per socket */
-	uint16_t		 cap[NC_EV__COUNT];
+	struct nc__listener	*list;
+	uint16_t		 n, cap;
+	uint16_t		 count[NC_EV__COUNT];
 };
 int		nc__emitter_add(struct nc__emitter *, enum nc_event,
 		    nc_listener_cb, void *, bool once);
