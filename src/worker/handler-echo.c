@@ -8,20 +8,26 @@
 #include "worker.h"
 
 static void
-echo_data(void *sock, const struct nc_event_args *ev, void *arg)
-{
-	(void)arg;
-	/* Backpressure: stop reading while the client does not read. */
-	if (nc_socket_write(sock, ev->data, ev->len, NULL, NULL) == 0)
-		nc_socket_pause(sock);
-}
-
-static void
 echo_drain(void *sock, const struct nc_event_args *ev, void *arg)
 {
 	(void)ev;
 	(void)arg;
 	nc_socket_resume(sock);
+}
+
+/*
+ * Backpressure: stop reading while the client does not read. The `drain`
+ * listener is there only while paused, so an idle connection holds one
+ * listener fewer.
+ */
+static void
+echo_data(void *sock, const struct nc_event_args *ev, void *arg)
+{
+	(void)arg;
+	if (nc_socket_write(sock, ev->data, ev->len, NULL, NULL) != 0)
+		return;
+	if (nc_socket_once(sock, NC_EV_DRAIN, echo_drain, NULL) == 0)
+		nc_socket_pause(sock);
 }
 
 static void
@@ -68,7 +74,6 @@ echo_connection(struct service *svc, struct nc_socket *sock)
 	const struct nc_service	*c = svc->conf;
 
 	(void)nc_socket_on(sock, NC_EV_DATA, echo_data, NULL);
-	(void)nc_socket_on(sock, NC_EV_DRAIN, echo_drain, NULL);
 	(void)nc_socket_on(sock, NC_EV_ERROR, echo_error, NULL);
 	if (c->allow_half_open)
 		(void)nc_socket_on(sock, NC_EV_END, echo_end, NULL);
