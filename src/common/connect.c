@@ -28,9 +28,10 @@ static void	connect_to(struct nc_socket *, const char *address);
 static void
 connect_name(struct nc_socket *s, const char *address, int port)
 {
-	free(s->error_address);
-	s->error_address = strdup(address);	/* NULL: named without */
-	s->error_port = port;
+	free(s->conn->error_address);
+	/* NULL: named without */
+	s->conn->error_address = strdup(address);
+	s->conn->error_port = port;
 }
 
 static void
@@ -50,14 +51,14 @@ connect_resolved(struct nc_socket *s, int status, const char *address,
 	struct nc_event_args	args;
 	struct nc__error	e;
 
-	s->lookup_ev = NULL;
+	s->conn->lookup_ev = NULL;
 	if (s->state != S_LOOKUP)
 		return;		/* destroyed meanwhile */
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_LOOKUP;
-	args.host = s->host;
+	args.host = s->conn->host;
 	if (status != 0) {
-		nc__error_set(&e, status, "getaddrinfo", s->host, -1);
+		nc__error_set(&e, status, "getaddrinfo", s->conn->host, -1);
 		args.error = &e.pub;
 	} else {
 		args.address = address;
@@ -68,7 +69,7 @@ connect_resolved(struct nc_socket *s, int status, const char *address,
 		return;
 	if (status != 0) {
 		/* Node: "getaddrinfo ENOTFOUND host" */
-		connect_name(s, s->host, -1);
+		connect_name(s, s->conn->host, -1);
 		nc__socket_fail(s, status, "getaddrinfo");
 		return;
 	}
@@ -111,29 +112,30 @@ connect_start_cb(void *arg)
 		nc_socket_release(s);
 		return;
 	}
-	if (s->path != NULL) {
+	if (s->conn->path != NULL) {
 		connect_to(s, NULL);
 		nc_socket_release(s);
 		return;
 	}
-	if (nc_is_ip(s->host) != 0) {
+	if (nc_is_ip(s->conn->host) != 0) {
 		/* An IP literal skips the resolver and `lookup`, as in Node. */
-		connect_to(s, s->host);
+		connect_to(s, s->conn->host);
 		nc_socket_release(s);
 		return;
 	}
-	if (s->lookup != NULL) {
+	if (s->conn->lookup != NULL) {
 		if ((req = malloc(sizeof *req)) == NULL) {
 			nc__socket_fail(s, NC_ENOMEM, "getaddrinfo");
 			nc_socket_release(s);
 			return;
 		}
 		req->socket = s;	/* keeps the start's hold */
-		s->lookup(s->host, s->family, req, s->lookup_arg);
+		s->conn->lookup(s->conn->host, s->conn->family, req,
+		    s->conn->lookup_arg);
 		return;
 	}
-	rc = nc__lookup_start(s->base, s->host, s->family, connect_lookup_cb,
-	    s, &s->lookup_ev);
+	rc = nc__lookup_start(s->h.base, s->conn->host, s->conn->family,
+	    connect_lookup_cb, s, &s->conn->lookup_ev);
 	if (rc != 0) {
 		nc__socket_fail(s, rc, "getaddrinfo");
 		nc_socket_release(s);
@@ -145,6 +147,7 @@ connect_done(struct nc_socket *s)
 {
 	struct nc_event_args	args;
 
+	nc__socket_connect_free(s);	/* connected: nothing more to name */
 	nc__socket_became_open(s);
 	if (s->state != S_OPEN)
 		return;
@@ -170,8 +173,6 @@ nc__socket_connect_ready(struct nc_socket *s)
 		nc__socket_fail(s, -err, "connect");
 		return;
 	}
-	if (s->wev != NULL)
-		(void)event_del(s->wev);
 	connect_done(s);
 }
 
@@ -180,20 +181,20 @@ connect_bind_local(struct nc_socket *s, int fd, int af)
 {
 	struct sockaddr_storage	ss;
 	socklen_t		len;
-	const char		*addr = s->local_address_opt;
+	const char		*addr = s->conn->local_address;
 	int			 rc;
 
 	/* localPort alone: any address of the family connected to. */
 	if (addr == NULL)
 		addr = af == AF_INET6 ? "::" : "0.0.0.0";
-	if ((rc = nc__sockaddr_from(addr, s->local_port_opt, &ss, &len)) != 0)
+	if ((rc = nc__sockaddr_from(addr, s->conn->local_port, &ss, &len)) != 0)
 		return rc;
 	if (bind(fd, (struct sockaddr *)&ss, len) == -1)
 		return -errno;
 	return 0;
 }
 
-/* Connects to address (an IP literal) or to s->path. */
+/* Connects to address (an IP literal) or to s->conn->path. */
 static void
 connect_to(struct nc_socket *s, const char *address)
 {
@@ -203,21 +204,22 @@ connect_to(struct nc_socket *s, const char *address)
 	socklen_t		len;
 	int			fd, rc;
 
-	if (s->path != NULL) {
-		if ((rc = nc__sockaddr_unix(s->path, &sun, &len)) != 0) {
-			connect_error_at(s, rc, "connect", s->path, -1);
+	if (s->conn->path != NULL) {
+		if ((rc = nc__sockaddr_unix(s->conn->path, &sun, &len)) != 0) {
+			connect_error_at(s, rc, "connect", s->conn->path, -1);
 			return;
 		}
 		sa = (struct sockaddr *)&sun;
-		connect_name(s, s->path, -1);
+		connect_name(s, s->conn->path, -1);
 	} else {
-		rc = nc__sockaddr_from(address, s->port, &ss, &len);
+		rc = nc__sockaddr_from(address, s->conn->port, &ss, &len);
 		if (rc != 0) {
-			connect_error_at(s, rc, "connect", address, s->port);
+			connect_error_at(s, rc, "connect", address,
+			    s->conn->port);
 			return;
 		}
 		sa = (struct sockaddr *)&ss;
-		connect_name(s, address, s->port);
+		connect_name(s, address, s->conn->port);
 	}
 
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -226,12 +228,12 @@ connect_to(struct nc_socket *s, const char *address)
 		nc__socket_fail(s, -errno, "connect");
 		return;
 	}
-	if (s->path == NULL && (s->local_address_opt != NULL ||
-	    s->local_port_opt != 0)) {
+	if (s->conn->path == NULL && (s->conn->local_address != NULL ||
+	    s->conn->local_port != 0)) {
 		if ((rc = connect_bind_local(s, fd, sa->sa_family)) != 0) {
 			close(fd);
-			connect_error_at(s, rc, "bind", s->local_address_opt,
-			    s->local_port_opt);
+			connect_error_at(s, rc, "bind", s->conn->local_address,
+			    s->conn->local_port);
 			return;
 		}
 	}
@@ -257,6 +259,22 @@ connect_to(struct nc_socket *s, const char *address)
 	}
 	if (nc__socket_watch_write(s) != 0)
 		nc__socket_fail(s, NC_ENOMEM, "connect");
+}
+
+/* What connect() kept: gone once open, or with the socket. */
+void
+nc__socket_connect_free(struct nc_socket *s)
+{
+	struct socket_connect	*c = s->conn;
+
+	if (c == NULL)
+		return;
+	free(c->host);
+	free(c->path);
+	free(c->local_address);
+	free(c->error_address);
+	free(c);
+	s->conn = NULL;
 }
 
 static int
@@ -300,25 +318,27 @@ nc_socket_connect(struct nc_socket *s, const struct nc_connect_options *o,
 	if (s->state != S_IDLE)
 		return s->state == S_OPEN ? -EISCONN : -EALREADY;
 
-	if ((rc = connect_dup(&s->path, o->path)) != 0 ||
-	    (rc = connect_dup(&s->host, o->path != NULL ? NULL :
+	if (s->conn == NULL && (s->conn = calloc(1, sizeof *s->conn)) == NULL)
+		return NC_ENOMEM;
+	if ((rc = connect_dup(&s->conn->path, o->path)) != 0 ||
+	    (rc = connect_dup(&s->conn->host, o->path != NULL ? NULL :
 	    o->host != NULL && o->host[0] != '\0' ? o->host :
 	    "localhost")) != 0 ||
-	    (rc = connect_dup(&s->local_address_opt, o->local_address)) != 0)
+	    (rc = connect_dup(&s->conn->local_address, o->local_address)) != 0)
 		return rc;
 	if (connect_listener != NULL &&
 	    (rc = nc__emitter_add(&s->em, NC_EV_CONNECT, connect_listener,
 	    arg, true)) != 0)
 		return rc;
-	s->port = o->port;
-	s->local_port_opt = o->local_port;
-	s->family = family;
-	s->lookup = o->lookup;
-	s->lookup_arg = o->lookup_arg;
-	s->error_port = -1;
+	s->conn->port = o->port;
+	s->conn->local_port = o->local_port;
+	s->conn->family = family;
+	s->conn->lookup = o->lookup;
+	s->conn->lookup_arg = o->lookup_arg;
+	s->conn->error_port = -1;
 	nc__socket_set_state(s, S_LOOKUP);
 	nc_socket_hold(s);
-	if ((rc = nc__defer(s->base, connect_start_cb, s)) != 0) {
+	if ((rc = nc__defer(s->h.base, connect_start_cb, s)) != 0) {
 		nc_socket_release(s);
 		return rc;
 	}

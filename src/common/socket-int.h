@@ -11,6 +11,8 @@
 
 #include <time.h>
 
+#include <event2/event_struct.h>
+
 #include "nc-int.h"
 
 enum socket_state {
@@ -31,72 +33,110 @@ struct socket_write {
 	struct socket_write	*next;
 };
 
+/*
+ * What connect() was asked, and what its error should name: made by
+ * connect(), gone once the socket is open.
+ */
+struct socket_connect {
+	char			*host;
+	char			*path;
+	char			*local_address;
+	char			*error_address;	/* what a connect error names */
+	nc_lookup_fn		 lookup;
+	void			*lookup_arg;
+	struct event		*lookup_ev;	/* while resolving */
+	int			 port;
+	int			 local_port;
+	int			 family;
+	int			 error_port;
+};
+
+/* setTimeout(): made by its first call (most sockets have none). */
+struct socket_timer {
+	struct event		 ev;
+	int64_t			 timeout_ms;
+	struct timespec		 last_activity;
+};
+
+/* setEncoding(): made by its first call. */
+struct socket_text {
+	struct nc__decoder	 decoder;
+	struct evbuffer		*decoded;
+};
+
+/*
+ * An address as getpeername() or getsockname() gave it, in 20 bytes;
+ * its text is made when a program asks for it (socket_names).
+ */
+struct socket_addr {
+	uint8_t			 family;	/* 4, 6, or 0: not known */
+	uint16_t		 port;
+	unsigned char		 addr[16];
+};
+
+struct socket_names {
+	char			 remote[NC_ADDRSTRLEN];
+	char			 local[INET6_ADDRSTRLEN];
+	bool			 has_remote, has_local;
+};
+
+/*
+ * A socket, kept small: an idle connection is this struct, its listeners
+ * and libevent's entry for the fd. What only some sockets use hangs off
+ * it, made on first use.
+ */
 struct nc_socket {
-	struct nc__handle	 h;		/* first: nc_run() accounting */
+	struct nc__handle	 h;		/* first: nc_run() accounting;
+						 * h.base is the loop */
+	/*
+	 * The one I/O event: EV_READ while reading, EV_WRITE while a
+	 * write waits or a connect is pending; ev_what says what it is
+	 * assigned with (0: not yet).
+	 */
+	struct event		 ev;
 	struct nc__emitter	 em;
-	struct event_base	*base;
-	int			 refs;
-	int			 fd;
-	enum socket_state	 state;
 	struct nc_server	*server;	/* accepted by; NULL once
 						 * destroyed */
+	struct nc__error	*err;		/* NULL until it fails */
 
-	bool			 allow_half_open;
-	bool			 readable;	/* may read (fd option) */
-	bool			 writable;	/* may write: not ended */
-	bool			 paused;
-	bool			 eof;		/* FIN received (`end`) */
-	bool			 peer_ended;	/* FIN received, not half-open:
-						 * writes after end() fail with
-						 * EPIPE */
-	bool			 ended;		/* end() called */
-	bool			 finished;	/* our FIN sent (`finish`) */
-	bool			 need_drain;
-	bool			 after_write_queued;
-
-	struct event		*rev;
-	struct event		*wev;
-	struct event		*tev;		/* idle timeout */
-	struct event		*lookup_ev;	/* while resolving */
-
-	struct evbuffer		*out;
+	struct evbuffer		*out;		/* NULL until a write waits */
 	struct socket_write	*writes, *writes_tail;
 	uint64_t		 bytes_queued;
 	uint64_t		 bytes_flushed;
 	uint64_t		 bytes_read;
 
-	int64_t			 timeout_ms;
-	struct timespec		 last_activity;
+	struct socket_connect	*conn;
+	struct socket_timer	*timer;
+	struct socket_text	*text;
+	struct socket_names	*names;
 
-	bool			 has_encoding;
-	struct nc__decoder	 decoder;
-	struct evbuffer		*decoded;
-
-	bool			 has_no_delay, no_delay;
-	bool			 has_keep_alive, keep_alive;
-	unsigned int		 keep_alive_delay;
-
-	bool			 has_remote, has_local;
-	char			 remote_address[NC_ADDRSTRLEN];
-	char			 remote_family[8];
-	int			 remote_port;
-	char			 local_address[INET6_ADDRSTRLEN];
-	int			 local_port;
-
-	/* connect(): what was asked, and what the error should name. */
-	char			*host;
-	char			*path;
-	char			*local_address_opt;
-	int			 port;
-	int			 local_port_opt;
-	int			 family;
-	nc_lookup_fn		 lookup;
-	void			*lookup_arg;
-	char			*error_address;	/* what a connect error names */
-	int			 error_port;
-
-	struct nc__error	*err;		/* NULL until it fails */
+	int			 refs;
+	int			 fd;
 	int			 write_error;	/* queued writes fail with */
+	unsigned int		 keep_alive_delay;
+	struct socket_addr	 remote, local;
+	uint8_t			 state;		/* enum socket_state */
+	uint8_t			 ev_what;
+
+	bool			 allow_half_open:1;
+	bool			 readable:1;	/* may read (fd option) */
+	bool			 writable:1;	/* may write: not ended */
+	bool			 paused:1;
+	bool			 eof:1;		/* FIN received (`end`) */
+	bool			 peer_ended:1;	/* FIN received, not half-open:
+						 * writes after end() fail with
+						 * EPIPE */
+	bool			 ended:1;	/* end() called */
+	bool			 finished:1;	/* our FIN sent (`finish`) */
+	bool			 need_drain:1;
+	bool			 after_write_queued:1;
+	bool			 has_encoding:1;
+	bool			 has_no_delay:1, no_delay:1;
+	bool			 has_keep_alive:1, keep_alive:1;
+	bool			 tcp:1;		/* an IP peer: TCP options
+						 * apply */
+	bool			 remote_named:1; /* remote is a PROXY header's
+						 * unix path, in names */
 };
 
 /* socket.c */
@@ -116,6 +156,7 @@ void		nc__socket_set_remote(struct nc_socket *,
 
 /* connect.c */
 void		nc__socket_connect_ready(struct nc_socket *);
+void		nc__socket_connect_free(struct nc_socket *);
 
 /* server.c */
 void		nc__server_connection_closed(struct nc_server *);

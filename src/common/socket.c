@@ -34,8 +34,7 @@
 #define SOCKET_HIGH_WATER_MARK	16384
 #define SOCKET_IOV_MAX		64
 
-static void	socket_read_cb(evutil_socket_t, short, void *);
-static void	socket_write_cb(evutil_socket_t, short, void *);
+static void	socket_io_cb(evutil_socket_t, short, void *);
 static void	socket_timeout_cb(evutil_socket_t, short, void *);
 static void	socket_flush(struct nc_socket *);
 static void	socket_error(struct nc_socket *, int, const char *);
@@ -73,10 +72,12 @@ socket_unref_events(struct nc__handle *h)
 	struct nc_socket	*s = (struct nc_socket *)h;
 	int			 n;
 
-	n = nc__event_pending(s->tev);
-	if (h->unref)
-		n += nc__event_pending(s->rev) + nc__event_pending(s->wev) +
-		    nc__event_pending(s->lookup_ev);
+	n = s->timer != NULL ? nc__event_pending(&s->timer->ev) : 0;
+	if (h->unref) {
+		n += s->ev_what != 0 ? 1 : 0;
+		if (s->conn != NULL)
+			n += nc__event_pending(s->conn->lookup_ev);
+	}
 	return n;
 }
 
@@ -105,42 +106,87 @@ socket_arm_timer(struct nc_socket *s, int64_t ms)
 		ms = 0;
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
-	/* Made on first use: most connections never have a timeout. */
-	if (s->tev == NULL)
-		s->tev = evtimer_new(s->base, socket_timeout_cb, s);
-	if (s->tev == NULL || event_add(s->tev, &tv) == -1)
+	if (event_add(&s->timer->ev, &tv) == -1)
 		log_err("socket fd %d: cannot arm the idle timer", s->fd);
+}
+
+/* The timer, made by the first setTimeout(): most sockets have none. */
+static int
+socket_timer(struct nc_socket *s)
+{
+	struct socket_timer	*t;
+
+	if (s->timer != NULL)
+		return 0;
+	if ((t = calloc(1, sizeof *t)) == NULL)
+		return NC_ENOMEM;
+	if (evtimer_assign(&t->ev, s->h.base, socket_timeout_cb, s) == -1) {
+		free(t);
+		return NC_ENOMEM;
+	}
+	s->timer = t;
+	return 0;
 }
 
 /* Any read or write: the idle timer starts again from now. */
 static void
 socket_activity(struct nc_socket *s)
 {
-	if (s->timeout_ms == 0)
+	if (s->timer == NULL || s->timer->timeout_ms == 0)
 		return;
-	socket_now(&s->last_activity);
-	if (!nc__event_pending(s->tev) && s->state != S_DESTROYED)
-		socket_arm_timer(s, s->timeout_ms);
+	socket_now(&s->timer->last_activity);
+	if (!nc__event_pending(&s->timer->ev) && s->state != S_DESTROYED)
+		socket_arm_timer(s, s->timer->timeout_ms);
 }
 
 /* The error of a socket that failed when memory had run out too. */
 static struct nc__error	socket_oom_error;
-
-/* Waits for fd to be writable (a write that did not fit, a connect). */
-int
-nc__socket_watch_write(struct nc_socket *s)
-{
-	if (s->wev == NULL && (s->wev = event_new(s->base, s->fd,
-	    EV_WRITE | EV_PERSIST, socket_write_cb, s)) == NULL)
-		return NC_ENOMEM;
-	return event_add(s->wev, NULL) == -1 ? NC_ENOMEM : 0;
-}
 
 /* Bytes written and not yet taken by the kernel. */
 static size_t
 socket_queued(const struct nc_socket *s)
 {
 	return s->out != NULL ? evbuffer_get_length(s->out) : 0;
+}
+
+/*
+ * Sets the socket's one event to what it waits for now: to read while
+ * open, readable, not paused and before the FIN; to write while bytes
+ * wait or a connect is pending. Changing it takes an event_del() and an
+ * event_assign(), which libevent allows inside the event's own callback.
+ */
+static int
+socket_update_io(struct nc_socket *s)
+{
+	short	what = 0;
+
+	if (s->fd != -1 && s->state == S_CONNECTING)
+		what = EV_WRITE;
+	else if (s->fd != -1 && s->state == S_OPEN) {
+		if (s->readable && !s->paused && !s->eof)
+			what |= EV_READ;
+		if (socket_queued(s) > 0)
+			what |= EV_WRITE;
+	}
+	if (what == s->ev_what)
+		return 0;
+	if (s->ev_what != 0)
+		(void)event_del(&s->ev);
+	s->ev_what = 0;
+	if (what == 0)
+		return 0;
+	if (event_assign(&s->ev, s->h.base, s->fd, what | EV_PERSIST,
+	    socket_io_cb, s) == -1 || event_add(&s->ev, NULL) == -1)
+		return NC_ENOMEM;
+	s->ev_what = (uint8_t)what;
+	return 0;
+}
+
+/* Waits for fd to be writable (a connect; writes see to themselves). */
+int
+nc__socket_watch_write(struct nc_socket *s)
+{
+	return socket_update_io(s);
 }
 
 /* The queue, made when a write first does not fit; NULL without memory. */
@@ -160,11 +206,8 @@ socket_alloc(struct event_base *base)
 	base = nc__base(base);
 	if (base == NULL || (s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
-	s->base = base;
 	s->fd = -1;
 	s->refs = 1;
-	s->remote_port = -1;
-	s->local_port = -1;
 	s->readable = true;
 	s->writable = true;
 	nc__handle_init(&s->h, base, socket_unref_events);
@@ -182,22 +225,23 @@ socket_free(struct nc_socket *s)
 	}
 	nc__handle_remove(&s->h);
 	nc__emitter_free(&s->em);
-	if (s->rev != NULL)
-		event_free(s->rev);
-	if (s->wev != NULL)
-		event_free(s->wev);
-	if (s->tev != NULL)
-		event_free(s->tev);
+	if (s->ev_what != 0)
+		(void)event_del(&s->ev);
+	if (s->timer != NULL) {
+		(void)event_del(&s->timer->ev);
+		free(s->timer);
+	}
 	if (s->out != NULL)
 		evbuffer_free(s->out);
 	if (s->err != NULL && s->err != &socket_oom_error)
 		free(s->err);
-	if (s->decoded != NULL)
-		evbuffer_free(s->decoded);
-	free(s->host);
-	free(s->path);
-	free(s->local_address_opt);
-	free(s->error_address);
+	if (s->text != NULL) {
+		if (s->text->decoded != NULL)
+			evbuffer_free(s->text->decoded);
+		free(s->text);
+	}
+	nc__socket_connect_free(s);
+	free(s->names);
 	free(s);
 }
 
@@ -232,48 +276,54 @@ socket_emit_simple(struct nc_socket *s, enum nc_event ev)
 	socket_emit(s, &args);
 }
 
-/* Fills the cached addresses once the fd is connected. */
+/* An IP address in 20 bytes; false for anything else (a unix peer). */
+static bool
+socket_addr_set(struct socket_addr *a, const struct sockaddr_storage *ss)
+{
+	const struct sockaddr_in	*sin;
+	const struct sockaddr_in6	*sin6;
+
+	switch (ss->ss_family) {
+	case AF_INET:
+		sin = (const struct sockaddr_in *)ss;
+		a->family = 4;
+		a->port = ntohs(sin->sin_port);
+		memcpy(a->addr, &sin->sin_addr, sizeof sin->sin_addr);
+		return true;
+	case AF_INET6:
+		sin6 = (const struct sockaddr_in6 *)ss;
+		a->family = 6;
+		a->port = ntohs(sin6->sin6_port);
+		memcpy(a->addr, &sin6->sin6_addr, sizeof sin6->sin6_addr);
+		return true;
+	default:
+		a->family = 0;
+		return false;
+	}
+}
+
+/* Keeps the addresses once the fd is connected; text comes when asked. */
 static void
 socket_fill_addresses(struct nc_socket *s)
 {
 	struct sockaddr_storage	ss;
-	struct nc_address	a;
 	socklen_t		len;
 
 	len = sizeof ss;
 	if (getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
-	    nc__sockaddr_to_address((struct sockaddr *)&ss, len, &a) == 0 &&
-	    a.port >= 0) {
-		memcpy(s->remote_address, a.address, sizeof s->remote_address);
-		memcpy(s->remote_family, a.family, sizeof s->remote_family);
-		s->remote_port = a.port;
-		s->has_remote = true;
-	}
+	    socket_addr_set(&s->remote, &ss))
+		s->tcp = true;
 	len = sizeof ss;
-	if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
-	    nc__sockaddr_to_address((struct sockaddr *)&ss, len, &a) == 0 &&
-	    a.port >= 0) {
-		memcpy(s->local_address, a.address, sizeof s->local_address);
-		s->local_port = a.port;
-		s->has_local = true;
-	}
+	if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == 0)
+		(void)socket_addr_set(&s->local, &ss);
 }
 
-/* Starts or stops the read event to match the socket's state. */
+/* Starts or stops reading to match the socket's state. */
 static void
 socket_update_read(struct nc_socket *s)
 {
-	bool	want;
-
-	if (s->rev == NULL)
-		return;
-	want = s->state == S_OPEN && s->readable && !s->paused &&
-	    !s->eof;
-	if (want && !nc__event_pending(s->rev)) {
-		if (event_add(s->rev, NULL) == -1)
-			socket_error(s, NC_ENOMEM, "read");
-	} else if (!want && nc__event_pending(s->rev))
-		(void)event_del(s->rev);
+	if (socket_update_io(s) != 0)
+		socket_error(s, NC_ENOMEM, "read");
 }
 
 /* Makes s an open stream on fd (connected or accepted). */
@@ -281,9 +331,7 @@ static int
 socket_open_fd(struct nc_socket *s, int fd)
 {
 	s->fd = fd;
-	s->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, socket_read_cb,
-	    s);
-	return s->rev == NULL ? NC_ENOMEM : 0;
+	return 0;
 }
 
 static void
@@ -441,7 +489,8 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 		 * ("connect ECONNREFUSED 127.0.0.1:8080"); read and write
 		 * errors ("read ECONNRESET") and Node's own codes do not.
 		 */
-		named = syscall != NULL && s->error_address != NULL &&
+		named = syscall != NULL && s->conn != NULL &&
+		    s->conn->error_address != NULL &&
 		    (s->state == S_LOOKUP || s->state == S_CONNECTING);
 		/* Kept apart: most sockets never fail. */
 		if ((s->err = calloc(1, sizeof *s->err)) == NULL) {
@@ -451,8 +500,8 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 			s->err = &socket_oom_error;
 		} else
 			nc__error_set(s->err, code, syscall,
-			    named ? s->error_address : NULL,
-			    named ? s->error_port : -1);
+			    named ? s->conn->error_address : NULL,
+			    named ? s->conn->error_port : -1);
 	}
 	/*
 	 * Queued writes fail with the error, else as in Node and libuv:
@@ -467,12 +516,11 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 	else
 		s->write_error = NC_ECANCELED;
 	socket_set_state(s, S_DESTROYED);
-	if (s->rev != NULL)
-		(void)event_del(s->rev);
-	if (s->wev != NULL)
-		(void)event_del(s->wev);
-	if (s->tev != NULL)
-		(void)event_del(s->tev);
+	if (s->ev_what != 0)
+		(void)event_del(&s->ev);
+	s->ev_what = 0;
+	if (s->timer != NULL)
+		(void)event_del(&s->timer->ev);
 	if (s->fd != -1) {
 		close(s->fd);
 		s->fd = -1;
@@ -482,7 +530,7 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 	server = s->server;
 	s->server = NULL;
 	if (server == NULL) {
-		if (nc__defer(s->base, socket_close_cb, s) != 0) {
+		if (nc__defer(s->h.base, socket_close_cb, s) != 0) {
 			log_err("socket: out of memory, closing at once");
 			socket_close_cb(s);
 		}
@@ -496,12 +544,12 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 	 * handle has closed (libuv's close phase, a later turn).
 	 */
 	nc_socket_hold(s);
-	if (nc__defer(s->base, socket_closing_cb, s) != 0) {
+	if (nc__defer(s->h.base, socket_closing_cb, s) != 0) {
 		log_err("socket: out of memory, failing writes at once");
 		socket_closing_cb(s);
 	}
 	nc__server_connection_closed(server);
-	if (nc__defer(s->base, socket_closed_cb, s) != 0) {
+	if (nc__defer(s->h.base, socket_closed_cb, s) != 0) {
 		log_err("socket: out of memory, closing at once");
 		socket_closed_cb(s);
 	}
@@ -602,7 +650,7 @@ socket_schedule_after_write(struct nc_socket *s)
 {
 	if (s->after_write_queued)
 		return;
-	if (nc__defer(s->base, socket_after_write_cb, s) != 0) {
+	if (nc__defer(s->h.base, socket_after_write_cb, s) != 0) {
 		socket_error(s, NC_ENOMEM, "write");
 		return;
 	}
@@ -648,27 +696,12 @@ socket_flush(struct nc_socket *s)
 		s->bytes_flushed += (uint64_t)n;
 		socket_activity(s);
 	}
-	if (socket_queued(s) > 0) {
-		if (!nc__event_pending(s->wev) && nc__socket_watch_write(s) != 0)
-			socket_error(s, NC_ENOMEM, "write");
-	} else if (nc__event_pending(s->wev))
-		(void)event_del(s->wev);
-	if (s->writes != NULL || s->need_drain || s->ended)
-		socket_schedule_after_write(s);
-}
-
-static void
-socket_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct nc_socket	*s = arg;
-
-	(void)fd;
-	(void)what;
-	if (s->state == S_CONNECTING) {
-		nc__socket_connect_ready(s);
+	if (socket_update_io(s) != 0) {
+		socket_error(s, NC_ENOMEM, "write");
 		return;
 	}
-	socket_flush(s);
+	if (s->writes != NULL || s->need_drain || s->ended)
+		socket_schedule_after_write(s);
 }
 
 static void
@@ -684,7 +717,8 @@ socket_emit_data(struct nc_socket *s, const unsigned char *buf, size_t len)
 		socket_emit(s, &args);
 		return;
 	}
-	if (nc__decoder_write(&s->decoder, buf, len, s->decoded) != 0) {
+	if (nc__decoder_write(&s->text->decoder, buf, len,
+	    s->text->decoded) != 0) {
 		socket_error(s, NC_ENOMEM, "read");
 		return;
 	}
@@ -699,14 +733,14 @@ socket_emit_decoded(struct nc_socket *s)
 	size_t			 n;
 	char			*text;
 
-	if (evbuffer_get_length(s->decoded) == 0)
+	if (evbuffer_get_length(s->text->decoded) == 0)
 		return;		/* a character still incomplete */
-	if (evbuffer_add(s->decoded, "", 1) != 0) {
+	if (evbuffer_add(s->text->decoded, "", 1) != 0) {
 		socket_error(s, NC_ENOMEM, "read");
 		return;
 	}
-	n = evbuffer_get_length(s->decoded);
-	if ((text = (char *)evbuffer_pullup(s->decoded, -1)) == NULL) {
+	n = evbuffer_get_length(s->text->decoded);
+	if ((text = (char *)evbuffer_pullup(s->text->decoded, -1)) == NULL) {
 		socket_error(s, NC_ENOMEM, "read");
 		return;
 	}
@@ -715,7 +749,7 @@ socket_emit_decoded(struct nc_socket *s)
 	args.data = text;
 	args.len = n - 1;
 	socket_emit(s, &args);
-	(void)evbuffer_drain(s->decoded, n);
+	(void)evbuffer_drain(s->text->decoded, n);
 }
 
 /* FIN from the peer: `end`, then Node's allowHalfOpen rules. */
@@ -726,7 +760,7 @@ socket_eof(struct nc_socket *s)
 	socket_update_read(s);
 	if (s->has_encoding) {
 		/* What the decoder still holds, before `end`. */
-		if (nc__decoder_end(&s->decoder, s->decoded) != 0) {
+		if (nc__decoder_end(&s->text->decoder, s->text->decoded) != 0) {
 			socket_error(s, NC_ENOMEM, "read");
 			return;
 		}
@@ -758,21 +792,18 @@ socket_eof(struct nc_socket *s)
 }
 
 static void
-socket_read_cb(evutil_socket_t fd, short what, void *arg)
+socket_read(struct nc_socket *s)
 {
-	struct nc_socket	*s = arg;
-	unsigned char		 buf[SOCKET_READ_SIZE];
-	ssize_t			 n;
+	unsigned char	buf[SOCKET_READ_SIZE];
+	ssize_t		n;
 
-	(void)what;
-	n = read(fd, buf, sizeof buf);
+	n = read(s->fd, buf, sizeof buf);
 	if (n == -1) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
 		socket_error(s, -errno, "read");
 		return;
 	}
-	nc_socket_hold(s);
 	if (n == 0)
 		socket_eof(s);
 	else {
@@ -780,6 +811,26 @@ socket_read_cb(evutil_socket_t fd, short what, void *arg)
 		socket_activity(s);
 		socket_emit_data(s, buf, (size_t)n);
 	}
+}
+
+/* The fd is writable (a connect done, or room for the queue), readable,
+ * or both. */
+static void
+socket_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct nc_socket	*s = arg;
+
+	(void)fd;
+	nc_socket_hold(s);
+	if (what & EV_WRITE) {
+		if (s->state == S_CONNECTING)
+			nc__socket_connect_ready(s);
+		else
+			socket_flush(s);
+	}
+	/* Still to be read: the write side may have paused or closed it. */
+	if ((what & EV_READ) && (s->ev_what & EV_READ))
+		socket_read(s);
 	nc_socket_release(s);
 }
 
@@ -791,11 +842,11 @@ socket_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (s->timeout_ms == 0 || s->state == S_DESTROYED)
+	if (s->timer->timeout_ms == 0 || s->state == S_DESTROYED)
 		return;
-	idle = socket_elapsed_ms(&s->last_activity);
-	if (idle < s->timeout_ms) {
-		socket_arm_timer(s, s->timeout_ms - idle);
+	idle = socket_elapsed_ms(&s->timer->last_activity);
+	if (idle < s->timer->timeout_ms) {
+		socket_arm_timer(s, s->timer->timeout_ms - idle);
 		return;
 	}
 	/* Not re-armed: the next timeout counts from the next activity. */
@@ -829,7 +880,7 @@ socket_write_refused(struct nc_socket *s, int code, nc_write_cb cb, void *arg)
 	w->cb = cb;
 	w->arg = arg;
 	nc_socket_hold(s);
-	if (nc__defer(s->base, socket_write_error_cb, w) != 0) {
+	if (nc__defer(s->h.base, socket_write_error_cb, w) != 0) {
 		nc_socket_release(s);
 		free(w);
 	}
@@ -1038,21 +1089,24 @@ nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
 	if (s->state == S_DESTROYED)
 		return 0;
 	if (ms == 0) {
-		s->timeout_ms = 0;
-		if (s->tev != NULL)
-			(void)event_del(s->tev);
+		if (s->timer != NULL) {
+			s->timer->timeout_ms = 0;
+			(void)event_del(&s->timer->ev);
+		}
 		if (cb != NULL)
 			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb,
 			    arg);
 		return 0;
 	}
+	if ((rc = socket_timer(s)) != 0)
+		return rc;
 	if (cb != NULL) {
 		if ((rc = nc__emitter_add(&s->em, NC_EV_TIMEOUT, cb, arg,
 		    true)) != 0)
 			return rc;
 	}
-	s->timeout_ms = ms;
-	socket_now(&s->last_activity);
+	s->timer->timeout_ms = ms;
+	socket_now(&s->timer->last_activity);
 	socket_arm_timer(s, ms);
 	return 0;
 }
@@ -1064,7 +1118,7 @@ nc_socket_set_no_delay(struct nc_socket *s, bool no_delay)
 
 	s->no_delay = no_delay;
 	s->has_no_delay = true;
-	if (s->fd == -1 || s->remote_family[0] == '\0')
+	if (s->fd == -1 || !s->tcp)
 		return 0;
 	if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
 		return -errno;
@@ -1080,7 +1134,7 @@ nc_socket_set_keep_alive(struct nc_socket *s, bool enable,
 	s->keep_alive = enable;
 	s->keep_alive_delay = initial_delay_ms;
 	s->has_keep_alive = true;
-	if (s->fd == -1 || s->remote_family[0] == '\0')
+	if (s->fd == -1 || !s->tcp)
 		return 0;
 	if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == -1)
 		return -errno;
@@ -1116,9 +1170,12 @@ nc_socket_set_encoding(struct nc_socket *s, const char *encoding)
 	}
 	if ((rc = nc__encoding_parse(encoding, &enc)) != 0)
 		return rc;
-	if (s->decoded == NULL && (s->decoded = evbuffer_new()) == NULL)
+	if (s->text == NULL && (s->text = calloc(1, sizeof *s->text)) == NULL)
 		return NC_ENOMEM;
-	nc__decoder_init(&s->decoder, enc);
+	if (s->text->decoded == NULL &&
+	    (s->text->decoded = evbuffer_new()) == NULL)
+		return NC_ENOMEM;
+	nc__decoder_init(&s->text->decoder, enc);
 	s->has_encoding = true;
 	return 0;
 }
@@ -1148,34 +1205,82 @@ nc_socket_unref(struct nc_socket *s)
 	s->h.unref = true;
 }
 
+/*
+ * The text of the addresses, made on the first ask and kept until the
+ * socket goes: the getters take a const socket, and this cache is the
+ * one thing they change.
+ */
+static struct socket_names *
+socket_names(const struct nc_socket *cs)
+{
+	struct nc_socket	*s = (struct nc_socket *)cs;
+
+	if (s->names == NULL && (s->names = calloc(1, sizeof *s->names)) ==
+	    NULL)
+		log_err("socket fd %d: out of memory for its addresses", s->fd);
+	return s->names;
+}
+
+static void
+socket_addr_text(const struct socket_addr *a, char *buf, size_t len)
+{
+	if (inet_ntop(a->family == 6 ? AF_INET6 : AF_INET, a->addr, buf,
+	    (socklen_t)len) == NULL)
+		buf[0] = '\0';
+}
+
 const char *
 nc_socket_remote_address(const struct nc_socket *s)
 {
-	return s->has_remote ? s->remote_address : NULL;
+	struct socket_names	*n;
+
+	if (s->remote_named)
+		return s->names->remote;
+	if (s->remote.family == 0 || (n = socket_names(s)) == NULL)
+		return NULL;
+	if (!n->has_remote) {
+		socket_addr_text(&s->remote, n->remote, sizeof n->remote);
+		n->has_remote = true;
+	}
+	return n->remote;
 }
 
 const char *
 nc_socket_remote_family(const struct nc_socket *s)
 {
-	return s->has_remote ? s->remote_family : NULL;
+	if (s->remote_named)
+		return "";
+	if (s->remote.family == 0)
+		return NULL;
+	return s->remote.family == 6 ? "IPv6" : "IPv4";
 }
 
 int
 nc_socket_remote_port(const struct nc_socket *s)
 {
-	return s->has_remote ? s->remote_port : -1;
+	if (s->remote_named || s->remote.family == 0)
+		return -1;
+	return s->remote.port;
 }
 
 const char *
 nc_socket_local_address(const struct nc_socket *s)
 {
-	return s->has_local ? s->local_address : NULL;
+	struct socket_names	*n;
+
+	if (s->local.family == 0 || (n = socket_names(s)) == NULL)
+		return NULL;
+	if (!n->has_local) {
+		socket_addr_text(&s->local, n->local, sizeof n->local);
+		n->has_local = true;
+	}
+	return n->local;
 }
 
 int
 nc_socket_local_port(const struct nc_socket *s)
 {
-	return s->has_local ? s->local_port : -1;
+	return s->local.family != 0 ? s->local.port : -1;
 }
 
 size_t
@@ -1217,7 +1322,7 @@ nc_socket_fd(const struct nc_socket *s)
 struct event_base *
 nc_socket_base(const struct nc_socket *s)
 {
-	return s->base;
+	return s->h.base;
 }
 
 int
@@ -1253,16 +1358,24 @@ nc_socket_listener_count(const struct nc_socket *s, enum nc_event ev)
 void
 nc__socket_set_remote(struct nc_socket *s, const struct nc__proxy_info *pi)
 {
-	snprintf(s->remote_address, sizeof s->remote_address, "%s", pi->src);
-	if (pi->unix_source) {
-		s->remote_family[0] = '\0';
-		s->remote_port = -1;
-	} else {
-		snprintf(s->remote_family, sizeof s->remote_family, "%s",
-		    pi->family == 6 ? "IPv6" : "IPv4");
-		s->remote_port = pi->src_port;
+	struct socket_names	*n;
+
+	if (s->names != NULL)
+		s->names->has_remote = false;
+	s->remote_named = false;
+	if (!pi->unix_source) {
+		s->remote.family = pi->family == 6 ? 6 : 4;
+		s->remote.port = (uint16_t)pi->src_port;
+		if (inet_pton(pi->family == 6 ? AF_INET6 : AF_INET, pi->src,
+		    s->remote.addr) == 1)
+			return;
 	}
-	s->has_remote = true;
+	/* A unix path (or text that is no address) is kept as it came. */
+	s->remote.family = 0;
+	if ((n = socket_names(s)) == NULL)
+		return;
+	snprintf(n->remote, sizeof n->remote, "%s", pi->src);
+	s->remote_named = true;
 }
 
 /* Hooks for connect.c. */
