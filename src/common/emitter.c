@@ -48,7 +48,7 @@ nc__emitter_add(struct nc__emitter *em, enum nc_event ev, nc_listener_cb cb,
 		return NC_ENOMEM;
 	if (em->n == em->cap) {
 		/* Exact while small: a socket has a few listeners. */
-		cap = em->cap < 4 ? (size_t)em->cap + 1 : (size_t)em->cap * 2;
+		cap = em->cap < 8 ? (size_t)em->cap + 1 : (size_t)em->cap * 2;
 		if (cap > UINT16_MAX)
 			return NC_ENOMEM;
 		list = reallocarray(em->list, cap, sizeof *list);
