@@ -100,9 +100,9 @@ struct nc_socket {
 	struct nc__error	*err;		/* NULL until it fails */
 
 	struct evbuffer		*out;		/* NULL until a write waits */
-	struct socket_write	*writes, *writes_tail;
-	uint64_t		 bytes_queued;
-	uint64_t		 bytes_flushed;
+	struct socket_write	*writes;	/* newest; a ring (socket.c) */
+	uint64_t		 bytes_flushed;	/* + what out holds: every
+						 * byte written */
 	uint64_t		 bytes_read;
 
 	struct socket_connect	*conn;

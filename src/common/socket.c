@@ -214,15 +214,49 @@ socket_alloc(struct event_base *base)
 	return s;
 }
 
+/*
+ * Writes with a callback, oldest first, in a ring: s->writes is the
+ * newest and its next the oldest, so one pointer does for both ends.
+ */
+static struct socket_write *
+socket_writes_first(const struct nc_socket *s)
+{
+	return s->writes != NULL ? s->writes->next : NULL;
+}
+
+static void
+socket_writes_push(struct nc_socket *s, struct socket_write *w)
+{
+	if (s->writes != NULL) {
+		w->next = s->writes->next;
+		s->writes->next = w;
+	} else
+		w->next = w;
+	s->writes = w;
+}
+
+static struct socket_write *
+socket_writes_pop(struct nc_socket *s)
+{
+	struct socket_write	*w;
+
+	if ((w = socket_writes_first(s)) == NULL)
+		return NULL;
+	if (w == s->writes)
+		s->writes = NULL;
+	else
+		s->writes->next = w->next;
+	w->next = NULL;
+	return w;
+}
+
 static void
 socket_free(struct nc_socket *s)
 {
 	struct socket_write	*w;
 
-	while ((w = s->writes) != NULL) {
-		s->writes = w->next;
+	while ((w = socket_writes_pop(s)) != NULL)
 		free(w);
-	}
 	nc__handle_remove(&s->h);
 	nc__emitter_free(&s->em);
 	if (s->ev_what != 0)
@@ -460,10 +494,7 @@ socket_fail_writes(struct nc_socket *s, int code)
 {
 	struct socket_write	*w;
 
-	while ((w = s->writes) != NULL) {
-		s->writes = w->next;
-		if (s->writes == NULL)
-			s->writes_tail = NULL;
+	while ((w = socket_writes_pop(s)) != NULL) {
 		if (w->cb != NULL)
 			w->cb(s, w->end <= s->bytes_flushed ? 0 : code, w->arg);
 		free(w);
@@ -625,11 +656,9 @@ socket_after_write_cb(void *arg)
 	struct socket_write	*w;
 
 	s->after_write_queued = false;
-	while (s->state != S_DESTROYED && (w = s->writes) != NULL &&
-	    w->end <= s->bytes_flushed) {
-		s->writes = w->next;
-		if (s->writes == NULL)
-			s->writes_tail = NULL;
+	while (s->state != S_DESTROYED && (w = socket_writes_first(s)) !=
+	    NULL && w->end <= s->bytes_flushed) {
+		(void)socket_writes_pop(s);
 		if (w->cb != NULL)
 			w->cb(s, 0, w->arg);
 		free(w);
@@ -887,30 +916,27 @@ socket_write_refused(struct nc_socket *s, int code, nc_write_cb cb, void *arg)
 }
 
 /*
- * Queues len bytes already added to s->out (or added by add()). Returns
- * Node's write() result: 1 below the high-water mark, 0 at or above it.
+ * A write whose bytes are in s->out, all but direct bytes that went out
+ * at once. Returns Node's write() result: 1 below the high-water mark, 0
+ * at or above it.
  */
 static int
-socket_write_queued(struct nc_socket *s, size_t len, size_t direct,
-    nc_write_cb cb, void *arg)
+socket_write_queued(struct nc_socket *s, size_t direct, nc_write_cb cb,
+    void *arg)
 {
 	struct socket_write	*w;
 	size_t			 pending;
 
 	/* Node counts the whole write, even what went out at once. */
 	pending = socket_queued(s) + direct;
-	s->bytes_queued += len;
 	if (cb != NULL) {
 		if ((w = calloc(1, sizeof *w)) == NULL)
 			return NC_ENOMEM;
-		w->end = s->bytes_queued;
+		/* Done once everything written so far has left. */
+		w->end = s->bytes_flushed + socket_queued(s);
 		w->cb = cb;
 		w->arg = arg;
-		if (s->writes_tail != NULL)
-			s->writes_tail->next = w;
-		else
-			s->writes = w;
-		s->writes_tail = w;
+		socket_writes_push(s, w);
 	}
 	if (pending >= SOCKET_HIGH_WATER_MARK)
 		s->need_drain = true;
@@ -968,7 +994,6 @@ nc_socket_write(struct nc_socket *s, const void *data, size_t len,
 	 */
 	if (len > 0 && s->state == S_OPEN && socket_queued(s) == 0 &&
 	    (n = send(s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT)) > 0) {
-		s->bytes_queued += (uint64_t)n;
 		s->bytes_flushed += (uint64_t)n;
 		socket_activity(s);
 		data = (const char *)data + n;
@@ -978,7 +1003,7 @@ nc_socket_write(struct nc_socket *s, const void *data, size_t len,
 	if (len > 0 && (socket_out(s) == NULL ||
 	    evbuffer_add(s->out, data, len) != 0))
 		return NC_ENOMEM;
-	return socket_write_queued(s, len, (size_t)n, cb, arg);
+	return socket_write_queued(s, (size_t)n, cb, arg);
 }
 
 int
@@ -995,7 +1020,7 @@ nc_socket_write_buffer(struct nc_socket *s, struct evbuffer *buf,
 	if (len > 0 && (socket_out(s) == NULL ||
 	    evbuffer_add_buffer(s->out, buf) != 0))
 		return NC_ENOMEM;
-	return socket_write_queued(s, len, 0, cb, arg);
+	return socket_write_queued(s, 0, cb, arg);
 }
 
 int
@@ -1089,9 +1114,15 @@ nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
 	if (s->state == S_DESTROYED)
 		return 0;
 	if (ms == 0) {
+		/*
+		 * The timer goes (a proxy's upstream has one only while it
+		 * connects). This may run inside the timer's own callback,
+		 * which touches it no more after its listeners.
+		 */
 		if (s->timer != NULL) {
-			s->timer->timeout_ms = 0;
 			(void)event_del(&s->timer->ev);
+			free(s->timer);
+			s->timer = NULL;
 		}
 		if (cb != NULL)
 			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb,
