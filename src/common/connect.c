@@ -134,7 +134,7 @@ connect_start_cb(void *arg)
 		    s->conn->lookup_arg);
 		return;
 	}
-	rc = nc__lookup_start(s->h.base, s->conn->host, s->conn->family,
+	rc = nc__lookup_start(s->base, s->conn->host, s->conn->family,
 	    connect_lookup_cb, s, &s->conn->lookup_ev);
 	if (rc != 0) {
 		nc__socket_fail(s, rc, "getaddrinfo");
@@ -338,7 +338,7 @@ nc_socket_connect(struct nc_socket *s, const struct nc_connect_options *o,
 	s->conn->error_port = -1;
 	nc__socket_set_state(s, S_LOOKUP);
 	nc_socket_hold(s);
-	if ((rc = nc__defer(s->h.base, connect_start_cb, s)) != 0) {
+	if ((rc = nc__defer(s->base, connect_start_cb, s)) != 0) {
 		nc_socket_release(s);
 		return rc;
 	}

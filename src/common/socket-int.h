@@ -51,8 +51,15 @@ struct socket_connect {
 	int			 error_port;
 };
 
-/* setTimeout(): made by its first call (most sockets have none). */
+/*
+ * The socket's part in nc_run()'s accounting, made by the first
+ * setTimeout() or unref(): the idle timer never keeps the loop alive (as
+ * in Node), and after unref() neither do the socket's events. A socket
+ * without it counts as every other event does.
+ */
 struct socket_timer {
+	struct nc__handle	 h;		/* first */
+	struct nc_socket	*socket;
 	struct event		 ev;
 	int64_t			 timeout_ms;
 	struct timespec		 last_activity;
@@ -86,8 +93,7 @@ struct socket_names {
  * it, made on first use.
  */
 struct nc_socket {
-	struct nc__handle	 h;		/* first: nc_run() accounting;
-						 * h.base is the loop */
+	struct event_base	*base;
 	/*
 	 * The one I/O event: EV_READ while reading, EV_WRITE while a
 	 * write waits or a connect is pending; ev_what says what it is

@@ -69,10 +69,11 @@ socket_set_state(struct nc_socket *s, enum socket_state state)
 static int
 socket_unref_events(struct nc__handle *h)
 {
-	struct nc_socket	*s = (struct nc_socket *)h;
+	struct socket_timer	*t = (struct socket_timer *)h;
+	struct nc_socket	*s = t->socket;
 	int			 n;
 
-	n = s->timer != NULL ? nc__event_pending(&s->timer->ev) : 0;
+	n = nc__event_pending(&t->ev);
 	if (h->unref) {
 		n += s->ev_what != 0 ? 1 : 0;
 		if (s->conn != NULL)
@@ -110,7 +111,8 @@ socket_arm_timer(struct nc_socket *s, int64_t ms)
 		log_err("socket fd %d: cannot arm the idle timer", s->fd);
 }
 
-/* The timer, made by the first setTimeout(): most sockets have none. */
+/* The timer, made by the first setTimeout() or unref(): most sockets
+ * have neither. */
 static int
 socket_timer(struct nc_socket *s)
 {
@@ -120,12 +122,25 @@ socket_timer(struct nc_socket *s)
 		return 0;
 	if ((t = calloc(1, sizeof *t)) == NULL)
 		return NC_ENOMEM;
-	if (evtimer_assign(&t->ev, s->h.base, socket_timeout_cb, s) == -1) {
+	if (evtimer_assign(&t->ev, s->base, socket_timeout_cb, s) == -1) {
 		free(t);
 		return NC_ENOMEM;
 	}
+	t->socket = s;
+	nc__handle_init(&t->h, s->base, socket_unref_events);
 	s->timer = t;
 	return 0;
+}
+
+static void
+socket_timer_free(struct nc_socket *s)
+{
+	if (s->timer == NULL)
+		return;
+	(void)event_del(&s->timer->ev);
+	nc__handle_remove(&s->timer->h);
+	free(s->timer);
+	s->timer = NULL;
 }
 
 /* Any read or write: the idle timer starts again from now. */
@@ -175,7 +190,7 @@ socket_update_io(struct nc_socket *s)
 	s->ev_what = 0;
 	if (what == 0)
 		return 0;
-	if (event_assign(&s->ev, s->h.base, s->fd, what | EV_PERSIST,
+	if (event_assign(&s->ev, s->base, s->fd, what | EV_PERSIST,
 	    socket_io_cb, s) == -1 || event_add(&s->ev, NULL) == -1)
 		return NC_ENOMEM;
 	s->ev_what = (uint8_t)what;
@@ -210,7 +225,7 @@ socket_alloc(struct event_base *base)
 	s->refs = 1;
 	s->readable = true;
 	s->writable = true;
-	nc__handle_init(&s->h, base, socket_unref_events);
+	s->base = base;
 	return s;
 }
 
@@ -257,14 +272,10 @@ socket_free(struct nc_socket *s)
 
 	while ((w = socket_writes_pop(s)) != NULL)
 		free(w);
-	nc__handle_remove(&s->h);
 	nc__emitter_free(&s->em);
 	if (s->ev_what != 0)
 		(void)event_del(&s->ev);
-	if (s->timer != NULL) {
-		(void)event_del(&s->timer->ev);
-		free(s->timer);
-	}
+	socket_timer_free(s);
 	if (s->out != NULL)
 		evbuffer_free(s->out);
 	if (s->err != NULL && s->err != &socket_oom_error)
@@ -561,7 +572,7 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 	server = s->server;
 	s->server = NULL;
 	if (server == NULL) {
-		if (nc__defer(s->h.base, socket_close_cb, s) != 0) {
+		if (nc__defer(s->base, socket_close_cb, s) != 0) {
 			log_err("socket: out of memory, closing at once");
 			socket_close_cb(s);
 		}
@@ -575,12 +586,12 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 	 * handle has closed (libuv's close phase, a later turn).
 	 */
 	nc_socket_hold(s);
-	if (nc__defer(s->h.base, socket_closing_cb, s) != 0) {
+	if (nc__defer(s->base, socket_closing_cb, s) != 0) {
 		log_err("socket: out of memory, failing writes at once");
 		socket_closing_cb(s);
 	}
 	nc__server_connection_closed(server);
-	if (nc__defer(s->h.base, socket_closed_cb, s) != 0) {
+	if (nc__defer(s->base, socket_closed_cb, s) != 0) {
 		log_err("socket: out of memory, closing at once");
 		socket_closed_cb(s);
 	}
@@ -679,7 +690,7 @@ socket_schedule_after_write(struct nc_socket *s)
 {
 	if (s->after_write_queued)
 		return;
-	if (nc__defer(s->h.base, socket_after_write_cb, s) != 0) {
+	if (nc__defer(s->base, socket_after_write_cb, s) != 0) {
 		socket_error(s, NC_ENOMEM, "write");
 		return;
 	}
@@ -909,7 +920,7 @@ socket_write_refused(struct nc_socket *s, int code, nc_write_cb cb, void *arg)
 	w->cb = cb;
 	w->arg = arg;
 	nc_socket_hold(s);
-	if (nc__defer(s->h.base, socket_write_error_cb, w) != 0) {
+	if (nc__defer(s->base, socket_write_error_cb, w) != 0) {
 		nc_socket_release(s);
 		free(w);
 	}
@@ -1116,13 +1127,15 @@ nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
 	if (ms == 0) {
 		/*
 		 * The timer goes (a proxy's upstream has one only while it
-		 * connects). This may run inside the timer's own callback,
-		 * which touches it no more after its listeners.
+		 * connects), unless unref() needs it. This may run inside
+		 * the timer's own callback, which touches it no more after
+		 * its listeners.
 		 */
-		if (s->timer != NULL) {
+		if (s->timer != NULL && !s->timer->h.unref)
+			socket_timer_free(s);
+		else if (s->timer != NULL) {
+			s->timer->timeout_ms = 0;
 			(void)event_del(&s->timer->ev);
-			free(s->timer);
-			s->timer = NULL;
 		}
 		if (cb != NULL)
 			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb,
@@ -1227,13 +1240,19 @@ nc_socket_address(struct nc_socket *s, struct nc_address *a)
 void
 nc_socket_ref(struct nc_socket *s)
 {
-	s->h.unref = false;
+	if (s->timer != NULL)
+		s->timer->h.unref = false;
 }
 
 void
 nc_socket_unref(struct nc_socket *s)
 {
-	s->h.unref = true;
+	if (socket_timer(s) != 0) {
+		log_err("socket fd %d: out of memory; it still keeps the loop "
+		    "alive", s->fd);
+		return;
+	}
+	s->timer->h.unref = true;
 }
 
 /*
@@ -1353,7 +1372,7 @@ nc_socket_fd(const struct nc_socket *s)
 struct event_base *
 nc_socket_base(const struct nc_socket *s)
 {
-	return s->h.base;
+	return s->base;
 }
 
 int
