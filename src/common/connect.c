@@ -327,7 +327,7 @@ nc_socket_connect(struct nc_socket *s, const struct nc_connect_options *o,
 	    (rc = connect_dup(&s->conn->local_address, o->local_address)) != 0)
 		return rc;
 	if (connect_listener != NULL &&
-	    (rc = nc__emitter_add(&s->em, NC_EV_CONNECT, connect_listener,
+	    (rc = nc__listeners_add(&s->em, NC_EV_CONNECT, connect_listener,
 	    arg, true)) != 0)
 		return rc;
 	s->conn->port = o->port;

@@ -36,78 +36,109 @@ nc_event_name(enum nc_event ev)
 }
 
 int
-nc__emitter_add(struct nc__emitter *em, enum nc_event ev, nc_listener_cb cb,
-    void *arg, bool once)
+nc__listeners_add(struct nc__listeners *l, enum nc_event ev,
+    nc_listener_cb cb, void *arg, bool once)
 {
 	struct nc__listener	*list;
 	size_t			 cap;
 
 	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
 		return NC_ERR_INVALID_ARG_VALUE;
-	if (em->count[ev] == UINT16_MAX)
-		return NC_ENOMEM;
-	if (em->n == em->cap) {
+	if (l->n == l->cap) {
 		/* Exact while small: a socket has a few listeners. */
-		cap = em->cap < 8 ? (size_t)em->cap + 1 : (size_t)em->cap * 2;
+		cap = l->cap < 8 ? (size_t)l->cap + 1 : (size_t)l->cap * 2;
 		if (cap > UINT16_MAX)
 			return NC_ENOMEM;
-		list = reallocarray(em->list, cap, sizeof *list);
+		list = reallocarray(l->list, cap, sizeof *list);
 		if (list == NULL)
 			return NC_ENOMEM;
-		em->list = list;
-		em->cap = (uint16_t)cap;
+		l->list = list;
+		l->cap = (uint16_t)cap;
 	}
-	list = &em->list[em->n++];
+	list = &l->list[l->n++];
 	list->cb = cb;
 	list->arg = arg;
 	list->event = (uint8_t)ev;
 	list->once = once;
-	em->count[ev]++;
 	return 0;
 }
 
-/* Nothing left: the array goes, as most sockets end with no listener. */
+/*
+ * After listeners left: an empty array goes, and a small one that has two
+ * slots or more to spare shrinks to fit (a connected socket loses its
+ * `connect` and connect-timeout listeners).
+ */
 static void
-emitter_trim(struct nc__emitter *em)
+listeners_trim(struct nc__listeners *l)
 {
-	if (em->n == 0) {
-		free(em->list);
-		em->list = NULL;
-		em->cap = 0;
+	struct nc__listener	*list;
+
+	if (l->n == 0) {
+		free(l->list);
+		l->list = NULL;
+		l->cap = 0;
+	} else if (l->cap <= 8 && l->cap - l->n >= 2 &&
+	    (list = reallocarray(l->list, l->n, sizeof *list)) != NULL) {
+		l->list = list;
+		l->cap = l->n;
 	}
 }
 
-int
-nc__emitter_remove(struct nc__emitter *em, enum nc_event ev,
+/* The last one added goes, as Node's removeListener; 1 if one went. */
+static int
+listeners_remove(struct nc__listeners *l, enum nc_event ev,
     nc_listener_cb cb, void *arg)
 {
 	size_t	i;
 
-	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
-		return NC_ERR_INVALID_ARG_VALUE;
-	/* The last one added goes, as Node's removeListener. */
-	for (i = em->n; i > 0; i--) {
-		if (em->list[i - 1].event == ev && em->list[i - 1].cb == cb &&
-		    em->list[i - 1].arg == arg) {
-			memmove(&em->list[i - 1], &em->list[i],
-			    (em->n - i) * sizeof em->list[0]);
-			em->n--;
-			em->count[ev]--;
-			emitter_trim(em);
-			return 0;
+	for (i = l->n; i > 0; i--) {
+		if (l->list[i - 1].event == ev && l->list[i - 1].cb == cb &&
+		    l->list[i - 1].arg == arg) {
+			memmove(&l->list[i - 1], &l->list[i],
+			    (l->n - i) * sizeof l->list[0]);
+			l->n--;
+			listeners_trim(l);
+			return 1;
 		}
 	}
 	return 0;
 }
 
-size_t
-nc__emitter_emit(struct nc__emitter *em, void *emitter,
-    const struct nc_event_args *args)
+int
+nc__listeners_remove(struct nc__listeners *l, enum nc_event ev,
+    nc_listener_cb cb, void *arg)
 {
-	struct nc__listener	 stack[8], *snap, *l;
-	enum nc_event		 ev = args->event;
-	size_t			 i, j, k, n = em->count[ev];
+	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	(void)listeners_remove(l, ev, cb, arg);
+	return 0;
+}
 
+size_t
+nc__listeners_count(const struct nc__listeners *l, enum nc_event ev)
+{
+	size_t	i, n = 0;
+
+	for (i = 0; i < l->n; i++)
+		if (l->list[i].event == ev)
+			n++;
+	return n;
+}
+
+/*
+ * Calls the n listeners of the event in order, on a snapshot; once
+ * listeners leave the list before any listener runs. *once gets how many
+ * left.
+ */
+static size_t
+listeners_emit(struct nc__listeners *l, size_t n, void *emitter,
+    const struct nc_event_args *args, size_t *once)
+{
+	struct nc__listener	 stack[8], *snap, *e;
+	enum nc_event		 ev = args->event;
+	size_t			 i, j, k;
+
+	*once = 0;
 	if (n == 0)
 		return 0;
 	snap = stack;
@@ -118,25 +149,23 @@ nc__emitter_emit(struct nc__emitter *em, void *emitter,
 			return 0;
 		}
 	}
-	/*
-	 * Take this event's listeners; once listeners leave the list before
-	 * any listener runs.
-	 */
-	for (i = j = k = 0; i < em->n; i++) {
-		l = &em->list[i];
-		if (l->event == ev) {
-			snap[k++] = *l;
-			if (l->once) {
-				em->count[ev]--;
+	for (i = j = k = 0; i < l->n; i++) {
+		e = &l->list[i];
+		if (e->event == ev) {
+			snap[k++] = *e;
+			if (e->once) {
+				(*once)++;
 				continue;
 			}
 		}
 		if (j != i)
-			em->list[j] = *l;
+			l->list[j] = *e;
 		j++;
 	}
-	em->n = (uint16_t)j;
-	emitter_trim(em);
+	if (j != l->n) {
+		l->n = (uint16_t)j;
+		listeners_trim(l);
+	}
 	for (i = 0; i < n; i++)
 		snap[i].cb(emitter, args, snap[i].arg);
 	if (snap != stack)
@@ -144,9 +173,65 @@ nc__emitter_emit(struct nc__emitter *em, void *emitter,
 	return n;
 }
 
+size_t
+nc__listeners_emit(struct nc__listeners *l, void *emitter,
+    const struct nc_event_args *args)
+{
+	size_t	once;
+
+	return listeners_emit(l, nc__listeners_count(l, args->event), emitter,
+	    args, &once);
+}
+
+void
+nc__listeners_free(struct nc__listeners *l)
+{
+	free(l->list);
+	memset(l, 0, sizeof *l);
+}
+
+int
+nc__emitter_add(struct nc__emitter *em, enum nc_event ev, nc_listener_cb cb,
+    void *arg, bool once)
+{
+	int	rc;
+
+	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (em->count[ev] == UINT16_MAX)
+		return NC_ENOMEM;
+	if ((rc = nc__listeners_add(&em->l, ev, cb, arg, once)) != 0)
+		return rc;
+	em->count[ev]++;
+	return 0;
+}
+
+int
+nc__emitter_remove(struct nc__emitter *em, enum nc_event ev,
+    nc_listener_cb cb, void *arg)
+{
+	if ((unsigned int)ev >= NC_EV__COUNT || cb == NULL)
+		return NC_ERR_INVALID_ARG_VALUE;
+	if (listeners_remove(&em->l, ev, cb, arg))
+		em->count[ev]--;
+	return 0;
+}
+
+size_t
+nc__emitter_emit(struct nc__emitter *em, void *emitter,
+    const struct nc_event_args *args)
+{
+	size_t	n, once;
+
+	n = listeners_emit(&em->l, em->count[args->event], emitter, args,
+	    &once);
+	em->count[args->event] -= (uint16_t)once;
+	return n;
+}
+
 void
 nc__emitter_free(struct nc__emitter *em)
 {
-	free(em->list);
+	nc__listeners_free(&em->l);
 	memset(em, 0, sizeof *em);
 }

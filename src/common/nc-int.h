@@ -48,8 +48,9 @@ void		nc__error_set(struct nc__error *, int code, const char *syscall,
 
 /*
  * emitter.c: Node's EventEmitter. One array holds the listeners of every
- * event in the order they were added (a socket has a few), with a count
- * per event.
+ * event in the order they were added. A socket keeps only the array (it
+ * has a few listeners, counted by a scan); servers and the cluster keep
+ * a count per event besides.
  */
 struct nc__listener {
 	nc_listener_cb	 cb;
@@ -57,9 +58,12 @@ struct nc__listener {
 	uint8_t		 event;
 	bool		 once;
 };
-struct nc__emitter {
+struct nc__listeners {
 	struct nc__listener	*list;
 	uint16_t		 n, cap;
+};
+struct nc__emitter {
+	struct nc__listeners	 l;
 	uint16_t		 count[NC_EV__COUNT];
 };
 int		nc__emitter_add(struct nc__emitter *, enum nc_event,
@@ -70,6 +74,16 @@ int		nc__emitter_remove(struct nc__emitter *, enum nc_event,
 size_t		nc__emitter_emit(struct nc__emitter *, void *emitter,
 		    const struct nc_event_args *);
 void		nc__emitter_free(struct nc__emitter *);
+/* The same on a bare array. */
+int		nc__listeners_add(struct nc__listeners *, enum nc_event,
+		    nc_listener_cb, void *, bool once);
+int		nc__listeners_remove(struct nc__listeners *, enum nc_event,
+		    nc_listener_cb, void *);
+size_t		nc__listeners_emit(struct nc__listeners *, void *emitter,
+		    const struct nc_event_args *);
+size_t		nc__listeners_count(const struct nc__listeners *,
+		    enum nc_event);
+void		nc__listeners_free(struct nc__listeners *);
 
 /* loop.c */
 struct event_base *nc__base(struct event_base *);

@@ -100,7 +100,7 @@ struct nc_socket {
 	 * assigned with (0: not yet).
 	 */
 	struct event		 ev;
-	struct nc__emitter	 em;
+	struct nc__listeners	 em;
 	struct nc_server	*server;	/* accepted by; NULL once
 						 * destroyed */
 	struct nc__error	*err;		/* NULL until it fails */

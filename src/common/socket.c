@@ -272,7 +272,7 @@ socket_free(struct nc_socket *s)
 
 	while ((w = socket_writes_pop(s)) != NULL)
 		free(w);
-	nc__emitter_free(&s->em);
+	nc__listeners_free(&s->em);
 	if (s->ev_what != 0)
 		(void)event_del(&s->ev);
 	socket_timer_free(s);
@@ -308,7 +308,7 @@ nc_socket_release(struct nc_socket *s)
 static void
 socket_emit(struct nc_socket *s, const struct nc_event_args *args)
 {
-	nc__emitter_emit(&s->em, s, args);
+	nc__listeners_emit(&s->em, s, args);
 }
 
 static void
@@ -461,7 +461,7 @@ socket_closing(struct nc_socket *s)
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_ERROR;
 	args.error = &e.pub;
-	if (s->em.count[NC_EV_ERROR] == 0)
+	if (nc__listeners_count(&s->em, NC_EV_ERROR) == 0)
 		log_err("unhandled socket error: %s", e.message);
 	else
 		socket_emit(s, &args);
@@ -1138,14 +1138,14 @@ nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
 			(void)event_del(&s->timer->ev);
 		}
 		if (cb != NULL)
-			(void)nc__emitter_remove(&s->em, NC_EV_TIMEOUT, cb,
+			(void)nc__listeners_remove(&s->em, NC_EV_TIMEOUT, cb,
 			    arg);
 		return 0;
 	}
 	if ((rc = socket_timer(s)) != 0)
 		return rc;
 	if (cb != NULL) {
-		if ((rc = nc__emitter_add(&s->em, NC_EV_TIMEOUT, cb, arg,
+		if ((rc = nc__listeners_add(&s->em, NC_EV_TIMEOUT, cb, arg,
 		    true)) != 0)
 			return rc;
 	}
@@ -1379,21 +1379,21 @@ int
 nc_socket_on(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
     void *arg)
 {
-	return nc__emitter_add(&s->em, ev, cb, arg, false);
+	return nc__listeners_add(&s->em, ev, cb, arg, false);
 }
 
 int
 nc_socket_once(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
     void *arg)
 {
-	return nc__emitter_add(&s->em, ev, cb, arg, true);
+	return nc__listeners_add(&s->em, ev, cb, arg, true);
 }
 
 int
 nc_socket_off(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
     void *arg)
 {
-	return nc__emitter_remove(&s->em, ev, cb, arg);
+	return nc__listeners_remove(&s->em, ev, cb, arg);
 }
 
 size_t
@@ -1401,7 +1401,7 @@ nc_socket_listener_count(const struct nc_socket *s, enum nc_event ev)
 {
 	if ((unsigned int)ev >= NC_EV__COUNT)
 		return 0;
-	return s->em.count[ev];
+	return nc__listeners_count(&s->em, ev);
 }
 
 /* The client a PROXY header named takes the place of the real peer. */
