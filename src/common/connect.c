@@ -147,12 +147,12 @@ connect_done(struct nc_socket *s)
 {
 	struct nc_event_args	args;
 
-	nc__socket_connect_free(s);	/* connected: nothing more to name */
 	nc__socket_became_open(s);
 	if (s->state != S_OPEN)
 		return;
 	/* setNoDelay/setKeepAlive called before: now there is a TCP fd. */
 	nc__socket_apply_options(s);
+	nc__socket_connect_free(s);	/* connected: nothing more to name */
 	nc_socket_hold(s);
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_CONNECT;

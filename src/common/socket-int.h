@@ -34,8 +34,9 @@ struct socket_write {
 };
 
 /*
- * What connect() was asked, and what its error should name: made by
- * connect(), gone once the socket is open.
+ * What connect() was asked, what its error should name, and options set
+ * before there was a connection: made by connect() (or such an option),
+ * gone once the socket is open.
  */
 struct socket_connect {
 	char			*host;
@@ -49,6 +50,7 @@ struct socket_connect {
 	int			 local_port;
 	int			 family;
 	int			 error_port;
+	unsigned int		 keep_alive_delay; /* set before the fd was */
 };
 
 /*
@@ -65,26 +67,26 @@ struct socket_timer {
 	struct timespec		 last_activity;
 };
 
-/* setEncoding(): made by its first call. */
+/*
+ * Text: the decoder of setEncoding() and the addresses' text, made by the
+ * first call that needs either.
+ */
 struct socket_text {
 	struct nc__decoder	 decoder;
-	struct evbuffer		*decoded;
+	struct evbuffer		*decoded;	/* NULL until setEncoding() */
+	char			 remote[NC_ADDRSTRLEN];
+	char			 local[INET6_ADDRSTRLEN];
+	bool			 has_remote, has_local;
 };
 
 /*
  * An address as getpeername() or getsockname() gave it, in 20 bytes;
- * its text is made when a program asks for it (socket_names).
+ * its text is made when a program asks for it (socket_text).
  */
 struct socket_addr {
 	uint8_t			 family;	/* 4, 6, or 0: not known */
 	uint16_t		 port;
 	unsigned char		 addr[16];
-};
-
-struct socket_names {
-	char			 remote[NC_ADDRSTRLEN];
-	char			 local[INET6_ADDRSTRLEN];
-	bool			 has_remote, has_local;
 };
 
 /*
@@ -114,12 +116,9 @@ struct nc_socket {
 	struct socket_connect	*conn;
 	struct socket_timer	*timer;
 	struct socket_text	*text;
-	struct socket_names	*names;
 
 	int			 refs;
 	int			 fd;
-	int			 write_error;	/* queued writes fail with */
-	unsigned int		 keep_alive_delay;
 	struct socket_addr	 remote, local;
 	uint8_t			 state;		/* enum socket_state */
 	uint8_t			 ev_what;
@@ -139,10 +138,12 @@ struct nc_socket {
 	bool			 has_encoding:1;
 	bool			 has_no_delay:1, no_delay:1;
 	bool			 has_keep_alive:1, keep_alive:1;
+	bool			 closed_early:1; /* destroyed before it was
+						 * open, without an error */
 	bool			 tcp:1;		/* an IP peer: TCP options
 						 * apply */
 	bool			 remote_named:1; /* remote is a PROXY header's
-						 * unix path, in names */
+						 * unix path, in text */
 };
 
 /* socket.c */

@@ -41,6 +41,7 @@ static void	socket_error(struct nc_socket *, int, const char *);
 static void	socket_maybe_destroy(struct nc_socket *);
 static void	socket_fail_writes(struct nc_socket *, int);
 static void	socket_emit_decoded(struct nc_socket *);
+static struct socket_text *socket_text(const struct nc_socket *);
 
 static const char *state_names[] = {
 	[S_IDLE] = "idle",
@@ -286,7 +287,6 @@ socket_free(struct nc_socket *s)
 		free(s->text);
 	}
 	nc__socket_connect_free(s);
-	free(s->names);
 	free(s);
 }
 
@@ -451,7 +451,14 @@ socket_closing(struct nc_socket *s)
 	struct nc_event_args	 args;
 	struct nc__error	 e;
 
-	socket_fail_writes(s, s->write_error);
+	/*
+	 * Queued writes fail with the error, else as in Node and libuv:
+	 * ERR_SOCKET_CLOSED_BEFORE_CONNECTION if the socket never opened,
+	 * ECANCELED if it did.
+	 */
+	socket_fail_writes(s, s->err != NULL ? s->err->pub.code :
+	    s->closed_early ? NC_ERR_SOCKET_CLOSED_BEFORE_CONNECTION :
+	    NC_ECANCELED);
 	if (s->err == NULL)
 		return;
 	e = *s->err;
@@ -545,18 +552,8 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 			    named ? s->conn->error_address : NULL,
 			    named ? s->conn->error_port : -1);
 	}
-	/*
-	 * Queued writes fail with the error, else as in Node and libuv:
-	 * ERR_SOCKET_CLOSED_BEFORE_CONNECTION if the socket never opened,
-	 * ECANCELED if it did.
-	 */
-	if (code != 0)
-		s->write_error = code;
-	else if (s->state == S_IDLE || s->state == S_LOOKUP ||
-	    s->state == S_CONNECTING)
-		s->write_error = NC_ERR_SOCKET_CLOSED_BEFORE_CONNECTION;
-	else
-		s->write_error = NC_ECANCELED;
+	s->closed_early = s->state == S_IDLE || s->state == S_LOOKUP ||
+	    s->state == S_CONNECTING;
 	socket_set_state(s, S_DESTROYED);
 	if (s->ev_what != 0)
 		(void)event_del(&s->ev);
@@ -1175,8 +1172,15 @@ nc_socket_set_keep_alive(struct nc_socket *s, bool enable,
 {
 	int	on = enable ? 1 : 0, secs;
 
+	if (s->state == S_IDLE || s->state == S_LOOKUP ||
+	    s->state == S_CONNECTING) {
+		/* Kept for when it connects. */
+		if (s->conn == NULL &&
+		    (s->conn = calloc(1, sizeof *s->conn)) == NULL)
+			return NC_ENOMEM;
+		s->conn->keep_alive_delay = initial_delay_ms;
+	}
 	s->keep_alive = enable;
-	s->keep_alive_delay = initial_delay_ms;
 	s->has_keep_alive = true;
 	if (s->fd == -1 || !s->tcp)
 		return 0;
@@ -1197,9 +1201,9 @@ nc__socket_apply_options(struct nc_socket *s)
 {
 	if (s->has_no_delay)
 		(void)nc_socket_set_no_delay(s, s->no_delay);
-	if (s->has_keep_alive)
+	if (s->has_keep_alive && s->conn != NULL)
 		(void)nc_socket_set_keep_alive(s, s->keep_alive,
-		    s->keep_alive_delay);
+		    s->conn->keep_alive_delay);
 }
 
 int
@@ -1214,7 +1218,7 @@ nc_socket_set_encoding(struct nc_socket *s, const char *encoding)
 	}
 	if ((rc = nc__encoding_parse(encoding, &enc)) != 0)
 		return rc;
-	if (s->text == NULL && (s->text = calloc(1, sizeof *s->text)) == NULL)
+	if (socket_text(s) == NULL)
 		return NC_ENOMEM;
 	if (s->text->decoded == NULL &&
 	    (s->text->decoded = evbuffer_new()) == NULL)
@@ -1256,19 +1260,17 @@ nc_socket_unref(struct nc_socket *s)
 }
 
 /*
- * The text of the addresses, made on the first ask and kept until the
- * socket goes: the getters take a const socket, and this cache is the
- * one thing they change.
+ * The socket's text (addresses, decoder), made on first use: the address
+ * getters take a const socket, and this is the one thing they change.
  */
-static struct socket_names *
-socket_names(const struct nc_socket *cs)
+static struct socket_text *
+socket_text(const struct nc_socket *cs)
 {
 	struct nc_socket	*s = (struct nc_socket *)cs;
 
-	if (s->names == NULL && (s->names = calloc(1, sizeof *s->names)) ==
-	    NULL)
-		log_err("socket fd %d: out of memory for its addresses", s->fd);
-	return s->names;
+	if (s->text == NULL && (s->text = calloc(1, sizeof *s->text)) == NULL)
+		log_err("socket fd %d: out of memory for its text", s->fd);
+	return s->text;
 }
 
 static void
@@ -1282,11 +1284,11 @@ socket_addr_text(const struct socket_addr *a, char *buf, size_t len)
 const char *
 nc_socket_remote_address(const struct nc_socket *s)
 {
-	struct socket_names	*n;
+	struct socket_text	*n;
 
 	if (s->remote_named)
-		return s->names->remote;
-	if (s->remote.family == 0 || (n = socket_names(s)) == NULL)
+		return s->text->remote;
+	if (s->remote.family == 0 || (n = socket_text(s)) == NULL)
 		return NULL;
 	if (!n->has_remote) {
 		socket_addr_text(&s->remote, n->remote, sizeof n->remote);
@@ -1316,9 +1318,9 @@ nc_socket_remote_port(const struct nc_socket *s)
 const char *
 nc_socket_local_address(const struct nc_socket *s)
 {
-	struct socket_names	*n;
+	struct socket_text	*n;
 
-	if (s->local.family == 0 || (n = socket_names(s)) == NULL)
+	if (s->local.family == 0 || (n = socket_text(s)) == NULL)
 		return NULL;
 	if (!n->has_local) {
 		socket_addr_text(&s->local, n->local, sizeof n->local);
@@ -1408,10 +1410,10 @@ nc_socket_listener_count(const struct nc_socket *s, enum nc_event ev)
 void
 nc__socket_set_remote(struct nc_socket *s, const struct nc__proxy_info *pi)
 {
-	struct socket_names	*n;
+	struct socket_text	*n;
 
-	if (s->names != NULL)
-		s->names->has_remote = false;
+	if (s->text != NULL)
+		s->text->has_remote = false;
 	s->remote_named = false;
 	if (!pi->unix_source) {
 		s->remote.family = pi->family == 6 ? 6 : 4;
@@ -1422,7 +1424,7 @@ nc__socket_set_remote(struct nc_socket *s, const struct nc__proxy_info *pi)
 	}
 	/* A unix path (or text that is no address) is kept as it came. */
 	s->remote.family = 0;
-	if ((n = socket_names(s)) == NULL)
+	if ((n = socket_text(s)) == NULL)
 		return;
 	snprintf(n->remote, sizeof n->remote, "%s", pi->src);
 	s->remote_named = true;
