@@ -2719,6 +2719,40 @@ START_TEST(test_timeout_zero_disables)
 }
 END_TEST
 
+/*
+ * setTimeout(0) inside `timeout` frees the timer inside its own callback;
+ * activity does not bring it back, a new setTimeout() does.
+ */
+static void
+timeout_zero_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_timeout(emitter, 0, NULL, NULL), 0);
+}
+
+START_TEST(test_timeout_zero_inside_and_again)
+{
+	struct peer	*p;
+
+	server_start();
+	timeout_cb_calls = 0;
+	p = client_connected();
+	ck_assert_int_eq(nc_socket_set_timeout(p->s, 50, timeout_zero_cb,
+	    NULL), 0);
+	ck_assert(run_until(fx.base, &p->rec.counts[NC_EV_TIMEOUT], WAIT));
+	ck_assert_int_eq(nc_socket_write(p->s, "x", 1, NULL, NULL), 1);
+	ck_assert(run_until_count(fx.base, &fx.accepted[0]->nbytes, 1, WAIT));
+	run_for(fx.base, 150);
+	ck_assert_int_eq(p->rec.counts[NC_EV_TIMEOUT], 1);
+	ck_assert_int_eq(nc_socket_set_timeout(p->s, 50, timeout_cb, p), 0);
+	ck_assert(run_until_count(fx.base, &p->rec.counts[NC_EV_TIMEOUT], 2,
+	    WAIT));
+	ck_assert_int_eq(timeout_cb_calls, 1);
+	ck_assert(!nc_socket_destroyed(p->s));
+}
+END_TEST
+
 /* test-net-socket-timeout.js: bad delays are refused, good ones taken;
  * on a destroyed socket setTimeout is a no-op. */
 static void
@@ -2802,6 +2836,29 @@ START_TEST(test_timeout_does_not_keep_loop_alive)
 	ck_assert_int_lt(now_ms() - t0, scaled_ms(1500));
 	ck_assert_int_eq(p->connect_cb_calls, 1);
 	ck_assert(!nc_socket_destroyed(p->s));
+}
+END_TEST
+
+/* unref() outlasts setTimeout(0), which would otherwise free the timer
+ * that holds it. */
+START_TEST(test_unref_outlasts_timeout_zero)
+{
+	struct peer	*p;
+	int64_t		 t0;
+
+	server_start();
+	fx.on_connection = on_conn_unref;
+	nc_server_unref(fx.server);
+	p = client_port(fx.port, "127.0.0.1");
+	ck_assert_int_eq(nc_socket_set_timeout(p->s, 5000, must_not_call,
+	    NULL), 0);
+	nc_socket_unref(p->s);
+	ck_assert_int_eq(nc_socket_set_timeout(p->s, 0, must_not_call, NULL),
+	    0);
+	t0 = now_ms();
+	ck_assert_int_eq(nc_run(fx.base), 0);
+	ck_assert_int_lt(now_ms() - t0, scaled_ms(1500));
+	ck_assert_int_eq(p->rec.counts[NC_EV_TIMEOUT], 0);
 }
 END_TEST
 
@@ -2893,6 +2950,26 @@ START_TEST(test_keep_alive)
 	run_for(fx.base, 100);
 	ck_assert(!nc_socket_destroyed(p->s));
 	ck_assert(!nc_socket_destroyed(q->s));
+}
+END_TEST
+
+/* While connecting: kept, and applied with its delay once connected. */
+START_TEST(test_keep_alive_while_connecting)
+{
+	struct nc_socket_options	 so;
+	struct peer			*q = peer_new();
+
+	server_start();
+	memset(&so, 0, sizeof so);
+	so.base = fx.base;
+	peer_attach(q, nc_socket_new(&so));
+	ck_assert_int_eq(nc_socket_connect_port(q->s, fx.port, "127.0.0.1",
+	    connect_cb, q), 0);
+	ck_assert(nc_socket_connecting(q->s));
+	ck_assert_int_eq(nc_socket_set_keep_alive(q->s, true, 9000), 0);
+	ck_assert(run_until(fx.base, &q->connect_cb_calls, WAIT));
+	ck_assert_int_eq(sockopt(q->s, SOL_SOCKET, SO_KEEPALIVE), 1);
+	ck_assert_int_eq(sockopt(q->s, IPPROTO_TCP, TCP_KEEPIDLE), 9);
 }
 END_TEST
 
@@ -3426,10 +3503,12 @@ socket_suite(void)
 	tcase_add_test(tc, test_timeout_idle);
 	tcase_add_test(tc, test_timeout_activity_postpones);
 	tcase_add_test(tc, test_timeout_zero_disables);
+	tcase_add_test(tc, test_timeout_zero_inside_and_again);
 	tcase_add_test(tc, test_timeout_args);
 	tcase_add_test(tc, test_timeout_does_not_keep_loop_alive);
 	tcase_add_test(tc, test_ref_unref);
 	tcase_add_test(tc, test_unref_connecting);
+	tcase_add_test(tc, test_unref_outlasts_timeout_zero);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("options");
@@ -3437,6 +3516,7 @@ socket_suite(void)
 	tcase_set_timeout(tc, timeout);
 	tcase_add_test(tc, test_no_delay);
 	tcase_add_test(tc, test_keep_alive);
+	tcase_add_test(tc, test_keep_alive_while_connecting);
 	tcase_add_test(tc, test_encoding_utf8_split);
 	tcase_add_test(tc, test_encoding_variants);
 	tcase_add_test(tc, test_encoding_null_and_unknown);
