@@ -846,7 +846,11 @@ nc__server_cluster_can_take(const struct nc_server *s, int taken)
 void
 nc__server_cluster_connection(struct nc_server *s, int fd)
 {
-	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	int	flags;
+
+	/* The master accepts non-blocking: usually nothing to set. */
+	if ((flags = fcntl(fd, F_GETFL)) != -1 && !(flags & O_NONBLOCK))
+		(void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 	(void)server_take(s, fd);
 }
 

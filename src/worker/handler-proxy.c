@@ -17,6 +17,7 @@
  * per connection; the rules above hold the same way.
  */
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ struct pair {
 	struct upstream		*target;
 	struct splice		*c2u;		/* client to upstream */
 	struct splice		*u2c;
-	size_t			 tried;
+	uint32_t		 tried;		/* upstreams tried */
 	bool			 connected;
 	bool			 client_closed;	/* its `close` came */
 	bool			 up_closed;
