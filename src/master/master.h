@@ -84,7 +84,6 @@ struct worker {
 	int			 inflight;	/* round-robin handoffs */
 	struct inflight		*inflights;	/* sent, oldest first */
 	struct inflight		*staging;	/* a frame being built */
-	struct worker		*staged_next;	/* on the staged list */
 	bool			 frames;	/* reads conn frames */
 	unsigned long long	 handed;	/* connections it accepted */
 	unsigned long		 refused_listens; /* listeners not its own */

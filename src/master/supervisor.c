@@ -67,7 +67,6 @@ struct slot_state {
 };
 
 static int		 ninflight;	/* connections, every worker */
-static struct worker	*staged;	/* workers with a frame being built */
 static void	worker_frame_cb(struct nc_ipc *, const struct nc_ipc_frame *,
 		    int *, size_t, void *);
 static struct worker	*draining;	/* older generations, stopping */
@@ -995,6 +994,10 @@ worker_detach(struct worker *w)
 	memset(w->rr, 0, MAX_LISTENER_IDS * sizeof *w->rr);
 	if (w->ipc != NULL)
 		nc_ipc_drain(w->ipc, NC_IPC_MAX_QUEUE);
+	if (w->staging != NULL) {	/* never sent: only at a dispatch */
+		inflight_push(w, w->staging);
+		w->staging = NULL;
+	}
 	while ((p = w->inflights) != NULL) {
 		w->inflights = p->next;
 		closed = 0;
@@ -1066,18 +1069,22 @@ conn_flush(struct worker *w)
 	inflight_push(w, p);
 }
 
-/* Sends every frame staged by the dispatch that ends. */
+/*
+ * Sends every frame staged by the dispatch that ends: the workers that
+ * can be staged for are the online ones, of this generation or draining.
+ */
 void
 supervisor_flush_conns(void)
 {
 	struct worker	*w;
+	int		 i;
 
-	while ((w = staged) != NULL) {
-		staged = w->staged_next;
-		w->staged_next = NULL;
+	for (i = 0; i < master_nworkers; i++)
+		if ((w = master_workers[i]) != NULL && w->staging != NULL)
+			conn_flush(w);
+	for (w = draining; w != NULL; w = w->next)
 		if (w->staging != NULL)
 			conn_flush(w);
-	}
 }
 
 /*
@@ -1100,8 +1107,6 @@ supervisor_send_conn(struct worker *w, struct handoff *h)
 				return -1;
 			p->frame = true;
 			w->staging = p;
-			w->staged_next = staged;
-			staged = w;
 		}
 		h->worker = w;
 		p->h[p->n++] = h;

@@ -18,10 +18,12 @@ then takes only the first of its frame)."""
 import os
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 
-from harness import (Daemon, SCALE, WORKER, check, echo_service, run)
+from harness import (Daemon, NETCLUSTERCTL, SCALE, WORKER, check,
+                     echo_service, run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -160,6 +162,77 @@ def test_reuseport_orphan_written_unanswered():
     scenario("write", "reuseport")
 
 
+def burst(d, port, n):
+    """n clients connect while the master is stopped (their handshakes
+    done by the kernel), then it runs: every one must be greeted."""
+    import select
+    socks = []
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            socks.append(c)
+        p = select.poll()
+        for c in socks:
+            p.register(c.fileno(), select.POLLOUT)
+        left = {c.fileno() for c in socks}
+        deadline = time.monotonic() + 10 * SCALE
+        while left and time.monotonic() < deadline:
+            for fd, _ in p.poll(100):
+                left.discard(fd)
+                p.unregister(fd)
+        check(not left, "%d of %d connects not done" % (len(left), n))
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    try:
+        p = select.poll()
+        got = {}
+        for c in socks:
+            p.register(c.fileno(), select.POLLIN)
+            got[c.fileno()] = (c, b"")
+        left = set(got)
+        deadline = time.monotonic() + 20 * SCALE
+        while left and time.monotonic() < deadline:
+            for fd, _ in p.poll(100):
+                c, b = got[fd]
+                data = c.recv(64)
+                got[fd] = (c, b + data)
+                if not data or len(b + data) >= 7:
+                    check(b + data == b"hello\r\n", "a client got %r" %
+                          (b + data))
+                    left.discard(fd)
+                    p.unregister(fd)
+        check(not left, "%d of %d clients not greeted in %.0f s" % (
+            len(left), n, 20 * SCALE))
+    finally:
+        for c in socks:
+            c.close()
+
+
+def test_round_robin_bursts():
+    """Bursts of connections queued at once go out in frames of up to 16
+    to 4 workers whose windows (64 each) fill and free unevenly, while
+    reloads make two generations take them: every client is greeted."""
+    d = Daemon([echo_service("round-robin", backlog=1024)], workers=4,
+               extra={"shutdown_timeout_ms": 5000})
+    try:
+        d.wait_online(4)
+        port = d.port()
+        for i in range(6):
+            burst(d, port, 1000)
+            if i % 2 == 0:
+                p = subprocess.run([NETCLUSTERCTL, "-s", d.control,
+                                    "reload"], capture_output=True,
+                                   text=True, timeout=60 * SCALE)
+                check(p.returncode == 0, "reload: %s" % p.stderr)
+        print("  6 bursts of 1000 to 4 workers, 3 reloads: every client "
+              "greeted")
+    finally:
+        d.stop()
+
+
 # The same with connections in conn frames, several per packet.
 def test_round_robin_acked_frames():
     scenario("ack", "round-robin", True)
@@ -184,4 +257,5 @@ if __name__ == "__main__":
          test_round_robin_acked_frames,
          test_round_robin_written_unanswered_frames,
          test_round_robin_read_unanswered_frames,
-         test_reuseport_orphan_written_unanswered_frames])
+         test_reuseport_orphan_written_unanswered_frames,
+         test_round_robin_bursts])
