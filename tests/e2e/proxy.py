@@ -299,44 +299,15 @@ def test_stream_both_ways_exact():
     """256 MiB of random bytes each way at once through the proxy to an
     echo upstream arrive byte-exact (hashes compared); the figure is the
     proxy's throughput."""
-    import hashlib
     size = 256 << 20
     up = Upstream("E")
     # Half-open: the client's FIN must not cut the echo still on its way.
     d = Daemon(proxy_service([up.port], allow_half_open=True), workers=1)
     try:
         d.wait_online()
-        c = socket.create_connection(("127.0.0.1", d.port()), timeout=30)
-        greeting = b""
-        while not greeting.endswith(b"\n"):
-            greeting += c.recv(1)
-        sent = hashlib.sha256()
-        seed = os.urandom(1 << 20)
-
-        def writer():
-            for i in range(size >> 20):
-                chunk = seed[i:] + seed[:i]
-                sent.update(chunk)
-                c.sendall(chunk)
-            c.shutdown(socket.SHUT_WR)
-
-        start = time.monotonic()
-        t = threading.Thread(target=writer)
-        t.start()
-        got = hashlib.sha256()
-        total = 0
-        buf = bytearray(1 << 20)
-        while True:
-            n = c.recv_into(buf)
-            if n == 0:
-                break
-            got.update(memoryview(buf)[:n])
-            total += n
-        took = time.monotonic() - start
-        t.join(60 * SCALE)
+        c = greet(d.port())
+        took = stream_exact(c, size)
         c.close()
-        check(total == size, "got %d of %d bytes" % (total, size))
-        check(got.hexdigest() == sent.hexdigest(), "bytes differ")
         print("  256 MiB each way through the proxy, byte-exact: %.2f s, "
               "%.0f MiB/s each way" % (took, 256 / took))
     finally:
@@ -623,7 +594,8 @@ def wait_until(d, cond, what, timeout=10):
 
 def stream_exact(c, size, sample=None):
     """Writes size bytes (from a second thread) and shuts down, reads to
-    EOF; checks the bytes come back exact. sample() runs after each read."""
+    EOF; checks the bytes come back exact. sample() runs after each read.
+    Returns the seconds it took."""
     import hashlib
     sent = hashlib.sha256()
     seed = os.urandom(1 << 20)
@@ -635,6 +607,7 @@ def stream_exact(c, size, sample=None):
             c.sendall(chunk)
         c.shutdown(socket.SHUT_WR)
 
+    start = time.monotonic()
     t = threading.Thread(target=writer)
     t.start()
     got = hashlib.sha256()
@@ -648,9 +621,11 @@ def stream_exact(c, size, sample=None):
         total += n
         if sample is not None:
             sample()
+    took = time.monotonic() - start
     t.join(60 * SCALE)
     check(total == size, "got %d of %d bytes" % (total, size))
     check(got.hexdigest() == sent.hexdigest(), "bytes differ")
+    return took
 
 
 def greet(port):
