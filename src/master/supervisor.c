@@ -743,14 +743,13 @@ inflight_take(struct worker *w, long long seq)
  * next worker.
  */
 static void
-inflight_requeue(struct worker *w, struct inflight *p, uint64_t keep)
+inflight_requeue(struct inflight *p, uint64_t keep)
 {
 	size_t	i;
 
 	for (i = p->n; i-- > 0;)
 		if (!(keep >> i & 1))
 			listener_requeue(p->h[i]);
-	(void)w;
 }
 
 /*
@@ -777,7 +776,7 @@ conn_answered(struct worker *w, struct inflight *p, uint64_t accepted)
 		/* Full or closing: another worker takes them. */
 		w->refused = true;
 		clock_gettime(CLOCK_MONOTONIC, &w->refused_at);
-		inflight_requeue(w, p, accepted);
+		inflight_requeue(p, accepted);
 		supervisor_retry_later();
 	}
 	for (i = 0; i < p->n; i++)
@@ -1011,7 +1010,7 @@ worker_detach(struct worker *w)
 			free(p->h[i]);
 			closed |= (uint64_t)1 << i;
 		}
-		inflight_requeue(w, p, closed);
+		inflight_requeue(p, closed);
 		ninflight -= (int)p->n;
 		free(p);
 	}
@@ -1061,7 +1060,7 @@ conn_flush(struct worker *w)
 		/* The worker is being replaced: others take them, soon. */
 		w->inflight -= (int)p->n;
 		ninflight -= (int)p->n;
-		inflight_requeue(w, p, 0);
+		inflight_requeue(p, 0);
 		free(p);
 		supervisor_retry_later();
 		return;
