@@ -548,13 +548,7 @@ def test_backpressure_memory():
         while time.monotonic() < deadline:
             d.read_lines(0.1)
         stalled = status(worker, "VmRSS")
-        total = 0
-        buf = bytearray(1 << 20)
-        while True:
-            n = c.recv_into(buf)
-            if n == 0:
-                break
-            total += n
+        total = count_to_eof(c)
         c.close()
         peak = status(worker, "VmHWM")
         grew = peak - before
@@ -626,6 +620,17 @@ def stream_exact(c, size, sample=None):
     check(total == size, "got %d of %d bytes" % (total, size))
     check(got.hexdigest() == sent.hexdigest(), "bytes differ")
     return took
+
+
+def count_to_eof(c):
+    """Reads c to its end without keeping it; the number of bytes."""
+    total = 0
+    buf = bytearray(1 << 20)
+    while True:
+        n = c.recv_into(buf)
+        if n == 0:
+            return total
+        total += n
 
 
 def greet(port):
@@ -767,13 +772,7 @@ def test_splice_stalled_reader():
         stalled = status(worker, "VmRSS")
         held = len(worker_pipes(worker) - pipes0)
         check(held <= 2, "%d pipes while stalled" % held)
-        total = 0
-        buf = bytearray(1 << 20)
-        while True:
-            n = c.recv_into(buf)
-            if n == 0:
-                break
-            total += n
+        total = count_to_eof(c)
         c.close()
         grew = status(worker, "VmHWM") - before
         check(total == 256 << 20, "got %d bytes" % total)
