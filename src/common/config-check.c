@@ -248,6 +248,38 @@ check_listen_fd(struct nc_config *cfg, const struct nc_config_check_env *env,
 }
 
 static void
+check_endpoint_fd(struct nc_config *cfg, const struct nc_config_check_env *env,
+    struct nc_endpoint *ep, const char *path, char **errors)
+{
+	if (ep->on && (ep->listen.kind == NC_LISTEN_FD ||
+	    ep->listen.kind == NC_LISTEN_SYSTEMD))
+		check_listen_fd(cfg, env, &ep->listen, path, errors);
+}
+
+/* A TCP listener's host, resolved once into `address`, what is bound. */
+static void
+check_listen_resolve(struct nc_config *cfg, struct nc_listen_addr *a,
+    const char *path, char **errors)
+{
+	char	address[64], err[512];
+
+	if (a->kind != NC_LISTEN_TCP || a->host == NULL)
+		return;
+	free(a->address);
+	a->address = NULL;
+	/* As netclusterd always bound it: IPv4 loopback. */
+	if (strcmp(a->host, "localhost") == 0)
+		snprintf(address, sizeof address, "127.0.0.1");
+	else if (check_resolve(a->host, 0, address, sizeof address, err,
+	    sizeof err) == -1) {
+		nc_config_error(cfg, errors, path, "%s", err);
+		return;
+	}
+	if ((a->address = strdup(address)) == NULL)
+		nc_config_error(cfg, errors, path, "out of memory");
+}
+
+static void
 check_credentials(struct nc_config *cfg, char **errors)
 {
 	struct passwd	*pw;
@@ -406,27 +438,20 @@ nc_config_check(struct nc_config *cfg, const struct nc_config_check_env *env,
 			check_listen_fd(cfg, env, a, path, errors);
 		}
 	}
+	check_endpoint_fd(cfg, env, &cfg->metrics, "metrics.listen", errors);
+	check_endpoint_fd(cfg, env, &cfg->agent, "agent.listen", errors);
+	if (cfg->metrics.on)
+		check_listen_resolve(cfg, &cfg->metrics.listen,
+		    "metrics.listen", errors);
+	if (cfg->agent.on)
+		check_listen_resolve(cfg, &cfg->agent.listen, "agent.listen",
+		    errors);
 	for (i = 0; i < cfg->nservices; i++) {
 		s = &cfg->services[i];
 		for (k = 0; k < s->nlisten; k++) {
-			a = &s->listen[k];
-			if (a->kind != NC_LISTEN_TCP || a->host == NULL)
-				continue;
-			free(a->address);
-			a->address = NULL;
 			snprintf(path, sizeof path, "services[%zu].listen[%zu]",
 			    i, k);
-			/* As netclusterd always bound it: IPv4 loopback. */
-			if (strcmp(a->host, "localhost") == 0)
-				snprintf(address, sizeof address, "127.0.0.1");
-			else if (check_resolve(a->host, 0, address,
-			    sizeof address, err, sizeof err) == -1) {
-				nc_config_error(cfg, errors, path, "%s", err);
-				continue;
-			}
-			if ((a->address = strdup(address)) == NULL)
-				nc_config_error(cfg, errors, path, "out of "
-				    "memory");
+			check_listen_resolve(cfg, &s->listen[k], path, errors);
 		}
 		for (k = 0; k < s->nupstream; k++) {
 			if (nc_config_parse_listen(s->upstream[k], &u, err,

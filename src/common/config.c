@@ -961,6 +961,35 @@ listen_same(const struct nc_listen_addr *a, const struct nc_listen_addr *b)
 	return false;
 }
 
+/* The metrics or agent listener binds nothing a service or the other does. */
+static void
+config_endpoint_whole(struct config_ctx *c, struct nc_config *cfg,
+    struct nc_endpoint *ep, const char *key)
+{
+	struct nc_service	*t;
+	size_t			 j, l;
+
+	if (!ep->on)
+		return;
+	config_push_key(c, key);
+	config_push_key(c, "listen");
+	for (j = 0; j < cfg->nservices; j++) {
+		t = &cfg->services[j];
+		for (l = 0; l < t->nlisten; l++)
+			if (listen_same(&ep->listen, &t->listen[l]))
+				config_error(c, false, "\"%s\" overlaps \"%s\" "
+				    "of services[%zu] (%s)", ep->listen.text,
+				    t->listen[l].text, j, t->name != NULL ?
+				    t->name : "?");
+	}
+	if (ep == &cfg->agent && cfg->metrics.on &&
+	    listen_same(&ep->listen, &cfg->metrics.listen))
+		config_error(c, false, "\"%s\" overlaps the metrics listener "
+		    "\"%s\"", ep->listen.text, cfg->metrics.listen.text);
+	config_pop(c);
+	config_pop(c);
+}
+
 static void
 config_check_whole(struct config_ctx *c, struct nc_config *cfg)
 {
@@ -1024,6 +1053,48 @@ config_check_whole(struct config_ctx *c, struct nc_config *cfg)
 		config_pop(c);
 		config_pop(c);
 	}
+	config_endpoint_whole(c, cfg, &cfg->metrics, "metrics");
+	config_endpoint_whole(c, cfg, &cfg->agent, "agent");
+}
+
+/* "metrics": {"listen", "max_age_ms"}; "agent": {"listen", "weight"}. */
+static void
+config_endpoint(struct config_ctx *c, json_t *obj, struct nc_endpoint *ep,
+    bool agent)
+{
+	const char	*key;
+	json_t		*v;
+	char		 err[256];
+
+	ep->max_age_ms = 1000;
+	ep->weight = -1;
+	if (!json_is_object(obj)) {
+		config_error(c, false, "expected an object, got %s",
+		    config_type_name(obj));
+		return;
+	}
+	json_object_foreach(obj, key, v) {
+		config_push_key(c, key);
+		if (strcmp(key, "listen") == 0) {
+			if (!json_is_string(v) || strlen(json_string_value(v))
+			    != json_string_length(v)) {
+				config_error(c, false, "expected a string, got "
+				    "%s", config_type_name(v));
+			} else if (nc_config_parse_listen(json_string_value(v),
+			    &ep->listen, err, sizeof err) != 0)
+				config_error(c, false, "%s", err);
+			else
+				ep->on = true;
+		} else if (!agent && strcmp(key, "max_age_ms") == 0)
+			(void)config_int(c, v, 0, 60000, &ep->max_age_ms);
+		else if (agent && strcmp(key, "weight") == 0)
+			(void)config_int(c, v, 0, 256, &ep->weight);
+		else
+			config_error(c, true, "unknown key");
+		config_pop(c);
+	}
+	if (json_object_get(obj, "listen") == NULL)
+		config_error(c, false, "missing key \"listen\"");
 }
 
 static void
@@ -1060,6 +1131,10 @@ config_top(struct config_ctx *c, json_t *root, struct nc_config *cfg)
 		} else if (strcmp(key, "shutdown_timeout_ms") == 0)
 			(void)config_int(c, v, 0, 3600000,
 			    &cfg->shutdown_timeout_ms);
+		else if (strcmp(key, "metrics") == 0)
+			config_endpoint(c, v, &cfg->metrics, false);
+		else if (strcmp(key, "agent") == 0)
+			config_endpoint(c, v, &cfg->agent, true);
 		else if (strcmp(key, "services") == 0) {
 			if (config_array(c, v, true) == 0) {
 				cfg->services = calloc(json_array_size(v),
@@ -1119,6 +1194,8 @@ nc_config_free(struct nc_config *cfg)
 			json_decref(s->options);
 	}
 	free(cfg->services);
+	nc_config_listen_clear(&cfg->metrics.listen);
+	nc_config_listen_clear(&cfg->agent.listen);
 	free(cfg->file);
 	free(cfg->user);
 	free(cfg->group);

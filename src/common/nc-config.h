@@ -93,6 +93,17 @@ struct nc_service {
 	bool			 messages;	/* inherit program: a line channel */
 };
 
+/*
+ * What the master serves itself (nothing of the workers'): the metrics
+ * over HTTP, and the answer to HAProxy's agent-check. Off unless set.
+ */
+struct nc_endpoint {
+	bool			 on;
+	struct nc_listen_addr	 listen;
+	int			 max_age_ms;	/* metrics: of the workers' figures */
+	int			 weight;	/* agent: a percentage, or -1 */
+};
+
 struct nc_config {
 	char			*file;
 	int			 workers;
@@ -103,6 +114,8 @@ struct nc_config {
 	int			 shutdown_timeout_ms;
 	struct nc_service	*services;
 	size_t			 nservices;
+	struct nc_endpoint	 metrics;
+	struct nc_endpoint	 agent;
 	uid_t			 uid;	/* of user, set by the check, or -1 */
 	gid_t			 gid;	/* of group or user's, or -1 */
 	char			*text;	/* the file as read, for positions */

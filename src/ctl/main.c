@@ -15,13 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #define CTL_DEFAULT_SOCKET	"/run/netcluster/control.sock"
 #define CTL_TIMEOUT_MS		60000	/* a reload waits for new workers */
-#define CTL_MAX_REPLY		(1024 * 1024)
+#define CTL_MAX_REPLY		(4 * 1024 * 1024)
+#define DRAIN_POLL_MS		100
 
 static void
 usage(FILE *f)
@@ -45,9 +47,19 @@ usage(FILE *f)
 	    "  stop                 stop gracefully (as SIGTERM)\n"
 	    "  send SERVICE JSON    send a message (any JSON value) to every\n"
 	    "                       worker of SERVICE: its MESSAGE event\n"
+	    "  metrics              the Prometheus metrics, as GET /metrics\n"
+	    "                       serves them (--json: the same as JSON)\n"
+	    "  drain [--wait] [--stop]\n"
+	    "                       tell the balancer in front to send nothing\n"
+	    "                       new (/ready answers 503, the agent drain);\n"
+	    "                       listeners stay open. --wait: until no\n"
+	    "                       connection is open (at most\n"
+	    "                       shutdown_timeout_ms); --stop: then stop\n"
+	    "  undrain              ready again\n"
 	    "Options:\n"
 	    "  -s, --socket SOCKET  the control socket\n"
 	    "  -j, --json           print the master's JSON answer as is\n"
+	    "      --wait, --stop   for drain\n"
 	    "  -h, --help           print this help\n", CTL_DEFAULT_SOCKET);
 }
 
@@ -118,6 +130,85 @@ count_text(json_t *v, char *buf, size_t len)
 	return buf;
 }
 
+/* One request, its answer checked: the reply object, and its text. */
+static json_t *
+ask(const char *path, json_t *req, char **text)
+{
+	json_error_t	 jerr;
+	json_t		*reply;
+	char		*line, *answer;
+
+	if (req == NULL || (line = json_dumps(req, JSON_COMPACT)) == NULL)
+		fail("out of memory");
+	json_decref(req);
+	if ((line = realloc(line, strlen(line) + 2)) == NULL)
+		fail("out of memory");
+	strcat(line, "\n");
+	answer = request(path, line);
+	free(line);
+	reply = json_loads(answer, JSON_DISABLE_EOF_CHECK, &jerr);
+	if (reply == NULL || !json_is_object(reply))
+		fail("bad answer from the master: %s", jerr.text);
+	if (!json_is_true(json_object_get(reply, "ok")))
+		fail("%s", json_string_value(json_object_get(reply, "error")) !=
+		    NULL ? json_string_value(json_object_get(reply, "error")) :
+		    "the master refused the request");
+	if (text != NULL)
+		*text = answer;
+	else
+		free(answer);
+	return reply;
+}
+
+static double
+now_s(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * drain --wait: asks for the connections every DRAIN_POLL_MS until every
+ * worker answered 0, or until bound_ms passed. 0 once drained, else -1.
+ */
+static int
+drain_wait(const char *path, int bound_ms)
+{
+	json_t		*reply;
+	double		 start = now_s(), left;
+	struct timespec	 ts = { 0, DRAIN_POLL_MS * 1000000L };
+	char		 num[32];
+	bool		 zero;
+
+	for (;;) {
+		reply = ask(path, json_pack("{s:s}", "command",
+		    "connections"), NULL);
+		zero = json_is_integer(json_object_get(reply, "connections")) &&
+		    json_integer_value(json_object_get(reply,
+		    "connections")) == 0 && json_array_size(json_object_get(
+		    reply, "missing")) == 0;
+		left = bound_ms / 1000.0 - (now_s() - start);
+		if (zero) {
+			printf("drained: no connection open after %.1f s\n",
+			    now_s() - start);
+			json_decref(reply);
+			return 0;
+		}
+		if (left <= 0) {
+			fprintf(stderr, "netclusterctl: %s connections still "
+			    "open after %d ms (shutdown_timeout_ms)\n",
+			    count_text(json_object_get(reply, "connections"),
+			    num, sizeof num), bound_ms);
+			json_decref(reply);
+			return -1;
+		}
+		json_decref(reply);
+		(void)nanosleep(&ts, NULL);
+	}
+}
+
 static void
 print_services(json_t *services)
 {
@@ -161,14 +252,16 @@ main(int argc, char **argv)
 	json_error_t	 jerr;
 	json_t		*req, *reply, *w, *msg;
 	char		 num[32];
-	char		*line, *answer;
-	bool		 as_json = false;
+	char		*answer;
+	bool		 as_json = false, wait = false, stop = false;
 	size_t		 i;
-	int		 ch;
+	int		 ch, rc = 0;
 
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "wait", no_argument, NULL, 'W' },
+		{ "stop", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -182,6 +275,12 @@ main(int argc, char **argv)
 			break;
 		case 'j':
 			as_json = true;
+			break;
+		case 'W':
+			wait = true;
+			break;
+		case 'S':
+			stop = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -199,7 +298,8 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "workers") != 0 &&
 	    strcmp(cmd, "connections") != 0 && strcmp(cmd, "stop") != 0 &&
 	    strcmp(cmd, "reload") != 0 && strcmp(cmd, "upgrade") != 0 &&
-	    strcmp(cmd, "send") != 0) {
+	    strcmp(cmd, "send") != 0 && strcmp(cmd, "metrics") != 0 &&
+	    strcmp(cmd, "drain") != 0 && strcmp(cmd, "undrain") != 0) {
 		fprintf(stderr, "netclusterctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
@@ -207,6 +307,11 @@ main(int argc, char **argv)
 	if (optind < argc && strcmp(cmd, "connections") != 0 &&
 	    strcmp(cmd, "send") != 0) {
 		fprintf(stderr, "netclusterctl: %s takes no argument\n", cmd);
+		return 2;
+	}
+	if ((wait || stop) && strcmp(cmd, "drain") != 0) {
+		fprintf(stderr, "netclusterctl: --wait and --stop are for "
+		    "drain\n");
 		return 2;
 	}
 	if (strcmp(cmd, "send") == 0 && argc - optind != 2) {
@@ -234,24 +339,16 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (req == NULL || (line = json_dumps(req, JSON_COMPACT)) == NULL)
-		fail("out of memory");
-	json_decref(req);
-	if ((line = realloc(line, strlen(line) + 2)) == NULL)
-		fail("out of memory");
-	strcat(line, "\n");
-	answer = request(path, line);
-	free(line);
-
-	reply = json_loads(answer, JSON_DISABLE_EOF_CHECK, &jerr);
-	if (reply == NULL || !json_is_object(reply))
-		fail("bad answer from the master: %s", jerr.text);
-	if (!json_is_true(json_object_get(reply, "ok")))
-		fail("%s", json_string_value(json_object_get(reply, "error")) !=
-		    NULL ? json_string_value(json_object_get(reply, "error")) :
-		    "the master refused the request");
+	if (strcmp(cmd, "metrics") == 0)
+		(void)json_object_set_new(req, "format", json_string(as_json ?
+		    "json" : "text"));
+	reply = ask(path, req, &answer);
 	if (as_json) {
 		fputs(answer, stdout);
+	} else if (strcmp(cmd, "metrics") == 0) {
+		fputs(json_string_value(json_object_get(reply, "text")) != NULL ?
+		    json_string_value(json_object_get(reply, "text")) : "",
+		    stdout);
 	} else if (strcmp(cmd, "status") == 0) {
 		printf("netclusterd pid %lld, up %.0f s, %lld of %lld workers "
 		    "alive, %s connections\n",
@@ -272,6 +369,15 @@ main(int argc, char **argv)
 			    json_is_true(json_object_get(reply,
 			    "binary_changed")) ? " (replaced on disk since it "
 			    "started: upgrade runs the new file)" : "");
+		if (json_is_string(json_object_get(reply, "metrics")))
+			printf("metrics on %s\n", json_string_value(
+			    json_object_get(reply, "metrics")));
+		if (json_is_string(json_object_get(reply, "agent")))
+			printf("agent-check on %s\n", json_string_value(
+			    json_object_get(reply, "agent")));
+		if (json_is_true(json_object_get(reply, "draining")))
+			printf("draining: the balancer is told to send nothing "
+			    "new\n");
 		print_services(json_object_get(reply, "services"));
 		print_missing(reply);
 	} else if (strcmp(cmd, "workers") == 0) {
@@ -301,7 +407,17 @@ main(int argc, char **argv)
 	} else
 		printf("%s\n", json_string_value(json_object_get(reply,
 		    "message")));
+	if (strcmp(cmd, "drain") == 0 && wait) {
+		fflush(stdout);
+		rc = drain_wait(path, (int)json_integer_value(json_object_get(
+		    reply, "shutdown_timeout_ms")));
+	}
+	if (strcmp(cmd, "drain") == 0 && stop) {
+		json_decref(ask(path, json_pack("{s:s}", "command", "stop"),
+		    NULL));
+		printf("stopping\n");
+	}
 	json_decref(reply);
 	free(answer);
-	return 0;
+	return rc == 0 ? 0 : 1;
 }

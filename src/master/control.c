@@ -60,6 +60,7 @@ struct answer {
 	struct client	*client;	/* NULL once the client left */
 	char		 command[16];
 	char		 service[65];
+	bool		 json;		/* metrics: as JSON */
 };
 
 static void
@@ -200,13 +201,22 @@ answer_cb(json_t *counts, void *arg)
 		    "services", w, "missing", missing);
 	} else
 		reply = json_pack("{s:b, s:i, s:s, s:s, s:b, s:i, s:f, s:i, "
-		    "s:o, s:o, s:o}", "ok", 1, "pid", (int)getpid(), "version",
-		    PACKAGE_VERSION, "binary", master_binary, "binary_changed",
-		    upgrade_binary_changed(), "workers", master_nworkers,
-		    "uptime_s", elapsed_s(&master_started), "alive",
-		    (int)supervisor_alive(), "connections", unknown ?
+		    "s:o, s:o, s:o, s:b, s:b}", "ok", 1, "pid", (int)getpid(),
+		    "version", PACKAGE_VERSION, "binary", master_binary,
+		    "binary_changed", upgrade_binary_changed(), "workers",
+		    master_nworkers, "uptime_s", elapsed_s(&master_started),
+		    "alive", (int)supervisor_alive(), "connections", unknown ?
 		    json_null() : json_integer(total), "services",
-		    services_json(counts, NULL), "missing", missing);
+		    services_json(counts, NULL), "missing", missing, "ready",
+		    health_ready(NULL, 0), "draining", master_draining);
+	if (reply != NULL && strcmp(a->command, "status") == 0) {
+		(void)json_object_set_new(reply, "metrics", health_bound(
+		    "metrics") != NULL ? json_string(health_bound("metrics")) :
+		    json_null());
+		(void)json_object_set_new(reply, "agent", health_bound(
+		    "agent") != NULL ? json_string(health_bound("agent")) :
+		    json_null());
+	}
 	client_reply(c, reply);
 	free(a);
 }
@@ -231,6 +241,48 @@ client_pending(struct client *c, const char *command, const char *service)
 }
 
 static void
+metrics_answer_cb(json_t *families, void *arg)
+{
+	struct answer	*a = arg;
+	struct client	*c = a->client;
+	struct evbuffer	*text;
+	char		*s;
+	size_t		 len;
+
+	if (c == NULL) {
+		free(a);
+		return;
+	}
+	c->answer = NULL;
+	if (families == NULL)
+		client_error(c, "out of memory");
+	else if (a->json)
+		client_reply(c, json_pack("{s:b, s:O}", "ok", 1, "metrics",
+		    families));
+	else if ((text = evbuffer_new()) == NULL)
+		client_error(c, "out of memory");
+	else {
+		metrics_text(families, text);
+		len = evbuffer_get_length(text);
+		s = (char *)evbuffer_pullup(text, -1);
+		client_reply(c, json_pack("{s:b, s:s%}", "ok", 1, "text",
+		    s != NULL ? s : "", s != NULL ? len : 0));
+		evbuffer_free(text);
+	}
+	free(a);
+}
+
+static void
+drain_reply(struct client *c, bool on)
+{
+	health_drain(on);
+	client_reply(c, json_pack("{s:b, s:b, s:s, s:i}", "ok", 1, "draining",
+	    on, "message", on ? "draining: /ready answers 503 and the agent "
+	    "drain; listeners stay open" : "not draining", "shutdown_timeout_ms",
+	    master_config->shutdown_timeout_ms));
+}
+
+static void
 reload_done(const char *error, void *arg)
 {
 	struct answer	*a = arg;
@@ -239,6 +291,8 @@ reload_done(const char *error, void *arg)
 
 	snprintf(command, sizeof command, "%s", a->command);
 	free(a);
+	if (error != NULL && strcmp(command, "upgrade") == 0)
+		stats_add("upgrades", "failure", 1);
 	if (c == NULL)
 		return;
 	c->answer = NULL;
@@ -309,6 +363,16 @@ client_request(struct client *c, const char *line, size_t len)
 	case REQ_RELOAD:
 		if ((a = client_pending(c, "reload", NULL)) != NULL)
 			supervisor_reload(reload_done, a);
+		return;
+	case REQ_METRICS:
+		if ((a = client_pending(c, "metrics", NULL)) != NULL) {
+			a->json = req.json;
+			metrics_collect(metrics_answer_cb, a);
+		}
+		return;
+	case REQ_DRAIN:
+	case REQ_UNDRAIN:
+		drain_reply(c, req.command == REQ_DRAIN);
 		return;
 	case REQ_STATUS:
 	case REQ_WORKERS:
@@ -407,6 +471,7 @@ client_evict(void)
 	if (oldest != NULL) {
 		/* Logged the 1st, 2nd, 4th, 8th... time. */
 		evicted++;
+		stats_add("control", "evictions", 1);
 		if ((evicted & (evicted - 1)) == 0)
 			log_warnx("control: %d clients; dropped the oldest "
 			    "idle one (%lu so far)", CONTROL_MAX_CLIENTS,
@@ -437,9 +502,11 @@ accept_error_cb(struct evconnlistener *l, void *arg)
 		log_warnx("control: accept: %s", strerror(err));
 		return;
 	}
-	if (nc_accept_pause_begin(&control_pause))
+	if (nc_accept_pause_begin(&control_pause)) {
+		stats_add("accept_pauses", "control", 1);
 		log_warnx("control: accept: %s; pausing, retrying every %d ms",
 		    strerror(err), NC_ACCEPT_PAUSE_MS);
+	}
 	if (control_retry_ev == NULL)
 		control_retry_ev = evtimer_new(master_base, accept_retry_cb,
 		    NULL);
@@ -585,4 +652,10 @@ control_close(void)
 		event_free(control_retry_ev);
 		control_retry_ev = NULL;
 	}
+}
+
+int
+control_clients(void)
+{
+	return nclients;
 }

@@ -61,6 +61,7 @@ struct inherited {
 	size_t	 nfds;
 	char	*unix_path;
 	json_t	*queued;	/* accepted connections, not yet handed */
+	json_t	*counters;	/* [handed, refused, requeued] */
 	bool	 used;
 };
 static struct inherited	*inherited;
@@ -132,11 +133,11 @@ bind_tcp(const char *host, int port, int backlog, bool reuseport, int *fd,
 }
 
 static int
-bind_unix(struct listener *l, int backlog, char *err, size_t errlen)
+bind_unix(const char *path, int backlog, char **unix_path, char *err,
+    size_t errlen)
 {
 	struct sockaddr_un	sun;
 	struct stat		st;
-	const char		*path = l->addr->path;
 	int			s, probe;
 
 	memset(&sun, 0, sizeof sun);
@@ -160,15 +161,13 @@ bind_unix(struct listener *l, int backlog, char *err, size_t errlen)
 			close(s);
 		return -1;
 	}
-	l->unlink_path = true;
-	if ((l->unix_path = strdup(path)) == NULL) {
+	if ((*unix_path = strdup(path)) == NULL) {
 		close(s);
 		(void)unlink(path);
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	l->fds[0] = s;
-	return 0;
+	return s;
 }
 
 static int
@@ -236,36 +235,92 @@ listener_held(const struct nc_listen_addr *a, void *arg)
 	for (i = 0; i < ninherited; i++)
 		if (strcmp(inherited[i].text, a->text) == 0)
 			return true;
-	return false;
+	return health_held(a);
 }
 
-static void
-describe(struct listener *l)
+/* What a TCP listener binds: its address as checked, or every one. */
+static const char *
+tcp_host(const struct nc_listen_addr *a)
+{
+	int	fd;
+
+	if (a->host == NULL) {
+		/* `::` dual-stack where IPv6 exists, else 0.0.0.0. */
+		fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd != -1)
+			close(fd);
+		return fd != -1 ? "::" : "0.0.0.0";
+	}
+	return a->address != NULL ? a->address : a->host;
+}
+
+/*
+ * One socket for a, listening: bound (a unix socket's path, which the
+ * caller unlinks once done, goes in *unix_path), or taken from an fd:
+ * or from systemd. The fd, or -1 with a message.
+ */
+int
+listener_open(const struct nc_listen_addr *a, int backlog, char **unix_path,
+    char *err, size_t errlen)
+{
+	int	fd = -1;
+
+	*unix_path = NULL;
+	switch (a->kind) {
+	case NC_LISTEN_TCP:
+		if (bind_tcp(tcp_host(a), a->port, backlog, false, &fd, err,
+		    errlen) == -1)
+			return -1;
+		return fd;
+	case NC_LISTEN_UNIX:
+		return bind_unix(a->path, backlog, unix_path, err, errlen);
+	case NC_LISTEN_FD:
+		return take_fd(a->fd, backlog, err, errlen);
+	case NC_LISTEN_SYSTEMD:
+		if ((fd = systemd_fd(a->name, err, errlen)) == -1)
+			return -1;
+		return take_fd(fd, backlog, err, errlen);
+	}
+	snprintf(err, errlen, "unknown listener kind");
+	return -1;
+}
+
+/*
+ * What fd really bound, "HOST:PORT", "[V6]:PORT" or "unix:PATH"; else
+ * the listen text. The port, or -1.
+ */
+int
+listener_describe_fd(int fd, const char *text, char *bound, size_t len)
 {
 	struct sockaddr_storage	ss;
-	struct nc_address	a;
-	socklen_t		len = sizeof ss;
+	socklen_t		sslen = sizeof ss;
 	char			host[NC_ADDRSTRLEN];
+	int			port = -1;
 
-	l->port = -1;
-	snprintf(l->bound, sizeof l->bound, "%s", l->addr->text);
-	if (l->nfds == 0 || l->fds[0] == -1 ||
-	    getsockname(l->fds[0], (struct sockaddr *)&ss, &len) == -1)
-		return;
-	memset(&a, 0, sizeof a);
+	snprintf(bound, len, "%s", text);
+	if (fd == -1 || getsockname(fd, (struct sockaddr *)&ss, &sslen) == -1)
+		return -1;
 	if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
 		inet_ntop(ss.ss_family, ss.ss_family == AF_INET ?
 		    (void *)&((struct sockaddr_in *)&ss)->sin_addr :
 		    (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr, host,
 		    sizeof host);
-		l->port = ntohs(ss.ss_family == AF_INET ?
+		port = ntohs(ss.ss_family == AF_INET ?
 		    ((struct sockaddr_in *)&ss)->sin_port :
 		    ((struct sockaddr_in6 *)&ss)->sin6_port);
-		snprintf(l->bound, sizeof l->bound, ss.ss_family == AF_INET6 ?
-		    "[%s]:%d" : "%s:%d", host, l->port);
+		snprintf(bound, len, ss.ss_family == AF_INET6 ?
+		    "[%s]:%d" : "%s:%d", host, port);
 	} else if (ss.ss_family == AF_UNIX)
-		snprintf(l->bound, sizeof l->bound, "unix:%s",
+		snprintf(bound, len, "unix:%s",
 		    ((struct sockaddr_un *)&ss)->sun_path);
+	return port;
+}
+
+static void
+describe(struct listener *l)
+{
+	l->port = listener_describe_fd(l->nfds > 0 ? l->fds[0] : -1, l->addr->text,
+	    l->bound, sizeof l->bound);
 }
 
 static int
@@ -274,7 +329,7 @@ listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 	const struct nc_listen_addr	*a = l->addr;
 	const struct nc_service		*c = l->service->conf;
 	const char			*host;
-	int				 fd, port, i;
+	int				 port, i;
 	size_t				 n = 1;
 
 	if ((c->mode == NC_MODE_REUSEPORT || c->mode == NC_MODE_EXCLUSIVE) &&
@@ -297,15 +352,7 @@ listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 
 	switch (a->kind) {
 	case NC_LISTEN_TCP:
-		host = a->host;
-		if (host == NULL) {
-			/* `::` dual-stack where IPv6 exists, else 0.0.0.0. */
-			fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-			host = fd != -1 ? "::" : "0.0.0.0";
-			if (fd != -1)
-				close(fd);
-		} else if (a->address != NULL)
-			host = a->address;	/* as the check resolved it */
+		host = tcp_host(a);
 		port = a->port;
 		/*
 		 * reuseport: one port, a socket per slot (port 0: the first
@@ -331,17 +378,12 @@ listener_bind(struct listener *l, int nworkers, char *err, size_t errlen)
 		}
 		break;
 	case NC_LISTEN_UNIX:
-		if (bind_unix(l, c->backlog, err, errlen) == -1)
-			return -1;
-		break;
 	case NC_LISTEN_FD:
-		if ((l->fds[0] = take_fd(a->fd, c->backlog, err, errlen)) == -1)
-			return -1;
-		break;
 	case NC_LISTEN_SYSTEMD:
-		if ((fd = systemd_fd(a->name, err, errlen)) == -1 ||
-		    (l->fds[0] = take_fd(fd, c->backlog, err, errlen)) == -1)
+		if ((l->fds[0] = listener_open(a, c->backlog, &l->unix_path,
+		    err, errlen)) == -1)
 			return -1;
+		l->unlink_path = l->unix_path != NULL;
 		break;
 	}
 	describe(l);
@@ -632,6 +674,7 @@ listener_inherit(json_t *list)
 			in->unix_path = strdup(json_string_value(
 			    json_object_get(e, "unix_path")));
 		in->queued = json_incref(json_object_get(e, "queued"));
+		in->counters = json_incref(json_object_get(e, "counters"));
 		ninherited++;
 	}
 	return 0;
@@ -658,6 +701,12 @@ listener_adopt(struct listener *l, size_t nfds)
 			in->unix_path = NULL;
 		}
 		describe(l);
+		l->handed = (unsigned long long)json_integer_value(
+		    json_array_get(in->counters, 0));
+		l->refused = (unsigned long long)json_integer_value(
+		    json_array_get(in->counters, 1));
+		l->requeued = (unsigned long long)json_integer_value(
+		    json_array_get(in->counters, 2));
 		listener_requeue_inherited(l, in->queued);
 		log_info("service %s: took over %s from the previous master",
 		    l->service->conf->name, l->bound);
@@ -710,6 +759,7 @@ listener_inherit_done(void)
 		json_array_foreach(inherited[i].queued, j, v)
 			close((int)json_integer_value(v));
 		json_decref(inherited[i].queued);
+		json_decref(inherited[i].counters);
 		for (j = 0; inherited[i].fds != NULL && j < inherited[i].nfds;
 		    j++)
 			close(inherited[i].fds[j]);
@@ -751,8 +801,10 @@ listener_export(void)
 			(void)json_array_append_new(queued, json_integer(h->fd));
 		}
 		(void)json_array_append_new(list, json_pack(
-		    "{s:s, s:o, s:s?, s:o}", "text", l->text, "fds", fds,
-		    "unix_path", l->unix_path, "queued", queued));
+		    "{s:s, s:o, s:s?, s:o, s:[I, I, I]}", "text", l->text,
+		    "fds", fds, "unix_path", l->unix_path, "queued", queued,
+		    "counters", (json_int_t)l->handed, (json_int_t)l->refused,
+		    (json_int_t)l->requeued));
 	}
 	return list;
 }
@@ -903,6 +955,7 @@ listener_requeue(struct handoff *h)
 
 	h->worker = NULL;
 	h->tries++;
+	l->requeued++;
 	h->next = l->qhead;	/* it waited longest */
 	l->qhead = h;
 	if (l->qtail == NULL)
@@ -988,10 +1041,12 @@ accept_pause_now(struct listener *l, int err)
 {
 	struct timeval	tv = { 0, NC_ACCEPT_PAUSE_MS * 1000 };
 
-	if (nc_accept_pause_begin(&accept_pause))
+	if (nc_accept_pause_begin(&accept_pause)) {
+		stats_add("accept_pauses", "service", 1);
 		log_warnx("service %s: accept on %s: %s; pausing accepts, "
 		    "retrying every %d ms", l->service->conf->name, l->bound,
 		    strerror(err), NC_ACCEPT_PAUSE_MS);
+	}
 	if (accept_retry_ev == NULL)
 		accept_retry_ev = evtimer_new(master_base, accept_retry_cb,
 		    NULL);

@@ -265,9 +265,10 @@ master_upgrade_exec(int client_fd)
 	char	*text, env[32];
 	int	 fd;
 
-	state = json_pack("{s:o, s:o, s:i, s:s, s:s}", "listeners",
+	state = json_pack("{s:o, s:o, s:i, s:s, s:s, s:o, s:o}", "listeners",
 	    listener_export(), "workers", supervisor_export(), "client",
-	    client_fd, "binary", master_binary, "version", PACKAGE_VERSION);
+	    client_fd, "binary", master_binary, "version", PACKAGE_VERSION,
+	    "endpoints", health_export(), "stats", stats_export());
 	text = state != NULL ? json_dumps(state, JSON_COMPACT) : NULL;
 	json_decref(state);
 	fd = memfd_create("netclusterd-upgrade", 0);
@@ -472,6 +473,8 @@ main(int argc, char **argv)
 	if (upgrade != NULL &&
 	    listener_inherit(json_object_get(upgrade, "listeners")) == -1)
 		fatalx("upgrade: bad listeners in the state");
+	if (upgrade != NULL)
+		health_inherit(json_object_get(upgrade, "endpoints"));
 	/* -t and startup refuse alike: the same check, text and status. */
 	if (master_check_config(master_config, &errors) != 0) {
 		fputs(errors, stderr);
@@ -520,6 +523,11 @@ main(int argc, char **argv)
 		listener_close_all();
 		fatalx("control socket %s", err);
 	}
+	if (health_open(err, sizeof err) == -1) {
+		control_close();
+		listener_close_all();
+		fatalx("%s", err);
+	}
 	/* Where the next upgrade finds its binary. */
 	upgrade_binary_init(json_string_value(json_object_get(upgrade,
 	    "binary")), argv[0]);
@@ -527,6 +535,8 @@ main(int argc, char **argv)
 	    PACKAGE_VERSION, master_nservices, master_nworkers);
 	notify_start();
 	if (upgrade != NULL) {
+		stats_adopt(json_object_get(upgrade, "stats"));
+		stats_add("upgrades", "success", 1);
 		(void)supervisor_adopt(json_object_get(upgrade, "workers"));
 		log_notice("upgraded in place: pid %d, netclusterd %s -> %s, "
 		    "from %s", (int)getpid(), json_string_value(json_object_get(
@@ -559,6 +569,7 @@ main(int argc, char **argv)
 		sigaddset(&sigset, signums[i]);
 	(void)sigprocmask(SIG_BLOCK, &sigset, NULL);
 	notify_stop();
+	health_close();
 	control_close();
 	upgrade_check_stop();
 	listener_close_all();
@@ -567,6 +578,7 @@ main(int argc, char **argv)
 	free(master_workers);
 	free(master_services);
 	nc_config_free(master_config);
+	metrics_free();
 	event_base_free(master_base);
 	log_notice("stopped");
 	return 0;

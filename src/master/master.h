@@ -65,6 +65,9 @@ struct listener {
 	struct event		**slot_evs;	/* reuseport: orphan slots */
 	size_t			 rr_next;
 	unsigned long long	 accepted;
+	unsigned long long	 handed;	/* taken by a worker */
+	unsigned long long	 refused;	/* by a worker */
+	unsigned long long	 requeued;
 };
 
 struct service_rt {
@@ -161,6 +164,10 @@ bool	 listener_touched(int);
 int	 listener_dup(int);
 int	 listener_systemd_fd(const char *, char *, size_t, void *);
 bool	 listener_held(const struct nc_listen_addr *, void *);
+int	 listener_open(const struct nc_listen_addr *, int backlog,
+	    char **unix_path, char *err, size_t errlen);
+int	 listener_describe_fd(int fd, const char *text, char *bound,
+	    size_t len);
 void	 listener_worker_changed(void);
 
 /* supervisor.c */
@@ -194,6 +201,10 @@ int	 supervisor_send(const char *service, json_t *msg, char *err,
 void	 supervisor_broadcast(struct worker *from, json_t *v, const char *raw,
 	    size_t rawlen, bool draining);
 void	 supervisor_messages_drained(void);
+struct worker *supervisor_next(struct worker *);
+bool	 supervisor_any_online(void);
+int	 supervisor_generation(void);
+const struct service_rt *service_by_name(const char *);
 #define UPGRADE_QUIESCE_MS	2000
 
 int	 master_check_config(struct nc_config *, char **errors);
@@ -240,5 +251,35 @@ void	 notify(const char *);
 int	 control_open(const char *path, char *err, size_t errlen);
 void	 control_close(void);
 void	 control_adopt(int fd, const char *from_version);
+int	 control_clients(void);
+
+/* metrics.c */
+extern bool	 master_draining;
+void	 stats_add(const char *family, const char *key, json_int_t);
+void	 stats_restart(int status, bool backoff);
+void	 stats_reload_begin(void);
+void	 stats_reload_end(bool ok);
+void	 stats_worker_answered(struct worker *, json_t *msg);
+void	 stats_worker_gone(struct worker *);
+json_t	*stats_export(void);
+void	 stats_adopt(json_t *);
+void	 metrics_collect(void (*)(json_t *, void *), void *);
+struct evbuffer;
+int	 metrics_text(json_t *families, struct evbuffer *);
+void	 metrics_free(void);
+
+/* health.c */
+bool	 health_ready(char *why, size_t len);
+void	 health_drain(bool);
+int	 health_prepare(const struct nc_config *, char *err, size_t errlen);
+void	 health_abort(void);
+void	 health_commit(void);
+bool	 health_held(const struct nc_listen_addr *);
+json_t	*health_export(void);
+void	 health_inherit(json_t *);
+int	 health_clients(void);
+const char *health_bound(const char *what);
+int	 health_open(char *err, size_t errlen);
+void	 health_close(void);
 
 #endif /* MASTER_H */

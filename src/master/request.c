@@ -20,7 +20,10 @@ static const char *const request_names[] = {
 	[REQ_RELOAD] = "reload",
 	[REQ_UPGRADE] = "upgrade",
 	[REQ_STOP] = "stop",
-	[REQ_SEND] = "send"
+	[REQ_SEND] = "send",
+	[REQ_METRICS] = "metrics",
+	[REQ_DRAIN] = "drain",
+	[REQ_UNDRAIN] = "undrain"
 };
 
 const char *
@@ -34,7 +37,7 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
     size_t errlen)
 {
 	json_error_t	 jerr;
-	json_t		*root, *cmd, *svc, *v, *msg;
+	json_t		*root, *cmd, *svc, *v, *msg, *format;
 	const char	*key;
 	char		*text;
 	size_t		 i;
@@ -49,7 +52,7 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 	}
 	json_object_foreach(root, key, v) {
 		if (strcmp(key, "command") != 0 && strcmp(key, "service") != 0 &&
-		    strcmp(key, "message") != 0) {
+		    strcmp(key, "message") != 0 && strcmp(key, "format") != 0) {
 			snprintf(err, errlen, "bad request: unknown key "
 			    "\"%.32s\"", key);
 			goto out;
@@ -76,8 +79,9 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 	if (i == sizeof request_names / sizeof request_names[0] ||
 	    strlen(json_string_value(cmd)) != json_string_length(cmd)) {
 		snprintf(err, errlen, "unknown command \"%.32s\" (expected "
-		    "status, workers, connections, reload, upgrade, stop or "
-		    "send)", json_string_value(cmd));
+		    "status, workers, connections, reload, upgrade, stop, "
+		    "send, metrics, drain or undrain)",
+		    json_string_value(cmd));
 		goto out;
 	}
 	req->command = (enum request_command)i;
@@ -92,6 +96,21 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 		    "\"message\"");
 		goto out;
 	}
+	format = json_object_get(root, "format");
+	if (format != NULL && req->command != REQ_METRICS) {
+		snprintf(err, errlen, "bad request: only metrics takes "
+		    "\"format\"");
+		goto out;
+	}
+	if (format != NULL && (!json_is_string(format) ||
+	    (strcmp(json_string_value(format), "text") != 0 &&
+	    strcmp(json_string_value(format), "json") != 0))) {
+		snprintf(err, errlen, "bad request: \"format\" must be "
+		    "\"text\" or \"json\"");
+		goto out;
+	}
+	req->json = format != NULL && strcmp(json_string_value(format),
+	    "json") == 0;
 	if (msg != NULL) {
 		if ((text = json_dumps(msg, JSON_COMPACT |
 		    JSON_ENCODE_ANY)) == NULL) {

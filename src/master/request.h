@@ -19,7 +19,10 @@ enum request_command {
 	REQ_RELOAD,
 	REQ_UPGRADE,
 	REQ_STOP,
-	REQ_SEND
+	REQ_SEND,
+	REQ_METRICS,
+	REQ_DRAIN,
+	REQ_UNDRAIN
 };
 
 struct request {
@@ -27,6 +30,7 @@ struct request {
 	bool			 has_service;
 	char			 service[REQUEST_MAX_SERVICE + 1];
 	json_t			*message;	/* send: any JSON value */
+	bool			 json;		/* metrics: as JSON, not text */
 };
 
 /*

@@ -776,12 +776,16 @@ conn_answered(struct worker *w, struct inflight *p, uint64_t accepted)
 		/* Full or closing: another worker takes them. */
 		w->refused = true;
 		clock_gettime(CLOCK_MONOTONIC, &w->refused_at);
+		for (i = 0; i < p->n; i++)
+			if (!(accepted >> i & 1))
+				p->h[i]->listener->refused++;
 		inflight_requeue(p, accepted);
 		supervisor_retry_later();
 	}
 	for (i = 0; i < p->n; i++)
 		if (accepted >> i & 1) {
 			w->handed++;
+			p->h[i]->listener->handed++;
 			close(p->h[i]->fd);
 			free(p->h[i]);
 		}
@@ -850,6 +854,7 @@ msg_count_reply(struct worker *w, json_t *msg)
 		(void)json_object_set(entry, "accepted",
 		    json_object_get(msg, "accepted"));
 		(void)json_object_set_new(entry, "answered", json_true());
+		stats_worker_answered(w, msg);
 		if (--c->waiting == 0)
 			count_finish(c);
 		return 0;
@@ -1377,6 +1382,7 @@ worker_free(struct worker *w)
 	worker_detach(w);
 	if (w->program)
 		program_close(w);
+	stats_worker_gone(w);
 	json_decref(w->last_count);
 	json_decref(w->listening);
 	free(w->granted);
@@ -1479,6 +1485,7 @@ supervisor_reap(void)
 		log_warnx("worker [pid %d] (slot %d) %s after %.1f s; "
 		    "restarting in %ld ms", (int)pid, i, why, lived,
 		    (long)(tv.tv_sec * 1000 + tv.tv_usec / 1000));
+		stats_restart(status, st->deaths > 1 && !killed);
 		if (st->deaths > 1 && !killed) {
 			st->backoff_ms = st->backoff_ms * 3 / 2;
 			if (st->backoff_ms > BACKOFF_MAX_MS)
@@ -1664,6 +1671,7 @@ reload_finish(const char *error)
 	struct reload_waiter	*r;
 
 	reloading = false;
+	stats_reload_end(error == NULL);
 	if (reload_timer != NULL)
 		(void)event_del(reload_timer);
 	while ((r = waiters) != NULL) {
@@ -1732,6 +1740,7 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 		return;
 	}
 	notify_reloading();
+	stats_reload_begin();
 	log_notice("reloading %s", master_config->file);
 	if (nc_config_load(master_config->file, &cfg, &errors) != 0 ||
 	    master_check_config(cfg, &errors) != 0) {
@@ -1744,6 +1753,7 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 		    errors != NULL ? errors : "?");
 		notify_status("%s", err);
 		notify("READY=1");
+		stats_reload_end(false);
 		done(err, arg);
 		free(errors);
 		nc_config_free(cfg);
@@ -1754,10 +1764,13 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 	svcs = calloc(cfg->nservices, sizeof *svcs);
 	for (i = 0; svcs != NULL && i < cfg->nservices; i++)
 		svcs[i].conf = &cfg->services[i];
-	if (json == NULL || svcs == NULL || listener_build(svcs,
-	    cfg->nservices, nworkers, &list, &n, err, sizeof err) == -1) {
+	if (json == NULL || svcs == NULL || health_prepare(cfg, err,
+	    sizeof err) == -1 || listener_build(svcs, cfg->nservices, nworkers,
+	    &list, &n, err, sizeof err) == -1) {
 		if (json == NULL || svcs == NULL)
 			snprintf(err, sizeof err, "out of memory");
+		health_abort();
+		stats_reload_end(false);
 		log_errx("reload failed, the running configuration stays: %s",
 		    err);
 		notify_status("reload failed: %s", err);
@@ -1791,6 +1804,7 @@ supervisor_reload(void (*done)(const char *, void *), void *arg)
 	nc_config_free(master_config);
 	json_decref(config_json);
 	master_config = cfg;
+	health_commit();
 	master_worker_uid = cfg->uid;
 	master_worker_gid = cfg->gid;
 	config_json = json;
@@ -1948,4 +1962,51 @@ supervisor_count(json_t *request, void (*done)(json_t *, void *), void *arg)
 	}
 	(void)evtimer_add(c->timer, &tv);
 	return 0;
+}
+
+/*
+ * Every worker: this generation's by slot, then the draining ones. NULL
+ * starts the walk and ends it.
+ */
+struct worker *
+supervisor_next(struct worker *w)
+{
+	int	i;
+
+	if (w != NULL && (w->slot >= master_nworkers ||
+	    master_workers[w->slot] != w))
+		return w->next;		/* a draining one */
+	for (i = w == NULL ? 0 : w->slot + 1; i < master_nworkers; i++)
+		if (master_workers[i] != NULL)
+			return master_workers[i];
+	return draining;
+}
+
+/* Some worker takes connections now (this generation's or an older one). */
+bool
+supervisor_any_online(void)
+{
+	struct worker	*w;
+
+	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
+		if (w->state == W_ONLINE)
+			return true;
+	return false;
+}
+
+int
+supervisor_generation(void)
+{
+	return generation;
+}
+
+const struct service_rt *
+service_by_name(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < master_nservices; i++)
+		if (strcmp(master_services[i].conf->name, name) == 0)
+			return &master_services[i];
+	return NULL;
 }
