@@ -23,6 +23,7 @@ struct service {
 	size_t			  closed;
 	const struct nc_handler	 *module;	/* module */
 	void			 *module_state;
+	unsigned long long	  accepted;	/* connections, in all */
 	struct upstream		 *upstreams;	/* proxy */
 	size_t			  nupstreams;
 	size_t			  next_upstream;
