@@ -1076,7 +1076,75 @@ START_TEST(test_count)
 	want = json_pack("{s:i}", "svc", 0);
 	ck_assert(json_equal(json_object_get(r, "services"), want));
 	json_decref(want);
+	/* The counters the master sums, for the one service: no upstreams. */
+	want = json_pack("{s:{s:i, s:i}}", "svc", "accepted", 0,
+	    "proxy_header_errors", 0);
+	ck_assert(json_equal(json_object_get(r, "stats"), want));
+	json_decref(want);
+	ck_assert_ptr_null(json_object_get(r, "upstreams_down"));
 	ck_assert_int_eq(disconnects, 0);
+}
+END_TEST
+
+/*
+ * The stats of count.reply are cumulative: a connection taken stays in
+ * "accepted" after it closed, and a refused PROXY header is counted in
+ * "proxy_header_errors", not in "accepted".
+ */
+START_TEST(test_count_stats)
+{
+	struct nc_server_options	 o;
+	json_t				*m, *want;
+	const char			*good = "PROXY TCP4 192.0.2.1 "
+					    "192.0.2.2 1234 80\r\n";
+	const char			*bad = "GET / HTTP/1.0\r\n\r\n";
+	int				 lfd, port, c1, c2, i;
+
+	worker_env();
+	master_start_reading();
+	memset(&o, 0, sizeof o);
+	o.base = base;
+	o.proxy_protocol = true;
+	srv = nc_create_server(&o, on_connection, NULL);
+	ck_assert_ptr_nonnull(srv);
+	ck_assert_int_eq(nc_server_on(srv, NC_EV_LISTENING, on_listening,
+	    NULL), 0);
+	ck_assert_int_eq(nc_server_on(srv, NC_EV_CLOSE, on_close, NULL), 0);
+	ck_assert_int_eq(nc_server_listen(srv, 0, "127.0.0.1", 0, NULL, NULL),
+	    0);
+	ck_assert_str_eq(str(master_wait(0), "type"), "listen");
+	lfd = listening_socket(&port);
+	answer_listen(0, "shared", 42, lfd, port);
+	close(lfd);
+	ck_assert(run_until(base, &listenings, 5000));
+	ck_assert_str_eq(str(master_wait(1), "type"), "listening");
+
+	c1 = connect_to(port);
+	ck_assert_int_eq(write(c1, good, strlen(good)), (ssize_t)strlen(good));
+	ck_assert(run_until(base, &connections, 5000));
+	c2 = connect_to(port);
+	ck_assert_int_eq(write(c2, bad, strlen(bad)), (ssize_t)strlen(bad));
+	for (i = 0; i < 500 && nc_server_proxy_errors(srv) == 0; i++)
+		run_for(base, 10);
+	ck_assert_int_eq(nc_server_proxy_errors(srv), 1);
+	close(c1);
+	close(c2);
+	run_for(base, 50);
+
+	master_send_text("{\"type\":\"count\",\"seq\":7}");
+	m = master_wait(2);
+	ck_assert_str_eq(str(m, "type"), "count.reply");
+	ck_assert_int_eq(num(m, "count"), 0);
+	ck_assert_int_eq(num(m, "accepted"), 1);
+	want = json_pack("{s:{s:i, s:i}}", "svc", "accepted", 1,
+	    "proxy_header_errors", 1);
+	ck_assert(json_equal(json_object_get(m, "stats"), want));
+	json_decref(want);
+	ck_assert_int_eq(connections, 1);
+
+	master_send_text("{\"type\":\"stop\",\"seq\":8}");
+	master_wait_eof();
+	ck_assert_int_eq(closes, 1);
 }
 END_TEST
 
@@ -1130,6 +1198,10 @@ START_TEST(test_listen_shared_and_stop)
 	ck_assert_int_eq(num(m, "accepted"), 1);
 	want = json_pack("{s:i}", "svc", 1);
 	ck_assert(json_equal(json_object_get(m, "services"), want));
+	json_decref(want);
+	want = json_pack("{s:{s:i, s:i}}", "svc", "accepted", 1,
+	    "proxy_header_errors", 0);
+	ck_assert(json_equal(json_object_get(m, "stats"), want));
 	json_decref(want);
 
 	master_send_text("{\"type\":\"stop\",\"seq\":8}");
@@ -1629,6 +1701,7 @@ main(void)
 	tcase_add_test(tc, test_message);
 	tcase_add_test(tc, test_messages_in_order);
 	tcase_add_test(tc, test_count);
+	tcase_add_test(tc, test_count_stats);
 	tcase_add_test(tc, test_listen_shared_and_stop);
 	tcase_add_test(tc, test_stop_idle_server);
 	tcase_add_test(tc, test_listen_exclusive);

@@ -430,17 +430,24 @@ cluster_listen_result(json_t *msg, int *fds, size_t nfds)
 	cluster_pending_free(p);
 }
 
-/* `count`: getConnections across the cluster. */
+/*
+ * `count`: getConnections across the cluster, and the counters the
+ * master sums for its metrics, as netcluster-worker reports them. The
+ * program is one service; its counters are the whole process's.
+ */
 static void
 cluster_count(json_t *msg)
 {
-	int	n = nc__server_total_connections();
+	const char	*svc = cl.service != NULL ? cl.service : "";
+	int		 n = nc__server_total_connections();
+	json_int_t	 accepted = nc__server_total_accepted();
 
-	cluster_send(json_pack("{s:s, s:I, s:i, s:{s:i}, s:I}", "type",
-	    "count.reply", "ack", json_integer_value(json_object_get(msg,
-	    "seq")), "count", n, "services", cl.service != NULL ?
-	    cl.service : "", n, "accepted",
-	    (json_int_t)nc__server_total_accepted()));
+	cluster_send(json_pack("{s:s, s:I, s:i, s:{s:i}, s:I, "
+	    "s:{s:{s:I, s:I}}}", "type", "count.reply", "ack",
+	    json_integer_value(json_object_get(msg, "seq")), "count", n,
+	    "services", svc, n, "accepted", accepted, "stats", svc,
+	    "accepted", accepted, "proxy_header_errors",
+	    (json_int_t)nc__server_total_proxy_errors()));
 }
 
 /* A message from another worker or the operator: the MESSAGE event. */

@@ -136,6 +136,8 @@ bool		nc__server_cluster_can_take(const struct nc_server *, int);
 void		nc__server_cluster_connection(struct nc_server *, int fd);
 int		nc__server_total_connections(void);
 long long	nc__server_total_accepted(void);
+/* Summed over every server the process made, closed ones too. */
+unsigned long long nc__server_total_proxy_errors(void);
 void		nc__server_accept_backlog(struct nc_server *);
 
 /* proxyproto.c: the PROXY protocol, versions 1 and 2. */

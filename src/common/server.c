@@ -67,6 +67,8 @@ struct nc_server {
 /* Connections open on every server of the process (cluster `count`). */
 static int		server_total;
 static long long	server_accepted;	/* taken, in all */
+/* PROXY headers refused, in all */
+static unsigned long long server_proxy_errors;
 
 int
 nc__server_total_connections(void)
@@ -78,6 +80,12 @@ long long
 nc__server_total_accepted(void)
 {
 	return server_accepted;
+}
+
+unsigned long long
+nc__server_total_proxy_errors(void)
+{
+	return server_proxy_errors;
 }
 
 /* A deferred report of listen(): for the generation it was made in. */
@@ -343,6 +351,7 @@ static void
 proxy_fail(struct proxy_wait *w, const char *why)
 {
 	w->server->proxy_errors++;
+	server_proxy_errors++;
 	log_debug("server fd %d: closed a connection: PROXY header %s",
 	    w->server->fd, why);
 	proxy_wait_free(w, true);

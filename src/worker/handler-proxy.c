@@ -25,10 +25,17 @@
 
 #include "worker.h"
 
+/*
+ * The counters are this worker's since it started, never reset: the
+ * master sums them across workers for its metrics.
+ */
 struct upstream {
 	struct nc_listen_addr	 addr;
 	struct timespec		 down_until;
 	int			 active;	/* connections now */
+	unsigned long long	 connect_failures;
+	unsigned long long	 sent_bytes;	/* client payload to it */
+	unsigned long long	 received_bytes; /* from it to clients */
 };
 
 struct pair {
@@ -60,6 +67,7 @@ upstream_down(const struct upstream *u)
 static void
 upstream_mark_down(struct service *svc, struct upstream *u, const char *why)
 {
+	u->connect_failures++;
 	clock_gettime(CLOCK_MONOTONIC, &u->down_until);
 	u->down_until.tv_sec += svc->conf->down_ms / 1000;
 	u->down_until.tv_nsec += (long)(svc->conf->down_ms % 1000) * 1000000;
@@ -116,17 +124,21 @@ pair_unsplice(struct pair *p)
 /*
  * Data from one side goes to the other; a full queue pauses the reader.
  * A direction that reads like a stream goes to splice once the other
- * side's queue is empty (now, or at its `drain`).
+ * side's queue is empty (now, or at its `drain`). What `to` took is
+ * added to *bytes, the upstream's counter for this direction.
  */
 static void
 pipe_data(struct pair *p, struct nc_socket *from, struct nc_socket *to,
-    const struct nc_event_args *ev, struct splice **spp)
+    const struct nc_event_args *ev, struct splice **spp,
+    unsigned long long *bytes)
 {
 	bool	stream;
+	int	rc;
 
 	stream = splice_note_read(spp, from, to, p->svc->conf->idle_timeout_ms,
-	    ev->len);
-	if (nc_socket_write(to, ev->data, ev->len, NULL, NULL) == 0)
+	    ev->len, bytes);
+	rc = splice_write(to, ev->data, ev->len, bytes);
+	if (rc == 0)
 		nc_socket_pause(from);
 	else if (stream && nc_socket_buffer_size(to) == 0)
 		(void)splice_start(*spp);
@@ -137,7 +149,7 @@ client_data(void *s, const struct nc_event_args *ev, void *arg)
 {
 	struct pair	*p = arg;
 
-	pipe_data(p, s, p->up, ev, &p->c2u);
+	pipe_data(p, s, p->up, ev, &p->c2u, &p->target->sent_bytes);
 }
 
 static void
@@ -145,7 +157,7 @@ up_data(void *s, const struct nc_event_args *ev, void *arg)
 {
 	struct pair	*p = arg;
 
-	pipe_data(p, s, p->client, ev, &p->u2c);
+	pipe_data(p, s, p->client, ev, &p->u2c, &p->target->received_bytes);
 }
 
 static void
@@ -439,4 +451,74 @@ proxy_init(struct service *svc)
 		    &svc->upstreams[i].addr, err, sizeof err) != 0)
 			return -1;
 	return 0;
+}
+
+/* Adds n to the integer at key in o. */
+static int
+proxy_stats_add(json_t *o, const char *key, unsigned long long n)
+{
+	json_t	*v = json_object_get(o, key);
+
+	return json_integer_set(v, json_integer_value(v) + (json_int_t)n);
+}
+
+/*
+ * Adds one counter object per upstream to obj, keyed by its text in the
+ * config; an upstream listed twice gets the sum, as the master could not
+ * tell the two apart anyway. -1 without memory.
+ */
+int
+proxy_stats(const struct service *svc, json_t *obj)
+{
+	const struct upstream	*u;
+	json_t			*o;
+	size_t			 i;
+
+	for (i = 0; i < svc->nupstreams; i++) {
+		u = &svc->upstreams[i];
+		if ((o = json_object_get(obj, u->addr.text)) == NULL) {
+			o = json_pack("{s:I, s:I, s:I}", "connect_failures",
+			    (json_int_t)0, "sent_bytes", (json_int_t)0,
+			    "received_bytes", (json_int_t)0);
+			if (o == NULL || json_object_set_new(obj, u->addr.text,
+			    o) != 0)
+				return -1;
+		}
+		if (proxy_stats_add(o, "connect_failures",
+		    u->connect_failures) != 0 ||
+		    proxy_stats_add(o, "sent_bytes", u->sent_bytes) != 0 ||
+		    proxy_stats_add(o, "received_bytes",
+		    u->received_bytes) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The upstreams marked down now, each text once; NULL without memory. */
+json_t *
+proxy_down(const struct service *svc)
+{
+	const struct upstream	*u;
+	json_t			*list, *seen;
+	size_t			 i;
+
+	if ((list = json_array()) == NULL || (seen = json_object()) == NULL) {
+		json_decref(list);
+		return NULL;
+	}
+	for (i = 0; i < svc->nupstreams; i++) {
+		u = &svc->upstreams[i];
+		if (!upstream_down(u) ||
+		    json_object_get(seen, u->addr.text) != NULL)
+			continue;
+		if (json_object_set_new(seen, u->addr.text, json_true()) != 0 ||
+		    json_array_append_new(list,
+		    json_string(u->addr.text)) != 0) {
+			json_decref(seen);
+			json_decref(list);
+			return NULL;
+		}
+	}
+	json_decref(seen);
+	return list;
 }

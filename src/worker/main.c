@@ -36,7 +36,6 @@ static struct service	*services;
 static size_t		 nservices;
 static bool		 stopping;
 static bool		 ready_sent;
-static long long	 accepted;	/* connections served, in all */
 
 /*
  * One line per message, saying which worker: with journald's <N> prefix
@@ -224,7 +223,7 @@ worker_connection(void *server, const struct nc_event_args *ev, void *arg)
 	struct service	*svc = arg;
 
 	(void)server;
-	accepted++;
+	svc->accepted++;
 	if (svc->conf->handler == NC_HANDLER_PROXY)
 		proxy_connection(svc, ev->socket);
 	else if (svc->conf->handler == NC_HANDLER_MODULE)
@@ -311,26 +310,68 @@ worker_init(json_t *msg)
 	worker_start();
 }
 
+/*
+ * One service's cumulative counters for count.reply's "stats": only
+ * integers and objects of them, since the master sums the trees of all
+ * workers without knowing their keys.
+ */
+static json_t *
+worker_service_stats(const struct service *svc)
+{
+	unsigned long long	 perr = 0;
+	json_t			*st, *up;
+	size_t			 i;
+
+	for (i = 0; i < svc->nservers; i++)
+		perr += nc_server_proxy_errors(svc->servers[i]);
+	st = json_pack("{s:I, s:I}", "accepted", (json_int_t)svc->accepted,
+	    "proxy_header_errors", (json_int_t)perr);
+	if (st == NULL || svc->conf->handler != NC_HANDLER_PROXY)
+		return st;
+	if ((up = json_object()) == NULL ||
+	    json_object_set_new(st, "upstreams", up) != 0 ||
+	    proxy_stats(svc, up) != 0) {
+		json_decref(st);
+		return NULL;
+	}
+	return st;
+}
+
 static void
 worker_count(json_t *msg)
 {
-	json_t	*per, *reply;
-	size_t	 i, j;
-	int	 n;
+	const struct service	*svc;
+	json_t			*per, *stats, *down, *reply;
+	long long		 accepted = 0;
+	size_t			 i, j;
+	int			 n;
 
-	if ((per = json_object()) == NULL)
+	per = json_object();
+	stats = json_object();
+	down = json_object();
+	if (per == NULL || stats == NULL || down == NULL)
 		fatalx("out of memory");
 	for (i = 0; i < nservices; i++) {
+		svc = &services[i];
 		n = 0;
-		for (j = 0; j < services[i].nservers; j++)
-			n += nc_server_connections(services[i].servers[j]);
-		(void)json_object_set_new(per, services[i].conf->name,
-		    json_integer(n));
+		for (j = 0; j < svc->nservers; j++)
+			n += nc_server_connections(svc->servers[j]);
+		accepted += (long long)svc->accepted;
+		if (json_object_set_new(per, svc->conf->name,
+		    json_integer(n)) != 0 ||
+		    json_object_set_new(stats, svc->conf->name,
+		    worker_service_stats(svc)) != 0)
+			fatalx("out of memory");
+		if (svc->conf->handler == NC_HANDLER_PROXY &&
+		    json_object_set_new(down, svc->conf->name,
+		    proxy_down(svc)) != 0)
+			fatalx("out of memory");
 	}
-	reply = json_pack("{s:s, s:I, s:i, s:o, s:I}", "type", "count.reply",
-	    "ack", json_integer_value(json_object_get(msg, "seq")), "count",
-	    nc_cluster_connections(), "services", per, "accepted",
-	    (json_int_t)accepted);
+	reply = json_pack("{s:s, s:I, s:i, s:o, s:I, s:o, s:o}", "type",
+	    "count.reply", "ack", json_integer_value(json_object_get(msg,
+	    "seq")), "count", nc_cluster_connections(), "services", per,
+	    "accepted", (json_int_t)accepted, "stats", stats,
+	    "upstreams_down", down);
 	worker_send(reply);
 }
 

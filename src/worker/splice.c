@@ -38,6 +38,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,6 +66,7 @@ struct splice {
 	size_t			 size;		/* the pipe's */
 	size_t			 held;		/* bytes in the pipe */
 	int64_t			 idle_ms;	/* both legs' idle timeout */
+	unsigned long long	*bytes;		/* what `to` took */
 	int			 large;		/* large reads in a row */
 	int			 small;		/* small splices in a row */
 	bool			 on;		/* bytes go by splice */
@@ -162,13 +164,36 @@ splice_free(struct splice *sp)
 }
 
 /*
+ * Writes to s through the library and adds to *bytes what s took (sent
+ * or queued; nothing when it refused the write), so a byte is counted
+ * once whichever way it goes. Returns what nc_socket_write() does.
+ */
+int
+splice_write(struct nc_socket *s, const void *data, size_t len,
+    unsigned long long *bytes)
+{
+	uint64_t	before, after;
+	int		rc;
+
+	before = nc_socket_bytes_written(s);
+	rc = nc_socket_write(s, data, len, NULL, NULL);
+	after = nc_socket_bytes_written(s);
+	if (after > before)
+		*bytes += after - before;
+	return rc;
+}
+
+/*
  * A user-space read of len bytes from `from` to `to`; true once the
  * direction is a stream. The state is made (*spp) at the first large
- * read; without memory the direction just stays copied.
+ * read; without memory the direction just stays copied. Spliced bytes
+ * are added to *bytes as they leave the pipe into `to`, never as they
+ * enter it, so what stop() writes from the pipe is counted once.
  */
 bool
 splice_note_read(struct splice **spp, struct nc_socket *from,
-    struct nc_socket *to, int64_t idle_ms, size_t len)
+    struct nc_socket *to, int64_t idle_ms, size_t len,
+    unsigned long long *bytes)
 {
 	struct splice	*sp = *spp;
 
@@ -178,6 +203,7 @@ splice_note_read(struct splice **spp, struct nc_socket *from,
 		sp->from = from;
 		sp->to = to;
 		sp->idle_ms = idle_ms;
+		sp->bytes = bytes;
 		sp->pipe[0] = sp->pipe[1] = -1;
 		*spp = sp;
 	}
@@ -278,7 +304,7 @@ splice_stop(struct splice *sp, bool keep)
 		if (n <= 0)
 			break;
 		sp->held -= (size_t)n;
-		if (nc_socket_write(sp->to, buf, (size_t)n, NULL, NULL) == 0)
+		if (splice_write(sp->to, buf, (size_t)n, sp->bytes) == 0)
 			full = 1;
 	}
 	splice_off(sp);
@@ -376,6 +402,7 @@ splice_move(struct splice *sp)
 			return;
 		}
 		sp->held -= (size_t)n;
+		*sp->bytes += (unsigned long long)n;
 		moved = 1;
 		if (sp->held > 0) {
 			wait_write = true;
