@@ -280,7 +280,58 @@ static const struct {
 	  "t.json:1:46: services[0].command: only the program handler takes \"command\"" },
 	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"]},\n {\"name\": \"e\", \"listen\": [\"2\"]}]}",
 	  "t.json:1:57: services[0].handler: a program runs in place of netcluster-worker: its service must be the only one of the configuration" },
+	{ "{\"metrics\": {}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:13: metrics: missing key \"listen\"" },
+	{ "{\"metrics\": \"9273\", \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:13: metrics: expected an object, got a string" },
+	{ "{\"metrics\": {\"listen\": \"70000\"}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:24: metrics.listen: expected PORT, HOST:PORT, [V6]:PORT, unix:PATH, fd:N or systemd:NAME with a port from 0 to 65535, got \"70000\"" },
+	{ "{\"metrics\": {\"listen\": 9273}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:24: metrics.listen: expected a string, got an integer" },
+	{ "{\"metrics\": {\"listen\": \"9273\", \"max_age_ms\": 60001}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:46: metrics.max_age_ms: expected an integer from 0 to 60000, got 60001" },
+	{ "{\"metrics\": {\"listen\": \"9273\", \"weight\": 5}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:32: metrics.weight: unknown key" },
+	{ "{\"agent\": {\"listen\": \"9274\", \"weight\": 257}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:40: agent.weight: expected an integer from 0 to 256, got 257" },
+	{ "{\"agent\": {\"listen\": \"9274\", \"max_age_ms\": 5}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:30: agent.max_age_ms: unknown key" },
+	{ "{\"metrics\": {\"listen\": \"127.0.0.1:8124\"}, \"services\": [{\"name\": \"e\", \"listen\": [\"8124\"]}]}",
+	  "t.json:1:24: metrics.listen: \"127.0.0.1:8124\" overlaps \"8124\" of services[0] (e)" },
+	{ "{\"metrics\": {\"listen\": \"9273\"}, \"agent\": {\"listen\": \"9273\"}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
+	  "t.json:1:53: agent.listen: \"9273\" overlaps the metrics listener \"9273\"" },
 };
+
+START_TEST(test_endpoints)
+{
+	struct nc_config	*cfg;
+
+	cfg = parse_ok("{\"services\": [{\"name\": \"e\", \"listen\": "
+	    "[\"1\"]}]}");
+	ck_assert(!cfg->metrics.on);
+	ck_assert(!cfg->agent.on);
+	nc_config_free(cfg);
+	cfg = parse_ok("{\"metrics\": {\"listen\": \"127.0.0.1:0\"}, "
+	    "\"agent\": {\"listen\": \"unix:/tmp/agent.sock\", \"weight\": 50}, "
+	    "\"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}");
+	ck_assert(cfg->metrics.on);
+	ck_assert_int_eq(cfg->metrics.listen.kind, NC_LISTEN_TCP);
+	ck_assert_str_eq(cfg->metrics.listen.host, "127.0.0.1");
+	ck_assert_int_eq(cfg->metrics.max_age_ms, 1000);
+	ck_assert_int_eq(cfg->metrics.weight, -1);
+	ck_assert(cfg->agent.on);
+	ck_assert_int_eq(cfg->agent.listen.kind, NC_LISTEN_UNIX);
+	ck_assert_str_eq(cfg->agent.listen.path, "/tmp/agent.sock");
+	ck_assert_int_eq(cfg->agent.weight, 50);
+	nc_config_free(cfg);
+	/* Port 0 twice overlaps nothing: each binds a port of its own. */
+	cfg = parse_ok("{\"metrics\": {\"listen\": \"0\", \"max_age_ms\": 0}, "
+	    "\"agent\": {\"listen\": \"0\"}, \"services\": [{\"name\": \"e\", "
+	    "\"listen\": [\"0\"]}]}");
+	ck_assert_int_eq(cfg->metrics.max_age_ms, 0);
+	nc_config_free(cfg);
+}
+END_TEST
 
 START_TEST(test_bad_configs)
 {
@@ -528,6 +579,20 @@ START_TEST(test_check_listeners)
 	    errors);
 	free(errors);
 
+	/* The metrics and agent listeners are checked as a service's. */
+	errors = check_text("{\"metrics\": {\"listen\": \"no.invalid:1\"}, "
+	    "\"agent\": {\"listen\": \"fd:998\"}, \"services\": [{\"name\": "
+	    "\"e\", \"listen\": [\"0\"]}]}", NULL);
+	ck_assert_str_eq(errors, "t.json:1:61: agent.listen: fd 998 is not "
+	    "open\nt.json:1:24: metrics.listen: cannot resolve no.invalid: "
+	    "name or service not known (ENOTFOUND)\n");
+	free(errors);
+	ck_assert_ptr_null(check_text("{\"metrics\": {\"listen\": "
+	    "\"localhost:0\"}, \"services\": [{\"name\": \"e\", \"listen\": "
+	    "[\"0\"]}]}", &cfg));
+	ck_assert_str_eq(cfg->metrics.listen.address, "127.0.0.1");
+	nc_config_free(cfg);
+
 	/* fd: and systemd: are sockets there, unless held already. */
 	ck_assert_int_ne(fake_sd_fd = socket(AF_INET, SOCK_STREAM, 0), -1);
 	snprintf(text, sizeof text, "{\"services\": [{\"name\": \"e\", "
@@ -628,6 +693,7 @@ main(void)
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_nul_byte);
 	tcase_add_test(tc, test_every_key);
+	tcase_add_test(tc, test_endpoints);
 	tcase_add_test(tc, test_listen_forms);
 	tcase_add_loop_test(tc, test_bad_configs, 0,
 	    sizeof bad_configs / sizeof bad_configs[0]);

@@ -56,6 +56,13 @@ struct endpoint {
 	bool			 next_off;	/* the reload turns it off */
 };
 
+/* A GET /metrics waiting for the workers' figures. */
+struct http_pending {
+	struct evhttp_request	*req;		/* NULL: the server went */
+	struct http_pending	*prev, *next;
+};
+
+static struct http_pending *pending;
 static struct endpoint	 metrics_ep = { .what = "metrics", .fd = -1,
     .next_fd = -1 };
 static struct endpoint	 agent_ep = { .what = "agent", .fd = -1, .next_fd = -1 };
@@ -122,7 +129,12 @@ endpoint_close_fd(int fd, char *unix_path)
 static void
 endpoint_stop(struct endpoint *ep)
 {
+	struct http_pending	*p;
+
 	if (ep == &metrics_ep && http != NULL) {
+		/* Its requests go with it: the answers will have nobody. */
+		for (p = pending; p != NULL; p = p->next)
+			p->req = NULL;
 		/* It frees the listener it was bound to, closing the fd. */
 		evhttp_free(http);
 		http = NULL;
@@ -487,8 +499,19 @@ http_text(struct evhttp_request *req, int code, const char *reason,
 static void
 http_metrics_done(json_t *families, void *arg)
 {
-	struct evhttp_request	*req = arg;
+	struct http_pending	*p = arg;
+	struct evhttp_request	*req = p->req;
 	struct evbuffer		*out;
+
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else
+		pending = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	free(p);
+	if (req == NULL)
+		return;
 
 	if (families == NULL || (out = evbuffer_new()) == NULL) {
 		http_text(req, 500, "Internal Server Error", "out of memory");
@@ -504,15 +527,26 @@ http_metrics_done(json_t *families, void *arg)
 static void
 http_request_cb(struct evhttp_request *req, void *arg)
 {
-	const char	*path;
-	char		 why[64];
+	struct http_pending	*p;
+	const char		*path;
+	char			 why[64];
 
 	(void)arg;
 	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	if (path == NULL)
 		path = "";
-	if (strcmp(path, "/metrics") == 0)
-		metrics_collect(http_metrics_done, req);
+	if (strcmp(path, "/metrics") == 0) {
+		if ((p = calloc(1, sizeof *p)) == NULL) {
+			http_text(req, 500, "Internal Server Error", "out of "
+			    "memory");
+			return;
+		}
+		p->req = req;
+		if ((p->next = pending) != NULL)
+			pending->prev = p;
+		pending = p;
+		metrics_collect(http_metrics_done, p);
+	}
 	else if (strcmp(path, "/live") == 0)
 		http_text(req, HTTP_OK, "OK", "live");
 	else if (strcmp(path, "/ready") == 0) {
@@ -571,9 +605,15 @@ health_open(char *err, size_t errlen)
 void
 health_close(void)
 {
-	int	i;
+	struct http_pending	*p;
+	int			 i;
 
 	endpoint_stop(&metrics_ep);
+	/* Rounds cut short by the exit never answer them. */
+	while ((p = pending) != NULL) {
+		pending = p->next;
+		free(p);
+	}
 	endpoint_stop(&agent_ep);
 	health_abort();
 	for (i = 0; i < http_nbevs; i++)

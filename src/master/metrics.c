@@ -397,6 +397,8 @@ families_master(json_t *list, json_t *round)
 	    "control", NULL);
 	sample(f, INT(stats_get("accept_pauses", "metrics")), "socket",
 	    "metrics", NULL);
+	sample(f, INT(stats_get("accept_pauses", "agent")), "socket",
+	    "agent", NULL);
 	f = family(list, "netcluster_metrics_clients", "gauge", "HTTP clients "
 	    "connected to the metrics listener.");
 	sample(f, INT(health_clients()), NULL);
@@ -724,6 +726,13 @@ metrics_collect(void (*done)(json_t *, void *), void *arg)
 void
 metrics_free(void)
 {
+	struct metrics_waiter	*wt;
+
+	/* A round cut short by the exit: nobody waits any more. */
+	while ((wt = waiters) != NULL) {
+		waiters = wt->next;
+		free(wt);
+	}
 	json_decref(counters);
 	json_decref(departed);
 	json_decref(last_round);
