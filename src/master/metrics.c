@@ -50,6 +50,8 @@ static bool			 reload_timing;
 
 bool				 master_draining;
 
+static json_t	*workers_sum(void);
+
 static json_t *
 counters_get(void)
 {
@@ -169,12 +171,16 @@ stats_worker_gone(struct worker *w)
 	tree_add(departed, json_object_get(w->last_count, "stats"));
 }
 
-/* For an upgrade: the counters go on in the new master. */
+/*
+ * For an upgrade: the counters go on in the new master. The workers it
+ * adopts start there with no answer of theirs, so what they said so far
+ * goes over as the departed's.
+ */
 json_t *
 stats_export(void)
 {
-	return json_pack("{s:O, s:O*, s:b}", "counters", counters_get(),
-	    "departed", departed, "draining", master_draining);
+	return json_pack("{s:O, s:o*, s:b}", "counters", counters_get(),
+	    "departed", workers_sum(), "draining", master_draining);
 }
 
 void
