@@ -25,13 +25,15 @@ for o in $opts; do
 	    { echo "netclusterd(8) lacks -$o"; fail=1; }
 done
 # netclusterctl's commands and options.
-for c in status workers connections reload upgrade stop send; do
-	grep -q "It Cm $c" "$s/man/netclusterctl.8" ||
+for c in status workers connections reload upgrade stop send metrics \
+    drain undrain; do
+	grep -q "It Cm $c\b" "$s/man/netclusterctl.8" ||
 	    { echo "netclusterctl(8) lacks $c"; fail=1; }
-	grep -q "  $c " "$s/src/ctl/main.c" ||
+	# A line of the --help text starts with it ("  drain [--wait]...").
+	grep -Eq "\"  $c( |\\\\n)" "$s/src/ctl/main.c" ||
 	    { echo "netclusterctl --help lacks $c"; fail=1; }
 done
-for o in s j h; do
+for o in s j h -wait -stop; do
 	grep -q "Fl $o" "$s/man/netclusterctl.8" ||
 	    { echo "netclusterctl(8) lacks -$o"; fail=1; }
 done
