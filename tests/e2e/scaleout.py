@@ -3,7 +3,12 @@ loopback addresses standing for hosts) behind one HAProxy with
 send-proxy-v2 to one and send-proxy (v1) to the other, and health checks. Traffic spreads over both hosts, each
 host sees the client's real address (it forwards it again with
 send_proxy to an application that records it), and stopping one host
-(`netclusterctl stop`) while clients keep coming loses none of them."""
+(`netclusterctl stop`) while clients keep coming loses none of them.
+
+Then the one-command drain: two hosts on 127.0.0.1 each with an agent
+listener, HAProxy reading it (agent-check); `netclusterctl drain --wait
+--stop` alone takes a host out under load with long connections open
+across it, and `undrain` puts a drained host back."""
 
 import os
 import shutil
@@ -16,7 +21,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import NETCLUSTERCTL, SCALE, Daemon, check, read_to_eof, run
+from harness import (NETCLUSTERCTL, SCALE, Daemon, Failure, check,
+                     echo_service, load, read_to_eof, run)
 
 
 class App:
@@ -203,4 +209,343 @@ backend hosts
         shutil.rmtree(t)
 
 
-run([test_haproxy_scale_out])
+# The one-command drain: HAProxy reads each host's agent.
+
+def agent_host():
+    """An echo host on 127.0.0.1 taking the PROXY header, with an agent
+    listener and a short shutdown_timeout_ms (what drain --wait waits)."""
+    return Daemon([echo_service(proxy_protocol=True)], workers=2,
+                  extra={"agent": {"listen": "127.0.0.1:0"},
+                         "shutdown_timeout_ms": 5000})
+
+
+def pause(hosts):
+    """A round of a poll: reads the logs of the hosts still running
+    (one may exit meanwhile: drain --stop), at most 25 ms each."""
+    live = [h for h in hosts if h.proc.poll() is None]
+    for h in live:
+        try:
+            h.read_lines(0.025)
+        except Failure:
+            if h.proc.poll() is None:
+                raise
+    if not live:
+        time.sleep(0.025)
+
+
+class Balancer:
+    """HAProxy in front of the hosts, each server agent-checked on the
+    port its host's agent listener is bound to; its stats socket."""
+
+    def __init__(self, hosts):
+        self.hosts = hosts
+        self.dir = tempfile.mkdtemp(prefix="nc-haproxy.")
+        self.stats = os.path.join(self.dir, "stats.sock")
+        self.proc = None
+        self.log = []
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.front = probe.getsockname()[1]
+        probe.close()
+        servers = ""
+        for i, h in enumerate(hosts, 1):
+            agent = h.ctl("status")["agent"]
+            check(agent is not None and agent.startswith("127.0.0.1:"),
+                  "agent bound to %r" % agent)
+            servers += ("    server h%d 127.0.0.1:%d check send-proxy-v2 "
+                        "check-send-proxy inter 100ms fall 1 rise 1 "
+                        "agent-check agent-port %s agent-inter 200ms\n" %
+                        (i, h.port(), agent.rsplit(":", 1)[1]))
+        cfg = os.path.join(self.dir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write("""global
+    maxconn 1000
+    stats socket %s mode 600 level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+    retries 3
+    option redispatch
+frontend web
+    bind 127.0.0.1:%d
+    default_backend hosts
+backend hosts
+    balance roundrobin
+%s""" % (self.stats, self.front, servers))
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        npath = os.path.join(self.dir, "notify.sock")
+        notify.bind(npath)
+        notify.settimeout(10 * SCALE)
+        try:
+            self.proc = subprocess.Popen(
+                [shutil.which("haproxy"), "-Ws", "-f", cfg],
+                env=dict(os.environ, NOTIFY_SOCKET=npath),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            while b"READY=1" not in notify.recv(4096):
+                pass
+        finally:
+            notify.close()
+
+    def ask(self, command):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10 * SCALE)
+        s.connect(self.stats)
+        s.sendall(command.encode() + b"\n")
+        text = read_to_eof(s).decode()
+        s.close()
+        return text
+
+    def stat(self):
+        """show stat: {server name: {field: value}} for backend hosts."""
+        lines = self.ask("show stat").splitlines()
+        head = lines[0].lstrip("# ").split(",")
+        rows = {}
+        for line in lines[1:]:
+            row = dict(zip(head, line.split(",")))
+            if row.get("pxname") == "hosts" and row["svname"] != "BACKEND":
+                rows[row["svname"]] = row
+        return rows
+
+    def admin_state(self):
+        """show servers state: {server name: srv_admin_state}; 0x08 is
+        SRV_ADMF_FDRAIN, the drain an agent (or the CLI) forced."""
+        lines = self.ask("show servers state hosts").splitlines()
+        head = lines[1].lstrip("# ").split()
+        out = {}
+        for line in lines[2:]:
+            row = dict(zip(head, line.split()))
+            if "srv_name" in row:
+                out[row["srv_name"]] = int(row["srv_admin_state"])
+        return out
+
+    def wait(self, cond, what, timeout=10):
+        """Polls show stat until cond(rows); the hosts' logs are read
+        in between (the pause of each round)."""
+        deadline = time.monotonic() + timeout * SCALE
+        while True:
+            rows = self.stat()
+            if cond(rows):
+                return rows
+            check(time.monotonic() < deadline, "%s: %s" % (what, {
+                k: (v["status"], v.get("agent_desc"), v["stot"])
+                for k, v in rows.items()}))
+            pause(self.hosts)
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10 * SCALE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir)
+
+
+class Long:
+    """A client that holds its connection through HAProxy: one echo now,
+    one more at finish()."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port),
+                                             timeout=10 * SCALE)
+        self.echo(b"hello\r\n", os.urandom(16))
+
+    def echo(self, greeting, payload):
+        self.sock.sendall(payload)
+        want = greeting + payload
+        got = b""
+        while len(got) < len(want):
+            d = self.sock.recv(64)
+            check(d, "a long connection closed after %r" % got)
+            got += d
+        check(got == want, "long connection: %r for %r" % (got, want))
+
+    def finish(self):
+        self.echo(b"", os.urandom(16))
+        self.sock.shutdown(socket.SHUT_WR)
+        check(read_to_eof(self.sock) == b"", "bytes after the echo")
+        self.sock.close()
+
+
+def up(name):
+    """UP in show stat, with the agent asked at least once."""
+    return lambda rows: (rows[name]["status"] == "UP" and
+                         rows[name]["agent_status"] not in ("", "INI"))
+
+
+def wait_made(stats, lock, n, hosts, what):
+    """Until the load made n more connections than now."""
+    with lock:
+        target = stats.get("made", 0) + n
+    deadline = time.monotonic() + 20 * SCALE
+    while True:
+        with lock:
+            made = stats.get("made", 0)
+            if made >= target:
+                return made
+        check(time.monotonic() < deadline, "%s: %s" % (what, stats))
+        pause(hosts)
+
+
+def test_agent_drain_wait_stop():
+    check(shutil.which("haproxy") is not None, "haproxy is not installed")
+    h1, h2 = agent_host(), agent_host()
+    lb = None
+    longs = []
+    stats, lock, stop = {}, threading.Lock(), threading.Event()
+    threads = []
+    try:
+        h1.wait_online()
+        h2.wait_online()
+        lb = Balancer([h1, h2])
+        lb.wait(lambda r: up("h1")(r) and up("h2")(r), "hosts up")
+        # Two long connections on each host (round robin).
+        longs = [Long(lb.front) for _ in range(4)]
+        rows = lb.stat()
+        check(rows["h1"]["scur"] == "2" and rows["h2"]["scur"] == "2",
+              "long connections: h1 %s, h2 %s" % (rows["h1"]["scur"],
+                                                  rows["h2"]["scur"]))
+        threads = [threading.Thread(target=load,
+                                    args=(lb.front, stop, stats, lock))
+                   for _ in range(4)]
+        for th in threads:
+            th.start()
+        wait_made(stats, lock, 100, [h1, h2], "no load through HAProxy")
+        with lock:
+            made0 = stats.get("made", 0)
+        start = time.monotonic()
+        drain = subprocess.Popen([NETCLUSTERCTL, "-s", h1.control, "drain",
+                                  "--wait", "--stop"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        rows = lb.wait(lambda r: r["h1"]["status"].startswith("DRAIN"),
+                       "HAProxy did not see the agent's drain")
+        seen = time.monotonic() - start
+        stot = int(rows["h1"]["stot"])
+        check(lb.admin_state()["h1"] & 0x08,
+              "h1's admin state while drained: %s" % lb.admin_state())
+        # Traffic goes on, to h2 alone; h1 keeps its long connections
+        # and drain --wait waits for them.
+        wait_made(stats, lock, 200, [h1, h2], "no traffic while draining")
+        rows = lb.stat()
+        check(int(rows["h1"]["stot"]) == stot,
+              "HAProxy still sent to the drained host: %s then %s" % (
+                  stot, rows["h1"]["stot"]))
+        check(h1.ctl("connections")["connections"] == 2,
+              "h1's connections while draining: %s" %
+              h1.ctl("connections"))
+        if drain.poll() is not None:
+            raise Failure("drain --wait returned with connections open: "
+                          "%r" % (drain.communicate(),))
+        for c in longs:
+            c.finish()
+        longs = []
+        deadline = time.monotonic() + 10 * SCALE
+        while drain.poll() is None:
+            check(time.monotonic() < deadline, "drain --wait did not return")
+            pause([h1])
+        out, err = drain.communicate()
+        took = time.monotonic() - start
+        check(drain.returncode == 0 and "drained" in out and
+              "stopping" in out, "drain --wait --stop: %d %r %r" % (
+                  drain.returncode, out, err))
+        h1.proc.wait(timeout=10 * SCALE)
+        check(h1.proc.returncode == 0, "h1 exited %d" % h1.proc.returncode)
+        exited = time.monotonic() - start
+        with lock:
+            during = stats.get("made", 0) - made0
+        # h1 gone: HAProxy marks it down, and h2 takes everything.
+        lb.wait(lambda r: r["h1"]["status"] != "UP" and not r["h1"]["status"].startswith("DRAIN"),
+                "HAProxy still has h1 up")
+        wait_made(stats, lock, 100, [h2], "no traffic after the stop")
+        stop.set()
+        for th in threads:
+            th.join(30 * SCALE)
+        threads = []
+        rows = lb.stat()
+        check(int(rows["h1"]["stot"]) == stot,
+              "HAProxy sent to h1 after its drain: %s then %s" % (
+                  stot, rows["h1"]["stot"]))
+        lost = sum(v for k, v in stats.items() if k != "made")
+        check(lost == 0 and stats["made"] > 400,
+              "connections through a drain: %s" % stats)
+        print("  drain --wait --stop under load: HAProxy saw drain after "
+              "%.2f s; %d connections during the drain, 0 lost; 4 long "
+              "connections finished; drain --wait took %s; h1 exited "
+              "after %.2f s; %s in all" % (
+                  seen, during, out.split("after ")[-1].split("\n")[0],
+                  exited, stats))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(30 * SCALE)
+        for c in longs:
+            c.sock.close()
+        if lb is not None:
+            lb.close()
+        h1.stop()
+        h2.stop()
+
+
+def test_agent_undrain():
+    check(shutil.which("haproxy") is not None, "haproxy is not installed")
+    h1, h2 = agent_host(), agent_host()
+    lb = None
+    stats, lock, stop = {}, threading.Lock(), threading.Event()
+    threads = []
+    try:
+        h1.wait_online()
+        h2.wait_online()
+        lb = Balancer([h1, h2])
+        lb.wait(lambda r: up("h1")(r) and up("h2")(r), "hosts up")
+        threads = [threading.Thread(target=load,
+                                    args=(lb.front, stop, stats, lock))
+                   for _ in range(2)]
+        for th in threads:
+            th.start()
+        wait_made(stats, lock, 50, [h1, h2], "no load through HAProxy")
+        p = subprocess.run([NETCLUSTERCTL, "-s", h1.control, "drain"],
+                           capture_output=True, text=True, timeout=10 * SCALE)
+        check(p.returncode == 0, "drain: %r" % p.stderr)
+        st = h1.ctl("status")
+        check(st["draining"] is True and st["ready"] is False,
+              "status while drained: %s" % st)
+        rows = lb.wait(lambda r: r["h1"]["status"].startswith("DRAIN"),
+                       "HAProxy did not see the agent's drain")
+        stot = int(rows["h1"]["stot"])
+        wait_made(stats, lock, 100, [h1, h2], "no traffic while drained")
+        check(int(lb.stat()["h1"]["stot"]) == stot,
+              "HAProxy sent to the drained host")
+        p = subprocess.run([NETCLUSTERCTL, "-s", h1.control, "undrain"],
+                           capture_output=True, text=True, timeout=10 * SCALE)
+        check(p.returncode == 0, "undrain: %r" % p.stderr)
+        st = h1.ctl("status")
+        check(st["draining"] is False and st["ready"] is True,
+              "status after undrain: %s" % st)
+        lb.wait(up("h1"), "HAProxy did not put h1 back")
+        check(lb.admin_state()["h1"] == 0,
+              "h1's admin state after undrain: %s" % lb.admin_state())
+        rows = lb.wait(lambda r: int(r["h1"]["stot"]) >= stot + 20,
+                       "h1 gets no connection after undrain")
+        stop.set()
+        for th in threads:
+            th.join(30 * SCALE)
+        threads = []
+        lost = sum(v for k, v in stats.items() if k != "made")
+        check(lost == 0, "connections through drain and undrain: %s" % stats)
+        print("  drain, undrain: h1 out of HAProxy at %d sessions, back "
+              "(%s so far); %s" % (stot, rows["h1"]["stot"], stats))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(30 * SCALE)
+        if lb is not None:
+            lb.close()
+        h1.stop()
+        h2.stop()
+
+
+run([test_haproxy_scale_out, test_agent_drain_wait_stop, test_agent_undrain])
