@@ -281,6 +281,18 @@ in_ns timeout 30 python3 "$tmp/client.py" greet 127.0.0.1 8124 20 ||
 say "netclusterctl status"
 in_ns timeout 30 netclusterctl status ||
     { cat "$tmp/daemon.log"; die "netclusterctl status failed"; }
+say "netclusterctl metrics | promtool check metrics"
+in_ns timeout 30 netclusterctl metrics >"$tmp/metrics.txt" ||
+    { cat "$tmp/daemon.log"; die "netclusterctl metrics failed"; }
+promtool check metrics <"$tmp/metrics.txt" ||
+    die "promtool refused the packaged daemon's metrics"
+grep -q "^netcluster_build_info{version=\"$v1\"," "$tmp/metrics.txt" ||
+    die "the metrics do not give version $v1"
+say "the installed alert rules and Grafana dashboard"
+promtool check rules /usr/share/netcluster/netcluster-alerts.yml ||
+    die "promtool refused /usr/share/netcluster/netcluster-alerts.yml"
+python3 -m json.tool /usr/share/netcluster/grafana-netcluster.json \
+    >/dev/null || die "/usr/share/netcluster/grafana-netcluster.json is not JSON"
 n=400
 while [ "$(ps -o args= --ppid "$dpid" | grep -c netcluster-worker)" -lt 2 ]
 do

@@ -170,37 +170,47 @@ now_s(void)
 }
 
 /*
- * drain --wait: asks for the connections every DRAIN_POLL_MS until every
- * worker answered 0, or until bound_ms passed. 0 once drained, else -1.
+ * drain --wait: asks for the status every DRAIN_POLL_MS until every
+ * worker answered 0 connections and, with an agent listener, the agent
+ * has answered "drain" to the balancer at least once (so it sends
+ * nothing new before a stop); or until bound_ms passed. 0 once
+ * drained, else -1.
  */
 static int
 drain_wait(const char *path, int bound_ms)
 {
-	json_t		*reply;
-	double		 start = now_s(), left;
+	json_t		*reply, *told;
+	double		 start = now_s();
 	struct timespec	 ts = { 0, DRAIN_POLL_MS * 1000000L };
 	char		 num[32];
 	bool		 zero;
 
 	for (;;) {
-		reply = ask(path, json_pack("{s:s}", "command",
-		    "connections"), NULL);
+		reply = ask(path, json_pack("{s:s}", "command", "status"),
+		    NULL);
 		zero = json_is_integer(json_object_get(reply, "connections")) &&
 		    json_integer_value(json_object_get(reply,
 		    "connections")) == 0 && json_array_size(json_object_get(
 		    reply, "missing")) == 0;
-		left = bound_ms / 1000.0 - (now_s() - start);
-		if (zero) {
+		told = json_object_get(reply, "agent_told_drain");
+		if (zero && !json_is_false(told)) {
 			printf("drained: no connection open after %.1f s\n",
 			    now_s() - start);
 			json_decref(reply);
 			return 0;
 		}
-		if (left <= 0) {
-			fprintf(stderr, "netclusterctl: %s connections still "
-			    "open after %d ms (shutdown_timeout_ms)\n",
-			    count_text(json_object_get(reply, "connections"),
-			    num, sizeof num), bound_ms);
+		if (now_s() - start >= bound_ms / 1000.0) {
+			if (!zero)
+				fprintf(stderr, "netclusterctl: %s connections "
+				    "still open after %d ms "
+				    "(shutdown_timeout_ms)\n", count_text(
+				    json_object_get(reply, "connections"), num,
+				    sizeof num), bound_ms);
+			else
+				fprintf(stderr, "netclusterctl: no balancer "
+				    "asked the agent (%s) within %d ms "
+				    "(shutdown_timeout_ms)\n", json_string_value(
+				    json_object_get(reply, "agent")), bound_ms);
 			json_decref(reply);
 			return -1;
 		}

@@ -216,6 +216,10 @@ answer_cb(json_t *counts, void *arg)
 		(void)json_object_set_new(reply, "agent", health_bound(
 		    "agent") != NULL ? json_string(health_bound("agent")) :
 		    json_null());
+		/* Draining: whether the agent said so to the balancer yet. */
+		(void)json_object_set_new(reply, "agent_told_drain",
+		    health_agent_told() == -1 || !master_draining ?
+		    json_null() : json_boolean(health_agent_told()));
 	}
 	client_reply(c, reply);
 	free(a);

@@ -71,6 +71,7 @@ static struct bufferevent *http_bevs[HTTP_MAX_CLIENTS];
 static int		 http_nbevs;
 static struct event	*http_sweep_ev;
 static json_t		*inherited;	/* an upgrade's: {what: {text, fd}} */
+static unsigned long	 agent_told;	/* "drain" answers since the drain */
 
 /* Readiness and draining. */
 
@@ -101,6 +102,7 @@ health_drain(bool on)
 	if (master_draining == on)
 		return;
 	master_draining = on;
+	agent_told = 0;
 	if (on) {
 		log_notice("draining: /ready answers 503 and the agent drain; "
 		    "listeners stay open");
@@ -388,8 +390,10 @@ agent_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			    master_config->agent.weight);
 		else
 			snprintf(line, sizeof line, "up ready\n");
-	} else if (master_draining && !master_stopping)
+	} else if (master_draining && !master_stopping) {
 		snprintf(line, sizeof line, "drain #%s\n", why);
+		agent_told++;
+	}
 	else
 		snprintf(line, sizeof line, "maint #%s\n", why);
 	(void)send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -463,6 +467,18 @@ http_bev_cb(struct event_base *base, void *arg)
 		(void)evconnlistener_disable(metrics_ep.lev);
 	}
 	return bev;
+}
+
+/*
+ * Whether the balancer heard the drain: the agent answered "drain" since
+ * it began. -1 without an agent listener (nobody to ask).
+ */
+int
+health_agent_told(void)
+{
+	if (agent_ep.lev == NULL)
+		return -1;
+	return agent_told > 0;
 }
 
 /* Where the metrics or agent listener is ("metrics", "agent"), or NULL. */

@@ -279,6 +279,7 @@ json_t	*health_export(void);
 void	 health_inherit(json_t *);
 int	 health_clients(void);
 const char *health_bound(const char *what);
+int	 health_agent_told(void);
 int	 health_open(char *err, size_t errlen);
 void	 health_close(void);
 
