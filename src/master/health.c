@@ -443,6 +443,20 @@ http_sweep_cb(evutil_socket_t fd, short what, void *arg)
 	http_sweep();
 }
 
+/*
+ * A connection that made a request tells when evhttp frees it: the sweep
+ * runs then, so a full listener takes the next client at once rather
+ * than at the next tick.
+ */
+static void
+http_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	(void)arg;
+	if (http_sweep_ev != NULL)
+		event_active(http_sweep_ev, EV_TIMEOUT, 0);
+}
+
 static struct bufferevent *
 http_bev_cb(struct event_base *base, void *arg)
 {
@@ -497,6 +511,25 @@ health_clients(void)
 	return http_nbevs;
 }
 
+/*
+ * evhttp sends a HEAD's body as it would a GET's: the answer to a HEAD
+ * gets the length of what a GET would have, and no body.
+ */
+static void
+http_reply(struct evhttp_request *req, int code, const char *reason,
+    struct evbuffer *out)
+{
+	char	len[32];
+
+	if (out != NULL && evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		snprintf(len, sizeof len, "%zu", evbuffer_get_length(out));
+		(void)evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Length", len);
+		(void)evbuffer_drain(out, evbuffer_get_length(out));
+	}
+	evhttp_send_reply(req, code, reason, out);
+}
+
 static void
 http_text(struct evhttp_request *req, int code, const char *reason,
     const char *body)
@@ -507,7 +540,7 @@ http_text(struct evhttp_request *req, int code, const char *reason,
 	    "Content-Type", "text/plain; charset=utf-8");
 	if (out != NULL)
 		(void)evbuffer_add_printf(out, "%s\n", body);
-	evhttp_send_reply(req, code, reason, out);
+	http_reply(req, code, reason, out);
 	if (out != NULL)
 		evbuffer_free(out);
 }
@@ -536,7 +569,7 @@ http_metrics_done(json_t *families, void *arg)
 	metrics_text(families, out);
 	(void)evhttp_add_header(evhttp_request_get_output_headers(req),
 	    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, HTTP_OK, "OK", out);
+	http_reply(req, HTTP_OK, "OK", out);
 	evbuffer_free(out);
 }
 
@@ -548,6 +581,16 @@ http_request_cb(struct evhttp_request *req, void *arg)
 	char			 why[64];
 
 	(void)arg;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	    http_closed_cb, NULL);
+	if ((evhttp_request_get_command(req) & (EVHTTP_REQ_GET |
+	    EVHTTP_REQ_HEAD)) == 0) {
+		(void)evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Allow", "GET, HEAD");
+		http_text(req, HTTP_BADMETHOD, "Method Not Allowed", "method "
+		    "not allowed: GET or HEAD");
+		return;
+	}
 	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	if (path == NULL)
 		path = "";
@@ -584,8 +627,14 @@ endpoint_start(struct endpoint *ep)
 	else {
 		if ((http = evhttp_new(master_base)) == NULL)
 			fatalx("out of memory");
+		/*
+		 * evhttp answers a method it does not allow 501; the other
+		 * methods it knows are let through to be answered 405.
+		 */
 		evhttp_set_allowed_methods(http, EVHTTP_REQ_GET |
-		    EVHTTP_REQ_HEAD);
+		    EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+		    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+		    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 		evhttp_set_timeout(http, HTTP_TIMEOUT_S);
 		evhttp_set_max_headers_size(http, HTTP_MAX_HEADERS);
 		evhttp_set_max_body_size(http, 0);
