@@ -14,6 +14,7 @@
  */
 
 #include <sys/types.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <errno.h>
@@ -37,7 +38,7 @@
 #define HTTP_TIMEOUT_S		5	/* for a request, or to send the answer */
 #define HTTP_MAX_HEADERS	8192	/* bytes of a request's head */
 #define HTTP_READ_MAX		65536	/* read ahead per connection */
-#define ENDPOINT_BACKLOG	128
+#define ENDPOINT_BACKLOG	4096	/* a storm waits there, not in us */
 
 struct endpoint {
 	const char		*what;		/* "metrics", "agent" */
@@ -72,6 +73,7 @@ static int		 http_nbevs;
 static struct event	*http_sweep_ev;
 static json_t		*inherited;	/* an upgrade's: {what: {text, fd}} */
 static unsigned long	 agent_told;	/* "drain" answers since the drain */
+static bool		 quiescing;	/* an upgrade: accepting no more */
 
 /* Readiness and draining. */
 
@@ -103,6 +105,7 @@ health_drain(bool on)
 		return;
 	master_draining = on;
 	agent_told = 0;
+	metrics_changed();
 	if (on) {
 		log_notice("draining: /ready answers 503 and the agent drain; "
 		    "listeners stay open");
@@ -336,7 +339,7 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (ep->lev != NULL && !ep->full)
+	if (ep->lev != NULL && !ep->full && !quiescing)
 		(void)evconnlistener_enable(ep->lev);
 }
 
@@ -429,7 +432,7 @@ http_sweep(void)
 	if (metrics_ep.full && http_nbevs < HTTP_MAX_CLIENTS &&
 	    metrics_ep.lev != NULL) {
 		metrics_ep.full = false;
-		if (!metrics_ep.pause.on)
+		if (!metrics_ep.pause.on && !quiescing)
 			(void)evconnlistener_enable(metrics_ep.lev);
 	}
 }
@@ -493,6 +496,46 @@ health_agent_told(void)
 	if (agent_ep.lev == NULL)
 		return -1;
 	return agent_told > 0;
+}
+
+/*
+ * An upgrade is about to exec: neither listener accepts any more; the
+ * clients that come wait in the backlog for the new master.
+ */
+void
+health_quiesce(void)
+{
+	quiescing = true;
+	if (metrics_ep.lev != NULL)
+		(void)evconnlistener_disable(metrics_ep.lev);
+	if (agent_ep.lev != NULL)
+		(void)evconnlistener_disable(agent_ep.lev);
+}
+
+/*
+ * No HTTP answer is under way: no scrape waits for the workers, no
+ * connection holds a request read in part or an answer not yet sent.
+ * Idle keep-alive connections may close (HTTP lets a client retry).
+ */
+bool
+health_idle(void)
+{
+	int	i, n;
+
+	if (pending != NULL)
+		return false;
+	http_sweep();
+	for (i = 0; i < http_nbevs; i++) {
+		if (evbuffer_get_length(bufferevent_get_output(http_bevs[i])) >
+		    0 || evbuffer_get_length(bufferevent_get_input(
+		    http_bevs[i])) > 0)
+			return false;
+		if (bufferevent_getfd(http_bevs[i]) != -1 &&
+		    ioctl(bufferevent_getfd(http_bevs[i]), FIONREAD, &n) ==
+		    0 && n > 0)
+			return false;
+	}
+	return true;
 }
 
 /* Where the metrics or agent listener is ("metrics", "agent"), or NULL. */

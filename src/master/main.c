@@ -159,7 +159,9 @@ usage(FILE *f)
 
 static int		 upgrade_client = -1;
 static struct event	*upgrade_timer;
+static struct event	*upgrade_poll;
 static void		 upgrade_timeout_cb(evutil_socket_t, short, void *);
+static void		 upgrade_poll_cb(evutil_socket_t, short, void *);
 static char	**saved_argv;
 static int		 upgrade_fd = -1;	/* the binary checked */
 static char		 upgrade_version[64];	/* what it said it is */
@@ -222,6 +224,7 @@ static void
 upgrade_checked(const char *error, const char *version, int fd, void *unused)
 {
 	struct timeval	 tv = { 0, UPGRADE_QUIESCE_MS * 1000 };
+	struct timeval	 poll_tv = { 0, UPGRADE_POLL_MS * 1000 };
 	char		 msg[600];
 
 	(void)unused;
@@ -246,13 +249,19 @@ upgrade_checked(const char *error, const char *version, int fd, void *unused)
 	/*
 	 * Round-robin: accept no more and wait (bounded) until every
 	 * connection on its way to a worker was taken; the queued ones go
-	 * over to the new master.
+	 * over to the new master. The metrics and agent listeners accept no
+	 * more either (clients wait in their backlog for the new master),
+	 * and the HTTP answers under way go out first.
 	 */
 	notify_reloading();
 	master_upgrading = true;
 	listener_worker_changed();
+	health_quiesce();
 	if ((upgrade_timer = evtimer_new(master_base, upgrade_timeout_cb,
-	    NULL)) == NULL || evtimer_add(upgrade_timer, &tv) == -1)
+	    NULL)) == NULL || evtimer_add(upgrade_timer, &tv) == -1 ||
+	    (upgrade_poll = event_new(master_base, -1, EV_PERSIST,
+	    upgrade_poll_cb, NULL)) == NULL || event_add(upgrade_poll,
+	    &poll_tv) == -1)
 		fatalx("out of memory");
 	master_upgrade_ready();
 }
@@ -296,8 +305,18 @@ master_upgrade_exec(int client_fd)
 void
 master_upgrade_ready(void)
 {
-	if (master_upgrading && supervisor_inflight() == 0)
+	if (master_upgrading && supervisor_inflight() == 0 && health_idle())
 		master_upgrade_exec(upgrade_client);
+}
+
+/* What the HTTP server does is not told: looked at every few ms. */
+static void
+upgrade_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	master_upgrade_ready();
 }
 
 static void

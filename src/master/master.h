@@ -206,6 +206,7 @@ bool	 supervisor_any_online(void);
 int	 supervisor_generation(void);
 const struct service_rt *service_by_name(const char *);
 #define UPGRADE_QUIESCE_MS	2000
+#define UPGRADE_POLL_MS		5	/* checks that HTTP answers went out */
 
 int	 master_check_config(struct nc_config *, char **errors);
 
@@ -266,6 +267,7 @@ void	 stats_adopt(json_t *);
 void	 metrics_collect(void (*)(json_t *, void *), void *);
 struct evbuffer;
 int	 metrics_text(json_t *families, struct evbuffer *);
+void	 metrics_changed(void);
 void	 metrics_free(void);
 
 /* health.c */
@@ -280,6 +282,8 @@ void	 health_inherit(json_t *);
 int	 health_clients(void);
 const char *health_bound(const char *what);
 int	 health_agent_told(void);
+void	 health_quiesce(void);
+bool	 health_idle(void);
 int	 health_open(char *err, size_t errlen);
 void	 health_close(void);
 

@@ -9,9 +9,12 @@
  * The workers' figures may be up to metrics.max_age_ms old: a scrape
  * within that age of the last round is answered from it at once; later
  * ones start one round (bounded by the count timeout) and every scrape
- * that comes meanwhile waits for that same round. A worker's counters
- * are cumulative for its life; once it is gone, its last answer is kept
- * in a sum of the departed, so a service's totals never go down.
+ * that comes meanwhile waits for that same round. An answer made is
+ * given again (its text written once) to scrapes within ANSWER_REUSE_MS,
+ * so a storm of them costs the master one answer per period (a drain
+ * has it made anew). A worker's counters are cumulative for its life;
+ * once it is gone, its last answer is kept in a sum of the departed, so
+ * a service's totals never go down.
  */
 
 #include <sys/types.h>
@@ -33,6 +36,8 @@
 
 #include "master.h"
 
+#define ANSWER_REUSE_MS	100
+
 struct metrics_waiter {
 	void			(*done)(json_t *, void *);
 	void			*arg;
@@ -46,6 +51,10 @@ static struct timespec		 last_round_at;
 static bool			 round_running;
 static struct metrics_waiter	*waiters;
 static struct timespec		 reload_started;
+static json_t			*reuse;		/* the last answer made */
+static struct timespec		 reuse_at;
+static char			*reuse_text;	/* and its text, once asked */
+static size_t			 reuse_len;
 static bool			 reload_timing;
 
 bool				 master_draining;
@@ -629,8 +638,8 @@ text_escape(struct evbuffer *out, const char *s, bool quote)
 	}
 }
 
-int
-metrics_text(json_t *families, struct evbuffer *out)
+static int
+text_render(json_t *families, struct evbuffer *out)
 {
 	json_t		*f, *s, *v, *labels;
 	const char	*name, *key;
@@ -669,6 +678,51 @@ metrics_text(json_t *families, struct evbuffer *out)
 	return 0;
 }
 
+/*
+ * The text of families, into out. The answer being reused is written
+ * once and copied from then on.
+ */
+int
+metrics_text(json_t *families, struct evbuffer *out)
+{
+	struct evbuffer	*b;
+	size_t		 len;
+
+	if (families != reuse || reuse == NULL)
+		return text_render(families, out);
+	if (reuse_text == NULL && (b = evbuffer_new()) != NULL) {
+		text_render(families, b);
+		len = evbuffer_get_length(b);
+		if ((reuse_text = malloc(len)) != NULL) {
+			evbuffer_remove(b, reuse_text, len);
+			reuse_len = len;
+		}
+		evbuffer_free(b);
+	}
+	if (reuse_text == NULL)
+		return text_render(families, out);
+	return evbuffer_add(out, reuse_text, reuse_len);
+}
+
+/* The answer is made again next time (what it says changed). */
+void
+metrics_changed(void)
+{
+	json_decref(reuse);
+	reuse = NULL;
+	free(reuse_text);
+	reuse_text = NULL;
+}
+
+static json_t *
+answer_new(json_t *round)
+{
+	metrics_changed();
+	if ((reuse = families_build(round)) != NULL)
+		clock_gettime(CLOCK_MONOTONIC, &reuse_at);
+	return reuse;
+}
+
 /* Collecting: one count round at a time, its answer kept max_age_ms. */
 
 static void
@@ -683,7 +737,7 @@ round_done(json_t *counts, void *arg)
 	json_decref(last_round);
 	last_round = json_incref(counts);
 	clock_gettime(CLOCK_MONOTONIC, &last_round_at);
-	families = families_build(counts);
+	families = json_incref(answer_new(counts));
 	while ((wt = list) != NULL) {
 		list = wt->next;
 		wt->done(families, wt->arg);
@@ -705,7 +759,12 @@ metrics_collect(void (*done)(json_t *, void *), void *arg)
 	    master_config->metrics.max_age_ms / 1000.0 : 1.0;
 
 	if (last_round != NULL && elapsed_s(&last_round_at) <= max_age) {
-		families = families_build(last_round);
+		/* A storm of scrapes costs one answer per ANSWER_REUSE_MS. */
+		if (reuse != NULL && elapsed_s(&reuse_at) * 1000 <
+		    ANSWER_REUSE_MS)
+			families = json_incref(reuse);
+		else
+			families = json_incref(answer_new(last_round));
 		done(families, arg);
 		json_decref(families);
 		return;
@@ -743,4 +802,5 @@ metrics_free(void)
 	json_decref(departed);
 	json_decref(last_round);
 	counters = departed = last_round = NULL;
+	metrics_changed();
 }

@@ -700,8 +700,8 @@ def test_hostile_metrics_clients():
                           len(lat), sorted(lat)[len(lat) // 2] * 1000, back,
                           rss, rss - base_rss))
         print("  " + "\n  ".join(report))
-        # Every one answered or reset; a reset is counted, at most 1%.
-        check(ok >= n * 0.99 and set(failures) <= {"ConnectionResetError"},
+        # Every one answered: a storm waits in the backlog, nothing lost.
+        check(ok == n and not failures,
               "%d of %d requests answered 200: %s %s" % (
                   ok, n, answers, failures))
         check(worst < 0.100, "the control socket took %.1f ms during a "
