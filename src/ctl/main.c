@@ -136,7 +136,7 @@ ask(const char *path, json_t *req, char **text)
 {
 	json_error_t	 jerr;
 	json_t		*reply;
-	char		*line, *answer;
+	char		*line, *answer, err[1024];
 
 	if (req == NULL || (line = json_dumps(req, JSON_COMPACT)) == NULL)
 		fail("out of memory");
@@ -147,12 +147,19 @@ ask(const char *path, json_t *req, char **text)
 	answer = request(path, line);
 	free(line);
 	reply = json_loads(answer, JSON_DISABLE_EOF_CHECK, &jerr);
-	if (reply == NULL || !json_is_object(reply))
+	if (reply == NULL || !json_is_object(reply)) {
+		free(answer);
 		fail("bad answer from the master: %s", jerr.text);
-	if (!json_is_true(json_object_get(reply, "ok")))
-		fail("%s", json_string_value(json_object_get(reply, "error")) !=
-		    NULL ? json_string_value(json_object_get(reply, "error")) :
+	}
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		free(answer);
+		snprintf(err, sizeof err, "%s", json_string_value(
+		    json_object_get(reply, "error")) != NULL ?
+		    json_string_value(json_object_get(reply, "error")) :
 		    "the master refused the request");
+		json_decref(reply);
+		fail("%s", err);
+	}
 	if (text != NULL)
 		*text = answer;
 	else

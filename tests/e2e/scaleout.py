@@ -70,23 +70,21 @@ def host(addr, app_port):
                     "send_proxy": "v1"}], workers=2)
 
 
-def test_haproxy_scale_out():
-    haproxy = shutil.which("haproxy")
-    check(haproxy is not None, "haproxy is not installed")
-    app = App()
-    h1, h2 = host("127.0.0.2", app.port), host("127.0.0.3", app.port)
-    t = tempfile.mkdtemp(prefix="nc-haproxy.")
-    hp = None
-    try:
-        h1.wait_online()
-        h2.wait_online()
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        front = probe.getsockname()[1]
-        probe.close()
-        cfg = os.path.join(t, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write("""global
+def free_port():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def start_haproxy(d, stats, front, servers):
+    """HAProxy -Ws in d on 127.0.0.1:front with the servers' lines of
+    its one backend and an admin stats socket; returned once it told
+    systemd (our NOTIFY_SOCKET) it is ready."""
+    cfg = os.path.join(d, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write("""global
     maxconn 1000
     stats socket %s mode 600 level admin
 defaults
@@ -101,20 +99,40 @@ frontend web
     default_backend hosts
 backend hosts
     balance roundrobin
-    server h1 127.0.0.2:%d check send-proxy-v2 check-send-proxy inter 100ms fall 1 rise 1
-    server h2 127.0.0.3:%d check send-proxy check-send-proxy inter 100ms fall 1 rise 1
-""" % (os.path.join(t, "admin.sock"), front, h1.port(), h2.port()))
-        # haproxy -Ws tells systemd it is ready: our NOTIFY_SOCKET hears it.
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        npath = os.path.join(t, "notify.sock")
-        notify.bind(npath)
-        notify.settimeout(10 * SCALE)
-        hp = subprocess.Popen([haproxy, "-Ws", "-f", cfg],
+%s""" % (stats, front, servers))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    npath = os.path.join(d, "notify.sock")
+    notify.bind(npath)
+    notify.settimeout(10 * SCALE)
+    try:
+        hp = subprocess.Popen([shutil.which("haproxy"), "-Ws", "-f", cfg],
                               env=dict(os.environ, NOTIFY_SOCKET=npath),
                               stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
         while b"READY=1" not in notify.recv(4096):
             pass
+    finally:
+        notify.close()
+    return hp
+
+
+def test_haproxy_scale_out():
+    haproxy = shutil.which("haproxy")
+    check(haproxy is not None, "haproxy is not installed")
+    app = App()
+    h1, h2 = host("127.0.0.2", app.port), host("127.0.0.3", app.port)
+    t = tempfile.mkdtemp(prefix="nc-haproxy.")
+    hp = None
+    try:
+        h1.wait_online()
+        h2.wait_online()
+        front = free_port()
+        hp = start_haproxy(t, os.path.join(t, "admin.sock"), front,
+                           "    server h1 127.0.0.2:%d check send-proxy-v2 "
+                           "check-send-proxy inter 100ms fall 1 rise 1\n"
+                           "    server h2 127.0.0.3:%d check send-proxy "
+                           "check-send-proxy inter 100ms fall 1 rise 1\n" %
+                           (h1.port(), h2.port()))
 
         def one():
             c = socket.create_connection(("127.0.0.1", front),
@@ -243,10 +261,7 @@ class Balancer:
         self.stats = os.path.join(self.dir, "stats.sock")
         self.proc = None
         self.log = []
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.front = probe.getsockname()[1]
-        probe.close()
+        self.front = free_port()
         servers = ""
         for i, h in enumerate(hosts, 1):
             agent = h.ctl("status")["agent"]
@@ -256,37 +271,8 @@ class Balancer:
                         "check-send-proxy inter 100ms fall 1 rise 1 "
                         "agent-check agent-port %s agent-inter 200ms\n" %
                         (i, h.port(), agent.rsplit(":", 1)[1]))
-        cfg = os.path.join(self.dir, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write("""global
-    maxconn 1000
-    stats socket %s mode 600 level admin
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    retries 3
-    option redispatch
-frontend web
-    bind 127.0.0.1:%d
-    default_backend hosts
-backend hosts
-    balance roundrobin
-%s""" % (self.stats, self.front, servers))
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        npath = os.path.join(self.dir, "notify.sock")
-        notify.bind(npath)
-        notify.settimeout(10 * SCALE)
-        try:
-            self.proc = subprocess.Popen(
-                [shutil.which("haproxy"), "-Ws", "-f", cfg],
-                env=dict(os.environ, NOTIFY_SOCKET=npath),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            while b"READY=1" not in notify.recv(4096):
-                pass
-        finally:
-            notify.close()
+        self.proc = start_haproxy(self.dir, self.stats, self.front,
+                                  servers)
 
     def ask(self, command):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
