@@ -666,7 +666,7 @@ endpoint_start(struct endpoint *ep)
 {
 	if (ep == &agent_ep)
 		ep->lev = evconnlistener_new(master_base, agent_accept_cb, ep,
-		    LEV_OPT_CLOSE_ON_FREE, -1, ep->fd);
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, ep->fd);
 	else {
 		if ((http = evhttp_new(master_base)) == NULL)
 			fatalx("out of memory");
@@ -685,7 +685,7 @@ endpoint_start(struct endpoint *ep)
 		evhttp_set_bevcb(http, http_bev_cb, NULL);
 		/* Its callback is evhttp's; only the error one is ours. */
 		ep->lev = evconnlistener_new(master_base, NULL, NULL,
-		    LEV_OPT_CLOSE_ON_FREE, -1, ep->fd);
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, ep->fd);
 		if (ep->lev != NULL && evhttp_bind_listener(http, ep->lev) ==
 		    NULL)
 			fatalx("metrics: cannot serve HTTP");

@@ -893,6 +893,59 @@ def test_reload_upgrade_keep_listener():
 
 # 5. Requests and configs refused, naming what is wrong.
 
+def socket_inodes(pid):
+    """The inodes of the sockets pid holds."""
+    out = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(int(link[8:-1]))
+    return out
+
+
+def tcp_inode(local_port, remote_port):
+    """The inode of the IPv4 TCP socket local_port <-> remote_port."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            field = line.split()
+            if (int(field[1].split(":")[1], 16) == local_port and
+                    int(field[2].split(":")[1], 16) == remote_port):
+                return int(field[9])
+    return None
+
+
+def test_clients_stay_in_the_master():
+    """A worker started while metrics and agent clients are connected
+    holds none of their sockets (they are close-on-exec)."""
+    d = with_health([echo_service_shared()])
+    try:
+        d.wait_online()
+        maddr, aaddr = endpoints(d)
+        c = socket.create_connection(maddr, timeout=10 * SCALE)
+        deadline = time.monotonic() + 10 * SCALE
+        while value(parse(ctl_text(d, "metrics")),
+                    "netcluster_metrics_clients") < 1:
+            check(time.monotonic() < deadline, "the client is not in")
+            d.read_lines(0.1)
+        inode = tcp_inode(maddr[1], c.getsockname()[1])
+        check(inode is not None and inode in socket_inodes(d.proc.pid),
+              "the master does not hold the metrics client's socket")
+        old = d.worker_pids()
+        os.kill(old[0], signal.SIGKILL)
+        new = [p for p in wait_replaced(d, old[:1]) if p not in old]
+        check(len(new) == 1, "replacement: %s" % new)
+        check(inode not in socket_inodes(new[0]),
+              "worker %d holds the metrics client's socket" % new[0])
+        c.close()
+        print("  a worker started with a metrics client connected holds "
+              "no socket of it")
+    finally:
+        d.stop()
+
+
 def test_refused_requests_and_configs():
     d = with_health([echo_service_shared()])
     try:
@@ -940,4 +993,5 @@ def test_refused_requests_and_configs():
 if __name__ == "__main__":
     run([test_promtool_every_mode, test_ready_live_agent,
          test_refused_requests_and_configs, test_reload_upgrade_keep_listener,
-         test_prometheus_reads_exactly, test_hostile_metrics_clients])
+         test_clients_stay_in_the_master, test_prometheus_reads_exactly,
+         test_hostile_metrics_clients])
