@@ -204,6 +204,77 @@ def test_socket_activation():
         check(not bad, "sanitizer report: %s" % log[-30:])
 
 
+def test_socket_activation_metrics():
+    """Two sockets from systemd-socket-activate, named web and metrics:
+    the metrics listener takes its own by name (systemd:metrics)."""
+    tool = shutil.which("systemd-socket-activate")
+    check(tool is not None, "systemd-socket-activate is missing")
+    ports = []
+    for _ in range(2):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        ports.append(probe.getsockname()[1])
+        probe.close()
+    t = tempfile.mkdtemp(prefix="nc-sa.")
+    conf = os.path.join(t, "c.json")
+    with open(conf, "w") as f:
+        f.write('{"workers": 1, "control_socket": "%s/c.sock", "metrics": '
+                '{"listen": "systemd:metrics"}, "services": [{"name": '
+                '"echo", "listen": ["systemd:web"]}]}' % t)
+    n = Notify()
+    p = subprocess.Popen([tool, "-l", "127.0.0.1:%d" % ports[0], "-l",
+                          "127.0.0.1:%d" % ports[1], "--fdname=web:metrics",
+                          "-E", "NOTIFY_SOCKET=" + n.path, NETCLUSTERD,
+                          "-c", conf], stderr=subprocess.PIPE)
+    log = []
+    listening = threading.Event()
+
+    def drain():
+        for line in p.stderr:
+            log.append(line.decode("utf-8", "replace"))
+            if sum("Listening on" in l for l in log) == 2:
+                listening.set()
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        check(listening.wait(10 * SCALE), "not listening: %s" % log)
+        # The first client of either socket starts the daemon.
+        ok, bad = echo_clients(("127.0.0.1", ports[0]), 1, timeout=10)
+        check(ok == 1, "first client: %s" % bad)
+        n.wait_for("READY=1")
+        c = socket.create_connection(("127.0.0.1", ports[1]),
+                                     timeout=10 * SCALE)
+        c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        got = b""
+        while True:
+            b = c.recv(65536)
+            if not b:
+                break
+            got += b
+        c.close()
+        check(got.startswith(b"HTTP/1.0 200") and
+              b"\nnetcluster_build_info{" in got,
+              "GET /metrics on systemd:metrics: %r" % got[:200])
+        check(any("metrics listener on 127.0.0.1:%d" % ports[1] in l
+                  for l in log), "no log of the metrics listener")
+        print("  socket activation: systemd:metrics answered /metrics on "
+              "port %d" % ports[1])
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10 * SCALE)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        reader.join(10 * SCALE)
+        p.stderr.close()
+        n.close()
+        shutil.rmtree(t)
+        bad = [l for l in log if "Sanitizer" in l or "runtime error:" in l]
+        check(not bad, "sanitizer report: %s" % log[-30:])
+
+
 def test_socket_activation_unknown_name():
     t = tempfile.mkdtemp(prefix="nc-sa.")
     conf = os.path.join(t, "c.json")
@@ -222,4 +293,5 @@ def test_socket_activation_unknown_name():
 
 run([test_notify_ready_status_stopping, test_notify_reload_sequence,
      test_watchdog,
-     test_socket_activation, test_socket_activation_unknown_name])
+     test_socket_activation, test_socket_activation_metrics,
+     test_socket_activation_unknown_name])
