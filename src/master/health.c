@@ -69,6 +69,7 @@ static struct endpoint	 metrics_ep = { .what = "metrics", .fd = -1,
 static struct endpoint	 agent_ep = { .what = "agent", .fd = -1, .next_fd = -1 };
 static struct evhttp	*http;
 static struct bufferevent *http_bevs[HTTP_MAX_CLIENTS];
+static bool		 http_asked[HTTP_MAX_CLIENTS];	/* made a request */
 static int		 http_nbevs;
 static struct event	*http_sweep_ev;
 static json_t		*inherited;	/* an upgrade's: {what: {text, fd}} */
@@ -426,6 +427,7 @@ http_sweep(void)
 		}
 		(void)bufferevent_decref(http_bevs[i]);
 		http_bevs[i] = http_bevs[--http_nbevs];
+		http_asked[i] = http_asked[http_nbevs];
 	}
 	if (http_nbevs == 0 && http_sweep_ev != NULL)
 		(void)event_del(http_sweep_ev);
@@ -479,6 +481,7 @@ http_bev_cb(struct event_base *base, void *arg)
 	if (http_nbevs++ == 0)
 		(void)event_add(http_sweep_ev, &tv);
 	http_bevs[http_nbevs - 1] = bev;
+	http_asked[http_nbevs - 1] = false;
 	if (http_nbevs == HTTP_MAX_CLIENTS && metrics_ep.lev != NULL) {
 		metrics_ep.full = true;
 		(void)evconnlistener_disable(metrics_ep.lev);
@@ -514,8 +517,10 @@ health_quiesce(void)
 
 /*
  * No HTTP answer is under way: no scrape waits for the workers, no
- * connection holds a request read in part or an answer not yet sent.
- * Idle keep-alive connections may close (HTTP lets a client retry).
+ * connection holds a request read in part or an answer not yet sent,
+ * and none is new (its first request may be on its way; a silent one
+ * holds the upgrade up to its quiesce bound). Idle keep-alive ones may
+ * close: HTTP lets a client retry on a persistent connection.
  */
 bool
 health_idle(void)
@@ -529,6 +534,9 @@ health_idle(void)
 		if (evbuffer_get_length(bufferevent_get_output(http_bevs[i])) >
 		    0 || evbuffer_get_length(bufferevent_get_input(
 		    http_bevs[i])) > 0)
+			return false;
+		/* Its request may be on its way: not cut by the exec. */
+		if (!http_asked[i])
 			return false;
 		if (bufferevent_getfd(http_bevs[i]) != -1 &&
 		    ioctl(bufferevent_getfd(http_bevs[i]), FIONREAD, &n) ==
@@ -619,13 +627,20 @@ http_metrics_done(json_t *families, void *arg)
 static void
 http_request_cb(struct evhttp_request *req, void *arg)
 {
+	struct evhttp_connection *evcon;
+	struct bufferevent	*bev;
 	struct http_pending	*p;
 	const char		*path;
 	char			 why[64];
+	int			 i;
 
 	(void)arg;
-	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
-	    http_closed_cb, NULL);
+	evcon = evhttp_request_get_connection(req);
+	evhttp_connection_set_closecb(evcon, http_closed_cb, NULL);
+	bev = evhttp_connection_get_bufferevent(evcon);
+	for (i = 0; i < http_nbevs; i++)
+		if (http_bevs[i] == bev)
+			http_asked[i] = true;
 	if ((evhttp_request_get_command(req) & (EVHTTP_REQ_GET |
 	    EVHTTP_REQ_HEAD)) == 0) {
 		(void)evhttp_add_header(evhttp_request_get_output_headers(req),
