@@ -189,6 +189,7 @@ drain_wait(const char *path, int bound_ms)
 	json_t		*reply, *told;
 	double		 start = now_s();
 	struct timespec	 ts = { 0, DRAIN_POLL_MS * 1000000L };
+	const char	*nopen;
 	char		 num[32];
 	bool		 zero;
 
@@ -207,12 +208,13 @@ drain_wait(const char *path, int bound_ms)
 			return 0;
 		}
 		if (now_s() - start >= bound_ms / 1000.0) {
+			nopen = count_text(json_object_get(reply,
+			    "connections"), num, sizeof num);
 			if (!zero)
-				fprintf(stderr, "netclusterctl: %s connections "
+				fprintf(stderr, "netclusterctl: %s connection%s "
 				    "still open after %d ms "
-				    "(shutdown_timeout_ms)\n", count_text(
-				    json_object_get(reply, "connections"), num,
-				    sizeof num), bound_ms);
+				    "(shutdown_timeout_ms)\n", nopen,
+				    strcmp(nopen, "1") == 0 ? "" : "s", bound_ms);
 			else
 				fprintf(stderr, "netclusterctl: no balancer "
 				    "asked the agent (%s) within %d ms "

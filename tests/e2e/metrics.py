@@ -946,6 +946,61 @@ def test_clients_stay_in_the_master():
         d.stop()
 
 
+def ctl_exit(d, *args):
+    p = subprocess.run([NETCLUSTERCTL, "-s", d.control] + list(args),
+                       capture_output=True, text=True, timeout=30 * SCALE)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_drain_wait():
+    """drain --wait: bounded by shutdown_timeout_ms; done only once no
+    connection is open and the agent has told a balancer; status says
+    where the listeners are and that it drains."""
+    d = with_health([echo_service_shared()],
+                    extra={"shutdown_timeout_ms": 1500})
+    try:
+        d.wait_online()
+        maddr, aaddr = endpoints(d)
+        text = ctl_text(d, "status")
+        check("metrics on 127.0.0.1:%d\n" % maddr[1] in text and
+              "agent-check on 127.0.0.1:%d\n" % aaddr[1] in text and
+              "draining" not in text, "status: %s" % text)
+        # Nobody asks the agent: the bound passes, and it says why.
+        rc, out, err = ctl_exit(d, "drain", "--wait")
+        check(rc == 1 and "no balancer asked the agent (127.0.0.1:%d) "
+              "within 1500 ms" % aaddr[1] in err, "drain --wait: %d %r %r"
+              % (rc, out, err))
+        check("draining: the balancer is told to send nothing new\n" in
+              ctl_text(d, "status"), "status does not say it drains")
+        check(d.ctl("status")["agent_told_drain"] is False,
+              "agent_told_drain before the agent answered")
+        check(agent_line(aaddr) == "drain #draining\n", "agent")
+        check(d.ctl("status")["agent_told_drain"] is True,
+              "agent_told_drain after the agent answered")
+        # A connection open: the bound passes, and it says how many.
+        c = socket.create_connection(addr_of(d.ctl("status")["services"][0]
+                                             ["listeners"][0]["bound"]),
+                                     timeout=10 * SCALE)
+        check(c.recv(64).startswith(b"hello"), "no greeting")
+        rc, out, err = ctl_exit(d, "drain", "--wait")
+        check(rc == 1 and "1 connection still open after 1500 ms" in err,
+              "drain --wait with one open: %d %r %r" % (rc, out, err))
+        c.close()
+        rc, out, err = ctl_exit(d, "drain", "--wait")
+        check(rc == 0 and out.startswith("draining") and "drained: no "
+              "connection open after" in out, "drain --wait: %d %r %r" %
+              (rc, out, err))
+        # --stop: then the master stops cleanly.
+        rc, out, err = ctl_exit(d, "drain", "--wait", "--stop")
+        check(rc == 0 and out.rstrip().endswith("stopping"),
+              "drain --wait --stop: %d %r %r" % (rc, out, err))
+        check(d.proc.wait(30 * SCALE) == 0, "the master did not exit 0")
+        print("  drain --wait: bounded with nobody asking the agent and "
+              "with a connection open; drained, then --stop stopped it")
+    finally:
+        d.stop()
+
+
 def test_refused_requests_and_configs():
     d = with_health([echo_service_shared()])
     try:
@@ -993,5 +1048,6 @@ def test_refused_requests_and_configs():
 if __name__ == "__main__":
     run([test_promtool_every_mode, test_ready_live_agent,
          test_refused_requests_and_configs, test_reload_upgrade_keep_listener,
-         test_clients_stay_in_the_master, test_prometheus_reads_exactly,
+         test_clients_stay_in_the_master, test_drain_wait,
+         test_prometheus_reads_exactly,
          test_hostile_metrics_clients])
