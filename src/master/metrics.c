@@ -59,8 +59,6 @@ static bool			 reload_timing;
 
 bool				 master_draining;
 
-static json_t	*workers_sum(void);
-
 static json_t *
 counters_get(void)
 {
@@ -181,15 +179,14 @@ stats_worker_gone(struct worker *w)
 }
 
 /*
- * For an upgrade: the counters go on in the new master. The workers it
- * adopts start there with no answer of theirs, so what they said so far
- * goes over as the departed's.
+ * For an upgrade: the counters go on in the new master (each worker it
+ * adopts takes its last answer along: supervisor_export()).
  */
 json_t *
 stats_export(void)
 {
-	return json_pack("{s:O, s:o*, s:b}", "counters", counters_get(),
-	    "departed", workers_sum(), "draining", master_draining);
+	return json_pack("{s:O, s:O*, s:b}", "counters", counters_get(),
+	    "departed", departed, "draining", master_draining);
 }
 
 void

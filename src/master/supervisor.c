@@ -155,9 +155,9 @@ worker_send_init(struct worker *w)
 		worker_kill(w, "cannot read the configuration");
 		return;
 	}
-	worker_send(w, json_pack("{s:s, s:i, s:i, s:i, s:O}", "type", "init",
-	    "id", w->id, "slot", w->slot, "generation", w->generation,
-	    "config", config_json));
+	worker_send(w, json_pack("{s:s, s:i, s:i, s:i, s:O, s:b}", "type",
+	    "init", "id", w->id, "slot", w->slot, "generation", w->generation,
+	    "config", config_json, "last_stats", 1));
 }
 
 static void
@@ -863,6 +863,16 @@ msg_count_reply(struct worker *w, json_t *msg)
 	return 0;
 }
 
+/* A worker's last words: its counters as it ends, for the totals. */
+static int
+msg_stats(struct worker *w, json_t *msg)
+{
+	if (!json_is_object(json_object_get(msg, "stats")))
+		return -1;
+	stats_worker_answered(w, msg);
+	return 0;
+}
+
 /* What a worker may send: sorted by name for bsearch(). */
 static const struct msg_type {
 	const char	*name;
@@ -882,6 +892,7 @@ static const struct msg_type {
 	{ "listening",	0,	1 << W_STARTING | 1 << W_ONLINE | 1 << W_STOPPING,
 	    msg_listening },
 	{ "ready",	0,	1 << W_STARTING,	msg_ready },
+	{ "stats",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_stats },
 	{ "unlisten",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_unlisten },
 };
 
@@ -1575,12 +1586,13 @@ supervisor_export(void)
 			if (w->program)
 				(void)program_export(w);
 			(void)json_array_append_new(list, json_pack(
-			    "{s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:i, s:b}",
-			    "pid", (int)w->pid, "slot", w->slot, "id", w->id,
-			    "generation", w->generation, "channel",
+			    "{s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:i, s:b, "
+			    "s:O*}", "pid", (int)w->pid, "slot", w->slot, "id",
+			    w->id, "generation", w->generation, "channel",
 			    nc_ipc_fd(w->ipc), "state", state_names[w->state],
 			    "program", w->program, "output", w->program ?
-			    w->out_fd : -1, "frames", w->frames));
+			    w->out_fd : -1, "frames", w->frames, "last_count",
+			    w->last_count));
 		}
 	}
 	return list;
@@ -1612,6 +1624,10 @@ supervisor_adopt(json_t *list)
 		w->state = W_ONLINE;
 		w->adopted = true;
 		w->frames = json_is_true(json_object_get(e, "frames"));
+		/* Its counters so far, in the totals (metrics.c). */
+		if (json_is_object(json_object_get(e, "last_count")))
+			w->last_count = json_incref(json_object_get(e,
+			    "last_count"));
 		w->exec_fd = w->out_fd = -1;
 		clock_gettime(CLOCK_MONOTONIC, &w->started);
 		if (json_is_true(json_object_get(e, "program")))

@@ -36,6 +36,9 @@ static struct service	*services;
 static size_t		 nservices;
 static bool		 stopping;
 static bool		 ready_sent;
+static bool		 last_words;	/* the master takes "stats" at the end */
+
+static long long	 worker_stats(json_t *, json_t *);
 
 /*
  * One line per message, saying which worker: with journald's <N> prefix
@@ -134,7 +137,8 @@ worker_module_init(struct service *svc)
 static void
 worker_exit_if_done(void)
 {
-	size_t	i;
+	json_t	*last;
+	size_t	 i;
 
 	for (i = 0; i < nservices; i++)
 		if (services[i].closed < services[i].nservers)
@@ -143,6 +147,12 @@ worker_exit_if_done(void)
 		if (services[i].module != NULL &&
 		    services[i].module->fini != NULL)
 			services[i].module->fini(services[i].module_state);
+	/* The counters as they end, for the master's totals. */
+	if (last_words && (last = json_pack("{s:s}", "type", "stats")) !=
+	    NULL) {
+		(void)worker_stats(last, NULL);
+		worker_send(last);
+	}
 	nc_cluster_flush(1000);
 	exit(0);
 }
@@ -298,6 +308,7 @@ worker_init(json_t *msg)
 	if (config != NULL)
 		fatalx("init received twice");
 	worker_id = (int)json_integer_value(json_object_get(msg, "id"));
+	last_words = json_is_true(json_object_get(msg, "last_stats"));
 	if (!json_is_object(conf = json_object_get(msg, "config")))
 		fatalx("init without a config");
 	if ((text = json_dumps(conf, JSON_COMPACT)) == NULL)
@@ -337,19 +348,23 @@ worker_service_stats(const struct service *svc)
 	return st;
 }
 
-static void
-worker_count(json_t *msg)
+/*
+ * The counters of every service ("stats") and the proxies' upstreams
+ * down now, into reply; what count.reply and the last words carry. The
+ * connections open, by service, go in per if it is not NULL.
+ */
+static long long
+worker_stats(json_t *reply, json_t *per)
 {
 	const struct service	*svc;
-	json_t			*per, *stats, *down, *reply;
+	json_t			*stats, *down;
 	long long		 accepted = 0;
 	size_t			 i, j;
 	int			 n;
 
-	per = json_object();
 	stats = json_object();
 	down = json_object();
-	if (per == NULL || stats == NULL || down == NULL)
+	if (stats == NULL || down == NULL)
 		fatalx("out of memory");
 	for (i = 0; i < nservices; i++) {
 		svc = &services[i];
@@ -357,8 +372,8 @@ worker_count(json_t *msg)
 		for (j = 0; j < svc->nservers; j++)
 			n += nc_server_connections(svc->servers[j]);
 		accepted += (long long)svc->accepted;
-		if (json_object_set_new(per, svc->conf->name,
-		    json_integer(n)) != 0 ||
+		if ((per != NULL && json_object_set_new(per, svc->conf->name,
+		    json_integer(n)) != 0) ||
 		    json_object_set_new(stats, svc->conf->name,
 		    worker_service_stats(svc)) != 0)
 			fatalx("out of memory");
@@ -367,11 +382,25 @@ worker_count(json_t *msg)
 		    proxy_down(svc)) != 0)
 			fatalx("out of memory");
 	}
-	reply = json_pack("{s:s, s:I, s:i, s:o, s:I, s:o, s:o}", "type",
-	    "count.reply", "ack", json_integer_value(json_object_get(msg,
-	    "seq")), "count", nc_cluster_connections(), "services", per,
-	    "accepted", (json_int_t)accepted, "stats", stats,
-	    "upstreams_down", down);
+	if (json_object_set_new(reply, "stats", stats) != 0 ||
+	    json_object_set_new(reply, "upstreams_down", down) != 0)
+		fatalx("out of memory");
+	return accepted;
+}
+
+static void
+worker_count(json_t *msg)
+{
+	json_t		*per, *reply;
+	long long	 accepted;
+
+	if ((per = json_object()) == NULL || (reply = json_pack("{s:s, s:I, "
+	    "s:i, s:o}", "type", "count.reply", "ack", json_integer_value(
+	    json_object_get(msg, "seq")), "count", nc_cluster_connections(),
+	    "services", per)) == NULL)
+		fatalx("out of memory");
+	accepted = worker_stats(reply, per);
+	(void)json_object_set_new(reply, "accepted", json_integer(accepted));
 	worker_send(reply);
 }
 

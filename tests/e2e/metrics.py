@@ -1001,6 +1001,30 @@ def test_drain_wait():
         d.stop()
 
 
+def test_last_words_count():
+    """Connections a worker took after its last count answer still reach
+    the totals when it stops: its last words carry its counters. N
+    connections, no count round, a reload; once the old workers are
+    gone, accepted_total is N."""
+    d = with_health([echo_service_shared()])
+    try:
+        d.wait_online()
+        port = d.port()
+        n = 30
+        ok, bad = echo_clients(("127.0.0.1", port), n)
+        check(ok == n and not bad, "clients: %s" % bad[:3])
+        ctl_text(d, "reload")
+        d.wait_log("after draining", d.workers)
+        got = value(parse(ctl_text(d, "metrics")),
+                    "netcluster_connections_accepted_total", service="e")
+        check(got == n, "accepted_total %s after the reload, %d made" %
+              (got, n))
+        print("  %d connections, a reload: accepted_total %d from the old "
+              "workers' last words" % (n, got))
+    finally:
+        d.stop()
+
+
 def test_refused_requests_and_configs():
     d = with_health([echo_service_shared()])
     try:
@@ -1049,5 +1073,6 @@ if __name__ == "__main__":
     run([test_promtool_every_mode, test_ready_live_agent,
          test_refused_requests_and_configs, test_reload_upgrade_keep_listener,
          test_clients_stay_in_the_master, test_drain_wait,
+         test_last_words_count,
          test_prometheus_reads_exactly,
          test_hostile_metrics_clients])
