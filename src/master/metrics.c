@@ -154,17 +154,67 @@ tree_add(json_t *a, json_t *b)
 	}
 }
 
-/* A worker answered `count`: its counters so far. */
+static void
+copy_count(json_t *to, json_t *from, const char *key)
+{
+	json_t	*v = json_object_get(from, key);
+
+	if (json_is_integer(v) && json_integer_value(v) >= 0)
+		(void)json_object_set(to, key, v);
+}
+
+/*
+ * What a worker said, kept as it means something here: the counters
+ * the metrics know, of the services and upstreams configured, so a
+ * worker's odd keys never grow the totals.
+ */
+static json_t *
+stats_known(json_t *stats)
+{
+	const struct nc_service	*c;
+	json_t			*out, *svc, *mine, *ups, *up, *u;
+	size_t			 i, k;
+
+	if ((out = json_object()) == NULL)
+		return NULL;
+	for (i = 0; i < master_nservices; i++) {
+		c = master_services[i].conf;
+		if (!json_is_object(svc = json_object_get(stats, c->name)) ||
+		    (mine = json_object()) == NULL)
+			continue;
+		(void)json_object_set_new(out, c->name, mine);
+		copy_count(mine, svc, "accepted");
+		copy_count(mine, svc, "proxy_header_errors");
+		ups = json_object_get(svc, "upstreams");
+		for (k = 0; k < c->nupstream && json_is_object(ups); k++) {
+			if (!json_is_object(up = json_object_get(ups,
+			    c->upstream[k])) || (u = json_object()) == NULL)
+				continue;
+			if (json_object_get(mine, "upstreams") == NULL)
+				(void)json_object_set_new(mine, "upstreams",
+				    json_object());
+			(void)json_object_set_new(json_object_get(mine,
+			    "upstreams"), c->upstream[k], u);
+			copy_count(u, up, "connect_failures");
+			copy_count(u, up, "sent_bytes");
+			copy_count(u, up, "received_bytes");
+		}
+	}
+	return out;
+}
+
+/* A worker answered `count`, or said its last words: its counters. */
 void
 stats_worker_answered(struct worker *w, json_t *msg)
 {
 	json_t	*stats = json_object_get(msg, "stats");
+	json_t	*down = json_object_get(msg, "upstreams_down");
 
-	if (!json_is_object(stats))
+	if (!json_is_object(stats) || (stats = stats_known(stats)) == NULL)
 		return;
 	json_decref(w->last_count);
-	w->last_count = json_pack("{s:O, s:O*}", "stats", stats, "down",
-	    json_object_get(msg, "upstreams_down"));
+	w->last_count = json_pack("{s:o, s:O*}", "stats", stats, "down",
+	    json_is_object(down) ? down : NULL);
 }
 
 /* A worker is gone: what it last said it did stays in the totals. */
