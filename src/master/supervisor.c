@@ -892,7 +892,8 @@ static const struct msg_type {
 	{ "listening",	0,	1 << W_STARTING | 1 << W_ONLINE | 1 << W_STOPPING,
 	    msg_listening },
 	{ "ready",	0,	1 << W_STARTING,	msg_ready },
-	{ "stats",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_stats },
+	{ "stats",	0,	1 << W_ONLINE | 1 << W_STOPPING | 1 << W_DEAD,
+	    msg_stats },
 	{ "unlisten",	0,	1 << W_ONLINE | 1 << W_STOPPING, msg_unlisten },
 };
 
@@ -919,10 +920,12 @@ worker_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 		close(fds[i]);
 	/*
 	 * From a worker we killed, or one that is gone and whose last
-	 * words we read, only the answers to connections count.
+	 * words we read, only the answers to connections count, and the
+	 * counters of one that ended on its own.
 	 */
-	if ((w->killed || w->state == W_DEAD) &&
-	    (t == NULL || t->handler != msg_conn_ack)) {
+	if ((w->killed || w->state == W_DEAD) && (t == NULL ||
+	    (t->handler != msg_conn_ack && (t->handler != msg_stats ||
+	    w->killed)))) {
 		json_decref(msg);
 		return;
 	}
