@@ -1,6 +1,7 @@
 /*
- * A control request line: it is one of the six commands with at most a
- * short service name, or an error message for the client.
+ * A control request line: it is one of the ten commands with at most a
+ * short service name (a message only for send, a format only for
+ * metrics), or an error message for the client.
  */
 
 #include "fuzz.h"
@@ -15,7 +16,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	err[0] = '\0';
 	if (request_parse((const char *)data, size, &req, err,
 	    sizeof err) == 0) {
-		FUZZ_ASSERT(req.command <= REQ_SEND);
+		FUZZ_ASSERT(req.command <= REQ_UNDRAIN);
+		FUZZ_ASSERT(!req.json || req.command == REQ_METRICS);
 		FUZZ_ASSERT((req.command == REQ_SEND) ==
 		    (req.message != NULL));
 		json_decref(req.message);
