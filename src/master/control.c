@@ -282,8 +282,8 @@ drain_reply(struct client *c, bool on)
 	health_drain(on);
 	client_reply(c, json_pack("{s:b, s:b, s:s, s:i}", "ok", 1, "draining",
 	    on, "message", on ? "draining: /ready answers 503 and the agent "
-	    "drain; listeners stay open" : "not draining", "shutdown_timeout_ms",
-	    master_config->shutdown_timeout_ms));
+	    "drain; listeners stay open" : "not draining",
+	    "shutdown_timeout_ms", master_config->shutdown_timeout_ms));
 }
 
 static void

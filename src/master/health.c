@@ -35,46 +35,47 @@
 #include "nc-accept.h"
 
 #define HTTP_MAX_CLIENTS	64
-#define HTTP_TIMEOUT_S		5	/* for a request, or to send the answer */
+#define HTTP_TIMEOUT_S		5	/* to ask, or take, an answer */
 #define HTTP_MAX_HEADERS	8192	/* bytes of a request's head */
-#define HTTP_READ_MAX		65536	/* read ahead per connection */
-#define ENDPOINT_BACKLOG	4096	/* a storm waits there, not in us */
+#define HTTP_READ_MAX		65536	/* read ahead, per client */
+#define ENDPOINT_BACKLOG	4096	/* a storm waits there */
 
 struct endpoint {
 	const char		*what;		/* "metrics", "agent" */
-	char			*text;		/* the listen string */
+	char			*text;		/* as listened */
 	int			 fd;
-	char			*unix_path;	/* a socket file we made */
+	char			*unix_path;	/* a file we made */
 	struct evconnlistener	*lev;
 	struct event		*retry_ev;	/* out of fds: a pause */
 	struct nc_accept_pause	 pause;
-	bool			 full;		/* HTTP: at HTTP_MAX_CLIENTS */
-	char			 bound[160];	/* what it really bound */
+	bool			 full;		/* HTTP: no room */
+	char			 bound[160];	/* what it bound */
 	/* A reload's replacement, until it commits. */
 	char			*next_text;
 	int			 next_fd;
 	char			*next_unix_path;
-	bool			 next_off;	/* the reload turns it off */
+	bool			 next_off;	/* a reload ends it */
 };
 
 /* A GET /metrics waiting for the workers' figures. */
 struct http_pending {
-	struct evhttp_request	*req;		/* NULL: the server went */
+	struct evhttp_request	*req;		/* NULL: it went */
 	struct http_pending	*prev, *next;
 };
 
 static struct http_pending *pending;
 static struct endpoint	 metrics_ep = { .what = "metrics", .fd = -1,
     .next_fd = -1 };
-static struct endpoint	 agent_ep = { .what = "agent", .fd = -1, .next_fd = -1 };
+static struct endpoint	 agent_ep = { .what = "agent", .fd = -1,
+    .next_fd = -1 };
 static struct evhttp	*http;
 static struct bufferevent *http_bevs[HTTP_MAX_CLIENTS];
-static bool		 http_asked[HTTP_MAX_CLIENTS];	/* made a request */
+static bool		 http_asked[HTTP_MAX_CLIENTS]; /* made a request */
 static int		 http_nbevs;
 static struct event	*http_sweep_ev;
-static json_t		*inherited;	/* an upgrade's: {what: {text, fd}} */
-static unsigned long	 agent_told;	/* "drain" answers since the drain */
-static bool		 quiescing;	/* an upgrade: accepting no more */
+static json_t		*inherited;	/* {what: {text, fd}} */
+static unsigned long	 agent_told;	/* "drain"s said */
+static bool		 quiescing;	/* for an upgrade */
 
 /* Readiness and draining. */
 
@@ -550,9 +551,9 @@ health_idle(void)
 const char *
 health_bound(const char *what)
 {
-	struct endpoint	*ep = strcmp(what, "metrics") == 0 ? &metrics_ep :
-	    &agent_ep;
+	struct endpoint	*ep;
 
+	ep = strcmp(what, "metrics") == 0 ? &metrics_ep : &agent_ep;
 	return ep->lev != NULL ? ep->bound : NULL;
 }
 
@@ -711,7 +712,8 @@ endpoint_start(struct endpoint *ep)
 	if (ep->lev == NULL)
 		fatalx("%s: out of memory", ep->what);
 	evconnlistener_set_error_cb(ep->lev, accept_error_cb);
-	(void)listener_describe_fd(ep->fd, ep->text, ep->bound, sizeof ep->bound);
+	(void)listener_describe_fd(ep->fd, ep->text, ep->bound,
+	    sizeof ep->bound);
 	log_notice("%s listener on %s", ep->what, ep->bound);
 }
 

@@ -44,18 +44,18 @@ struct metrics_waiter {
 	struct metrics_waiter	*next;
 };
 
-static json_t			*counters;	/* what the master counted */
-static json_t			*departed;	/* by service: gone workers' */
-static json_t			*last_round;	/* the last count answer */
-static struct timespec		 last_round_at;
-static bool			 round_running;
-static struct metrics_waiter	*waiters;
-static struct timespec		 reload_started;
-static json_t			*reuse;		/* the last answer made */
-static struct timespec		 reuse_at;
-static char			*reuse_text;	/* and its text, once asked */
-static size_t			 reuse_len;
-static bool			 reload_timing;
+static json_t		*counters;	/* what the master counted */
+static json_t		*departed;	/* by service: gone workers' */
+static json_t		*last_round;	/* the last count answer */
+static struct timespec	 last_round_at;
+static bool		 round_running;
+static struct metrics_waiter *waiters;
+static struct timespec	 reload_started;
+static bool		 reload_timing;
+static json_t		*reuse;		/* the last answer made */
+static struct timespec	 reuse_at;
+static char		*reuse_text;	/* and its text, once asked */
+static size_t		 reuse_len;
 
 bool				 master_draining;
 
@@ -586,7 +586,8 @@ families_workers(json_t *list, json_t *round)
 static void
 families_services(json_t *list)
 {
-	json_t		*acc, *perr, *up, *fails, *sent, *recv, *sum, *s, *u, *v;
+	json_t		*acc, *perr, *up, *fails, *sent, *recv, *sum;
+	json_t		*s, *u, *v;
 	const struct nc_service *c;
 	struct worker	*w;
 	const char	*addr;
@@ -715,8 +716,9 @@ text_render(json_t *families, struct evbuffer *out)
 				evbuffer_add(out, "}", 1);
 			v = json_object_get(s, "value");
 			if (json_is_integer(v))
-				evbuffer_add_printf(out, " %" JSON_INTEGER_FORMAT
-				    "\n", json_integer_value(v));
+				evbuffer_add_printf(out,
+				    " %" JSON_INTEGER_FORMAT "\n",
+				    json_integer_value(v));
 			else
 				evbuffer_add_printf(out, " %.15g\n",
 				    json_number_value(v));
