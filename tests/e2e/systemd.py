@@ -2,6 +2,7 @@
 exists: a NOTIFY_SOCKET datagram socket the test reads (READY, STATUS,
 WATCHDOG, STOPPING) and systemd-socket-activate passing a named socket."""
 
+import json
 import os
 import shutil
 import signal
@@ -141,109 +142,107 @@ def test_watchdog():
             n.close()
 
 
+class Activated:
+    """systemd-socket-activate binding one free loopback port per name
+    (--fdname=A:B...) and starting netclusterd on config (whose
+    "%(dir)s" becomes a temporary directory) on the first client, with a
+    NOTIFY_SOCKET of ours. Its stderr (the tool's and the daemon's) is
+    kept in log."""
+
+    def __init__(self, names, config):
+        tool = shutil.which("systemd-socket-activate")
+        check(tool is not None, "systemd-socket-activate is missing")
+        self.ports = []
+        for _ in names:
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            self.ports.append(probe.getsockname()[1])
+            probe.close()
+        self.dir = tempfile.mkdtemp(prefix="nc-sa.")
+        conf = os.path.join(self.dir, "c.json")
+        with open(conf, "w") as f:
+            f.write(config % {"dir": self.dir})
+        self.notify = Notify()
+        argv = [tool]
+        for port in self.ports:
+            argv += ["-l", "127.0.0.1:%d" % port]
+        argv += ["--fdname=" + ":".join(names), "-E",
+                 "NOTIFY_SOCKET=" + self.notify.path, NETCLUSTERD, "-c",
+                 conf]
+        self.proc = subprocess.Popen(argv, env=dict(
+            os.environ, NOTIFY_SOCKET=self.notify.path),
+            stderr=subprocess.PIPE)
+        self.log = []
+        listening = threading.Event()
+
+        def drain():
+            for line in self.proc.stderr:
+                self.log.append(line.decode("utf-8", "replace"))
+                if sum("Listening on" in l for l in self.log) == \
+                        len(names):
+                    listening.set()
+
+        self.reader = threading.Thread(target=drain)
+        self.reader.start()
+        # It says when it listens; the daemon starts on the first client.
+        if not listening.wait(10 * SCALE):
+            self.close()
+            raise Failure("not listening: %s" % self.log)
+
+    def close(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10 * SCALE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(10 * SCALE)
+        self.proc.stderr.close()
+        self.notify.close()
+        shutil.rmtree(self.dir)
+        bad = [l for l in self.log
+               if "Sanitizer" in l or "runtime error:" in l]
+        check(not bad, "sanitizer report: %s" % self.log[-30:])
+
+
 def test_socket_activation():
     """systemd-socket-activate binds, names the fd "web", and starts
     netclusterd, which takes it as systemd:web."""
-    tool = shutil.which("systemd-socket-activate")
-    check(tool is not None, "systemd-socket-activate is missing")
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    t = tempfile.mkdtemp(prefix="nc-sa.")
-    conf = os.path.join(t, "c.json")
-    with open(conf, "w") as f:
-        f.write('{"workers": 2, "control_socket": "%s/c.sock", "services":'
-                ' [{"name": "echo", "listen": ["systemd:web"]}]}' % t)
-    n = Notify()
-    env = dict(os.environ, NOTIFY_SOCKET=n.path)
-    p = subprocess.Popen([tool, "-l", "127.0.0.1:%d" % port,
-                          "--fdname=web", "-E", "NOTIFY_SOCKET=" + n.path,
-                          NETCLUSTERD, "-c", conf],
-                         env=env, stderr=subprocess.PIPE)
-    log = []
-    listening = threading.Event()
-
-    def drain():
-        for line in p.stderr:
-            log.append(line.decode("utf-8", "replace"))
-            if "Listening on" in log[-1]:
-                listening.set()
-
-    reader = threading.Thread(target=drain)
-    reader.start()
+    a = Activated(["web"], '{"workers": 2, "control_socket": '
+                  '"%(dir)s/c.sock", "services": [{"name": "echo", '
+                  '"listen": ["systemd:web"]}]}')
     try:
-        # It says when it listens; the daemon starts on the first client.
-        check(listening.wait(10 * SCALE), "not listening: %s" % log)
+        port = a.ports[0]
         ok, bad = echo_clients(("127.0.0.1", port), 1, timeout=10)
         check(ok == 1, "first client: %s" % bad)
-        n.wait_for("READY=1")
+        a.notify.wait_for("READY=1")
         ok, bad = echo_clients(("127.0.0.1", port), 50)
         check(ok == 50 and not bad, "activated: %s" % bad[:3])
         # LISTEN_* were cleared: workers never see them.
-        import json
         out = subprocess.run([os.path.join(os.path.dirname(NETCLUSTERD),
-                              "netclusterctl"), "-s", t + "/c.sock",
+                              "netclusterctl"), "-s", a.dir + "/c.sock",
                               "--json", "workers"], capture_output=True)
         for w in json.loads(out.stdout)["workers"]:
             env_ = open("/proc/%d/environ" % w["pid"], "rb").read()
             check(b"LISTEN_FDS" not in env_, "worker sees LISTEN_FDS")
         print("  socket activation: systemd:web served 51 clients")
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10 * SCALE)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        reader.join(10 * SCALE)
-        p.stderr.close()
-        n.close()
-        shutil.rmtree(t)
-        bad = [l for l in log if "Sanitizer" in l or "runtime error:" in l]
-        check(not bad, "sanitizer report: %s" % log[-30:])
+        a.close()
 
 
 def test_socket_activation_metrics():
     """Two sockets from systemd-socket-activate, named web and metrics:
     the metrics listener takes its own by name (systemd:metrics)."""
-    tool = shutil.which("systemd-socket-activate")
-    check(tool is not None, "systemd-socket-activate is missing")
-    ports = []
-    for _ in range(2):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        ports.append(probe.getsockname()[1])
-        probe.close()
-    t = tempfile.mkdtemp(prefix="nc-sa.")
-    conf = os.path.join(t, "c.json")
-    with open(conf, "w") as f:
-        f.write('{"workers": 1, "control_socket": "%s/c.sock", "metrics": '
-                '{"listen": "systemd:metrics"}, "services": [{"name": '
-                '"echo", "listen": ["systemd:web"]}]}' % t)
-    n = Notify()
-    p = subprocess.Popen([tool, "-l", "127.0.0.1:%d" % ports[0], "-l",
-                          "127.0.0.1:%d" % ports[1], "--fdname=web:metrics",
-                          "-E", "NOTIFY_SOCKET=" + n.path, NETCLUSTERD,
-                          "-c", conf], stderr=subprocess.PIPE)
-    log = []
-    listening = threading.Event()
-
-    def drain():
-        for line in p.stderr:
-            log.append(line.decode("utf-8", "replace"))
-            if sum("Listening on" in l for l in log) == 2:
-                listening.set()
-
-    reader = threading.Thread(target=drain)
-    reader.start()
+    a = Activated(["web", "metrics"], '{"workers": 1, "control_socket": '
+                  '"%(dir)s/c.sock", "metrics": {"listen": '
+                  '"systemd:metrics"}, "services": [{"name": "echo", '
+                  '"listen": ["systemd:web"]}]}')
     try:
-        check(listening.wait(10 * SCALE), "not listening: %s" % log)
         # The first client of either socket starts the daemon.
-        ok, bad = echo_clients(("127.0.0.1", ports[0]), 1, timeout=10)
+        ok, bad = echo_clients(("127.0.0.1", a.ports[0]), 1, timeout=10)
         check(ok == 1, "first client: %s" % bad)
-        n.wait_for("READY=1")
-        c = socket.create_connection(("127.0.0.1", ports[1]),
+        a.notify.wait_for("READY=1")
+        c = socket.create_connection(("127.0.0.1", a.ports[1]),
                                      timeout=10 * SCALE)
         c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
         got = b""
@@ -256,23 +255,12 @@ def test_socket_activation_metrics():
         check(got.startswith(b"HTTP/1.0 200") and
               b"\nnetcluster_build_info{" in got,
               "GET /metrics on systemd:metrics: %r" % got[:200])
-        check(any("metrics listener on 127.0.0.1:%d" % ports[1] in l
-                  for l in log), "no log of the metrics listener")
+        check(any("metrics listener on 127.0.0.1:%d" % a.ports[1] in l
+                  for l in a.log), "no log of the metrics listener")
         print("  socket activation: systemd:metrics answered /metrics on "
-              "port %d" % ports[1])
+              "port %d" % a.ports[1])
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10 * SCALE)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        reader.join(10 * SCALE)
-        p.stderr.close()
-        n.close()
-        shutil.rmtree(t)
-        bad = [l for l in log if "Sanitizer" in l or "runtime error:" in l]
-        check(not bad, "sanitizer report: %s" % log[-30:])
+        a.close()
 
 
 def test_socket_activation_unknown_name():
