@@ -26,7 +26,6 @@
 #include <event2/listener.h>
 
 #include "master.h"
-#include "nc-accept.h"
 #include "request.h"
 
 #define CONTROL_MAX_REQUEST	66560	/* a message of 65000 bytes, and more */
@@ -48,8 +47,7 @@ static void	client_read_cb(struct bufferevent *, void *);
 static void	client_event_cb(struct bufferevent *, short, void *);
 
 static struct evconnlistener	*control_listener;
-static struct event		*control_retry_ev;
-static struct nc_accept_pause	 control_pause;
+static struct lev_rest		 control_rest = { .what = "control" };
 static unsigned long		 evicted;
 static char			 control_path[108];
 static char			 upgraded_from[64];	/* version before */
@@ -485,56 +483,18 @@ client_evict(void)
 }
 
 static void
-accept_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	if (control_listener != NULL)
-		(void)evconnlistener_enable(control_listener);
-}
-
-/* accept() failed: out of fds, the socket rests a while (never spins). */
-static void
-accept_error_cb(struct evconnlistener *l, void *arg)
-{
-	struct timeval	tv = { 0, NC_ACCEPT_PAUSE_MS * 1000 };
-	int		err = EVUTIL_SOCKET_ERROR();
-
-	(void)arg;
-	if (!nc_accept_must_pause(err)) {
-		log_warnx("control: accept: %s", strerror(err));
-		return;
-	}
-	if (nc_accept_pause_begin(&control_pause)) {
-		stats_add("accept_pauses", "control", 1);
-		log_warnx("control: accept: %s; pausing, retrying every %d ms",
-		    strerror(err), NC_ACCEPT_PAUSE_MS);
-	}
-	if (control_retry_ev == NULL)
-		control_retry_ev = evtimer_new(master_base, accept_retry_cb,
-		    NULL);
-	if (control_retry_ev != NULL && evtimer_add(control_retry_ev,
-	    &tv) == 0)
-		(void)evconnlistener_disable(l);
-}
-
-static void
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int len, void *arg)
 {
 	struct client	*c;
 	struct ucred	 cred;
 	socklen_t	 clen = sizeof cred;
-	unsigned long	 pauses;
-	long		 ms;
 
 	(void)l;
 	(void)sa;
 	(void)len;
 	(void)arg;
-	if (nc_accept_pause_end(&control_pause, &ms, &pauses))
-		log_warnx("control: accepting again after %ld ms", ms);
+	lev_rest_accepted(&control_rest);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1 ||
 	    (cred.uid != 0 && cred.uid != geteuid())) {
 		log_warnx("control: refused a client with uid %d",
@@ -635,7 +595,7 @@ control_open(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	evconnlistener_set_error_cb(control_listener, accept_error_cb);
+	lev_rest_watch(&control_rest, control_listener);
 	snprintf(control_path, sizeof control_path, "%s", path);
 	return 0;
 }
@@ -648,13 +608,10 @@ control_close(void)
 	while ((c = clients) != NULL)
 		client_free(c);
 	if (control_listener != NULL) {
+		lev_rest_stop(&control_rest);
 		evconnlistener_free(control_listener);
 		control_listener = NULL;
 		(void)unlink(control_path);
-	}
-	if (control_retry_ev != NULL) {
-		event_free(control_retry_ev);
-		control_retry_ev = NULL;
 	}
 }
 

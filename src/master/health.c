@@ -32,7 +32,6 @@
 #include <event2/listener.h>
 
 #include "master.h"
-#include "nc-accept.h"
 
 #define HTTP_MAX_CLIENTS	64
 #define HTTP_TIMEOUT_S		5	/* to ask, or take, an answer */
@@ -46,8 +45,7 @@ struct endpoint {
 	int			 fd;
 	char			*unix_path;	/* a file we made */
 	struct evconnlistener	*lev;
-	struct event		*retry_ev;	/* out of fds: a pause */
-	struct nc_accept_pause	 pause;
+	struct lev_rest		 rest;		/* out of fds */
 	bool			 full;		/* HTTP: no room */
 	char			 bound[160];	/* what it bound */
 	/* A reload's replacement, until it commits. */
@@ -64,10 +62,13 @@ struct http_pending {
 };
 
 static struct http_pending *pending;
+static bool		 may_resume(void *);
 static struct endpoint	 metrics_ep = { .what = "metrics", .fd = -1,
-    .next_fd = -1 };
+    .next_fd = -1, .rest = { .what = "metrics", .may_resume = may_resume,
+    .arg = &metrics_ep } };
 static struct endpoint	 agent_ep = { .what = "agent", .fd = -1,
-    .next_fd = -1 };
+    .next_fd = -1, .rest = { .what = "agent", .may_resume = may_resume,
+    .arg = &agent_ep } };
 static struct evhttp	*http;
 static struct bufferevent *http_bevs[HTTP_MAX_CLIENTS];
 static bool		 http_asked[HTTP_MAX_CLIENTS]; /* made a request */
@@ -138,6 +139,8 @@ endpoint_stop(struct endpoint *ep)
 {
 	struct http_pending	*p;
 
+	if (ep->lev != NULL)
+		lev_rest_stop(&ep->rest);
 	if (ep == &metrics_ep && http != NULL) {
 		/* Its requests go with it: the answers will have nobody. */
 		for (p = pending; p != NULL; p = p->next)
@@ -152,10 +155,6 @@ endpoint_stop(struct endpoint *ep)
 		evconnlistener_free(ep->lev);	/* closes ep->fd */
 		ep->lev = NULL;
 		ep->fd = -1;
-	}
-	if (ep->retry_ev != NULL) {
-		event_free(ep->retry_ev);
-		ep->retry_ev = NULL;
 	}
 	endpoint_close_fd(ep->fd, ep->unix_path);
 	ep->fd = -1;
@@ -332,49 +331,13 @@ health_inherit(json_t *state)
 	inherited = json_deep_copy(state);
 }
 
-/* Accepting: a pause when out of fds, as for the other sockets. */
-
-static void
-retry_cb(evutil_socket_t fd, short what, void *arg)
+/* Out of fds, a listener rests; it may accept again unless full. */
+static bool
+may_resume(void *arg)
 {
 	struct endpoint	*ep = arg;
 
-	(void)fd;
-	(void)what;
-	if (ep->lev != NULL && !ep->full && !quiescing)
-		(void)evconnlistener_enable(ep->lev);
-}
-
-static void
-accept_error_cb(struct evconnlistener *lev, void *arg)
-{
-	struct endpoint	*ep = arg;
-	struct timeval	 tv = { 0, NC_ACCEPT_PAUSE_MS * 1000 };
-	int		 err = EVUTIL_SOCKET_ERROR();
-
-	if (!nc_accept_must_pause(err)) {
-		log_warnx("%s: accept: %s", ep->what, strerror(err));
-		return;
-	}
-	if (nc_accept_pause_begin(&ep->pause)) {
-		stats_add("accept_pauses", ep->what, 1);
-		log_warnx("%s: accept: %s; pausing, retrying every %d ms",
-		    ep->what, strerror(err), NC_ACCEPT_PAUSE_MS);
-	}
-	if (ep->retry_ev == NULL)
-		ep->retry_ev = evtimer_new(master_base, retry_cb, ep);
-	if (ep->retry_ev != NULL && evtimer_add(ep->retry_ev, &tv) == 0)
-		(void)evconnlistener_disable(lev);
-}
-
-static void
-accepted(struct endpoint *ep)
-{
-	unsigned long	pauses;
-	long		ms;
-
-	if (nc_accept_pause_end(&ep->pause, &ms, &pauses))
-		log_warnx("%s: accepting again after %ld ms", ep->what, ms);
+	return !ep->full && !quiescing;
 }
 
 /* The agent: one line, then close; nothing is kept. */
@@ -388,7 +351,7 @@ agent_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	(void)lev;
 	(void)sa;
 	(void)salen;
-	accepted(arg);
+	lev_rest_accepted(&((struct endpoint *)arg)->rest);
 	if (health_ready(why, sizeof why)) {
 		if (master_config->agent.weight >= 0)
 			snprintf(line, sizeof line, "up ready %d%%\n",
@@ -435,7 +398,7 @@ http_sweep(void)
 	if (metrics_ep.full && http_nbevs < HTTP_MAX_CLIENTS &&
 	    metrics_ep.lev != NULL) {
 		metrics_ep.full = false;
-		if (!metrics_ep.pause.on && !quiescing)
+		if (!lev_rest_resting(&metrics_ep.rest) && !quiescing)
 			(void)evconnlistener_enable(metrics_ep.lev);
 	}
 }
@@ -470,7 +433,7 @@ http_bev_cb(struct event_base *base, void *arg)
 	struct timeval		 tv = { 1, 0 };
 
 	(void)arg;
-	accepted(&metrics_ep);
+	lev_rest_accepted(&metrics_ep.rest);
 	http_sweep();
 	if (http_nbevs >= HTTP_MAX_CLIENTS)
 		return NULL;	/* cannot happen: the listener rests */
@@ -711,7 +674,7 @@ endpoint_start(struct endpoint *ep)
 	}
 	if (ep->lev == NULL)
 		fatalx("%s: out of memory", ep->what);
-	evconnlistener_set_error_cb(ep->lev, accept_error_cb);
+	lev_rest_watch(&ep->rest, ep->lev);
 	(void)listener_describe_fd(ep->fd, ep->text, ep->bound,
 	    sizeof ep->bound);
 	log_notice("%s listener on %s", ep->what, ep->bound);

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "nc-accept.h"
 #include "nc-config.h"
 
 struct bufferevent;
@@ -247,6 +248,22 @@ void	 notify_reloading(void);
 void	 notify_stopping(void);
 void	 notify_status(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 notify(const char *);
+
+/* rest.c: an evconnlistener of the master's that rests when out of fds. */
+struct evconnlistener;
+struct lev_rest {
+	const char		*what;		/* in logs; the stats key */
+	bool			(*may_resume)(void *);	/* NULL: always */
+	void			*arg;
+	struct evconnlistener	*lev;
+	struct event		*retry_ev;
+	struct nc_accept_pause	 pause;
+	struct lev_rest		*next;
+};
+void	 lev_rest_watch(struct lev_rest *, struct evconnlistener *);
+void	 lev_rest_accepted(struct lev_rest *);
+bool	 lev_rest_resting(const struct lev_rest *);
+void	 lev_rest_stop(struct lev_rest *);
 
 /* control.c */
 int	 control_open(const char *path, char *err, size_t errlen);

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import re
 import selectors
 import shutil
@@ -1025,6 +1026,44 @@ def test_last_words_count():
         d.stop()
 
 
+def test_out_of_fds():
+    """Out of fds, the metrics and agent listeners rest and retry (never
+    spin, never crash), count the pause, and serve again once fds are
+    back."""
+    d = with_health([echo_service_shared()])
+    try:
+        d.wait_online()
+        maddr, aaddr = endpoints(d)
+        pid = d.proc.pid
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        for what, addr in (("metrics", maddr), ("agent", aaddr)):
+            top = max(int(f) for f in os.listdir("/proc/%d/fd" % pid))
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (top + 1, hard))
+            try:
+                c = socket.create_connection(addr, timeout=10 * SCALE)
+                d.wait_log("%s: accept: Too many open files; pausing" %
+                           what)
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            d.wait_log("%s: accepting again after" % what)
+            if what == "metrics":
+                c.sendall(b"GET /live HTTP/1.0\r\n\r\n")
+            got = read_to_eof(c)
+            c.close()
+            check(got.startswith(b"HTTP/1.0 200") if what == "metrics"
+                  else got == b"up ready\n", "%s after the pause: %r" %
+                  (what, got[:80]))
+        m = parse(ctl_text(d, "metrics"))
+        for what in ("metrics", "agent"):
+            check(value(m, "netcluster_accept_pauses_total", socket=what)
+                  == 1, "accept_pauses %s: %s" % (
+                      what, m["netcluster_accept_pauses_total"]))
+        print("  out of fds: the metrics and agent listeners paused once "
+              "each and served the waiting client after")
+    finally:
+        d.stop()
+
+
 def test_refused_requests_and_configs():
     d = with_health([echo_service_shared()])
     try:
@@ -1073,6 +1112,6 @@ if __name__ == "__main__":
     run([test_promtool_every_mode, test_ready_live_agent,
          test_refused_requests_and_configs, test_reload_upgrade_keep_listener,
          test_clients_stay_in_the_master, test_drain_wait,
-         test_last_words_count,
+         test_last_words_count, test_out_of_fds,
          test_prometheus_reads_exactly,
          test_hostile_metrics_clients])
