@@ -320,7 +320,6 @@ client_request(struct client *c, const char *line, size_t len)
 	struct answer	*a;
 	char		 err[256];
 	const char	*svc;
-	size_t		 i;
 	int		 n;
 
 	if (request_parse(line, len, &req, err, sizeof err) != 0) {
@@ -328,15 +327,10 @@ client_request(struct client *c, const char *line, size_t len)
 		return;
 	}
 	svc = req.has_service ? req.service : NULL;
-	if (svc != NULL) {
-		for (i = 0; i < master_nservices; i++)
-			if (strcmp(master_services[i].conf->name, svc) == 0)
-				break;
-		if (i == master_nservices) {
-			client_error(c, "no service named \"%s\"", svc);
-			json_decref(req.message);
-			return;
-		}
+	if (svc != NULL && service_by_name(svc) == NULL) {
+		client_error(c, "no service named \"%s\"", svc);
+		json_decref(req.message);
+		return;
 	}
 	switch (req.command) {
 	case REQ_SEND:

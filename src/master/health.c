@@ -61,6 +61,8 @@ struct http_pending {
 	struct http_pending	*prev, *next;
 };
 
+bool			 master_draining;
+
 static struct http_pending *pending;
 static bool		 may_resume(void *);
 static struct endpoint	 metrics_ep = { .what = "metrics", .fd = -1,

@@ -832,10 +832,7 @@ listener_find(const char *address, const char *service, long long index)
 	char			 err[256];
 	size_t			 i, n;
 
-	for (i = 0; service != NULL && i < master_nservices; i++)
-		if (strcmp(master_services[i].conf->name, service) == 0)
-			svc = &master_services[i];
-	if (service != NULL && svc == NULL)
+	if (service != NULL && (svc = service_by_name(service)) == NULL)
 		return NULL;
 	/* A named listener: that one, if its address is the one asked for. */
 	if (svc != NULL && index >= 0) {

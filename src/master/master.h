@@ -205,7 +205,7 @@ void	 supervisor_messages_drained(void);
 struct worker *supervisor_next(struct worker *);
 bool	 supervisor_any_online(void);
 int	 supervisor_generation(void);
-const struct service_rt *service_by_name(const char *);
+struct service_rt *service_by_name(const char *);
 #define UPGRADE_QUIESCE_MS	2000
 #define UPGRADE_POLL_MS		5	/* checks that HTTP answers went out */
 
@@ -272,7 +272,6 @@ void	 control_adopt(int fd, const char *from_version);
 int	 control_clients(void);
 
 /* metrics.c */
-extern bool	 master_draining;
 void	 stats_add(const char *family, const char *key, json_int_t);
 void	 stats_restart(int status, bool backoff);
 void	 stats_reload_begin(void);
@@ -283,11 +282,12 @@ json_t	*stats_export(void);
 void	 stats_adopt(json_t *);
 void	 metrics_collect(void (*)(json_t *, void *), void *);
 struct evbuffer;
-int	 metrics_text(json_t *families, struct evbuffer *);
+void	 metrics_text(json_t *families, struct evbuffer *);
 void	 metrics_changed(void);
 void	 metrics_free(void);
 
 /* health.c */
+extern bool	 master_draining;
 bool	 health_ready(char *why, size_t len);
 void	 health_drain(bool);
 int	 health_prepare(const struct nc_config *, char *err, size_t errlen);

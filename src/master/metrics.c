@@ -57,8 +57,6 @@ static struct timespec	 reuse_at;
 static char		*reuse_text;	/* and its text, once asked */
 static size_t		 reuse_len;
 
-bool				 master_draining;
-
 static json_t *
 counters_get(void)
 {
@@ -582,17 +580,32 @@ families_workers(json_t *list, json_t *round)
 	}
 }
 
+/* Whether some worker has service's upstream addr marked down now. */
+static bool
+upstream_marked_down(const char *service, const char *addr)
+{
+	struct worker	*w;
+	json_t		*v;
+	size_t		 i;
+
+	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
+		json_array_foreach(json_object_get(json_object_get(
+		    w->last_count, "down"), service), i, v)
+			if (json_is_string(v) &&
+			    strcmp(json_string_value(v), addr) == 0)
+				return true;
+	return false;
+}
+
 /* Service totals from the workers' counters, with the departed's. */
 static void
 families_services(json_t *list)
 {
-	json_t		*acc, *perr, *up, *fails, *sent, *recv, *sum;
-	json_t		*s, *u, *v;
+	json_t		*acc, *perr, *up, *fails, *sent, *recv;
+	json_t		*sum, *s, *u;
 	const struct nc_service *c;
-	struct worker	*w;
 	const char	*addr;
-	size_t		 i, k, j;
-	bool		 down;
+	size_t		 i, k;
 
 	acc = family(list, "netcluster_connections_accepted_total", "counter",
 	    "Connections the workers took, by service (a worker killed "
@@ -630,17 +643,8 @@ families_services(json_t *list)
 			addr = c->upstream[k];
 			u = json_object_get(json_object_get(s, "upstreams"),
 			    addr);
-			down = false;
-			for (w = supervisor_next(NULL); w != NULL && !down;
-			    w = supervisor_next(w))
-				json_array_foreach(json_object_get(
-				    json_object_get(w->last_count, "down"),
-				    c->name), j, v)
-					if (json_is_string(v) && strcmp(
-					    json_string_value(v), addr) == 0)
-						down = true;
-			sample(up, INT(!down), "service", c->name, "upstream",
-			    addr, NULL);
+			sample(up, INT(!upstream_marked_down(c->name, addr)),
+			    "service", c->name, "upstream", addr, NULL);
 			sample(fails, INT(json_integer_value(json_object_get(u,
 			    "connect_failures"))), "service", c->name,
 			    "upstream", addr, NULL);
@@ -686,7 +690,7 @@ text_escape(struct evbuffer *out, const char *s, bool quote)
 	}
 }
 
-static int
+static void
 text_render(json_t *families, struct evbuffer *out)
 {
 	json_t		*f, *s, *v, *labels;
@@ -724,21 +728,22 @@ text_render(json_t *families, struct evbuffer *out)
 				    json_number_value(v));
 		}
 	}
-	return 0;
 }
 
 /*
  * The text of families, into out. The answer being reused is written
  * once and copied from then on.
  */
-int
+void
 metrics_text(json_t *families, struct evbuffer *out)
 {
 	struct evbuffer	*b;
 	size_t		 len;
 
-	if (families != reuse || reuse == NULL)
-		return text_render(families, out);
+	if (families != reuse || reuse == NULL) {
+		text_render(families, out);
+		return;
+	}
 	if (reuse_text == NULL && (b = evbuffer_new()) != NULL) {
 		text_render(families, b);
 		len = evbuffer_get_length(b);
@@ -748,9 +753,10 @@ metrics_text(json_t *families, struct evbuffer *out)
 		}
 		evbuffer_free(b);
 	}
-	if (reuse_text == NULL)
-		return text_render(families, out);
-	return evbuffer_add(out, reuse_text, reuse_len);
+	if (reuse_text != NULL)
+		(void)evbuffer_add(out, reuse_text, reuse_len);
+	else
+		text_render(families, out);
 }
 
 /* The answer is made again next time (what it says changed). */

@@ -425,12 +425,8 @@ static void
 workers_foreach(void (*fn)(struct worker *))
 {
 	struct worker	*w;
-	int		 i;
 
-	for (i = 0; i < master_nworkers; i++)
-		if ((w = master_workers[i]) != NULL)
-			fn(w);
-	for (w = draining; w != NULL; w = w->next)
+	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
 		fn(w);
 }
 
@@ -675,14 +671,10 @@ supervisor_send(const char *service, json_t *v, char *err, size_t len)
 {
 	const struct service_rt	*prog = supervisor_program();
 	struct outmsg		 m;
-	size_t			 i;
 	int			 n;
 	bool			 slow = false;
 
-	for (i = 0; i < master_nservices; i++)
-		if (strcmp(master_services[i].conf->name, service) == 0)
-			break;
-	if (i == master_nservices) {
+	if (service_by_name(service) == NULL) {
 		snprintf(err, len, "no service named \"%.64s\"", service);
 		return -1;
 	}
@@ -1095,12 +1087,8 @@ void
 supervisor_flush_conns(void)
 {
 	struct worker	*w;
-	int		 i;
 
-	for (i = 0; i < master_nworkers; i++)
-		if ((w = master_workers[i]) != NULL && w->staging != NULL)
-			conn_flush(w);
-	for (w = draining; w != NULL; w = w->next)
+	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
 		if (w->staging != NULL)
 			conn_flush(w);
 }
@@ -2019,7 +2007,7 @@ supervisor_generation(void)
 	return generation;
 }
 
-const struct service_rt *
+struct service_rt *
 service_by_name(const char *name)
 {
 	size_t	i;

@@ -133,12 +133,10 @@ pipe_data(struct pair *p, struct nc_socket *from, struct nc_socket *to,
     unsigned long long *bytes)
 {
 	bool	stream;
-	int	rc;
 
 	stream = splice_note_read(spp, from, to, p->svc->conf->idle_timeout_ms,
 	    ev->len, bytes);
-	rc = splice_write(to, ev->data, ev->len, bytes);
-	if (rc == 0)
+	if (splice_write(to, ev->data, ev->len, bytes) == 0)
 		nc_socket_pause(from);
 	else if (stream && nc_socket_buffer_size(to) == 0)
 		(void)splice_start(*spp);
@@ -494,31 +492,24 @@ proxy_stats(const struct service *svc, json_t *obj)
 	return 0;
 }
 
-/* The upstreams marked down now, each text once; NULL without memory. */
+/*
+ * The upstreams marked down now (the master asks only whether a text is
+ * there); NULL without memory.
+ */
 json_t *
 proxy_down(const struct service *svc)
 {
-	const struct upstream	*u;
-	json_t			*list, *seen;
-	size_t			 i;
+	json_t	*list;
+	size_t	 i;
 
-	if ((list = json_array()) == NULL || (seen = json_object()) == NULL) {
-		json_decref(list);
+	if ((list = json_array()) == NULL)
 		return NULL;
-	}
-	for (i = 0; i < svc->nupstreams; i++) {
-		u = &svc->upstreams[i];
-		if (!upstream_down(u) ||
-		    json_object_get(seen, u->addr.text) != NULL)
-			continue;
-		if (json_object_set_new(seen, u->addr.text, json_true()) != 0 ||
-		    json_array_append_new(list,
-		    json_string(u->addr.text)) != 0) {
-			json_decref(seen);
+	for (i = 0; i < svc->nupstreams; i++)
+		if (upstream_down(&svc->upstreams[i]) &&
+		    json_array_append_new(list, json_string(
+		    svc->upstreams[i].addr.text)) != 0) {
 			json_decref(list);
 			return NULL;
 		}
-	}
-	json_decref(seen);
 	return list;
 }
