@@ -19,8 +19,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (BUILD, NETCLUSTERD, SCALE, Failure, check,
-                     echo_clients, run)
+from harness import (BUILD, Failure, NETCLUSTERD, SCALE, check, echo_clients,
+                     free_port, run)
 
 UPPER = os.path.join(BUILD, "examples", "modules", ".libs", "uppercase.so")
 BAD_MODULE = os.path.join(BUILD, "tests", "modules", ".libs",
@@ -30,14 +30,6 @@ CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 ACTIVATE = shutil.which("systemd-socket-activate")
 # What the daemon puts before a line once it logs (time, name, level).
 LOG_PREFIX = re.compile(r"^(<\d>|\S+ \S+ netclusterd\[\d+\]: \w+: )")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Case:

@@ -7,7 +7,7 @@ import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, check, echo_clients, run
+from harness import (Daemon, check, echo_clients, no_quarantine, run)
 
 RESTARTS = 200
 RELOADS = 50
@@ -37,13 +37,8 @@ def cycle(d, port, restarts, reloads):
 
 
 def test_restarts_and_reloads():
-    # Under ASan, freed memory waits in a quarantine (256 MB): RSS would
-    # measure that. Without it, freed memory is reused as in a plain build.
-    asan = os.environ.get("ASAN_OPTIONS", "")
     d = Daemon([{"name": "echo", "listen": ["127.0.0.1:0"],
-                 "mode": "round-robin"}], workers=2,
-               env={"ASAN_OPTIONS": (asan + ":" if asan else "") +
-                    "quarantine_size_mb=0"})
+                 "mode": "round-robin"}], workers=2, env=no_quarantine())
     try:
         d.wait_online()
         port = d.port()

@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import BUILD, Daemon, SCALE, check, run
+from harness import (BUILD, Daemon, SCALE, check, no_quarantine, run)
 
 # The libtool wrapper execs the real binary: the worker's pid is its own.
 CLUSTER_MSG = os.path.join(BUILD, "bench", "cluster-msg")
@@ -47,15 +47,11 @@ BEHIND = " is too far behind: a message for it is dropped"
 
 
 def msg_daemon():
-    # Under ASan, freed memory waits in a quarantine (256 MB): RSS would
-    # measure that, so it is off.
-    asan = os.environ.get("ASAN_OPTIONS", "")
     return Daemon([{"name": "msg", "handler": "program",
                     "sockets": "cluster", "mode": "round-robin",
                     "listen": ["127.0.0.1:0"],
                     "command": [CLUSTER_MSG, "-h", "127.0.0.1", "-p", "0"]}],
-                  workers=3, env={"ASAN_OPTIONS": (asan + ":" if asan else "")
-                                  + "quarantine_size_mb=0"})
+                  workers=3, env=no_quarantine())
 
 
 def wait_workers(d, timeout=20):

@@ -27,17 +27,14 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (BUILD, Daemon, Failure, NETCLUSTERCTL, NETCLUSTERD,
-                     SCALE, WORKER, check, echo_clients, raise_nofile,
-                     read_to_eof, run)
+from harness import (ASAN, BUILD, Daemon, Failure, NETCLUSTERCTL, NETCLUSTERD,
+                     SCALE, WORKER, check, echo_clients, free_port,
+                     no_quarantine, raise_nofile, read_to_eof, run)
 
 PROMTOOL = "/usr/bin/promtool"
 PROMETHEUS = "/usr/bin/prometheus"
 NEXT = os.path.join(BUILD, "tests", "netclusterd-next")
 ENV = {"NETCLUSTER_WORKER": WORKER}
-# A build with --enable-sanitizers: several times slower, and its
-# allocator keeps freed chunks by size class rather than giving them back.
-ASAN = b"__asan_init" in open(NETCLUSTERD, "rb").read()
 
 
 def with_health(services, workers=2, metrics=None, agent=None, **kw):
@@ -308,14 +305,6 @@ def test_promtool_every_mode():
 
 
 # 2. A real Prometheus reads exactly what was done.
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
 
 class Prometheus:
     def __init__(self, target):
@@ -648,13 +637,8 @@ def run_storm(d, target, args, what, timeout=180):
 
 
 def test_hostile_metrics_clients():
-    # Under ASan, freed memory waits in a quarantine (256 MB): RSS would
-    # measure that. Without it, freed memory is reused as in a plain build.
-    asan = os.environ.get("ASAN_OPTIONS", "")
     d = with_health([{"name": "e", "listen": ["127.0.0.1:0"],
-                      "mode": "round-robin"}],
-                    env={"ASAN_OPTIONS": (asan + ":" if asan else "") +
-                         "quarantine_size_mb=0"})
+                      "mode": "round-robin"}], env=no_quarantine())
     try:
         d.wait_online()
         maddr, _ = endpoints(d)

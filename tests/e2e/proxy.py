@@ -9,18 +9,15 @@ small messages stay copied."""
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, Failure, SCALE, WORKER, check, read_to_eof,
-                     run)
+from harness import (ASAN, Daemon, Failure, SCALE, WORKER, check, free_port,
+                     read_to_eof, run)
 
-ASAN = b"libasan" in subprocess.run(["ldd", WORKER],
-                                    capture_output=True).stdout
 
 
 class Upstream:
@@ -117,13 +114,6 @@ def ask(port, data=b"ping"):
     return first.strip().decode(), got
 
 
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
 
 def test_round_robin_and_least_connections():
     a, b = Upstream("A"), Upstream("B")
@@ -159,7 +149,7 @@ def test_round_robin_and_least_connections():
 
 def test_failover_and_all_down():
     b = Upstream("B")
-    dead = closed_port()
+    dead = free_port()
     d = Daemon(proxy_service([dead, b.port], down_ms=60000), workers=1)
     try:
         d.wait_online()
@@ -172,7 +162,7 @@ def test_failover_and_all_down():
     finally:
         d.stop()
         b.close()
-    d = Daemon(proxy_service([closed_port(), closed_port()]), workers=1)
+    d = Daemon(proxy_service([free_port(), free_port()]), workers=1)
     try:
         d.wait_online()
         c = socket.create_connection(("127.0.0.1", d.port()), timeout=10)

@@ -14,7 +14,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Daemon, NETCLUSTERCTL, NETCLUSTERD, SCALE, check,
-                     reloads_under_load, run)
+                     free_port, reloads_under_load, run)
 
 DURATION = 10.0         # seconds of load
 RELOADS = 20
@@ -180,10 +180,7 @@ def test_exclusive_port_per_worker():
                          ("unix:%s/x.sock", "serves one worker")):
         d = tempfile.mkdtemp(prefix="nc-e2e-excl.")
         try:
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-            probe.close()
+            port = free_port()
             addr = listen % (port if "%d" in listen else d)
             conf = os.path.join(d, "c.json")
             with open(conf, "w") as f:

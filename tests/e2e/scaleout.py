@@ -12,7 +12,6 @@ across it, and `undrain` puts a drained host back."""
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,8 +20,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (NETCLUSTERCTL, SCALE, Daemon, Failure, check,
-                     echo_service, load, read_to_eof, run)
+from harness import (Daemon, Failure, NETCLUSTERCTL, SCALE, check,
+                     echo_service, free_port, load, read_to_eof, run,
+                     terminate)
 
 
 class App:
@@ -68,14 +68,6 @@ def host(addr, app_port):
                     "listen": ["%s:0" % addr], "proxy_protocol": True,
                     "upstream": ["127.0.0.1:%d" % app_port],
                     "send_proxy": "v1"}], workers=2)
-
-
-def free_port():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def start_haproxy(d, stats, front, servers):
@@ -214,12 +206,7 @@ def test_haproxy_scale_out():
               "stopping one host under load: %s" % (by_host, results))
     finally:
         if hp is not None:
-            hp.send_signal(signal.SIGTERM)
-            try:
-                hp.wait(10 * SCALE)
-            except subprocess.TimeoutExpired:
-                hp.kill()
-                hp.wait()
+            terminate(hp)
             hp.stderr.close()
         h1.stop()
         h2.stop()
@@ -321,12 +308,7 @@ class Balancer:
 
     def close(self):
         if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10 * SCALE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc)
             self.proc.stderr.close()
         shutil.rmtree(self.dir)
 

@@ -14,8 +14,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, Failure, NETCLUSTERD, SCALE, check,
-                     echo_clients, run)
+from harness import (Daemon, Failure, NETCLUSTERD, SCALE, check, echo_clients,
+                     free_port, run, terminate)
 
 
 class Notify:
@@ -152,12 +152,7 @@ class Activated:
     def __init__(self, names, config):
         tool = shutil.which("systemd-socket-activate")
         check(tool is not None, "systemd-socket-activate is missing")
-        self.ports = []
-        for _ in names:
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            self.ports.append(probe.getsockname()[1])
-            probe.close()
+        self.ports = [free_port() for _ in names]
         self.dir = tempfile.mkdtemp(prefix="nc-sa.")
         conf = os.path.join(self.dir, "c.json")
         with open(conf, "w") as f:
@@ -190,12 +185,7 @@ class Activated:
             raise Failure("not listening: %s" % self.log)
 
     def close(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10 * SCALE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
         self.reader.join(10 * SCALE)
         self.proc.stderr.close()
         self.notify.close()
