@@ -1021,8 +1021,10 @@ def test_out_of_fds():
         pid = d.proc.pid
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
         for what, addr in (("metrics", maddr), ("agent", aaddr)):
-            top = max(int(f) for f in os.listdir("/proc/%d/fd" % pid))
-            resource.prlimit(pid, resource.RLIMIT_NOFILE, (top + 1, hard))
+            # At its lowest free fd, no accept() can have an fd.
+            held = {int(f) for f in os.listdir("/proc/%d/fd" % pid)}
+            lowest = min(n for n in range(len(held) + 1) if n not in held)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest, hard))
             try:
                 c = socket.create_connection(addr, timeout=10 * SCALE)
                 d.wait_log("%s: accept: Too many open files; pausing" %
