@@ -1020,8 +1020,12 @@ def test_out_of_fds():
         maddr, aaddr = endpoints(d)
         pid = d.proc.pid
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-        for what, addr in (("metrics", maddr), ("agent", aaddr)):
-            # At its lowest free fd, no accept() can have an fd.
+        # The agent first: it keeps no fd, where an HTTP client's is let
+        # go up to a sweep later, and would free one under the limit.
+        for what, addr in (("agent", aaddr), ("metrics", maddr)):
+            # Every control client gone, and then at its lowest free fd,
+            # no accept() can have an fd.
+            d.settled_fd_count()
             held = {int(f) for f in os.listdir("/proc/%d/fd" % pid)}
             lowest = min(n for n in range(len(held) + 1) if n not in held)
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest, hard))
