@@ -1,47 +1,132 @@
 /*
- * A control request: one line of JSON, {"command": NAME} with an optional
- * "service": NAME; "send" takes a service and a "message" (any JSON value
- * of at most NC_CLUSTER_MESSAGE_MAX bytes). Parsing is apart from the socket so that it can be
- * checked (and fuzzed) on its own; it needs nothing of the master.
+ * A control request: one line of JSON, {"command": NAME} and the keys its
+ * row of the command table (nc-command.h) takes: "service" (a name),
+ * "message" (send: any JSON value of at most NC_CLUSTER_MESSAGE_MAX
+ * bytes), "format" (metrics: "text" or "json"), "batch" (reload), and
+ * "workers" or "delta" (scale). Parsing is apart from the socket so that
+ * it can be checked (and fuzzed) on its own; it needs nothing of the
+ * master.
  */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
 #include "netcluster.h"
+#include "nc-command.h"
 #include "request.h"
 
-static const char *const request_names[] = {
-	[REQ_STATUS] = "status",
-	[REQ_WORKERS] = "workers",
-	[REQ_CONNECTIONS] = "connections",
-	[REQ_RELOAD] = "reload",
-	[REQ_UPGRADE] = "upgrade",
-	[REQ_STOP] = "stop",
-	[REQ_SEND] = "send",
-	[REQ_METRICS] = "metrics",
-	[REQ_DRAIN] = "drain",
-	[REQ_UNDRAIN] = "undrain"
-};
+#define REQUEST_NKEYS	6	/* the bits of NC_KEY_ALL */
 
 const char *
-request_name(enum request_command cmd)
+request_name(enum nc_command cmd)
 {
-	return request_names[cmd];
+	return nc__commands[cmd].name;
+}
+
+/* The keys of a request (bits NC_KEY_*) present in root. */
+static int
+request_keys(json_t *root)
+{
+	int	i, keys = 0;
+
+	for (i = 0; i < REQUEST_NKEYS; i++)
+		if (json_object_get(root, nc__command_key(1 << i)) != NULL)
+			keys |= 1 << i;
+	return keys;
+}
+
+/* Joins n items into buf as "a, b CONJ c". */
+static void
+request_join(char *buf, size_t len, const char *const *items, int n,
+    const char *conj)
+{
+	size_t	off = 0;
+	int	i, w;
+
+	buf[0] = '\0';
+	for (i = 0; i < n; i++) {
+		if (i == 0 || i + 1 < n)
+			w = snprintf(buf + off, len - off, "%s%s",
+			    i == 0 ? "" : ", ", items[i]);
+		else
+			w = snprintf(buf + off, len - off, " %s %s", conj,
+			    items[i]);
+		if (w < 0 || (size_t)w >= len - off)
+			return;
+		off += (size_t)w;
+	}
+}
+
+/*
+ * The keys the command's row says a request must have: 0 when they are
+ * there, else -1 and "bad request: scale needs "service" and one of
+ * "workers" or "delta"" in err.
+ */
+static int
+request_needs(const struct nc_command_entry *ce, int keys, char *err,
+    size_t errlen)
+{
+	const char	*need[REQUEST_NKEYS + 1], *alt[REQUEST_NKEYS];
+	char		 quoted[REQUEST_NKEYS][16], alts[128], oneof[136];
+	char		 list[256];
+	int		 one = keys & ce->one_of, nneed = 0, nalt = 0, i;
+
+	if ((keys & ce->needs) == ce->needs && (ce->one_of == 0 ||
+	    (one != 0 && (one & (one - 1)) == 0)))
+		return 0;
+	for (i = 0; i < REQUEST_NKEYS; i++) {
+		snprintf(quoted[i], sizeof quoted[i], "\"%s\"",
+		    nc__command_key(1 << i));
+		if (ce->needs & (1 << i))
+			need[nneed++] = quoted[i];
+		if (ce->one_of & (1 << i))
+			alt[nalt++] = quoted[i];
+	}
+	if (nalt > 0) {
+		request_join(alts, sizeof alts, alt, nalt, "or");
+		snprintf(oneof, sizeof oneof, "one of %s", alts);
+		need[nneed++] = oneof;
+	}
+	request_join(list, sizeof list, need, nneed, "and");
+	snprintf(err, errlen, "bad request: %s needs %s", ce->name, list);
+	return -1;
+}
+
+/* An integer key from min to max, 0 excluded; 0 when absent. */
+static int
+request_count(json_t *root, int key, int min, int max, int *out, char *err,
+    size_t errlen)
+{
+	json_t		*v;
+	json_int_t	 n;
+
+	if ((v = json_object_get(root, nc__command_key(key))) == NULL)
+		return 0;
+	n = json_is_integer(v) ? json_integer_value(v) : 0;
+	if (n == 0 || n < min || n > max) {
+		snprintf(err, errlen, "bad request: \"%s\" must be an integer "
+		    "from %d to %d%s", nc__command_key(key), min, max,
+		    min < 0 ? ", not 0" : "");
+		return -1;
+	}
+	*out = (int)n;
+	return 0;
 }
 
 int
 request_parse(const char *line, size_t len, struct request *req, char *err,
     size_t errlen)
 {
-	json_error_t	 jerr;
-	json_t		*root, *cmd, *svc, *v, *msg, *format;
-	const char	*key;
-	char		*text;
-	size_t		 i;
-	int		 rc = -1;
+	const struct nc_command_entry	*ce;
+	json_error_t			 jerr;
+	json_t				*root, *cmd, *svc, *v, *msg, *format;
+	const char			*key;
+	char				*text, names[256];
+	size_t				 i, n;
+	int				 keys, k, rc = -1;
 
 	memset(req, 0, sizeof *req);
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -51,8 +136,10 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 		goto out;
 	}
 	json_object_foreach(root, key, v) {
-		if (strcmp(key, "command") != 0 && strcmp(key, "service") != 0 &&
-		    strcmp(key, "message") != 0 && strcmp(key, "format") != 0) {
+		for (k = 0; k < REQUEST_NKEYS; k++)
+			if (strcmp(key, nc__command_key(1 << k)) == 0)
+				break;
+		if (strcmp(key, "command") != 0 && k == REQUEST_NKEYS) {
 			snprintf(err, errlen, "bad request: unknown key "
 			    "\"%.32s\"", key);
 			goto out;
@@ -73,35 +160,26 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 		    "name");
 		goto out;
 	}
-	for (i = 0; i < sizeof request_names / sizeof request_names[0]; i++)
-		if (strcmp(json_string_value(cmd), request_names[i]) == 0)
-			break;
-	if (i == sizeof request_names / sizeof request_names[0] ||
+	if ((ce = nc__command_find(json_string_value(cmd))) == NULL ||
 	    strlen(json_string_value(cmd)) != json_string_length(cmd)) {
+		(void)nc__command_names(0, "or", names, sizeof names);
 		snprintf(err, errlen, "unknown command \"%.32s\" (expected "
-		    "status, workers, connections, reload, upgrade, stop, "
-		    "send, metrics, drain or undrain)",
-		    json_string_value(cmd));
+		    "%s)", json_string_value(cmd), names);
 		goto out;
 	}
-	req->command = (enum request_command)i;
-	msg = json_object_get(root, "message");
-	if (req->command == REQ_SEND && (svc == NULL || msg == NULL)) {
-		snprintf(err, errlen, "bad request: send needs \"service\" "
-		    "and \"message\"");
+	req->command = ce->command;
+	keys = request_keys(root);
+	if (request_needs(ce, keys, err, errlen) != 0)
 		goto out;
-	}
-	if (req->command != REQ_SEND && msg != NULL) {
-		snprintf(err, errlen, "bad request: only send takes "
-		    "\"message\"");
+	for (k = 0; k < REQUEST_NKEYS; k++) {
+		if ((keys & ~ce->takes & (1 << k)) == 0)
+			continue;
+		n = nc__command_names(1 << k, "and", names, sizeof names);
+		snprintf(err, errlen, "bad request: only %s take%s \"%s\"",
+		    names, n == 1 ? "s" : "", nc__command_key(1 << k));
 		goto out;
 	}
 	format = json_object_get(root, "format");
-	if (format != NULL && req->command != REQ_METRICS) {
-		snprintf(err, errlen, "bad request: only metrics takes "
-		    "\"format\"");
-		goto out;
-	}
 	if (format != NULL && (!json_is_string(format) ||
 	    (strcmp(json_string_value(format), "text") != 0 &&
 	    strcmp(json_string_value(format), "json") != 0))) {
@@ -111,7 +189,14 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 	}
 	req->json = format != NULL && strcmp(json_string_value(format),
 	    "json") == 0;
-	if (msg != NULL) {
+	if (request_count(root, NC_KEY_BATCH, 1, NC_COMMAND_MAX_COUNT,
+	    &req->batch, err, errlen) != 0 ||
+	    request_count(root, NC_KEY_WORKERS, 1, NC_COMMAND_MAX_COUNT,
+	    &req->workers, err, errlen) != 0 ||
+	    request_count(root, NC_KEY_DELTA, -NC_COMMAND_MAX_COUNT,
+	    NC_COMMAND_MAX_COUNT, &req->delta, err, errlen) != 0)
+		goto out;
+	if ((msg = json_object_get(root, "message")) != NULL) {
 		if ((text = json_dumps(msg, JSON_COMPACT |
 		    JSON_ENCODE_ANY)) == NULL) {
 			snprintf(err, errlen, "out of memory");

@@ -1,5 +1,6 @@
 /*
- * A control request, parsed and checked; see request.c.
+ * A control request, parsed and checked against the command table
+ * (nc-command.h); see request.c.
  */
 
 #ifndef REQUEST_H
@@ -10,27 +11,19 @@
 
 #include <jansson.h>
 
+#include "nc-command.h"
+
 #define REQUEST_MAX_SERVICE	64	/* bytes of a service name */
 
-enum request_command {
-	REQ_STATUS,
-	REQ_WORKERS,
-	REQ_CONNECTIONS,
-	REQ_RELOAD,
-	REQ_UPGRADE,
-	REQ_STOP,
-	REQ_SEND,
-	REQ_METRICS,
-	REQ_DRAIN,
-	REQ_UNDRAIN
-};
-
 struct request {
-	enum request_command	 command;
-	bool			 has_service;
-	char			 service[REQUEST_MAX_SERVICE + 1];
-	json_t			*message;	/* send: any JSON value */
-	bool			 json;		/* metrics: as JSON, not text */
+	enum nc_command	 command;
+	bool		 has_service;
+	char		 service[REQUEST_MAX_SERVICE + 1];
+	json_t		*message;	/* send: any JSON value */
+	bool		 json;		/* metrics: as JSON, not text */
+	int		 batch;		/* reload: 0 = not given */
+	int		 workers;	/* scale: the new size, 0 = not given */
+	int		 delta;		/* scale: +-K, 0 = not given */
 };
 
 /*
@@ -39,6 +32,7 @@ struct request {
  */
 int		 request_parse(const char *line, size_t len, struct request *,
 		    char *err, size_t errlen);
-const char	*request_name(enum request_command);
+/* A command's name, from the table. */
+const char	*request_name(enum nc_command);
 
 #endif /* REQUEST_H */
