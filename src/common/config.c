@@ -3,6 +3,7 @@
  * per object level, and report each error as FILE:LINE:COL: KEY.PATH:
  * message. jansson keeps no positions in a decoded value, so a small
  * scanner walks the file text to the key path; it runs only on error.
+ * The listen grammar is in listen.c.
  */
 
 #include <sys/stat.h>
@@ -445,144 +446,6 @@ nc_config_handler_name(enum nc_handler_kind h)
 	    handler_names[h] : "unknown";
 }
 
-void
-nc_config_listen_clear(struct nc_listen_addr *a)
-{
-	free(a->text);
-	free(a->host);
-	free(a->address);
-	free(a->path);
-	free(a->name);
-	memset(a, 0, sizeof *a);
-}
-
-static int
-listen_port(const char *s, int *port)
-{
-	char		*end;
-	long		 v;
-
-	if (*s == '\0' || strspn(s, "0123456789") != strlen(s) ||
-	    strlen(s) > 5)
-		return -1;
-	v = strtol(s, &end, 10);
-	if (v < 0 || v > 65535)
-		return -1;
-	*port = (int)v;
-	return 0;
-}
-
-/*
- * A host name as RFC 1123 allows: letters, digits, hyphens and dots, and
- * a last label that is not all digits (2.1: a name never looks like a
- * dotted address, so 300.1.1.1 is a bad address and not a name).
- */
-static bool
-listen_hostname(const char *h)
-{
-	const char	*last;
-	size_t		 n = strlen(h);
-
-	if (n == 0 || n > 253 || h[0] == '-' || h[0] == '.')
-		return false;
-	if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789-.") != n)
-		return false;
-	if (h[n - 1] == '.')
-		n--;
-	for (last = h + n; last > h && last[-1] != '.'; last--)
-		;
-	return strspn(last, "0123456789") < (size_t)(h + n - last);
-}
-
-int
-nc_config_parse_listen(const char *text, struct nc_listen_addr *a, char *err,
-    size_t errlen)
-{
-	const char	*colon, *p;
-	char		*host = NULL, *end;
-	long		 v;
-	size_t		 hl;
-
-	memset(a, 0, sizeof *a);
-	if ((a->text = strdup(text)) == NULL)
-		goto nomem;
-	if (strncmp(text, "unix:", 5) == 0) {
-		a->kind = NC_LISTEN_UNIX;
-		p = text + 5;
-		if (*p == '\0' || strlen(p) >= 108) {
-			snprintf(err, errlen, "unix socket path must be 1 to "
-			    "107 bytes, got \"%s\"", text);
-			goto fail;
-		}
-		if ((a->path = strdup(p)) == NULL)
-			goto nomem;
-		return 0;
-	}
-	if (strncmp(text, "fd:", 3) == 0) {
-		a->kind = NC_LISTEN_FD;
-		errno = 0;
-		v = strtol(text + 3, &end, 10);
-		if (text[3] == '\0' || *end != '\0' || errno != 0 || v < 3 ||
-		    v > INT_MAX) {
-			snprintf(err, errlen, "expected fd:N with N >= 3, "
-			    "got \"%s\"", text);
-			goto fail;
-		}
-		a->fd = (int)v;
-		return 0;
-	}
-	if (strncmp(text, "systemd:", 8) == 0) {
-		a->kind = NC_LISTEN_SYSTEMD;
-		p = text + 8;
-		/* sd_pid_notify(3): names of at most 255 printable bytes. */
-		if (*p == '\0' || strlen(p) > 255 || strchr(p, ':') != NULL) {
-			snprintf(err, errlen, "expected systemd:NAME, got "
-			    "\"%s\"", text);
-			goto fail;
-		}
-		if ((a->name = strdup(p)) == NULL)
-			goto nomem;
-		return 0;
-	}
-
-	a->kind = NC_LISTEN_TCP;
-	if (listen_port(text, &a->port) == 0)
-		return 0;
-	if (text[0] == '[') {
-		if ((p = strchr(text, ']')) == NULL || p[1] != ':')
-			goto bad;
-		hl = (size_t)(p - text - 1);
-		if ((host = strndup(text + 1, hl)) == NULL)
-			goto nomem;
-		if (!nc_is_ipv6(host) || listen_port(p + 2, &a->port) != 0)
-			goto bad;
-	} else {
-		if ((colon = strrchr(text, ':')) == NULL ||
-		    memchr(text, ':', (size_t)(colon - text)) != NULL)
-			goto bad;
-		if ((host = strndup(text, (size_t)(colon - text))) == NULL)
-			goto nomem;
-		if (listen_port(colon + 1, &a->port) != 0 ||
-		    (!nc_is_ipv4(host) && !listen_hostname(host)))
-			goto bad;
-	}
-	a->host = host;
-	return 0;
-
-bad:
-	snprintf(err, errlen, "expected PORT, HOST:PORT, [V6]:PORT, unix:PATH, "
-	    "fd:N or systemd:NAME with a port from 0 to 65535, got \"%s\"",
-	    text);
-	goto fail;
-nomem:
-	snprintf(err, errlen, "out of memory");
-fail:
-	free(host);
-	nc_config_listen_clear(a);
-	return -1;
-}
-
 /* Checks an upstream: HOST:PORT, [V6]:PORT or unix:PATH. */
 static int
 config_upstream(struct config_ctx *c, json_t *v, char **out)
@@ -933,34 +796,6 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 	}
 }
 
-/* Two listeners that would bind the same thing. */
-static bool
-listen_same(const struct nc_listen_addr *a, const struct nc_listen_addr *b)
-{
-	if (a->kind != b->kind)
-		return false;
-	switch (a->kind) {
-	case NC_LISTEN_TCP:
-		if (a->port != b->port || a->port == 0)
-			return false;
-		/* All interfaces overlap every address on the port. */
-		if (a->host == NULL || b->host == NULL ||
-		    strcmp(a->host, "::") == 0 || strcmp(b->host, "::") == 0)
-			return true;
-		if ((strcmp(a->host, "0.0.0.0") == 0 && nc_is_ipv4(b->host)) ||
-		    (strcmp(b->host, "0.0.0.0") == 0 && nc_is_ipv4(a->host)))
-			return true;
-		return strcmp(a->host, b->host) == 0;
-	case NC_LISTEN_UNIX:
-		return strcmp(a->path, b->path) == 0;
-	case NC_LISTEN_FD:
-		return a->fd == b->fd;
-	case NC_LISTEN_SYSTEMD:
-		return strcmp(a->name, b->name) == 0;
-	}
-	return false;
-}
-
 /* The metrics or agent listener binds nothing a service or the other does. */
 static void
 config_endpoint_whole(struct config_ctx *c, struct nc_config *cfg,
@@ -976,14 +811,15 @@ config_endpoint_whole(struct config_ctx *c, struct nc_config *cfg,
 	for (j = 0; j < cfg->nservices; j++) {
 		t = &cfg->services[j];
 		for (l = 0; l < t->nlisten; l++)
-			if (listen_same(&ep->listen, &t->listen[l]))
+			if (nc_config_listen_same(&ep->listen,
+			    &t->listen[l]))
 				config_error(c, false, "\"%s\" overlaps \"%s\" "
 				    "of services[%zu] (%s)", ep->listen.text,
 				    t->listen[l].text, j, t->name != NULL ?
 				    t->name : "?");
 	}
 	if (ep == &cfg->agent && cfg->metrics.on &&
-	    listen_same(&ep->listen, &cfg->metrics.listen))
+	    nc_config_listen_same(&ep->listen, &cfg->metrics.listen))
 		config_error(c, false, "\"%s\" overlaps the metrics listener "
 		    "\"%s\"", ep->listen.text, cfg->metrics.listen.text);
 	config_pop(c);
@@ -1026,7 +862,8 @@ config_check_whole(struct config_ctx *c, struct nc_config *cfg)
 			for (j = 0; j <= i; j++) {
 				t = &cfg->services[j];
 				for (l = 0; l < (j == i ? k : t->nlisten); l++) {
-					if (!listen_same(a, &t->listen[l]))
+					if (!nc_config_listen_same(a,
+					    &t->listen[l]))
 						continue;
 					config_error(c, false, "\"%s\" overlaps "
 					    "\"%s\" of services[%zu] (%s)",

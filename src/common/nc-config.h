@@ -139,6 +139,9 @@ void		 nc_config_free(struct nc_config *);
 int		 nc_config_parse_listen(const char *text,
 		    struct nc_listen_addr *, char *err, size_t errlen);
 void		 nc_config_listen_clear(struct nc_listen_addr *);
+/* Whether two listeners would bind the same thing (port 0 never does). */
+bool		 nc_config_listen_same(const struct nc_listen_addr *,
+		    const struct nc_listen_addr *);
 
 /*
  * Appends to *errors (allocated, or NULL) one line "FILE:LINE:COL: PATH:
