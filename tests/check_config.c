@@ -11,7 +11,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,8 +280,22 @@ static const struct {
 	  "t.json:1:91: services[0].idle_timeout_ms: the program handler does not take \"idle_timeout_ms\": the program sets it itself" },
 	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"command\": [\"/bin/x\"]}]}",
 	  "t.json:1:46: services[0].command: only the program handler takes \"command\"" },
-	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"]},\n {\"name\": \"e\", \"listen\": [\"2\"]}]}",
-	  "t.json:1:57: services[0].handler: a program runs in place of netcluster-worker: its service must be the only one of the configuration" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"workers\": 0}]}",
+	  "t.json:1:57: services[0].workers: expected an integer from 1 to 1024, got 0" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"workers\": 1025}]}",
+	  "t.json:1:57: services[0].workers: expected an integer from 1 to 1024, got 1025" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"workers\": \"2\"}]}",
+	  "t.json:1:57: services[0].workers: expected an integer from 1 to 1024, got \"2\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"reload_batch\": 0}]}",
+	  "t.json:1:62: services[0].reload_batch: expected an integer from 1 to 1024, got 0" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"reload_batch\": true}]}",
+	  "t.json:1:62: services[0].reload_batch: expected an integer from 1 to 1024, got true" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"user\": \"\"}]}",
+	  "t.json:1:54: services[0].user: expected a non-empty string of at most 64 bytes, got \"\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"group\": 5}]}",
+	  "t.json:1:55: services[0].group: expected a non-empty string of at most 64 bytes, got 5" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"user\": \"u2345678901234567890123456789012345678901234567890123456789012345\"}]}",
+	  "t.json:1:54: services[0].user: expected a non-empty string of at most 64 bytes, got \"u23456789012345678901234567890123456..." },
 	{ "{\"metrics\": {}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
 	  "t.json:1:13: metrics: missing key \"listen\"" },
 	{ "{\"metrics\": \"9273\", \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
@@ -329,6 +345,80 @@ START_TEST(test_endpoints)
 	    "\"agent\": {\"listen\": \"0\"}, \"services\": [{\"name\": \"e\", "
 	    "\"listen\": [\"0\"]}]}");
 	ck_assert_int_eq(cfg->metrics.max_age_ms, 0);
+	nc_config_free(cfg);
+}
+END_TEST
+
+/* Top-level workers, user and group are the services' defaults. */
+START_TEST(test_service_pool)
+{
+	struct nc_config	*cfg;
+	struct nc_service	*s;
+	long			 ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	cfg = parse_ok("{\"services\": [{\"name\": \"e\", \"listen\": "
+	    "[\"1\"]}]}");
+	s = &cfg->services[0];
+	ck_assert_int_eq(s->workers, ncpu > 0 ? ncpu : 1);
+	ck_assert(!s->has_workers);
+	ck_assert_ptr_null(s->user);
+	ck_assert_ptr_null(s->group);
+	ck_assert_int_eq(s->reload_batch, 0);
+	ck_assert_int_eq(s->uid, (uid_t)-1);
+	ck_assert_int_eq(s->gid, (gid_t)-1);
+	nc_config_free(cfg);
+
+	cfg = parse_ok("{\"services\": [{\"name\": \"a\", \"listen\": [\"1\"]}, "
+	    "{\"name\": \"b\", \"listen\": [\"2\"], \"workers\": 2, "
+	    "\"user\": \"daemon\", \"reload_batch\": 5}, "
+	    "{\"name\": \"c\", \"listen\": [\"3\"], \"workers\": 3, "
+	    "\"group\": \"daemon\", \"reload_batch\": 1}], "
+	    "\"workers\": 3, \"user\": \"nobody\", \"group\": \"nogroup\"}");
+	ck_assert_int_eq(cfg->workers, 3);
+	ck_assert_str_eq(cfg->user, "nobody");
+	ck_assert_str_eq(cfg->group, "nogroup");
+	s = &cfg->services[0];
+	ck_assert_int_eq(s->workers, 3);
+	ck_assert(!s->has_workers);
+	ck_assert_str_eq(s->user, "nobody");
+	ck_assert_str_eq(s->group, "nogroup");
+	ck_assert_int_eq(s->reload_batch, 0);
+	/* A batch larger than the pool is the whole pool. */
+	s = &cfg->services[1];
+	ck_assert_int_eq(s->workers, 2);
+	ck_assert(s->has_workers);
+	ck_assert_str_eq(s->user, "daemon");
+	ck_assert_str_eq(s->group, "nogroup");
+	ck_assert_int_eq(s->reload_batch, 5);
+	/* Its own value, even the top-level one, is its own. */
+	s = &cfg->services[2];
+	ck_assert_int_eq(s->workers, 3);
+	ck_assert(s->has_workers);
+	ck_assert_str_eq(s->user, "nobody");
+	ck_assert_str_eq(s->group, "daemon");
+	ck_assert_int_eq(s->reload_batch, 1);
+	ck_assert_int_eq(s->uid, (uid_t)-1);
+	nc_config_free(cfg);
+}
+END_TEST
+
+/* Program services stand beside built-in ones, any number of them. */
+START_TEST(test_programs_beside)
+{
+	struct nc_config	*cfg;
+
+	cfg = parse_ok("{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], "
+	    "\"handler\": \"program\", \"command\": [\"/bin/x\"]},\n"
+	    " {\"name\": \"e\", \"listen\": [\"2\"]},\n"
+	    " {\"name\": \"q\", \"listen\": [\"3\"], \"handler\": \"program\", "
+	    "\"command\": [\"/bin/y\", \"-v\"], \"sockets\": \"cluster\", "
+	    "\"mode\": \"round-robin\", \"workers\": 2}]}");
+	ck_assert_uint_eq(cfg->nservices, 3);
+	ck_assert_int_eq(cfg->services[0].handler, NC_HANDLER_PROGRAM);
+	ck_assert_int_eq(cfg->services[1].handler, NC_HANDLER_ECHO);
+	ck_assert_int_eq(cfg->services[2].handler, NC_HANDLER_PROGRAM);
+	ck_assert_str_eq(cfg->services[2].command[1], "-v");
+	ck_assert_int_eq(cfg->services[2].workers, 2);
 	nc_config_free(cfg);
 }
 END_TEST
@@ -495,6 +585,9 @@ START_TEST(test_socket_dir)
 	ck_assert_int_eq(nc_config_socket_dir(path, dir, sizeof dir, err,
 	    sizeof err), 1);
 	ck_assert_str_eq(dir, tmpdir_path("run"));
+	/* Made to see that it can be, and taken away again. */
+	ck_assert_int_eq(access(dir, F_OK), -1);
+	ck_assert_int_eq(errno, ENOENT);
 	snprintf(path, sizeof path, "%s", tmpdir_path("a/b/c.sock"));
 	ck_assert_int_eq(nc_config_socket_dir(path, dir, sizeof dir, err,
 	    sizeof err), -1);
@@ -534,12 +627,18 @@ fake_held(const struct nc_listen_addr *a, void *arg)
 	return strcmp(a->text, "fd:999") == 0;
 }
 
+/* What nc_config_check() is told of netcluster-worker, or NULL. */
+static const char	*fake_worker_binary;
+
 /* Checks text; returns the errors (NULL if none) and frees the config. */
 static char *
 check_text(const char *text, struct nc_config **keep)
 {
-	struct nc_config_check_env	 env = { fake_systemd_fd, fake_held,
-	    NULL };
+	struct nc_config_check_env	 env = {
+		.systemd_fd = fake_systemd_fd,
+		.held = fake_held,
+		.worker_binary = fake_worker_binary
+	};
 	struct nc_config		*cfg = parse_ok(text);
 	char				*errors;
 
@@ -640,25 +739,252 @@ END_TEST
 START_TEST(test_check_credentials)
 {
 	struct nc_config	*cfg;
+	struct group		*gr;
 	char			*errors;
 
+	/* A top-level name is said once, however many services take it. */
 	errors = check_text("{\"user\": \"nc-no-such-user\", \"group\": "
 	    "\"nc-no-such-group\", \"services\": [{\"name\": \"e\", "
-	    "\"listen\": [\"0\"]}]}", NULL);
+	    "\"listen\": [\"0\"]}, {\"name\": \"f\", \"listen\": [\"1\"]}]}",
+	    NULL);
 	ck_assert_str_eq(errors, "t.json:1:10: user: no user named "
 	    "\"nc-no-such-user\"\nt.json:1:38: group: no group named "
 	    "\"nc-no-such-group\"\n");
 	free(errors);
+	/* A service's own, where it is written. */
+	errors = check_text("{\"services\": [{\"name\": \"e\", \"listen\": "
+	    "[\"0\"], \"user\": \"nc-no-such-user\"},\n {\"name\": \"f\", "
+	    "\"listen\": [\"1\"], \"group\": \"nc-no-such-group\"}]}", &cfg);
+	ck_assert_str_eq(errors, "t.json:1:54: services[0].user: no user "
+	    "named \"nc-no-such-user\"\nt.json:2:42: services[1].group: no "
+	    "group named \"nc-no-such-group\"\n");
+	ck_assert_int_eq(cfg->services[0].uid, (uid_t)-1);
+	ck_assert_int_eq(cfg->services[1].gid, (gid_t)-1);
+	free(errors);
+	nc_config_free(cfg);
+
 	errors = check_text("{\"user\": \"root\", \"group\": \"root\", "
 	    "\"services\": [{\"name\": \"e\", \"listen\": [\"0\"]}]}", &cfg);
 	if (geteuid() == 0) {
 		ck_assert_ptr_null(errors);
-		ck_assert_int_eq(cfg->uid, 0);
-		ck_assert_int_eq(cfg->gid, 0);
+		ck_assert_int_eq(cfg->services[0].uid, 0);
+		ck_assert_int_eq(cfg->services[0].gid, 0);
 	} else
 		ck_assert_msg(strstr(errors, "must start as root") != NULL,
 		    "%s", errors);
 	free(errors);
+	nc_config_free(cfg);
+
+	/* Each service as its own user, or the top-level one. */
+	ck_assert_ptr_nonnull(gr = getgrnam("nogroup"));
+	errors = check_text("{\"user\": \"nobody\", \"services\": [{\"name\": "
+	    "\"a\", \"listen\": [\"0\"]}, {\"name\": \"b\", \"listen\": [\"1\"], "
+	    "\"user\": \"root\"}, {\"name\": \"c\", \"listen\": [\"2\"], "
+	    "\"group\": \"nogroup\"}, {\"name\": \"d\", \"listen\": [\"3\"]}]}",
+	    &cfg);
+	if (geteuid() == 0) {
+		ck_assert_ptr_null(errors);
+		ck_assert_int_eq(cfg->services[0].uid, 65534);
+		ck_assert_int_eq(cfg->services[1].uid, 0);
+		ck_assert_int_eq(cfg->services[1].gid, 0);
+		ck_assert_int_eq(cfg->services[2].uid, 65534);
+		ck_assert_int_eq(cfg->services[2].gid, gr->gr_gid);
+		ck_assert_int_eq(cfg->services[3].uid, 65534);
+	} else {
+		ck_assert_str_eq(errors, "t.json:1:10: user: netclusterd must "
+		    "start as root to run workers as another user\n"
+		    "t.json:1:104: services[1].user: netclusterd must start as "
+		    "root to run workers as another user\n"
+		    "t.json:1:153: services[2].group: netclusterd must start "
+		    "as root to run workers as another user\n");
+		ck_assert_int_eq(cfg->services[0].uid, (uid_t)-1);
+	}
+	free(errors);
+	nc_config_free(cfg);
+}
+END_TEST
+
+/* Where text has "needle", as the 1-based column errors give. */
+static int
+column_of(const char *text, const char *needle)
+{
+	const char	*p = strstr(text, needle);
+
+	ck_assert_ptr_nonnull(p);
+	return (int)(p - text) + 1;
+}
+
+/*
+ * A program's command and cwd, netcluster-worker and a module are asked
+ * as the service's user: as nobody when we are root, else as ourselves
+ * behind a directory of mode 0.
+ */
+START_TEST(test_check_access)
+{
+	struct passwd	*pw;
+	char		 locked[PATH_MAX], prog[PATH_MAX], sub[PATH_MAX];
+	char		 file[PATH_MAX], none[PATH_MAX], who[128];
+	char		 text[8 * PATH_MAX], want[12 * PATH_MAX], *errors;
+	const char	*user = geteuid() == 0 ? "\"user\": \"nobody\", " : "";
+	FILE		*f;
+
+	ck_assert_int_eq(chmod(tmpdir_path(""), 0755), 0);
+	snprintf(locked, sizeof locked, "%s", tmpdir_path("locked"));
+	snprintf(prog, sizeof prog, "%s", tmpdir_path("locked/prog"));
+	snprintf(sub, sizeof sub, "%s", tmpdir_path("locked/sub"));
+	snprintf(file, sizeof file, "%s", tmpdir_path("file"));
+	snprintf(none, sizeof none, "%s", tmpdir_path("none"));
+	ck_assert_int_eq(mkdir(locked, 0700), 0);
+	ck_assert_int_eq(mkdir(sub, 0755), 0);
+	ck_assert_ptr_nonnull(f = fopen(prog, "w"));
+	fclose(f);
+	ck_assert_int_eq(chmod(prog, 0755), 0);
+	ck_assert_ptr_nonnull(f = fopen(file, "w"));
+	fclose(f);
+	ck_assert_int_eq(chmod(file, 0755), 0);
+	ck_assert_int_eq(chmod(locked, geteuid() == 0 ? 0700 : 0), 0);
+	ck_assert_ptr_nonnull(pw = getpwuid(geteuid() == 0 ? 65534 :
+	    geteuid()));
+	snprintf(who, sizeof who, "user %s (uid %u)", pw->pw_name,
+	    (unsigned)pw->pw_uid);
+
+	/* A command behind a directory it may not enter. */
+	snprintf(text, sizeof text, "{\"services\": [{\"name\": \"p\", %s"
+	    "\"listen\": [\"0\"], \"handler\": \"program\", \"command\": "
+	    "[\"%s\"]}]}", user, prog);
+	errors = check_text(text, NULL);
+	snprintf(want, sizeof want, "t.json:1:%d: services[0].command[0]: %s: "
+	    "not accessible to %s: Permission denied\n", column_of(text,
+	    "\"command\": [") + 12, prog, who);
+	ck_assert_str_eq(errors, want);
+	free(errors);
+
+	/* A cwd: unreachable, a file, not there. */
+	snprintf(text, sizeof text, "{\"services\": [{\"name\": \"p\", %s"
+	    "\"listen\": [\"0\"], \"handler\": \"program\", \"command\": "
+	    "[\"%s\"], \"cwd\": \"%s\"},\n {\"name\": \"q\", \"listen\": [\"1\"], "
+	    "\"handler\": \"program\", \"command\": [\"%s\"], \"cwd\": \"%s\"},\n"
+	    " {\"name\": \"r\", \"listen\": [\"2\"], \"handler\": \"program\", "
+	    "\"command\": [\"%s\"], \"cwd\": \"%s\"}]}", user, file, sub, file,
+	    file, file, none);
+	errors = check_text(text, NULL);
+	snprintf(want, sizeof want, "t.json:1:%d: services[0].cwd: %s: not "
+	    "accessible to %s: Permission denied\n"
+	    "t.json:2:%d: services[1].cwd: %s: not a directory\n"
+	    "t.json:3:%d: services[2].cwd: %s: No such file or directory\n",
+	    column_of(text, sub) - 1, sub, who,
+	    column_of(strchr(text, '\n') + 1, "\"cwd\"") + 7, file,
+	    column_of(strrchr(text, '\n') + 1, "\"cwd\"") + 7, none);
+	ck_assert_str_eq(errors, want);
+	free(errors);
+
+	if (geteuid() != 0)
+		goto out;
+	/* netcluster-worker, asked once for the top-level user. */
+	fake_worker_binary = prog;
+	errors = check_text("{\"services\": [{\"name\": \"e\", \"listen\": "
+	    "[\"0\"], \"user\": \"nobody\"}]}", NULL);
+	snprintf(want, sizeof want, "t.json:1:54: services[0].user: %s: not "
+	    "accessible to user nobody (uid 65534): Permission denied\n",
+	    prog);
+	ck_assert_str_eq(errors, want);
+	free(errors);
+	errors = check_text("{\"user\": \"nobody\", \"services\": [{\"name\": "
+	    "\"e\", \"listen\": [\"0\"]}, {\"name\": \"f\", \"listen\": "
+	    "[\"1\"]}, {\"name\": \"g\", \"listen\": [\"2\"], \"user\": "
+	    "\"root\"}]}", NULL);
+	snprintf(want, sizeof want, "t.json:1:10: user: %s: not accessible to "
+	    "user nobody (uid 65534): Permission denied\n", prog);
+	ck_assert_str_eq(errors, want);
+	free(errors);
+	fake_worker_binary = file;
+	ck_assert_ptr_null(check_text("{\"user\": \"nobody\", \"services\": "
+	    "[{\"name\": \"e\", \"listen\": [\"0\"]}]}", NULL));
+
+	/* A module it may not read (and that does not load either). */
+	snprintf(text, sizeof text, "{\"services\": [{\"name\": \"m\", "
+	    "\"user\": \"nobody\", \"handler\": \"module\", \"module\": "
+	    "\"%s\", \"listen\": [\"0\"]}]}", prog);
+	errors = check_text(text, NULL);
+	snprintf(want, sizeof want, "services[0].module: %s: not accessible "
+	    "to user nobody (uid 65534): Permission denied\n", prog);
+	ck_assert_msg(strstr(errors, want) != NULL, "%s", errors);
+	free(errors);
+out:
+	fake_worker_binary = NULL;
+	ck_assert_int_eq(chmod(locked, 0700), 0);
+	ck_assert_int_eq(rmdir(sub), 0);
+	ck_assert_int_eq(unlink(prog), 0);
+	ck_assert_int_eq(rmdir(locked), 0);
+	tmpdir_cleanup();
+}
+END_TEST
+
+/* What the check set, carried to a config parsed from the same text. */
+START_TEST(test_check_result)
+{
+	struct nc_config	*cfg, *fresh;
+	json_t			*r, *bad;
+	char			*s, text[512];
+	size_t			 i, k;
+
+	snprintf(text, sizeof text, "{\"metrics\": {\"listen\": "
+	    "\"localhost:0\"}, \"services\": [{\"name\": \"e\", \"listen\": "
+	    "[\"localhost:0\", \"0\", \"unix:/tmp/nc-result.sock\"]}, "
+	    "{\"name\": \"f\", %s\"listen\": [\"127.0.0.1:0\"]}]}",
+	    geteuid() == 0 ? "\"user\": \"nobody\", " : "");
+	ck_assert_ptr_null(check_text(text, &cfg));
+	ck_assert_ptr_nonnull(r = nc_config_check_result(cfg));
+	/* As it crosses from one process to another. */
+	ck_assert_ptr_nonnull(s = json_dumps(r, JSON_COMPACT));
+	json_decref(r);
+	ck_assert_ptr_nonnull(r = json_loads(s, 0, NULL));
+	free(s);
+
+	fresh = parse_ok(text);
+	ck_assert_int_eq(nc_config_check_apply(fresh, r), 0);
+	for (i = 0; i < cfg->nservices; i++) {
+		ck_assert_int_eq(fresh->services[i].uid, cfg->services[i].uid);
+		ck_assert_int_eq(fresh->services[i].gid, cfg->services[i].gid);
+		for (k = 0; k < cfg->services[i].nlisten; k++)
+			ck_assert_pstr_eq(fresh->services[i].listen[k].address,
+			    cfg->services[i].listen[k].address);
+	}
+	ck_assert_str_eq(fresh->services[0].listen[0].address, "127.0.0.1");
+	ck_assert_ptr_null(fresh->services[0].listen[1].address);
+	ck_assert_str_eq(fresh->services[1].listen[0].address, "127.0.0.1");
+	ck_assert_str_eq(fresh->metrics.listen.address, "127.0.0.1");
+	ck_assert_ptr_null(fresh->agent.listen.address);
+	ck_assert_int_eq(fresh->services[1].uid, geteuid() == 0 ? 65534 :
+	    (uid_t)-1);
+	nc_config_free(fresh);
+
+	/* Another config does not take it, and is left as it was. */
+	fresh = parse_ok("{\"services\": [{\"name\": \"e\", \"listen\": "
+	    "[\"localhost:0\"]}]}");
+	ck_assert_int_eq(nc_config_check_apply(fresh, r), -1);
+	ck_assert_ptr_null(fresh->services[0].listen[0].address);
+	nc_config_free(fresh);
+	fresh = parse_ok(text);
+	/* An address for a unix listener. */
+	ck_assert_ptr_nonnull(bad = json_deep_copy(r));
+	ck_assert_int_eq(json_array_set_new(json_object_get(json_array_get(
+	    json_object_get(bad, "services"), 0), "listen"), 2,
+	    json_string("127.0.0.1")), 0);
+	ck_assert_int_eq(nc_config_check_apply(fresh, bad), -1);
+	json_decref(bad);
+	/* A uid that is not one. */
+	ck_assert_ptr_nonnull(bad = json_deep_copy(r));
+	ck_assert_int_eq(json_object_set_new(json_array_get(json_object_get(
+	    bad, "services"), 1), "uid", json_string("nobody")), 0);
+	ck_assert_int_eq(nc_config_check_apply(fresh, bad), -1);
+	json_decref(bad);
+	ck_assert_int_eq(nc_config_check_apply(fresh, json_null()), -1);
+	ck_assert_ptr_null(fresh->services[0].listen[0].address);
+	ck_assert_ptr_null(fresh->metrics.listen.address);
+	ck_assert_int_eq(fresh->services[1].uid, (uid_t)-1);
+	nc_config_free(fresh);
+	json_decref(r);
 	nc_config_free(cfg);
 }
 END_TEST
@@ -680,6 +1006,18 @@ START_TEST(test_check_control_socket)
 	    NULL, "%s", errors);
 	free(errors);
 	nc_config_free(cfg);
+	/* What startup would do, mkdir(2), not what access(2) says. */
+	errors = check_text("{\"control_socket\": \"/proc/no-such-dir/c.sock\", "
+	    "\"services\": [{\"name\": \"e\", \"listen\": [\"0\"]}]}", NULL);
+	if (geteuid() == 0)
+		ck_assert_str_eq(errors, "t.json:1:20: control_socket: "
+		    "directory /proc/no-such-dir cannot be made: No such file "
+		    "or directory\n");
+	else
+		ck_assert_msg(strstr(errors, "t.json:1:20: control_socket: "
+		    "directory /proc/no-such-dir cannot be made: ") == errors,
+		    "%s", errors);
+	free(errors);
 	tmpdir_cleanup();
 }
 END_TEST
@@ -694,6 +1032,8 @@ main(void)
 	tcase_add_test(tc, test_nul_byte);
 	tcase_add_test(tc, test_every_key);
 	tcase_add_test(tc, test_endpoints);
+	tcase_add_test(tc, test_service_pool);
+	tcase_add_test(tc, test_programs_beside);
 	tcase_add_test(tc, test_listen_forms);
 	tcase_add_loop_test(tc, test_bad_configs, 0,
 	    sizeof bad_configs / sizeof bad_configs[0]);
@@ -705,6 +1045,8 @@ main(void)
 	tcase_add_test(tc, test_check_listeners);
 	tcase_add_test(tc, test_check_modules);
 	tcase_add_test(tc, test_check_credentials);
+	tcase_add_test(tc, test_check_access);
+	tcase_add_test(tc, test_check_result);
 	tcase_add_test(tc, test_check_control_socket);
 	suite_add_tcase(s, tc);
 	return run_suite(s);

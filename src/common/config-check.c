@@ -65,7 +65,7 @@ nc_config_socket_dir(const char *path, char *dir, size_t dirlen, char *err,
     size_t errlen)
 {
 	struct stat	 st;
-	char		 parent[PATH_MAX], *slash;
+	char		*slash;
 
 	snprintf(dir, dirlen, "%s", path);
 	if ((slash = strrchr(dir, '/')) == NULL)
@@ -91,20 +91,20 @@ nc_config_socket_dir(const char *path, char *dir, size_t dirlen, char *err,
 		    strerror(errno));
 		return -1;
 	}
-	/* Not there: made with mkdir(2), one level, as the daemon does. */
-	snprintf(parent, sizeof parent, "%s", dir);
-	if ((slash = strrchr(parent, '/')) == NULL)
-		snprintf(parent, sizeof parent, ".");
-	else if (slash == parent)
-		parent[1] = '\0';
-	else
-		*slash = '\0';
-	if (stat(parent, &st) == -1 || (!S_ISDIR(st.st_mode) &&
-	    (errno = ENOTDIR) != 0) || access(parent, W_OK | X_OK) == -1) {
+	/*
+	 * Not there: the daemon will make it with mkdir(2), one level. Ask
+	 * mkdir itself, as asking access(2) of the parent is not the same
+	 * (root may "write" to /proc, where nothing can be made), and take
+	 * it away again at once.
+	 */
+	if (mkdir(dir, 0755) == -1) {
+		if (errno == EEXIST)
+			return 0;	/* made meanwhile by someone else */
 		snprintf(err, errlen, "directory %s cannot be made: %s", dir,
 		    strerror(errno));
 		return -1;
 	}
+	(void)rmdir(dir);
 	return 1;
 }
 
@@ -279,157 +279,367 @@ check_listen_resolve(struct nc_config *cfg, struct nc_listen_addr *a,
 		nc_config_error(cfg, errors, path, "out of memory");
 }
 
+
+/*
+ * Who the workers of each service run as. A name is looked up where it
+ * is written: a service's own user or group at services[N], the
+ * top-level ones (the defaults) once, however many services take them.
+ */
+struct check_creds {
+	uid_t	uid;		/* of user, or -1 */
+	gid_t	user_gid;	/* user's primary group, or -1 */
+	gid_t	gid;		/* of group, or -1 */
+	bool	user_bad;	/* did not resolve (said already) */
+	bool	group_bad;
+};
+
+#define CHECK_CREDS_INIT						\
+	{ (uid_t)-1, (gid_t)-1, (gid_t)-1, false, false }
+
 static void
-check_credentials(struct nc_config *cfg, char **errors)
+check_user(struct nc_config *cfg, const char *name, const char *path,
+    struct check_creds *cr, char **errors)
 {
 	struct passwd	*pw;
-	struct group	*gr;
-	uid_t		 uid = (uid_t)-1;
-	gid_t		 gid = (gid_t)-1;
-	bool		 bad = false;
 
-	if (cfg->user != NULL) {
-		if ((pw = getpwnam(cfg->user)) == NULL) {
-			nc_config_error(cfg, errors, "user", "no user named "
-			    "\"%s\"", cfg->user);
-			bad = true;
-		} else {
-			uid = pw->pw_uid;
-			gid = pw->pw_gid;	/* unless group says */
-		}
+	if (name == NULL)
+		return;
+	if ((pw = getpwnam(name)) == NULL) {
+		nc_config_error(cfg, errors, path, "no user named \"%s\"",
+		    name);
+		cr->user_bad = true;
+		return;
 	}
-	if (cfg->group != NULL) {
-		if ((gr = getgrnam(cfg->group)) == NULL) {
-			nc_config_error(cfg, errors, "group", "no group named "
-			    "\"%s\"", cfg->group);
-			bad = true;
-		} else
-			gid = gr->gr_gid;
+	cr->uid = pw->pw_uid;
+	cr->user_gid = pw->pw_gid;
+}
+
+static void
+check_group(struct nc_config *cfg, const char *name, const char *path,
+    struct check_creds *cr, char **errors)
+{
+	struct group	*gr;
+
+	if (name == NULL)
+		return;
+	if ((gr = getgrnam(name)) == NULL) {
+		nc_config_error(cfg, errors, path, "no group named \"%s\"",
+		    name);
+		cr->group_bad = true;
+		return;
 	}
-	if (!bad && (cfg->user != NULL || cfg->group != NULL) &&
-	    geteuid() != 0) {
-		nc_config_error(cfg, errors, cfg->user != NULL ? "user" :
-		    "group", "netclusterd must start as root to run workers "
-		    "as another user");
-		bad = true;
-	}
-	if (!bad) {
-		cfg->uid = uid;
-		cfg->gid = gid;
-	}
+	cr->gid = gr->gr_gid;
 }
 
 /*
- * What a program service runs: its command a file the worker's user may
- * execute, its cwd a directory it may enter. With user or group set, this
- * is asked as that user, in a child that drops privileges exactly as a
- * worker does (no supplementary groups); else as ourselves. 0, or -1
- * with a message in err and *which the key it is about.
+ * Whether a service's user (or group) is its own: one the same as the
+ * top-level one is taken as that one, and checked with it.
  */
-static int
-check_program_access(const struct nc_config *cfg, const struct nc_service *s,
-    char *err, size_t errlen, const char **which)
+static bool
+check_own(const char *svc, const char *top)
 {
-	struct stat	 st;
-	char		 msg[512];
-	ssize_t		 n;
+	return svc != NULL && (top == NULL || strcmp(svc, top) != 0);
+}
+
+/*
+ * Where service i's credentials are written: its own user or group
+ * (the path in buf), else the top-level user or group; NULL if none.
+ */
+static const char *
+check_creds_path(const struct nc_config *cfg, size_t i, char *buf,
+    size_t len)
+{
+	const struct nc_service	*s = &cfg->services[i];
+
+	if (check_own(s->user, cfg->user))
+		snprintf(buf, len, "services[%zu].user", i);
+	else if (check_own(s->group, cfg->group))
+		snprintf(buf, len, "services[%zu].group", i);
+	else if (s->user != NULL || s->group != NULL)
+		return s->user != NULL ? "user" : "group";
+	else
+		return NULL;
+	return buf;
+}
+
+/*
+ * The service's uid and gid: its user's (its own or the top-level one)
+ * uid and primary group, unless a group is given. Left -1 when a name is
+ * unknown, or when we are not root, who alone may run workers as anyone.
+ */
+static void
+check_service_credentials(struct nc_config *cfg, size_t i,
+    const struct check_creds *top, bool *top_said, char **errors)
+{
+	struct nc_service	*s = &cfg->services[i];
+	struct check_creds	 cr = CHECK_CREDS_INIT;
+	const char		*path;
+	char			 buf[64];
+
+	snprintf(buf, sizeof buf, "services[%zu].user", i);
+	if (check_own(s->user, cfg->user))
+		check_user(cfg, s->user, buf, &cr, errors);
+	else if (s->user != NULL)
+		cr = *top;
+	snprintf(buf, sizeof buf, "services[%zu].group", i);
+	cr.gid = (gid_t)-1;
+	cr.group_bad = false;
+	if (check_own(s->group, cfg->group))
+		check_group(cfg, s->group, buf, &cr, errors);
+	else if (s->group != NULL) {
+		cr.gid = top->gid;
+		cr.group_bad = top->group_bad;
+	}
+	if (cr.user_bad || cr.group_bad ||
+	    (path = check_creds_path(cfg, i, buf, sizeof buf)) == NULL)
+		return;
+	if (geteuid() != 0) {
+		if (path == buf || !*top_said)
+			nc_config_error(cfg, errors, path, "netclusterd must "
+			    "start as root to run workers as another user");
+		if (path != buf)
+			*top_said = true;
+		return;
+	}
+	s->uid = cr.uid;
+	s->gid = s->group != NULL ? cr.gid : cr.user_gid;
+}
+
+static void
+check_credentials(struct nc_config *cfg, char **errors)
+{
+	struct check_creds	top = CHECK_CREDS_INIT;
+	size_t			i;
+	bool			top_said = false;
+
+	check_user(cfg, cfg->user, "user", &top, errors);
+	check_group(cfg, cfg->group, "group", &top, errors);
+	for (i = 0; i < cfg->nservices; i++)
+		check_service_credentials(cfg, i, &top, &top_said, errors);
+}
+
+/*
+ * What the workers of a service open as their own user: a program's
+ * command and cwd, netcluster-worker for a built-in handler, a module.
+ */
+enum check_access_kind {
+	ACCESS_EXEC,		/* a regular file it may execute */
+	ACCESS_DIR,		/* a directory it may enter */
+	ACCESS_READ		/* a regular file it may read */
+};
+
+struct check_access {
+	const char		*file;
+	enum check_access_kind	 kind;
+	char			 path[64];	/* the key an error is at */
+};
+
+#define CHECK_ACCESS_MAX	3
+
+/*
+ * In the child, as the workers' user: "" or why not. A path that cannot
+ * be reached (a directory on the way this user may not enter, such as a
+ * home directory of mode 0700) says so, naming the user.
+ */
+static void
+check_access_one(const struct check_access *ca, const char *who, char *msg,
+    size_t len)
+{
+	struct stat	st;
+	int		mode = ca->kind == ACCESS_READ ? R_OK : X_OK;
+
+	msg[0] = '\0';
+	if (stat(ca->file, &st) == -1) {
+		if (errno == EACCES)
+			snprintf(msg, len, "%s: not accessible to %s: %s",
+			    ca->file, who, strerror(errno));
+		else if (errno == ENOTDIR && ca->kind == ACCESS_DIR)
+			snprintf(msg, len, "%s: not a directory", ca->file);
+		else
+			snprintf(msg, len, "%s: %s", ca->file, strerror(errno));
+	} else if (ca->kind == ACCESS_DIR ? !S_ISDIR(st.st_mode) :
+	    !S_ISREG(st.st_mode))
+		snprintf(msg, len, "%s: not a %s", ca->file,
+		    ca->kind == ACCESS_DIR ? "directory" : "regular file");
+	else if (access(ca->file, mode) == 0)
+		return;
+	else if (ca->kind == ACCESS_DIR)
+		snprintf(msg, len, "%s: the workers' user (uid %d) cannot "
+		    "enter it: %s", ca->file, (int)getuid(), strerror(errno));
+	else
+		snprintf(msg, len, "%s: not %s by the workers' user (uid %d, "
+		    "gid %d): %s", ca->file, mode == X_OK ? "executable" :
+		    "readable", (int)getuid(), (int)getgid(), strerror(errno));
+}
+
+/*
+ * The child: drops privileges exactly as a worker does (no supplementary
+ * groups), then writes a line "INDEX message" per file it cannot use.
+ */
+static void __attribute__((noreturn))
+check_access_child(const struct nc_service *s, const struct check_access *ca,
+    size_t n, const char *who, int fd)
+{
+	char	msg[600], line[640];
+	size_t	i;
+	int	len, rc = 0;
+
+	msg[0] = '\0';
+	if (s->gid != (gid_t)-1 && (setgroups(0, NULL) == -1 ||
+	    setresgid(s->gid, s->gid, s->gid) == -1))
+		snprintf(msg, sizeof msg, "cannot become group %d: %s",
+		    (int)s->gid, strerror(errno));
+	else if (s->uid != (uid_t)-1 && setresuid(s->uid, s->uid,
+	    s->uid) == -1)
+		snprintf(msg, sizeof msg, "cannot become user %d: %s",
+		    (int)s->uid, strerror(errno));
+	if (msg[0] != '\0') {
+		/* Nothing else is worth asking when we could not. */
+		len = snprintf(line, sizeof line, "0 %s\n", msg);
+		_exit(write(fd, line, (size_t)len) == -1 ? 2 : 0);
+	}
+	for (i = 0; i < n; i++) {
+		check_access_one(&ca[i], who, msg, sizeof msg);
+		if (msg[0] == '\0')
+			continue;
+		len = snprintf(line, sizeof line, "%zu %s\n", i, msg);
+		if (write(fd, line, (size_t)len) == -1)
+			rc = 2;
+	}
+	_exit(rc);
+}
+
+/* "user NAME (uid N)", or "user N" when the uid has no name. */
+static void
+check_who(const struct nc_service *s, char *who, size_t len)
+{
+	struct passwd	*pw;
+	uid_t		 uid = s->uid != (uid_t)-1 ? s->uid : geteuid();
+
+	if ((pw = getpwuid(uid)) != NULL)
+		snprintf(who, len, "user %s (uid %u)", pw->pw_name,
+		    (unsigned)uid);
+	else
+		snprintf(who, len, "user %u", (unsigned)uid);
+}
+
+/* Asks the child, and places each error it gives at its key. */
+static void
+check_access_run(struct nc_config *cfg, const struct nc_service *s,
+    const struct check_access *ca, size_t n, char **errors)
+{
+	char		 buf[2048], who[128], *line, *next, *end;
+	unsigned long	 idx;
+	ssize_t		 r;
 	size_t		 got = 0;
 	pid_t		 pid;
 	int		 p[2], status;
+	bool		 said = false;
 
+	check_who(s, who, sizeof who);
 	if (pipe2(p, O_CLOEXEC) == -1) {
-		snprintf(err, errlen, "cannot check %s: pipe: %s",
-		    s->command[0], strerror(errno));
-		*which = "command";
-		return -1;
+		nc_config_error(cfg, errors, ca[0].path, "cannot check %s: "
+		    "pipe: %s", ca[0].file, strerror(errno));
+		return;
 	}
-	switch (pid = fork()) {
-	case -1:
-		snprintf(err, errlen, "cannot check %s: fork: %s",
-		    s->command[0], strerror(errno));
+	if ((pid = fork()) == -1) {
+		nc_config_error(cfg, errors, ca[0].path, "cannot check %s: "
+		    "fork: %s", ca[0].file, strerror(errno));
 		close(p[0]);
 		close(p[1]);
-		*which = "command";
-		return -1;
-	case 0:
+		return;
+	}
+	if (pid == 0) {
 		close(p[0]);
-		msg[0] = '\0';
-		if (cfg->gid != (gid_t)-1 && (setgroups(0, NULL) == -1 ||
-		    setresgid(cfg->gid, cfg->gid, cfg->gid) == -1))
-			snprintf(msg, sizeof msg, "Ccannot become group %d: %s",
-			    (int)cfg->gid, strerror(errno));
-		else if (cfg->uid != (uid_t)-1 && setresuid(cfg->uid,
-		    cfg->uid, cfg->uid) == -1)
-			snprintf(msg, sizeof msg, "Ccannot become user %d: %s",
-			    (int)cfg->uid, strerror(errno));
-		else if (stat(s->command[0], &st) == -1)
-			snprintf(msg, sizeof msg, "C%s: %s", s->command[0],
-			    strerror(errno));
-		else if (!S_ISREG(st.st_mode))
-			snprintf(msg, sizeof msg, "C%s: not a regular file",
-			    s->command[0]);
-		else if (access(s->command[0], X_OK) == -1)
-			snprintf(msg, sizeof msg, "C%s: not executable by the "
-			    "workers' user (uid %d, gid %d): %s", s->command[0],
-			    (int)getuid(), (int)getgid(), strerror(errno));
-		else if (s->cwd != NULL && (stat(s->cwd, &st) == -1 ||
-		    !S_ISDIR(st.st_mode)))
-			snprintf(msg, sizeof msg, "W%s: not a directory",
-			    s->cwd);
-		else if (s->cwd != NULL && access(s->cwd, X_OK) == -1)
-			snprintf(msg, sizeof msg, "W%s: the workers' user "
-			    "(uid %d) cannot enter it: %s", s->cwd,
-			    (int)getuid(), strerror(errno));
-		n = write(p[1], msg, strlen(msg));
-		_exit(n == -1 ? 2 : 0);
-	default:
-		break;
+		check_access_child(s, ca, n, who, p[1]);
 	}
 	close(p[1]);
-	while (got < sizeof msg - 1) {
-		n = read(p[0], msg + got, sizeof msg - 1 - got);
-		if (n == -1 && errno == EINTR)
+	while (got < sizeof buf - 1) {
+		r = read(p[0], buf + got, sizeof buf - 1 - got);
+		if (r == -1 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (r <= 0)
 			break;
-		got += (size_t)n;
+		got += (size_t)r;
 	}
-	msg[got] = '\0';
+	buf[got] = '\0';
 	close(p[0]);
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		;
-	if (got > 1) {
-		*which = msg[0] == 'W' ? "cwd" : "command";
-		snprintf(err, errlen, "%s", msg + 1);
-		return -1;
+	for (line = buf; (next = strchr(line, '\n')) != NULL; line = next + 1) {
+		*next = '\0';
+		idx = strtoul(line, &end, 10);
+		if (end == line || *end != ' ' || idx >= n)
+			continue;
+		nc_config_error(cfg, errors, ca[idx].path, "%s", end + 1);
+		said = true;
 	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		*which = "command";
-		snprintf(err, errlen, "cannot check %s", s->command[0]);
-		return -1;
-	}
-	return 0;
+	if (!said && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+		nc_config_error(cfg, errors, ca[0].path, "cannot check %s",
+		    ca[0].file);
 }
 
-int
-nc_config_check(struct nc_config *cfg, const struct nc_config_check_env *env,
+static void
+check_access_add(struct check_access *ca, size_t *n, const char *file,
+    enum check_access_kind kind, const char *path)
+{
+	ca[*n].file = file;
+	ca[*n].kind = kind;
+	snprintf(ca[*n].path, sizeof ca[*n].path, "%s", path);
+	(*n)++;
+}
+
+/*
+ * Service i's files, asked as its user. netcluster-worker is asked once
+ * for all the services that run as the top-level user and group.
+ */
+static void
+check_service_access(struct nc_config *cfg, size_t i,
+    const struct nc_config_check_env *env, bool *top_done, char **errors)
+{
+	struct nc_service	*s = &cfg->services[i];
+	struct check_access	 ca[CHECK_ACCESS_MAX];
+	const char		*credpath;
+	char			 path[64], buf[64];
+	size_t			 n = 0;
+	bool			 other;
+
+	other = s->uid != (uid_t)-1 || s->gid != (gid_t)-1;
+	credpath = check_creds_path(cfg, i, buf, sizeof buf);
+	if (s->handler == NC_HANDLER_PROGRAM) {
+		snprintf(path, sizeof path, "services[%zu].command[0]", i);
+		if (s->ncommand > 0)
+			check_access_add(ca, &n, s->command[0], ACCESS_EXEC,
+			    path);
+		snprintf(path, sizeof path, "services[%zu].cwd", i);
+		if (s->cwd != NULL)
+			check_access_add(ca, &n, s->cwd, ACCESS_DIR, path);
+	} else if (other && env != NULL && env->worker_binary != NULL &&
+	    credpath != NULL && (credpath == buf || !*top_done)) {
+		check_access_add(ca, &n, env->worker_binary, ACCESS_EXEC,
+		    credpath);
+		if (credpath != buf)
+			*top_done = true;
+	}
+	snprintf(path, sizeof path, "services[%zu].module", i);
+	if (s->handler == NC_HANDLER_MODULE && other && s->module != NULL)
+		check_access_add(ca, &n, s->module, ACCESS_READ, path);
+	if (n > 0)
+		check_access_run(cfg, s, ca, n, errors);
+}
+
+/* Inherited fds first, before resolving or loading opens one of its own. */
+static void
+check_fds(struct nc_config *cfg, const struct nc_config_check_env *env,
     char **errors)
 {
-	struct nc_service	*s;
-	struct nc_listen_addr	*a, u;
-	char			 path[128], err[512], address[64], dir[PATH_MAX];
-	const char		*which;
+	struct nc_listen_addr	*a;
+	char			 path[64];
 	size_t			 i, k;
 
-	*errors = NULL;
-	/*
-	 * Inherited fds first, before resolving or loading anything opens
-	 * (and perhaps keeps) an fd of its own.
-	 */
 	for (i = 0; i < cfg->nservices; i++) {
-		s = &cfg->services[i];
-		for (k = 0; k < s->nlisten; k++) {
-			a = &s->listen[k];
+		for (k = 0; k < cfg->services[i].nlisten; k++) {
+			a = &cfg->services[i].listen[k];
 			if (a->kind != NC_LISTEN_FD &&
 			    a->kind != NC_LISTEN_SYSTEMD)
 				continue;
@@ -440,54 +650,240 @@ nc_config_check(struct nc_config *cfg, const struct nc_config_check_env *env,
 	}
 	check_endpoint_fd(cfg, env, &cfg->metrics, "metrics.listen", errors);
 	check_endpoint_fd(cfg, env, &cfg->agent, "agent.listen", errors);
+}
+
+/* Service i's names resolve and its module loads. */
+static void
+check_service_names(struct nc_config *cfg, size_t i, char **errors)
+{
+	struct nc_service	*s = &cfg->services[i];
+	struct nc_listen_addr	 u;
+	char			 path[64], err[512], address[64];
+	size_t			 k;
+
+	for (k = 0; k < s->nlisten; k++) {
+		snprintf(path, sizeof path, "services[%zu].listen[%zu]", i, k);
+		check_listen_resolve(cfg, &s->listen[k], path, errors);
+	}
+	for (k = 0; k < s->nupstream; k++) {
+		if (nc_config_parse_listen(s->upstream[k], &u, err,
+		    sizeof err) != 0)
+			continue;	/* parsing said so */
+		snprintf(path, sizeof path, "services[%zu].upstream[%zu]", i,
+		    k);
+		/* As the proxy connects: IPv4 unless an IPv6 literal. */
+		if (u.kind == NC_LISTEN_TCP && u.host != NULL &&
+		    check_resolve(u.host, nc_is_ipv6(u.host) ? 6 : 4, address,
+		    sizeof address, err, sizeof err) == -1)
+			nc_config_error(cfg, errors, path, "%s", err);
+		nc_config_listen_clear(&u);
+	}
+	if (s->handler == NC_HANDLER_MODULE && s->module != NULL) {
+		snprintf(path, sizeof path, "services[%zu].module", i);
+		if (check_module(s->module, err, sizeof err) == -1)
+			nc_config_error(cfg, errors, path, "%s", err);
+	}
+}
+
+int
+nc_config_check(struct nc_config *cfg, const struct nc_config_check_env *env,
+    char **errors)
+{
+	char	err[512], dir[PATH_MAX];
+	size_t	i;
+	bool	top_done = false;
+
+	*errors = NULL;
+	check_fds(cfg, env, errors);
 	if (cfg->metrics.on)
 		check_listen_resolve(cfg, &cfg->metrics.listen,
 		    "metrics.listen", errors);
 	if (cfg->agent.on)
 		check_listen_resolve(cfg, &cfg->agent.listen, "agent.listen",
 		    errors);
-	for (i = 0; i < cfg->nservices; i++) {
-		s = &cfg->services[i];
-		for (k = 0; k < s->nlisten; k++) {
-			snprintf(path, sizeof path, "services[%zu].listen[%zu]",
-			    i, k);
-			check_listen_resolve(cfg, &s->listen[k], path, errors);
-		}
-		for (k = 0; k < s->nupstream; k++) {
-			if (nc_config_parse_listen(s->upstream[k], &u, err,
-			    sizeof err) != 0)
-				continue;	/* parsing said so */
-			snprintf(path, sizeof path,
-			    "services[%zu].upstream[%zu]", i, k);
-			/* As the proxy connects: IPv4 unless an IPv6 literal. */
-			if (u.kind == NC_LISTEN_TCP && u.host != NULL &&
-			    check_resolve(u.host, nc_is_ipv6(u.host) ? 6 : 4,
-			    address, sizeof address, err, sizeof err) == -1)
-				nc_config_error(cfg, errors, path, "%s", err);
-			nc_config_listen_clear(&u);
-		}
-		if (s->handler == NC_HANDLER_MODULE && s->module != NULL) {
-			snprintf(path, sizeof path, "services[%zu].module", i);
-			if (check_module(s->module, err, sizeof err) == -1)
-				nc_config_error(cfg, errors, path, "%s", err);
-		}
-	}
+	for (i = 0; i < cfg->nservices; i++)
+		check_service_names(cfg, i, errors);
 	check_credentials(cfg, errors);
-	/* After the credentials: as the user the program will run as. */
-	for (i = 0; i < cfg->nservices; i++) {
-		s = &cfg->services[i];
-		if (s->handler != NC_HANDLER_PROGRAM || s->ncommand == 0)
-			continue;
-		if (check_program_access(cfg, s, err, sizeof err,
-		    &which) == -1) {
-			snprintf(path, sizeof path, "services[%zu].%s%s", i,
-			    which, strcmp(which, "command") == 0 ? "[0]" : "");
-			nc_config_error(cfg, errors, path, "%s", err);
-		}
-	}
+	/* After the credentials: as the user each service will run as. */
+	for (i = 0; i < cfg->nservices; i++)
+		check_service_access(cfg, i, env, &top_done, errors);
 	if (cfg->control_socket != NULL &&
 	    nc_config_socket_dir(cfg->control_socket, dir, sizeof dir, err,
 	    sizeof err) == -1)
 		nc_config_error(cfg, errors, "control_socket", "%s", err);
 	return *errors != NULL ? -1 : 0;
+}
+
+/*
+ * The check's result as a value:
+ *	{"services": [{"uid": N, "gid": N, "listen": [ADDR, ...]}, ...],
+ *	 "metrics": ADDR, "agent": ADDR}
+ * with ADDR a TCP listener's resolved address or null, N an id or -1.
+ */
+static json_t *
+result_address(const struct nc_listen_addr *a)
+{
+	return a->address != NULL ? json_string(a->address) : json_null();
+}
+
+static json_t *
+result_id(unsigned int id)
+{
+	return json_integer(id == (unsigned int)-1 ? -1 : (json_int_t)id);
+}
+
+static json_t *
+result_service(const struct nc_service *s)
+{
+	json_t	*o, *listen;
+	size_t	 k;
+
+	if ((o = json_object()) == NULL)
+		return NULL;
+	if ((listen = json_array()) == NULL ||
+	    json_object_set_new(o, "listen", listen) == -1 ||
+	    json_object_set_new(o, "uid", result_id(s->uid)) == -1 ||
+	    json_object_set_new(o, "gid", result_id(s->gid)) == -1)
+		goto fail;
+	for (k = 0; k < s->nlisten; k++)
+		if (json_array_append_new(listen,
+		    result_address(&s->listen[k])) == -1)
+			goto fail;
+	return o;
+fail:
+	json_decref(o);
+	return NULL;
+}
+
+json_t *
+nc_config_check_result(const struct nc_config *cfg)
+{
+	json_t	*r, *services;
+	size_t	 i;
+
+	if ((r = json_object()) == NULL)
+		return NULL;
+	if ((services = json_array()) == NULL ||
+	    json_object_set_new(r, "services", services) == -1 ||
+	    json_object_set_new(r, "metrics",
+	    result_address(&cfg->metrics.listen)) == -1 ||
+	    json_object_set_new(r, "agent",
+	    result_address(&cfg->agent.listen)) == -1)
+		goto fail;
+	for (i = 0; i < cfg->nservices; i++)
+		if (json_array_append_new(services,
+		    result_service(&cfg->services[i])) == -1)
+			goto fail;
+	return r;
+fail:
+	json_decref(r);
+	return NULL;
+}
+
+/* One listener's address in a result, and the copy to set. */
+struct apply_addr {
+	struct nc_listen_addr	*a;
+	const json_t		*v;
+	char			*copy;
+};
+
+/* An address fits a TCP listener with a host; null fits any. */
+static bool
+apply_addr_fits(const struct apply_addr *p)
+{
+	if (json_is_null(p->v))
+		return true;
+	return json_is_string(p->v) && p->a->kind == NC_LISTEN_TCP &&
+	    p->a->host != NULL && json_string_length(p->v) > 0 &&
+	    json_string_length(p->v) < 64 &&
+	    strlen(json_string_value(p->v)) == json_string_length(p->v);
+}
+
+static bool
+apply_id_fits(const json_t *v)
+{
+	return json_is_integer(v) && json_integer_value(v) >= -1 &&
+	    json_integer_value(v) < (json_int_t)(uid_t)-1;
+}
+
+/* Pairs each listener of cfg with its address in value: n, or -1. */
+static int
+apply_collect(struct nc_config *cfg, const json_t *value,
+    struct apply_addr *p)
+{
+	struct nc_service	*s;
+	const json_t		*services, *o, *listen;
+	size_t			 i, k, n = 0;
+
+	services = json_object_get(value, "services");
+	if (!json_is_object(value) || json_object_size(value) != 3 ||
+	    !json_is_array(services) ||
+	    json_array_size(services) != cfg->nservices)
+		return -1;
+	for (i = 0; i < cfg->nservices; i++) {
+		s = &cfg->services[i];
+		o = json_array_get(services, i);
+		listen = json_object_get(o, "listen");
+		if (!json_is_object(o) || json_object_size(o) != 3 ||
+		    !apply_id_fits(json_object_get(o, "uid")) ||
+		    !apply_id_fits(json_object_get(o, "gid")) ||
+		    !json_is_array(listen) ||
+		    json_array_size(listen) != s->nlisten)
+			return -1;
+		for (k = 0; k < s->nlisten; k++) {
+			p[n].a = &s->listen[k];
+			p[n++].v = json_array_get(listen, k);
+		}
+	}
+	p[n].a = &cfg->metrics.listen;
+	p[n++].v = json_object_get(value, "metrics");
+	p[n].a = &cfg->agent.listen;
+	p[n++].v = json_object_get(value, "agent");
+	for (i = 0; i < n; i++)
+		if (p[i].v == NULL || !apply_addr_fits(&p[i]))
+			return -1;
+	return (int)n;
+}
+
+/*
+ * All or nothing: the value is checked and copied whole before cfg is
+ * touched, so -1 (a value that does not fit, or no memory) leaves cfg
+ * as it was.
+ */
+int
+nc_config_check_apply(struct nc_config *cfg, const json_t *value)
+{
+	struct apply_addr	*p;
+	const json_t		*o;
+	size_t			 i, total = 2;
+	int			 n, rc = -1;
+
+	for (i = 0; i < cfg->nservices; i++)
+		total += cfg->services[i].nlisten;
+	if ((p = calloc(total, sizeof *p)) == NULL)
+		return -1;
+	if ((n = apply_collect(cfg, value, p)) == -1)
+		goto out;
+	for (i = 0; i < (size_t)n; i++)
+		if (json_is_string(p[i].v) &&
+		    (p[i].copy = strdup(json_string_value(p[i].v))) == NULL)
+			goto out;
+	for (i = 0; i < (size_t)n; i++) {
+		free(p[i].a->address);
+		p[i].a->address = p[i].copy;
+		p[i].copy = NULL;
+	}
+	for (i = 0; i < cfg->nservices; i++) {
+		o = json_array_get(json_object_get(value, "services"), i);
+		cfg->services[i].uid = (uid_t)json_integer_value(
+		    json_object_get(o, "uid"));
+		cfg->services[i].gid = (gid_t)json_integer_value(
+		    json_object_get(o, "gid"));
+	}
+	rc = 0;
+out:
+	for (i = 0; i < total; i++)
+		free(p[i].copy);
+	free(p);
+	return rc;
 }

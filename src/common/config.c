@@ -1,9 +1,10 @@
 /*
  * netcluster.json: parse with jansson, check every key against a table
- * per object level, and report each error as FILE:LINE:COL: KEY.PATH:
- * message. jansson keeps no positions in a decoded value, so a small
- * scanner walks the file text to the key path; it runs only on error.
- * The listen grammar is in listen.c.
+ * per object level (top, service, metrics, agent), and report each error
+ * as FILE:LINE:COL: KEY.PATH: message. jansson keeps no positions in a
+ * decoded value, so a small scanner walks the file text to the key path;
+ * it runs only on error. The listen grammar is in listen.c, what the
+ * machine says (names, files, sockets) in config-check.c.
  */
 
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,22 +397,23 @@ config_string(struct config_ctx *c, json_t *v, size_t maxlen, char **out)
 	return 0;
 }
 
+/* One of names (NULL-ended): its index in *out. */
 static int
 config_enum(struct config_ctx *c, json_t *v, const char *const *names,
-    size_t n, int *out)
+    int *out)
 {
 	char	got[64], expected[256];
 	size_t	i, o = 0;
 
 	if (json_is_string(v)) {
-		for (i = 0; i < n; i++) {
+		for (i = 0; names[i] != NULL; i++) {
 			if (strcmp(json_string_value(v), names[i]) == 0) {
 				*out = (int)i;
 				return 0;
 			}
 		}
 	}
-	for (i = 0; i < n && o < sizeof expected; i++)
+	for (i = 0; names[i] != NULL && o < sizeof expected; i++)
 		o += (size_t)snprintf(expected + o, sizeof expected - o,
 		    "%s%s", i == 0 ? "" : ", ", names[i]);
 	config_got(v, got, sizeof got);
@@ -418,37 +421,242 @@ config_enum(struct config_ctx *c, json_t *v, const char *const *names,
 	return -1;
 }
 
+static int
+config_array(struct config_ctx *c, json_t *v, bool nonempty)
+{
+	char	got[64];
+
+	if (!json_is_array(v) || (nonempty && json_array_size(v) == 0)) {
+		config_got(v, got, sizeof got);
+		config_error(c, false, "expected %s array, got %s",
+		    nonempty ? "a non-empty" : "an", got);
+		return -1;
+	}
+	return 0;
+}
+
 static const char *const mode_names[] = {
-	"shared", "round-robin", "exclusive", "reuseport"
+	"shared", "round-robin", "exclusive", "reuseport", NULL
 };
 static const char *const handler_names[] = {
-	"echo", "proxy", "module", "program"
+	"echo", "proxy", "module", "program", NULL
 };
-static const char *const sockets_names[] = { "inherit", "cluster" };
+static const char *const sockets_names[] = { "inherit", "cluster", NULL };
 static const char *const balance_names[] = {
-	"round-robin", "least-connections"
+	"round-robin", "least-connections", NULL
 };
 static const char *const level_names[] = {
-	"err", "warning", "notice", "info", "debug", "error"
+	"err", "warning", "notice", "info", "debug", "error", NULL
 };
+static const int level_values[] = {
+	NC_LOG_ERR, NC_LOG_WARNING, NC_LOG_NOTICE, NC_LOG_INFO, NC_LOG_DEBUG,
+	NC_LOG_ERR
+};
+static const char *const send_proxy_names[] = { "v1", "v2", NULL };
+static const int send_proxy_values[] = { 1, 2 };
 
 const char *
 nc_config_mode_name(enum nc_mode m)
 {
-	return (size_t)m < sizeof mode_names / sizeof mode_names[0] ?
+	return (size_t)m < sizeof mode_names / sizeof mode_names[0] - 1 ?
 	    mode_names[m] : "unknown";
 }
 
 const char *
 nc_config_handler_name(enum nc_handler_kind h)
 {
-	return (size_t)h < sizeof handler_names / sizeof handler_names[0] ?
+	return (size_t)h < sizeof handler_names / sizeof handler_names[0] - 1 ?
 	    handler_names[h] : "unknown";
+}
+
+/*
+ * The key tables, one per object level as redis's static_configs[]: a
+ * row per key with its type, bounds, default and field (an offset into
+ * the struct the level fills: struct nc_config, nc_service or
+ * nc_endpoint). A key with no row is an unknown key. Enum fields are
+ * stored as int; custom rows have a setter that does all of it.
+ */
+enum config_type {
+	CONFIG_INT,		/* int, from min to max */
+	CONFIG_BOOL,		/* bool */
+	CONFIG_STRING,		/* char *: non-empty, at most max bytes */
+	CONFIG_ENUM,		/* an enum: one of names */
+	CONFIG_CUSTOM		/* set() checks and stores it */
+};
+
+#define CONFIG_REQUIRED	0x1	/* "missing key" when it is absent */
+
+/*
+ * Service rows: `only` is the handlers that take a key (H_ALL: every
+ * one), `needs` those that cannot do without it.
+ */
+#define H_ECHO		(1U << NC_HANDLER_ECHO)
+#define H_PROXY		(1U << NC_HANDLER_PROXY)
+#define H_MODULE	(1U << NC_HANDLER_MODULE)
+#define H_PROGRAM	(1U << NC_HANDLER_PROGRAM)
+#define H_BUILTIN	(H_ECHO | H_PROXY | H_MODULE)
+#define H_ALL		0U
+
+typedef void (*config_set_cb)(struct config_ctx *, json_t *, void *);
+
+struct config_key {
+	const char		*name;
+	enum config_type	 type;
+	size_t			 off;		/* of the field in the object */
+	long long		 min;		/* int */
+	long long		 max;		/* int; string: its bytes */
+	int			 def;		/* int, bool, enum */
+	const char		*def_string;	/* string, or NULL */
+	const char *const	*names;		/* enum: NULL-ended */
+	const int		*values;	/* enum: each name's, or NULL */
+	config_set_cb		 set;		/* custom */
+	int			 flags;		/* CONFIG_REQUIRED */
+	unsigned		 only;		/* service: who takes it */
+	unsigned		 needs;		/* service: who needs it */
+};
+
+#define KEY_INT(n, o, lo, hi, d, h) { .name = (n), .type = CONFIG_INT,	\
+	.off = (o), .min = (lo), .max = (hi), .def = (d), .only = (h) }
+#define KEY_BOOL(n, o, d, h) { .name = (n), .type = CONFIG_BOOL,	\
+	.off = (o), .def = (d), .only = (h) }
+#define KEY_STRING(n, o, len, d, h) { .name = (n), .type = CONFIG_STRING, \
+	.off = (o), .max = (len), .def_string = (d), .only = (h) }
+#define KEY_ENUM(n, o, nm, vl, d, h) { .name = (n), .type = CONFIG_ENUM, \
+	.off = (o), .names = (nm), .values = (vl), .def = (d), .only = (h) }
+#define KEY_CUSTOM(n, fn, fl, h) { .name = (n), .type = CONFIG_CUSTOM,	\
+	.set = (fn), .flags = (fl), .only = (h) }
+
+/* Enum fields are written through an int. */
+_Static_assert(sizeof(enum nc_mode) == sizeof(int) &&
+    sizeof(enum nc_handler_kind) == sizeof(int) &&
+    sizeof(enum nc_balance) == sizeof(int) &&
+    sizeof(enum nc_sockets) == sizeof(int), "enum fields are ints");
+
+static const struct config_key *
+config_key_find(const struct config_key *keys, const char *name)
+{
+	for (; keys->name != NULL; keys++)
+		if (strcmp(keys->name, name) == 0)
+			return keys;
+	return NULL;
+}
+
+static void
+config_defaults(struct config_ctx *c, const struct config_key *keys,
+    void *obj)
+{
+	char	*field;
+
+	for (; keys->name != NULL; keys++) {
+		field = (char *)obj + keys->off;
+		switch (keys->type) {
+		case CONFIG_INT:
+		case CONFIG_ENUM:
+			*(int *)(void *)field = keys->def;
+			break;
+		case CONFIG_BOOL:
+			*(bool *)field = keys->def != 0;
+			break;
+		case CONFIG_STRING:
+			if (keys->def_string != NULL &&
+			    (*(char **)(void *)field =
+			    strdup(keys->def_string)) == NULL)
+				config_error(c, false, "out of memory");
+			break;
+		case CONFIG_CUSTOM:
+			break;
+		}
+	}
+}
+
+static void
+config_set(struct config_ctx *c, const struct config_key *k, json_t *v,
+    void *obj)
+{
+	void	*field = (char *)obj + k->off;
+	int	 iv;
+
+	switch (k->type) {
+	case CONFIG_INT:
+		(void)config_int(c, v, k->min, k->max, field);
+		break;
+	case CONFIG_BOOL:
+		(void)config_bool(c, v, field);
+		break;
+	case CONFIG_STRING:
+		(void)config_string(c, v, (size_t)k->max, field);
+		break;
+	case CONFIG_ENUM:
+		if (config_enum(c, v, k->names, &iv) == 0)
+			*(int *)field = k->values != NULL ? k->values[iv] : iv;
+		break;
+	case CONFIG_CUSTOM:
+		k->set(c, v, obj);
+		break;
+	}
+}
+
+/*
+ * Sets every key of the JSON object obj into the struct at base, by the
+ * table: an unknown key, a wrong value or a missing required key is an
+ * error, and the walk goes on to report them all.
+ */
+static void
+config_walk(struct config_ctx *c, json_t *obj, const struct config_key *keys,
+    void *base)
+{
+	const struct config_key	*k;
+	const char		*name;
+	json_t			*v;
+
+	json_object_foreach(obj, name, v) {
+		config_push_key(c, name);
+		if ((k = config_key_find(keys, name)) == NULL)
+			config_error(c, true, "unknown key");
+		else
+			config_set(c, k, v, base);
+		config_pop(c);
+	}
+	for (k = keys; k->name != NULL; k++)
+		if ((k->flags & CONFIG_REQUIRED) &&
+		    json_object_get(obj, k->name) == NULL)
+			config_error(c, false, "missing key \"%s\"", k->name);
+}
+
+/* "listen": ["PORT", "HOST:PORT", ...] of a service. */
+static void
+config_listen(struct config_ctx *c, json_t *v, void *obj)
+{
+	struct nc_service	*svc = obj;
+	json_t			*e;
+	size_t			 i;
+	char			 err[256], got[64];
+
+	if (config_array(c, v, true) != 0)
+		return;
+	if ((svc->listen = calloc(json_array_size(v),
+	    sizeof *svc->listen)) == NULL) {
+		config_error(c, false, "out of memory");
+		return;
+	}
+	json_array_foreach(v, i, e) {
+		config_push_index(c, i);
+		if (!json_is_string(e)) {
+			config_got(e, got, sizeof got);
+			config_error(c, false, "expected a string, got %s",
+			    got);
+		} else if (nc_config_parse_listen(json_string_value(e),
+		    &svc->listen[svc->nlisten], err, sizeof err) != 0)
+			config_error(c, false, "%s", err);
+		else
+			svc->nlisten++;
+		config_pop(c);
+	}
 }
 
 /* Checks an upstream: HOST:PORT, [V6]:PORT or unix:PATH. */
 static int
-config_upstream(struct config_ctx *c, json_t *v, char **out)
+config_upstream_one(struct config_ctx *c, json_t *v, char **out)
 {
 	struct nc_listen_addr	a;
 	char			err[256], got[64];
@@ -469,35 +677,45 @@ config_upstream(struct config_ctx *c, json_t *v, char **out)
 	return 0;
 }
 
-static int
-config_array(struct config_ctx *c, json_t *v, bool nonempty)
+/* "upstream": ["HOST:PORT", ...] of a proxy. */
+static void
+config_upstream(struct config_ctx *c, json_t *v, void *obj)
 {
-	char	got[64];
+	struct nc_service	*svc = obj;
+	json_t			*e;
+	size_t			 i;
 
-	if (!json_is_array(v) || (nonempty && json_array_size(v) == 0)) {
-		config_got(v, got, sizeof got);
-		config_error(c, false, "expected %s array, got %s",
-		    nonempty ? "a non-empty" : "an", got);
-		return -1;
+	if (config_array(c, v, true) != 0)
+		return;
+	if ((svc->upstream = calloc(json_array_size(v),
+	    sizeof *svc->upstream)) == NULL) {
+		config_error(c, false, "out of memory");
+		return;
 	}
-	return 0;
+	json_array_foreach(v, i, e) {
+		config_push_index(c, i);
+		if (config_upstream_one(c, e,
+		    &svc->upstream[svc->nupstream]) == 0)
+			svc->nupstream++;
+		else {
+			free(svc->upstream[svc->nupstream]);
+			svc->upstream[svc->nupstream] = NULL;
+		}
+		config_pop(c);
+	}
 }
-
-static const char *const proxy_keys[] = {
-	"upstream", "balance", "connect_timeout_ms", "down_ms", "send_proxy"
-};
-static const char *const send_proxy_names[] = { "v1", "v2" };
 
 #define CONFIG_MAX_ARGS		256	/* command words, env entries */
 #define CONFIG_MAX_ARG		4096	/* bytes of one */
 
 /* "command": ["/abs/path", "arg", ...], kept as a NULL-ended argv. */
 static void
-config_command(struct config_ctx *c, json_t *v, struct nc_service *svc)
+config_command(struct config_ctx *c, json_t *v, void *obj)
 {
-	json_t	*e;
-	size_t	 i;
-	char	 got[64];
+	struct nc_service	*svc = obj;
+	json_t			*e;
+	size_t			 i;
+	char			 got[64];
 
 	if (config_array(c, v, true) != 0)
 		return;
@@ -530,14 +748,47 @@ config_command(struct config_ctx *c, json_t *v, struct nc_service *svc)
 	}
 }
 
+/* One "NAME": "value" of env, or -1 with the error said. */
+static int
+config_env_one(struct config_ctx *c, const char *key, json_t *e, char **out)
+{
+	size_t	n = strlen(key);
+	char	got[64];
+
+	if (n == 0 || n > 255 || strchr(key, '=') != NULL ||
+	    strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
+	    "vwxyz0123456789_") != n || (key[0] >= '0' && key[0] <= '9')) {
+		config_error(c, true, "not a variable name (letters, "
+		    "digits and _, not starting with a digit)");
+		return -1;
+	}
+	if (strncmp(key, "LISTEN_", 7) == 0 ||
+	    strncmp(key, "NETCLUSTER_", 11) == 0) {
+		config_error(c, true, "netclusterd sets %s itself", key);
+		return -1;
+	}
+	if (!json_is_string(e) || json_string_length(e) > CONFIG_MAX_ARG ||
+	    strlen(json_string_value(e)) != json_string_length(e)) {
+		config_got(e, got, sizeof got);
+		config_error(c, false, "expected a string of at most %d "
+		    "bytes, got %s", CONFIG_MAX_ARG, got);
+		return -1;
+	}
+	if (asprintf(out, "%s=%s", key, json_string_value(e)) == -1) {
+		*out = NULL;
+		config_error(c, false, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 /* "env": {"NAME": "value", ...}, kept as "NAME=value" strings. */
 static void
-config_env(struct config_ctx *c, json_t *v, struct nc_service *svc)
+config_env(struct config_ctx *c, json_t *v, void *obj)
 {
-	const char	*key;
-	json_t		*e;
-	size_t		 n;
-	char		 got[64];
+	struct nc_service	*svc = obj;
+	const char		*key;
+	json_t			*e;
 
 	if (!json_is_object(v)) {
 		config_error(c, false, "expected an object, got %s",
@@ -555,226 +806,128 @@ config_env(struct config_ctx *c, json_t *v, struct nc_service *svc)
 	}
 	json_object_foreach(v, key, e) {
 		config_push_key(c, key);
-		n = strlen(key);
-		if (n == 0 || n > 255 || strchr(key, '=') != NULL ||
-		    strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
-		    "vwxyz0123456789_") != n || (key[0] >= '0' && key[0] <= '9'))
-			config_error(c, true, "not a variable name (letters, "
-			    "digits and _, not starting with a digit)");
-		else if (strncmp(key, "LISTEN_", 7) == 0 ||
-		    strncmp(key, "NETCLUSTER_", 11) == 0)
-			config_error(c, true, "netclusterd sets %s itself", key);
-		else if (!json_is_string(e) || json_string_length(e) >
-		    CONFIG_MAX_ARG || strlen(json_string_value(e)) !=
-		    json_string_length(e)) {
-			config_got(e, got, sizeof got);
-			config_error(c, false, "expected a string of at most %d "
-			    "bytes, got %s", CONFIG_MAX_ARG, got);
-		} else if (asprintf(&svc->env[svc->nenv], "%s=%s", key,
-		    json_string_value(e)) == -1) {
-			svc->env[svc->nenv] = NULL;
-			config_error(c, false, "out of memory");
-		} else
+		if (config_env_one(c, key, e, &svc->env[svc->nenv]) == 0)
 			svc->nenv++;
 		config_pop(c);
 	}
 }
 
-/* Keys of the built-in handlers that a program sets for itself. */
-static const char *const program_refused_keys[] = {
-	"max_connections", "allow_half_open", "pause_on_connect",
-	"idle_timeout_ms", "no_delay", "keep_alive",
-	"keep_alive_initial_delay_ms", "proxy_protocol", "options"
-};
-static const char *const program_keys[] = {
-	"command", "env", "cwd", "sockets", "messages"
-};
+static void
+config_cwd(struct config_ctx *c, json_t *v, void *obj)
+{
+	struct nc_service	*svc = obj;
+
+	if (config_string(c, v, PATH_MAX, &svc->cwd) == 0 &&
+	    svc->cwd[0] != '/')
+		config_error(c, false, "expected an absolute directory, got "
+		    "\"%s\"", svc->cwd);
+}
 
 static void
-config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
+config_options(struct config_ctx *c, json_t *v, void *obj)
 {
-	const char	*key;
-	json_t		*v, *e;
-	size_t		 i;
-	char		 err[256];
-	int		 iv;
+	struct nc_service	*svc = obj;
 
-	svc->mode = NC_MODE_SHARED;
-	svc->handler = NC_HANDLER_ECHO;
-	svc->backlog = 511;
-	svc->no_delay = true;
-	svc->connect_timeout_ms = 5000;
-	svc->down_ms = 10000;
-
-	json_object_foreach(obj, key, v) {
-		config_push_key(c, key);
-		if (strcmp(key, "name") == 0)
-			(void)config_string(c, v, 64, &svc->name);
-		else if (strcmp(key, "handler") == 0) {
-			if (config_enum(c, v, handler_names, 4, &iv) == 0)
-				svc->handler = (enum nc_handler_kind)iv;
-		} else if (strcmp(key, "mode") == 0) {
-			if (config_enum(c, v, mode_names, 4, &iv) == 0)
-				svc->mode = (enum nc_mode)iv;
-		} else if (strcmp(key, "listen") == 0) {
-			if (config_array(c, v, true) == 0) {
-				svc->listen = calloc(json_array_size(v),
-				    sizeof *svc->listen);
-				json_array_foreach(v, i, e) {
-					config_push_index(c, i);
-					if (!json_is_string(e)) {
-						char	got[64];
-
-						config_got(e, got, sizeof got);
-						config_error(c, false, "expected "
-						    "a string, got %s", got);
-					} else if (svc->listen != NULL &&
-					    nc_config_parse_listen(
-					    json_string_value(e),
-					    &svc->listen[svc->nlisten], err,
-					    sizeof err) != 0)
-						config_error(c, false, "%s", err);
-					else if (svc->listen != NULL)
-						svc->nlisten++;
-					config_pop(c);
-				}
-			}
-		} else if (strcmp(key, "backlog") == 0)
-			(void)config_int(c, v, 1, 65535, &svc->backlog);
-		else if (strcmp(key, "max_connections") == 0)
-			(void)config_int(c, v, 0, 1000000,
-			    &svc->max_connections);
-		else if (strcmp(key, "allow_half_open") == 0)
-			(void)config_bool(c, v, &svc->allow_half_open);
-		else if (strcmp(key, "pause_on_connect") == 0)
-			(void)config_bool(c, v, &svc->pause_on_connect);
-		else if (strcmp(key, "idle_timeout_ms") == 0)
-			(void)config_int(c, v, 0, 86400000,
-			    &svc->idle_timeout_ms);
-		else if (strcmp(key, "no_delay") == 0)
-			(void)config_bool(c, v, &svc->no_delay);
-		else if (strcmp(key, "keep_alive") == 0)
-			(void)config_bool(c, v, &svc->keep_alive);
-		else if (strcmp(key, "keep_alive_initial_delay_ms") == 0)
-			(void)config_int(c, v, 0, 86400000,
-			    &svc->keep_alive_initial_delay_ms);
-		else if (strcmp(key, "upstream") == 0) {
-			if (config_array(c, v, true) == 0) {
-				svc->upstream = calloc(json_array_size(v),
-				    sizeof *svc->upstream);
-				json_array_foreach(v, i, e) {
-					config_push_index(c, i);
-					if (svc->upstream != NULL &&
-					    config_upstream(c, e,
-					    &svc->upstream[svc->nupstream]) == 0)
-						svc->nupstream++;
-					else if (svc->upstream != NULL) {
-						free(svc->upstream[
-						    svc->nupstream]);
-						svc->upstream[svc->nupstream] =
-						    NULL;
-					}
-					config_pop(c);
-				}
-			}
-		} else if (strcmp(key, "balance") == 0) {
-			if (config_enum(c, v, balance_names, 2, &iv) == 0)
-				svc->balance = (enum nc_balance)iv;
-		} else if (strcmp(key, "connect_timeout_ms") == 0)
-			(void)config_int(c, v, 1, 3600000,
-			    &svc->connect_timeout_ms);
-		else if (strcmp(key, "down_ms") == 0)
-			(void)config_int(c, v, 0, 3600000, &svc->down_ms);
-		else if (strcmp(key, "send_proxy") == 0) {
-			if (config_enum(c, v, send_proxy_names, 2, &iv) == 0)
-				svc->send_proxy = iv + 1;
-		} else if (strcmp(key, "proxy_protocol") == 0)
-			(void)config_bool(c, v, &svc->proxy_protocol);
-		else if (strcmp(key, "module") == 0)
-			(void)config_string(c, v, PATH_MAX, &svc->module);
-		else if (strcmp(key, "command") == 0)
-			config_command(c, v, svc);
-		else if (strcmp(key, "env") == 0)
-			config_env(c, v, svc);
-		else if (strcmp(key, "cwd") == 0) {
-			if (config_string(c, v, PATH_MAX, &svc->cwd) == 0 &&
-			    svc->cwd[0] != '/')
-				config_error(c, false, "expected an absolute "
-				    "directory, got \"%s\"", svc->cwd);
-		} else if (strcmp(key, "sockets") == 0) {
-			if (config_enum(c, v, sockets_names, 2, &iv) == 0)
-				svc->sockets = (enum nc_sockets)iv;
-		} else if (strcmp(key, "messages") == 0)
-			(void)config_bool(c, v, &svc->messages);
-		else if (strcmp(key, "options") == 0) {
-			if (!json_is_object(v))
-				config_error(c, false, "expected an object, "
-				    "got %s", config_type_name(v));
-			else
-				svc->options = json_incref(v);
-		} else
-			config_error(c, true, "unknown key");
-		config_pop(c);
+	if (!json_is_object(v)) {
+		config_error(c, false, "expected an object, got %s",
+		    config_type_name(v));
+		return;
 	}
+	if (svc->options != NULL)
+		json_decref(svc->options);
+	svc->options = json_incref(v);
+}
 
-	if (json_object_get(obj, "name") == NULL)
-		config_error(c, false, "missing key \"name\"");
-	if (json_object_get(obj, "listen") == NULL)
-		config_error(c, false, "missing key \"listen\"");
-	if (svc->handler == NC_HANDLER_PROXY &&
-	    json_object_get(obj, "upstream") == NULL)
-		config_error(c, false, "handler proxy needs \"upstream\"");
-	if (svc->handler == NC_HANDLER_MODULE &&
-	    json_object_get(obj, "module") == NULL)
-		config_error(c, false, "handler module needs \"module\"");
-	for (i = 0; svc->handler != NC_HANDLER_PROXY &&
-	    i < sizeof proxy_keys / sizeof proxy_keys[0]; i++) {
-		if (json_object_get(obj, proxy_keys[i]) == NULL)
+#define S(f)	offsetof(struct nc_service, f)
+static const struct config_key service_keys[] = {
+	{ .name = "name", .type = CONFIG_STRING, .off = S(name), .max = 64,
+	  .flags = CONFIG_REQUIRED },
+	KEY_ENUM("handler", S(handler), handler_names, NULL, NC_HANDLER_ECHO,
+	    H_ALL),
+	KEY_CUSTOM("listen", config_listen, CONFIG_REQUIRED, H_ALL),
+	KEY_ENUM("mode", S(mode), mode_names, NULL, NC_MODE_SHARED, H_ALL),
+	KEY_INT("backlog", S(backlog), 1, 65535, 511, H_ALL),
+	KEY_INT("workers", S(workers), 1, CONFIG_MAX_WORKERS, 0, H_ALL),
+	KEY_STRING("user", S(user), 64, NULL, H_ALL),
+	KEY_STRING("group", S(group), 64, NULL, H_ALL),
+	KEY_INT("reload_batch", S(reload_batch), 1, CONFIG_MAX_WORKERS, 0,
+	    H_ALL),
+	/* The built-in handlers': a program sets them itself. */
+	KEY_INT("max_connections", S(max_connections), 0, 1000000, 0,
+	    H_BUILTIN),
+	KEY_BOOL("allow_half_open", S(allow_half_open), false, H_BUILTIN),
+	KEY_BOOL("pause_on_connect", S(pause_on_connect), false, H_BUILTIN),
+	KEY_INT("idle_timeout_ms", S(idle_timeout_ms), 0, 86400000, 0,
+	    H_BUILTIN),
+	KEY_BOOL("no_delay", S(no_delay), true, H_BUILTIN),
+	KEY_BOOL("keep_alive", S(keep_alive), false, H_BUILTIN),
+	KEY_INT("keep_alive_initial_delay_ms", S(keep_alive_initial_delay_ms),
+	    0, 86400000, 0, H_BUILTIN),
+	KEY_BOOL("proxy_protocol", S(proxy_protocol), false, H_BUILTIN),
+	KEY_CUSTOM("options", config_options, 0, H_BUILTIN),
+	/* The proxy's. */
+	{ .name = "upstream", .type = CONFIG_CUSTOM, .set = config_upstream,
+	  .only = H_PROXY, .needs = H_PROXY },
+	KEY_ENUM("balance", S(balance), balance_names, NULL,
+	    NC_BALANCE_ROUND_ROBIN, H_PROXY),
+	KEY_INT("connect_timeout_ms", S(connect_timeout_ms), 1, 3600000, 5000,
+	    H_PROXY),
+	KEY_INT("down_ms", S(down_ms), 0, 3600000, 10000, H_PROXY),
+	KEY_ENUM("send_proxy", S(send_proxy), send_proxy_names,
+	    send_proxy_values, 0, H_PROXY),
+	/* The module handler's. */
+	{ .name = "module", .type = CONFIG_STRING, .off = S(module),
+	  .max = PATH_MAX, .only = H_MODULE, .needs = H_MODULE },
+	/* The program handler's. */
+	{ .name = "command", .type = CONFIG_CUSTOM, .set = config_command,
+	  .only = H_PROGRAM, .needs = H_PROGRAM },
+	KEY_CUSTOM("env", config_env, 0, H_PROGRAM),
+	KEY_CUSTOM("cwd", config_cwd, 0, H_PROGRAM),
+	KEY_ENUM("sockets", S(sockets), sockets_names, NULL,
+	    NC_SOCKETS_INHERIT, H_PROGRAM),
+	KEY_BOOL("messages", S(messages), false, H_PROGRAM),
+	{ .name = NULL }
+};
+#undef S
+
+/*
+ * What the table cannot say of one service: the keys one handler needs,
+ * the keys of other handlers, and the rules of a program.
+ */
+static void
+config_service_check(struct config_ctx *c, json_t *obj, struct nc_service *svc)
+{
+	const struct config_key	*k;
+	unsigned		 me = 1U << svc->handler;
+
+	for (k = service_keys; k->name != NULL; k++)
+		if ((k->needs & me) && json_object_get(obj, k->name) == NULL)
+			config_error(c, false, "handler %s needs \"%s\"",
+			    nc_config_handler_name(svc->handler), k->name);
+	for (k = service_keys; k->name != NULL; k++) {
+		if (k->only == H_ALL || (k->only & me) ||
+		    json_object_get(obj, k->name) == NULL)
 			continue;
-		config_push_key(c, proxy_keys[i]);
-		config_error(c, true, "only the proxy handler takes \"%s\"",
-		    proxy_keys[i]);
+		config_push_key(c, k->name);
+		if ((k->only & (k->only - 1)) == 0)
+			config_error(c, true, "only the %s handler takes "
+			    "\"%s\"", nc_config_handler_name(
+			    __builtin_ctz(k->only)), k->name);
+		else
+			config_error(c, true, "the %s handler does not take "
+			    "\"%s\": the program sets it itself",
+			    nc_config_handler_name(svc->handler), k->name);
 		config_pop(c);
 	}
-	if (svc->handler != NC_HANDLER_MODULE &&
-	    json_object_get(obj, "module") != NULL) {
-		config_push_key(c, "module");
-		config_error(c, true, "only the module handler takes "
-		    "\"module\"");
-		config_pop(c);
-	}
-	if (svc->handler == NC_HANDLER_PROGRAM && svc->name != NULL &&
-	    strchr(svc->name, ':') != NULL) {
+	if (svc->handler != NC_HANDLER_PROGRAM)
+		return;
+	if (svc->name != NULL && strchr(svc->name, ':') != NULL) {
 		config_push_key(c, "name");
 		config_error(c, false, "a program's service name is its "
 		    "sockets' name in LISTEN_FDNAMES, which ':' separates");
 		config_pop(c);
 	}
-	if (svc->handler == NC_HANDLER_PROGRAM &&
-	    json_object_get(obj, "command") == NULL)
-		config_error(c, false, "handler program needs \"command\"");
-	for (i = 0; svc->handler != NC_HANDLER_PROGRAM &&
-	    i < sizeof program_keys / sizeof program_keys[0]; i++) {
-		if (json_object_get(obj, program_keys[i]) == NULL)
-			continue;
-		config_push_key(c, program_keys[i]);
-		config_error(c, true, "only the program handler takes \"%s\"",
-		    program_keys[i]);
-		config_pop(c);
-	}
-	for (i = 0; svc->handler == NC_HANDLER_PROGRAM &&
-	    i < sizeof program_refused_keys / sizeof program_refused_keys[0];
-	    i++) {
-		if (json_object_get(obj, program_refused_keys[i]) == NULL)
-			continue;
-		config_push_key(c, program_refused_keys[i]);
-		config_error(c, true, "the program handler does not take "
-		    "\"%s\": the program sets it itself",
-		    program_refused_keys[i]);
-		config_pop(c);
-	}
-	if (svc->handler == NC_HANDLER_PROGRAM &&
-	    svc->sockets == NC_SOCKETS_CLUSTER &&
+	if (svc->sockets == NC_SOCKETS_CLUSTER &&
 	    json_object_get(obj, "messages") != NULL) {
 		config_push_key(c, "messages");
 		config_error(c, true, "a program linked with libnetcluster "
@@ -782,8 +935,7 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		    "channel; \"messages\" is for \"sockets\": \"inherit\"");
 		config_pop(c);
 	}
-	if (svc->handler == NC_HANDLER_PROGRAM &&
-	    svc->sockets == NC_SOCKETS_INHERIT &&
+	if (svc->sockets == NC_SOCKETS_INHERIT &&
 	    (svc->mode == NC_MODE_ROUND_ROBIN ||
 	    svc->mode == NC_MODE_EXCLUSIVE)) {
 		config_push_key(c, "mode");
@@ -794,6 +946,210 @@ config_service(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		    nc_config_mode_name(svc->mode));
 		config_pop(c);
 	}
+}
+
+/* "services": [{...}, ...]. */
+static void
+config_services(struct config_ctx *c, json_t *v, void *obj)
+{
+	struct nc_config	*cfg = obj;
+	struct nc_service	*svc;
+	json_t			*e;
+	size_t			 i;
+
+	if (config_array(c, v, true) != 0)
+		return;
+	if ((cfg->services = calloc(json_array_size(v),
+	    sizeof *cfg->services)) == NULL) {
+		config_error(c, false, "out of memory");
+		return;
+	}
+	cfg->nservices = json_array_size(v);
+	json_array_foreach(v, i, e) {
+		svc = &cfg->services[i];
+		svc->uid = (uid_t)-1;
+		svc->gid = (gid_t)-1;
+		config_push_index(c, i);
+		if (!json_is_object(e))
+			config_error(c, false, "expected an object, got %s",
+			    config_type_name(e));
+		else {
+			config_defaults(c, service_keys, svc);
+			config_walk(c, e, service_keys, svc);
+			svc->has_workers = json_object_get(e, "workers") !=
+			    NULL;
+			config_service_check(c, e, svc);
+		}
+		config_pop(c);
+	}
+}
+
+/* "listen": "..." of the metrics or agent listener. */
+static void
+config_endpoint_listen(struct config_ctx *c, json_t *v, void *obj)
+{
+	struct nc_endpoint	*ep = obj;
+	char			 err[256];
+
+	if (!json_is_string(v) ||
+	    strlen(json_string_value(v)) != json_string_length(v)) {
+		config_error(c, false, "expected a string, got %s",
+		    config_type_name(v));
+		return;
+	}
+	nc_config_listen_clear(&ep->listen);
+	ep->on = false;
+	if (nc_config_parse_listen(json_string_value(v), &ep->listen, err,
+	    sizeof err) != 0)
+		config_error(c, false, "%s", err);
+	else
+		ep->on = true;
+}
+
+#define E(f)	offsetof(struct nc_endpoint, f)
+static const struct config_key metrics_keys[] = {
+	KEY_CUSTOM("listen", config_endpoint_listen, CONFIG_REQUIRED, H_ALL),
+	KEY_INT("max_age_ms", E(max_age_ms), 0, 60000, 1000, H_ALL),
+	{ .name = NULL }
+};
+static const struct config_key agent_keys[] = {
+	KEY_CUSTOM("listen", config_endpoint_listen, CONFIG_REQUIRED, H_ALL),
+	KEY_INT("weight", E(weight), 0, 256, -1, H_ALL),
+	{ .name = NULL }
+};
+#undef E
+
+static void
+config_endpoint(struct config_ctx *c, json_t *v, struct nc_endpoint *ep,
+    const struct config_key *keys)
+{
+	/* Each endpoint's fields all have a default, whichever it is. */
+	config_defaults(c, metrics_keys, ep);
+	config_defaults(c, agent_keys, ep);
+	if (!json_is_object(v)) {
+		config_error(c, false, "expected an object, got %s",
+		    config_type_name(v));
+		return;
+	}
+	config_walk(c, v, keys, ep);
+}
+
+static void
+config_metrics(struct config_ctx *c, json_t *v, void *obj)
+{
+	config_endpoint(c, v, &((struct nc_config *)obj)->metrics,
+	    metrics_keys);
+}
+
+static void
+config_agent(struct config_ctx *c, json_t *v, void *obj)
+{
+	config_endpoint(c, v, &((struct nc_config *)obj)->agent, agent_keys);
+}
+
+#define T(f)	offsetof(struct nc_config, f)
+static const struct config_key top_keys[] = {
+	/* Its default, the number of CPUs, is set by config_top(). */
+	KEY_INT("workers", T(workers), 1, CONFIG_MAX_WORKERS, 1, H_ALL),
+	KEY_STRING("user", T(user), 64, NULL, H_ALL),
+	KEY_STRING("group", T(group), 64, NULL, H_ALL),
+	KEY_STRING("control_socket", T(control_socket), 107,
+	    CONFIG_DEFAULT_CONTROL, H_ALL),
+	KEY_ENUM("log_level", T(log_level), level_names, level_values,
+	    NC_LOG_INFO, H_ALL),
+	KEY_INT("shutdown_timeout_ms", T(shutdown_timeout_ms), 0, 3600000,
+	    30000, H_ALL),
+	KEY_CUSTOM("metrics", config_metrics, 0, H_ALL),
+	KEY_CUSTOM("agent", config_agent, 0, H_ALL),
+	KEY_CUSTOM("services", config_services, CONFIG_REQUIRED, H_ALL),
+	{ .name = NULL }
+};
+#undef T
+
+/*
+ * The top-level workers, user and group are the services' defaults: a
+ * service gets each it did not set itself.
+ */
+static void
+config_inherit(struct config_ctx *c, struct nc_config *cfg)
+{
+	struct nc_service	*svc;
+	size_t			 i;
+
+	for (i = 0; i < cfg->nservices; i++) {
+		svc = &cfg->services[i];
+		if (!svc->has_workers)
+			svc->workers = cfg->workers;
+		if ((svc->user == NULL && cfg->user != NULL &&
+		    (svc->user = strdup(cfg->user)) == NULL) ||
+		    (svc->group == NULL && cfg->group != NULL &&
+		    (svc->group = strdup(cfg->group)) == NULL))
+			config_error(c, false, "out of memory");
+	}
+}
+
+static void
+config_top(struct config_ctx *c, json_t *root, struct nc_config *cfg)
+{
+	long	ncpu;
+
+	config_defaults(c, top_keys, cfg);
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	cfg->workers = ncpu > 0 && ncpu <= CONFIG_MAX_WORKERS ? (int)ncpu : 1;
+	config_walk(c, root, top_keys, cfg);
+	config_inherit(c, cfg);
+}
+
+/* The unix socket's directory is there (or out of our sight). */
+static void
+config_unix_dir(struct config_ctx *c, const struct nc_listen_addr *a)
+{
+	struct stat	 st;
+	char		 dir[PATH_MAX], *slash;
+
+	snprintf(dir, sizeof dir, "%s", a->path);
+	if ((slash = strrchr(dir, '/')) == NULL)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	/*
+	 * Only what is not there is an error: a worker parses the same text
+	 * as another user, who may not see into a directory the master can
+	 * (EACCES), and nc_config_check() binds nothing anyway.
+	 */
+	if (stat(dir, &st) == 0 ? !S_ISDIR(st.st_mode) :
+	    errno == ENOENT || errno == ENOTDIR)
+		config_error(c, false, "directory %s of the unix socket does "
+		    "not exist", dir);
+}
+
+/* Listener k of service i against those before it, and its directory. */
+static void
+config_listen_whole(struct config_ctx *c, struct nc_config *cfg, size_t i,
+    size_t k)
+{
+	struct nc_listen_addr	*a = &cfg->services[i].listen[k];
+	struct nc_service	*t;
+	size_t			 j, l;
+
+	config_push_key(c, "listen");
+	config_push_index(c, k);
+	for (j = 0; j <= i; j++) {
+		t = &cfg->services[j];
+		for (l = 0; l < (j == i ? k : t->nlisten); l++) {
+			if (!nc_config_listen_same(a, &t->listen[l]))
+				continue;
+			config_error(c, false, "\"%s\" overlaps \"%s\" of "
+			    "services[%zu] (%s)", a->text, t->listen[l].text, j,
+			    t->name != NULL ? t->name : "?");
+		}
+	}
+	if (a->kind == NC_LISTEN_UNIX)
+		config_unix_dir(c, a);
+	config_pop(c);
+	config_pop(c);
 }
 
 /* The metrics or agent listener binds nothing a service or the other does. */
@@ -811,8 +1167,7 @@ config_endpoint_whole(struct config_ctx *c, struct nc_config *cfg,
 	for (j = 0; j < cfg->nservices; j++) {
 		t = &cfg->services[j];
 		for (l = 0; l < t->nlisten; l++)
-			if (nc_config_listen_same(&ep->listen,
-			    &t->listen[l]))
+			if (nc_config_listen_same(&ep->listen, &t->listen[l]))
 				config_error(c, false, "\"%s\" overlaps \"%s\" "
 				    "of services[%zu] (%s)", ep->listen.text,
 				    t->listen[l].text, j, t->name != NULL ?
@@ -826,26 +1181,17 @@ config_endpoint_whole(struct config_ctx *c, struct nc_config *cfg,
 	config_pop(c);
 }
 
+/* What no one key shows: duplicate names, overlapping listeners. */
 static void
 config_check_whole(struct config_ctx *c, struct nc_config *cfg)
 {
 	struct nc_service	*s, *t;
-	struct nc_listen_addr	*a;
-	struct stat		 st;
-	char			 dir[PATH_MAX], *slash;
-	size_t			 i, j, k, l;
+	size_t			 i, j, k;
 
 	for (i = 0; i < cfg->nservices; i++) {
 		s = &cfg->services[i];
 		config_push_key(c, "services");
 		config_push_index(c, i);
-		if (s->handler == NC_HANDLER_PROGRAM && cfg->nservices > 1) {
-			config_push_key(c, "handler");
-			config_error(c, false, "a program runs in place of "
-			    "netcluster-worker: its service must be the only "
-			    "one of the configuration");
-			config_pop(c);
-		}
 		for (j = 0; j < i && s->name != NULL; j++) {
 			t = &cfg->services[j];
 			if (t->name != NULL && strcmp(s->name, t->name) == 0) {
@@ -855,38 +1201,8 @@ config_check_whole(struct config_ctx *c, struct nc_config *cfg)
 				config_pop(c);
 			}
 		}
-		for (k = 0; k < s->nlisten; k++) {
-			a = &s->listen[k];
-			config_push_key(c, "listen");
-			config_push_index(c, k);
-			for (j = 0; j <= i; j++) {
-				t = &cfg->services[j];
-				for (l = 0; l < (j == i ? k : t->nlisten); l++) {
-					if (!nc_config_listen_same(a,
-					    &t->listen[l]))
-						continue;
-					config_error(c, false, "\"%s\" overlaps "
-					    "\"%s\" of services[%zu] (%s)",
-					    a->text, t->listen[l].text, j,
-					    t->name != NULL ? t->name : "?");
-				}
-			}
-			if (a->kind == NC_LISTEN_UNIX) {
-				snprintf(dir, sizeof dir, "%s", a->path);
-				if ((slash = strrchr(dir, '/')) == NULL)
-					snprintf(dir, sizeof dir, ".");
-				else if (slash == dir)
-					dir[1] = '\0';
-				else
-					*slash = '\0';
-				if (stat(dir, &st) == -1 || !S_ISDIR(st.st_mode))
-					config_error(c, false, "directory %s of "
-					    "the unix socket does not exist",
-					    dir);
-			}
-			config_pop(c);
-			config_pop(c);
-		}
+		for (k = 0; k < s->nlisten; k++)
+			config_listen_whole(c, cfg, i, k);
 		config_pop(c);
 		config_pop(c);
 	}
@@ -894,142 +1210,41 @@ config_check_whole(struct config_ctx *c, struct nc_config *cfg)
 	config_endpoint_whole(c, cfg, &cfg->agent, "agent");
 }
 
-/* "metrics": {"listen", "max_age_ms"}; "agent": {"listen", "weight"}. */
 static void
-config_endpoint(struct config_ctx *c, json_t *obj, struct nc_endpoint *ep,
-    bool agent)
+config_service_free(struct nc_service *s)
 {
-	const char	*key;
-	json_t		*v;
-	char		 err[256];
+	size_t	j;
 
-	ep->max_age_ms = 1000;
-	ep->weight = -1;
-	if (!json_is_object(obj)) {
-		config_error(c, false, "expected an object, got %s",
-		    config_type_name(obj));
-		return;
-	}
-	json_object_foreach(obj, key, v) {
-		config_push_key(c, key);
-		if (strcmp(key, "listen") == 0) {
-			if (!json_is_string(v) || strlen(json_string_value(v))
-			    != json_string_length(v)) {
-				config_error(c, false, "expected a string, got "
-				    "%s", config_type_name(v));
-			} else if (nc_config_parse_listen(json_string_value(v),
-			    &ep->listen, err, sizeof err) != 0)
-				config_error(c, false, "%s", err);
-			else
-				ep->on = true;
-		} else if (!agent && strcmp(key, "max_age_ms") == 0)
-			(void)config_int(c, v, 0, 60000, &ep->max_age_ms);
-		else if (agent && strcmp(key, "weight") == 0)
-			(void)config_int(c, v, 0, 256, &ep->weight);
-		else
-			config_error(c, true, "unknown key");
-		config_pop(c);
-	}
-	if (json_object_get(obj, "listen") == NULL)
-		config_error(c, false, "missing key \"listen\"");
-}
-
-static void
-config_top(struct config_ctx *c, json_t *root, struct nc_config *cfg)
-{
-	const char	*key;
-	json_t		*v, *e;
-	size_t		 i;
-	int		 iv;
-	long		 ncpu;
-
-	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	cfg->workers = ncpu > 0 && ncpu <= CONFIG_MAX_WORKERS ? (int)ncpu : 1;
-	cfg->log_level = NC_LOG_INFO;
-	cfg->shutdown_timeout_ms = 30000;
-	if ((cfg->control_socket = strdup(CONFIG_DEFAULT_CONTROL)) == NULL)
-		config_error(c, false, "out of memory");
-
-	json_object_foreach(root, key, v) {
-		config_push_key(c, key);
-		if (strcmp(key, "workers") == 0)
-			(void)config_int(c, v, 1, CONFIG_MAX_WORKERS,
-			    &cfg->workers);
-		else if (strcmp(key, "user") == 0)
-			(void)config_string(c, v, 64, &cfg->user);
-		else if (strcmp(key, "group") == 0)
-			(void)config_string(c, v, 64, &cfg->group);
-		else if (strcmp(key, "control_socket") == 0)
-			(void)config_string(c, v, 107, &cfg->control_socket);
-		else if (strcmp(key, "log_level") == 0) {
-			if (config_enum(c, v, level_names, 6, &iv) == 0)
-				cfg->log_level = iv == 5 ? NC_LOG_ERR :
-				    NC_LOG_ERR + iv;
-		} else if (strcmp(key, "shutdown_timeout_ms") == 0)
-			(void)config_int(c, v, 0, 3600000,
-			    &cfg->shutdown_timeout_ms);
-		else if (strcmp(key, "metrics") == 0)
-			config_endpoint(c, v, &cfg->metrics, false);
-		else if (strcmp(key, "agent") == 0)
-			config_endpoint(c, v, &cfg->agent, true);
-		else if (strcmp(key, "services") == 0) {
-			if (config_array(c, v, true) == 0) {
-				cfg->services = calloc(json_array_size(v),
-				    sizeof *cfg->services);
-				if (cfg->services == NULL) {
-					config_error(c, false, "out of memory");
-					config_pop(c);
-					continue;
-				}
-				cfg->nservices = json_array_size(v);
-				json_array_foreach(v, i, e) {
-					config_push_index(c, i);
-					if (!json_is_object(e))
-						config_error(c, false, "expected "
-						    "an object, got %s",
-						    config_type_name(e));
-					else
-						config_service(c, e,
-						    &cfg->services[i]);
-					config_pop(c);
-				}
-			}
-		} else
-			config_error(c, true, "unknown key");
-		config_pop(c);
-	}
-	if (json_object_get(root, "services") == NULL)
-		config_error(c, false, "missing key \"services\"");
+	free(s->name);
+	for (j = 0; j < s->nlisten; j++)
+		nc_config_listen_clear(&s->listen[j]);
+	free(s->listen);
+	for (j = 0; j < s->nupstream; j++)
+		free(s->upstream[j]);
+	free(s->upstream);
+	free(s->module);
+	for (j = 0; j < s->ncommand; j++)
+		free(s->command[j]);
+	free(s->command);
+	for (j = 0; j < s->nenv; j++)
+		free(s->env[j]);
+	free(s->env);
+	free(s->cwd);
+	free(s->user);
+	free(s->group);
+	if (s->options != NULL)
+		json_decref(s->options);
 }
 
 void
 nc_config_free(struct nc_config *cfg)
 {
-	struct nc_service	*s;
-	size_t			 i, j;
+	size_t	i;
 
 	if (cfg == NULL)
 		return;
-	for (i = 0; i < cfg->nservices; i++) {
-		s = &cfg->services[i];
-		free(s->name);
-		for (j = 0; j < s->nlisten; j++)
-			nc_config_listen_clear(&s->listen[j]);
-		free(s->listen);
-		for (j = 0; j < s->nupstream; j++)
-			free(s->upstream[j]);
-		free(s->upstream);
-		free(s->module);
-		for (j = 0; j < s->ncommand; j++)
-			free(s->command[j]);
-		free(s->command);
-		for (j = 0; j < s->nenv; j++)
-			free(s->env[j]);
-		free(s->env);
-		free(s->cwd);
-		if (s->options != NULL)
-			json_decref(s->options);
-	}
+	for (i = 0; i < cfg->nservices; i++)
+		config_service_free(&cfg->services[i]);
 	free(cfg->services);
 	nc_config_listen_clear(&cfg->metrics.listen);
 	nc_config_listen_clear(&cfg->agent.listen);
@@ -1097,8 +1312,6 @@ nc_config_parse(const char *name, const char *text, size_t len,
 	memcpy(cfg->text, text, len);
 	cfg->text[len] = '\0';
 	cfg->textlen = len;
-	cfg->uid = (uid_t)-1;
-	cfg->gid = (gid_t)-1;
 	if (!json_is_object(root))
 		config_error(&c, false, "expected an object at the top, got %s",
 		    config_type_name(root));

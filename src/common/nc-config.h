@@ -91,6 +91,18 @@ struct nc_service {
 	char			*cwd;		/* program, or NULL */
 	enum nc_sockets		 sockets;	/* program: how it gets them */
 	bool			 messages;	/* inherit program: a line channel */
+	/*
+	 * Its pool: "workers", "user" and "group" of the service, else the
+	 * top-level ones (the defaults); has_workers tells which. uid and
+	 * gid are set by the check (nc_config_check()), else -1.
+	 */
+	int			 workers;
+	bool			 has_workers;
+	char			*user;		/* or NULL: as the master */
+	char			*group;
+	uid_t			 uid;
+	gid_t			 gid;
+	int			 reload_batch;	/* 0: the whole pool at once */
 };
 
 /*
@@ -116,8 +128,6 @@ struct nc_config {
 	size_t			 nservices;
 	struct nc_endpoint	 metrics;
 	struct nc_endpoint	 agent;
-	uid_t			 uid;	/* of user, set by the check, or -1 */
-	gid_t			 gid;	/* of group or user's, or -1 */
 	char			*text;	/* the file as read, for positions */
 	size_t			 textlen;
 };
@@ -168,6 +178,11 @@ struct nc_config_check_env {
 		    void *arg);
 	bool	(*held)(const struct nc_listen_addr *, void *arg);
 	void	*arg;
+	/*
+	 * The netcluster-worker the daemon runs for built-in services, or
+	 * NULL: checked executable by each such service's user.
+	 */
+	const char *worker_binary;
 };
 
 /*
@@ -176,13 +191,27 @@ struct nc_config_check_env {
  * listen hosts resolve (the address goes in each TCP listener's
  * `address`, which is what the daemon binds); proxy upstreams resolve;
  * modules load (in a child process, which exits) and are built for this
- * handler API; user and group exist (their ids go in uid and gid), and
- * only root may run workers as them; the control socket's directory is
- * there or can be made. 0, or -1 with every error in *errors as
- * nc_config_load() gives them; the caller frees it.
+ * handler API; each service's user and group exist (their ids go in its
+ * uid and gid), and only root may run workers as them; what each
+ * service's workers open (a program's command and cwd, worker_binary, a
+ * module) is theirs to open, asked as their user in a child process;
+ * the control socket's directory is there or can be made. 0, or -1 with
+ * every error in *errors as nc_config_load() gives them; the caller
+ * frees it. It blocks (names, children): run it where that is allowed.
  */
 int		 nc_config_check(struct nc_config *,
 		    const struct nc_config_check_env *, char **errors);
+
+/*
+ * What nc_config_check() set in cfg (each TCP listener's `address`, each
+ * service's uid and gid), as a JSON value (NULL: out of memory; the
+ * caller owns it); and the same set into a cfg parsed from the same
+ * text, for a check run in another process: 0, or -1 when the value
+ * does not fit cfg (counts, types, an address for a listener that has
+ * none), and then cfg is left unchanged.
+ */
+json_t		*nc_config_check_result(const struct nc_config *);
+int		 nc_config_check_apply(struct nc_config *, const json_t *);
 
 /*
  * fd is a stream socket a listener can take: 0, *listening telling
@@ -194,8 +223,8 @@ int		 nc_config_check_fd(int fd, bool *listening, char *err,
 
 /*
  * The directory of the socket path: 0 when it is there and writable, 1
- * when it is not there and can be made (its parent is a writable
- * directory), -1 with a message otherwise. dir gets the directory.
+ * when it is not there and can be made (it is made and removed again to
+ * know), -1 with a message otherwise. dir gets the directory.
  */
 int		 nc_config_socket_dir(const char *path, char *dir,
 		    size_t dirlen, char *err, size_t errlen);
