@@ -1,7 +1,9 @@
 /*
  * netclusterctl: the operator's CLI. Sends one request to netclusterd's
  * control socket and prints the answer, as text or (--json) as the JSON
- * the master sent. Exit status 0 on success, 1 with a one-line reason.
+ * the master sent. The commands, their arguments and --help come from the
+ * command table (nc-command.h) the master checks requests against. Exit
+ * status 0 on success, 1 with a one-line reason, 2 for bad usage.
  */
 
 #include <sys/socket.h>
@@ -20,47 +22,85 @@
 
 #include <jansson.h>
 
+#include "nc-command.h"
+
 #define CTL_DEFAULT_SOCKET	"/run/netcluster/control.sock"
 #define CTL_TIMEOUT_MS		60000	/* a reload waits for new workers */
 #define CTL_MAX_REPLY		(4 * 1024 * 1024)
 #define DRAIN_POLL_MS		100
 
+#define CTL_HELP_COLUMN		23	/* where --help's text starts */
+
+/* The usage and, from the command table, a line or more per command. */
 static void
 usage(FILE *f)
 {
+	const struct nc_command_entry	*ce;
+	const char			*line, *nl;
+	char				 words[128];
+	size_t				 i;
+
 	fprintf(f,
-	    "usage: netclusterctl [-s SOCKET] [--json] COMMAND\n"
+	    "usage: netclusterctl [-s SOCKET] [--json] COMMAND [ARGUMENT ...]\n"
 	    "Talks to netclusterd's control socket (default %s).\n"
-	    "Commands:\n"
-	    "  status               the master, its services and their "
-	    "connections\n"
-	    "  workers              each worker: pid, state, uptime, restarts, "
-	    "connections\n"
-	    "  connections [NAME]   open connections, summed over the workers\n"
-	    "  reload               read the configuration again; a new generation\n"
-	    "                       of workers takes over without dropping a\n"
-	    "                       connection (as SIGHUP)\n"
-	    "  upgrade              check, then execute the binary netclusterd was\n"
-	    "                       started from (a new one once replaced) in place\n"
-	    "                       (same pid), keeping its sockets; new workers\n"
-	    "                       take over as in a reload\n"
-	    "  stop                 stop gracefully (as SIGTERM)\n"
-	    "  send SERVICE JSON    send a message (any JSON value) to every\n"
-	    "                       worker of SERVICE: its MESSAGE event\n"
-	    "  metrics              the Prometheus metrics, as GET /metrics\n"
-	    "                       serves them (--json: the same as JSON)\n"
-	    "  drain [--wait] [--stop]\n"
-	    "                       tell the balancer in front to send nothing\n"
-	    "                       new (/ready answers 503, the agent drain);\n"
-	    "                       listeners stay open. --wait: until no\n"
-	    "                       connection is open (at most\n"
-	    "                       shutdown_timeout_ms); --stop: then stop\n"
-	    "  undrain              ready again\n"
+	    "Commands:\n", CTL_DEFAULT_SOCKET);
+	for (i = 0; i < nc__ncommands; i++) {
+		ce = &nc__commands[i];
+		snprintf(words, sizeof words, "%s%s%s", ce->name,
+		    ce->usage[0] != '\0' ? " " : "", ce->usage);
+		/* A long one gets its own line, its text below. */
+		if (strlen(words) + 3 > CTL_HELP_COLUMN)
+			fprintf(f, "  %s\n%*s", words, CTL_HELP_COLUMN, "");
+		else
+			fprintf(f, "  %-*s", CTL_HELP_COLUMN - 2, words);
+		for (line = ce->help; (nl = strchr(line, '\n')) != NULL;
+		    line = nl + 1)
+			fprintf(f, "%*s%.*s\n", line == ce->help ? 0 :
+			    CTL_HELP_COLUMN, "", (int)(nl - line), line);
+	}
+	fprintf(f,
 	    "Options:\n"
 	    "  -s, --socket SOCKET  the control socket\n"
 	    "  -j, --json           print the master's JSON answer as is\n"
+	    "      --batch K        for reload: K workers at a time\n"
 	    "      --wait, --stop   for drain\n"
-	    "  -h, --help           print this help\n", CTL_DEFAULT_SOCKET);
+	    "  -h, --help           print this help\n");
+}
+
+/* Exit status 2 with a line: bad usage, found before anything is sent. */
+static void __attribute__((noreturn, format(printf, 1, 2)))
+usage_fail(const char *fmt, ...)
+{
+	va_list	ap;
+
+	fputs("netclusterctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+/*
+ * A count of the command line: 1 to NC_COMMAND_MAX_COUNT, with a sign
+ * when sign is true ("+2", "-1"). 0 when s is not one.
+ */
+static int
+count_parse(const char *s, bool sign)
+{
+	const char	*p = s;
+	int		 n = 0;
+
+	if (sign && (*p == '+' || *p == '-'))
+		p++;
+	if (*p == '\0')
+		return 0;
+	for (; *p >= '0' && *p <= '9'; p++)
+		if ((n = n * 10 + (*p - '0')) > NC_COMMAND_MAX_COUNT)
+			return 0;
+	if (*p != '\0')
+		return 0;
+	return *s == '-' ? -n : n;
 }
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
@@ -228,25 +268,95 @@ drain_wait(const char *path, int bound_ms)
 	}
 }
 
+/*
+ * A line per service, then its reload under way and its listeners. The
+ * keys of the pool (workers, online, file_workers, reloading) may be
+ * absent, from an older master: what is there is printed.
+ */
 static void
 print_services(json_t *services)
 {
-	json_t		*s, *l;
+	json_t		*s, *l, *r, *v;
 	size_t		 i, j;
 	char		 num[32];
 
 	json_array_foreach(services, i, s) {
-		printf("service %s: handler %s, mode %s, %s connections\n",
+		printf("service %s: handler %s, mode %s",
 		    json_string_value(json_object_get(s, "name")),
 		    json_string_value(json_object_get(s, "handler")),
-		    json_string_value(json_object_get(s, "mode")),
-		    count_text(json_object_get(s, "connections"), num,
-		    sizeof num));
+		    json_string_value(json_object_get(s, "mode")));
+		if (json_is_integer(json_object_get(s, "online")) &&
+		    json_is_integer(json_object_get(s, "workers")))
+			printf(", %lld of %lld workers online",
+			    (long long)json_integer_value(json_object_get(s,
+			    "online")), (long long)json_integer_value(
+			    json_object_get(s, "workers")));
+		printf(", %s connections", count_text(json_object_get(s,
+		    "connections"), num, sizeof num));
+		v = json_object_get(s, "file_workers");
+		if (json_is_integer(v) && json_is_integer(json_object_get(s,
+		    "workers")) && json_integer_value(v) != json_integer_value(
+		    json_object_get(s, "workers")))
+			printf(" (scaled: the file says %lld)",
+			    (long long)json_integer_value(v));
+		printf("\n");
+		r = json_object_get(s, "reloading");
+		if (json_is_object(r))
+			printf("  reloading: batch %lld of %lld (%lld at a "
+			    "time)\n", (long long)json_integer_value(
+			    json_object_get(r, "batch")), (long long)
+			    json_integer_value(json_object_get(r, "batches")),
+			    (long long)json_integer_value(json_object_get(r,
+			    "batch_size")));
 		json_array_foreach(json_object_get(s, "listeners"), j, l)
 			printf("  listen %s -> %s\n",
 			    json_string_value(json_object_get(l, "listen")),
 			    json_string_value(json_object_get(l, "bound")));
 	}
+}
+
+/*
+ * The workers' table; the master sorts them by service, then slot, and
+ * each service's rows come under a line "service NAME:" and the
+ * columns. Rows without a service (an older master) are one table.
+ */
+static void
+print_workers(json_t *workers)
+{
+	json_t		*w;
+	const char	*svc, *last = NULL;
+	size_t		 i;
+	char		 num[32];
+	bool		 header = false;
+
+	json_array_foreach(workers, i, w) {
+		svc = json_string_value(json_object_get(w, "service"));
+		if (svc != NULL && (last == NULL || strcmp(svc, last) != 0)) {
+			printf("service %s:\n", svc);
+			header = false;
+		}
+		last = svc;
+		if (!header)
+			printf("%-5s %-6s %-8s %-9s %-9s %-8s %s\n", "SLOT",
+			    "ID", "PID", "STATE", "UPTIME", "RESTARTS",
+			    "CONNECTIONS");
+		header = true;
+		printf("%-5lld %-6lld %-8lld %-9s %-9.0f %-8lld %s%s\n",
+		    (long long)json_integer_value(json_object_get(w, "slot")),
+		    (long long)json_integer_value(json_object_get(w, "id")),
+		    (long long)json_integer_value(json_object_get(w, "pid")),
+		    json_string_value(json_object_get(w, "state")),
+		    json_real_value(json_object_get(w, "uptime_s")),
+		    (long long)json_integer_value(json_object_get(w,
+		    "restarts")),
+		    count_text(json_object_get(w, "count"), num, sizeof num),
+		    json_is_true(json_object_get(w, "answered")) ||
+		    json_is_null(json_object_get(w, "count")) ? "" :
+		    " (no answer)");
+	}
+	if (!header)
+		printf("%-5s %-6s %-8s %-9s %-9s %-8s %s\n", "SLOT", "ID",
+		    "PID", "STATE", "UPTIME", "RESTARTS", "CONNECTIONS");
 }
 
 static void
@@ -263,37 +373,202 @@ print_missing(json_t *reply)
 	printf("\n");
 }
 
+static void
+print_status(json_t *reply)
+{
+	char	 num[32];
+
+	printf("netclusterd pid %lld, up %.0f s, %lld of %lld workers alive, "
+	    "%s connections\n",
+	    (long long)json_integer_value(json_object_get(reply, "pid")),
+	    json_real_value(json_object_get(reply, "uptime_s")),
+	    (long long)json_integer_value(json_object_get(reply, "alive")),
+	    (long long)json_integer_value(json_object_get(reply, "workers")),
+	    count_text(json_object_get(reply, "connections"), num,
+	    sizeof num));
+	/* A master older than these keys has none. */
+	if (json_is_string(json_object_get(reply, "version")) &&
+	    json_is_string(json_object_get(reply, "binary")))
+		printf("version %s, binary %s%s\n", json_string_value(
+		    json_object_get(reply, "version")),
+		    json_string_value(json_object_get(reply, "binary")),
+		    json_is_true(json_object_get(reply, "binary_changed")) ?
+		    " (replaced on disk since it started: upgrade runs the "
+		    "new file)" : "");
+	if (json_is_string(json_object_get(reply, "metrics")))
+		printf("metrics on %s\n", json_string_value(
+		    json_object_get(reply, "metrics")));
+	if (json_is_string(json_object_get(reply, "agent")))
+		printf("agent-check on %s\n", json_string_value(
+		    json_object_get(reply, "agent")));
+	if (json_is_true(json_object_get(reply, "draining")))
+		printf("draining: the balancer is told to send nothing new\n");
+	print_services(json_object_get(reply, "services"));
+	print_missing(reply);
+}
+
+/* The names of the commands with netclusterctl's option ctl. */
+static void
+ctl_names(int ctl, char *buf, size_t len)
+{
+	size_t	i, off = 0;
+	int	w;
+
+	buf[0] = '\0';
+	for (i = 0; i < nc__ncommands; i++) {
+		if ((nc__commands[i].ctl & ctl) == 0)
+			continue;
+		w = snprintf(buf + off, len - off, "%s%s", off == 0 ? "" :
+		    ", ", nc__commands[i].name);
+		if (w < 0 || (size_t)w >= len - off)
+			return;
+		off += (size_t)w;
+	}
+}
+
+/*
+ * The request of the command line's words after the options: the
+ * command, then as its row takes them [SERVICE], JSON (the message) and
+ * N|+K|-K (workers or delta); batch from --batch, 0 when not given.
+ * Exits 2 on bad usage.
+ */
+static json_t *
+ctl_request(char **args, int nargs, int batch, bool as_json, bool waits,
+    const struct nc_command_entry **cep)
+{
+	const struct nc_command_entry	*ce;
+	json_error_t			 jerr;
+	json_t				*req, *msg;
+	char				 names[128];
+	int				 min = 0, max = 0, n, i = 1;
+
+	if (nargs == 0) {
+		usage(stderr);
+		exit(2);
+	}
+	if ((ce = nc__command_find(args[0])) == NULL) {
+		fprintf(stderr, "netclusterctl: unknown command \"%s\"\n",
+		    args[0]);
+		usage(stderr);
+		exit(2);
+	}
+	if (waits && (ce->ctl & NC_CTL_WAIT) == 0) {
+		ctl_names(NC_CTL_WAIT, names, sizeof names);
+		usage_fail("--wait and --stop are for %s", names);
+	}
+	if (batch != 0 && (ce->takes & NC_KEY_BATCH) == 0) {
+		(void)nc__command_names(NC_KEY_BATCH, "and", names,
+		    sizeof names);
+		usage_fail("--batch is for %s", names);
+	}
+	if (ce->takes & NC_KEY_SERVICE) {
+		max++;
+		min += (ce->needs & NC_KEY_SERVICE) != 0;
+	}
+	if (ce->takes & NC_KEY_MESSAGE) {
+		max++;
+		min += (ce->needs & NC_KEY_MESSAGE) != 0;
+	}
+	if (ce->one_of & (NC_KEY_WORKERS | NC_KEY_DELTA)) {
+		max++;
+		min++;
+	}
+	if (nargs - 1 > max && max == 0)
+		usage_fail("%s takes no argument", ce->name);
+	if (nargs - 1 > max || nargs - 1 < min)
+		usage_fail("%s takes %s", ce->name, ce->usage);
+	if ((req = json_pack("{s:s}", "command", ce->name)) == NULL)
+		fail("out of memory");
+	if ((ce->takes & NC_KEY_SERVICE) && i < nargs)
+		(void)json_object_set_new(req, "service",
+		    json_string(args[i++]));
+	if ((ce->takes & NC_KEY_MESSAGE) && i < nargs) {
+		if ((msg = json_loads(args[i], JSON_DECODE_ANY |
+		    JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
+			json_decref(req);
+			usage_fail("the message is not JSON: %s (line %d, "
+			    "column %d)", jerr.text, jerr.line, jerr.column);
+		}
+		(void)json_object_set_new(req, "message", msg);
+		i++;
+	}
+	if ((ce->one_of & (NC_KEY_WORKERS | NC_KEY_DELTA)) && i < nargs) {
+		if ((n = count_parse(args[i], true)) == 0) {
+			json_decref(req);
+			usage_fail("%s: \"%s\" is not a count (N, +K or -K, "
+			    "from 1 to %d)", ce->name, args[i],
+			    NC_COMMAND_MAX_COUNT);
+		}
+		(void)json_object_set_new(req, args[i][0] == '+' ||
+		    args[i][0] == '-' ? "delta" : "workers", json_integer(n));
+		i++;
+	}
+	if (batch != 0)
+		(void)json_object_set_new(req, "batch", json_integer(batch));
+	if (ce->takes & NC_KEY_FORMAT)
+		(void)json_object_set_new(req, "format", json_string(as_json ?
+		    "json" : "text"));
+	*cep = ce;
+	return req;
+}
+
 int
 main(int argc, char **argv)
 {
-	const char	*path = getenv("NETCLUSTER_CONTROL_SOCKET");
-	const char	*cmd;
-	json_error_t	 jerr;
-	json_t		*req, *reply, *w, *msg;
-	char		 num[32];
-	char		*answer;
-	bool		 as_json = false, wait = false, stop = false;
-	size_t		 i;
-	int		 ch, rc = 0;
+	const struct nc_command_entry	*ce;
+	const char			*path;
+	json_t				*req, *reply, *v;
+	char				**args;
+	char				 num[32];
+	char				*answer;
+	bool				 as_json = false, wait = false;
+	bool				 stop = false;
+	int				 ch, nargs = 0, batch = 0, rc = 0;
 
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "batch", required_argument, NULL, 'B' },
 		{ "wait", no_argument, NULL, 'W' },
 		{ "stop", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 
+	path = getenv("NETCLUSTER_CONTROL_SOCKET");
 	if (path == NULL || *path == '\0')
 		path = CTL_DEFAULT_SOCKET;
-	while ((ch = getopt_long(argc, argv, "s:jh", longopts, NULL)) != -1) {
+	if ((args = calloc((size_t)argc + 1, sizeof *args)) == NULL)
+		fail("out of memory");
+	/*
+	 * Options go anywhere; the words between them are taken in order
+	 * ("-" first in the option string), and so is a negative count,
+	 * which getopt would take for options ("scale web -2").
+	 */
+	for (;;) {
+		if (optind < argc && argv[optind][0] == '-' &&
+		    argv[optind][1] >= '0' && argv[optind][1] <= '9') {
+			args[nargs++] = argv[optind++];
+			continue;
+		}
+		if ((ch = getopt_long(argc, argv, "-s:jh", longopts,
+		    NULL)) == -1)
+			break;
 		switch (ch) {
+		case 1:
+			args[nargs++] = optarg;
+			break;
 		case 's':
 			path = optarg;
 			break;
 		case 'j':
 			as_json = true;
+			break;
+		case 'B':
+			if ((batch = count_parse(optarg, false)) == 0)
+				usage_fail("--batch: \"%s\" is not a count "
+				    "from 1 to %d", optarg,
+				    NC_COMMAND_MAX_COUNT);
 			break;
 		case 'W':
 			wait = true;
@@ -309,129 +584,51 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind >= argc) {
-		usage(stderr);
-		return 2;
-	}
-	cmd = argv[optind++];
-	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "workers") != 0 &&
-	    strcmp(cmd, "connections") != 0 && strcmp(cmd, "stop") != 0 &&
-	    strcmp(cmd, "reload") != 0 && strcmp(cmd, "upgrade") != 0 &&
-	    strcmp(cmd, "send") != 0 && strcmp(cmd, "metrics") != 0 &&
-	    strcmp(cmd, "drain") != 0 && strcmp(cmd, "undrain") != 0) {
-		fprintf(stderr, "netclusterctl: unknown command \"%s\"\n", cmd);
-		usage(stderr);
-		return 2;
-	}
-	if (optind < argc && strcmp(cmd, "connections") != 0 &&
-	    strcmp(cmd, "send") != 0) {
-		fprintf(stderr, "netclusterctl: %s takes no argument\n", cmd);
-		return 2;
-	}
-	if ((wait || stop) && strcmp(cmd, "drain") != 0) {
-		fprintf(stderr, "netclusterctl: --wait and --stop are for "
-		    "drain\n");
-		return 2;
-	}
-	if (strcmp(cmd, "send") == 0 && argc - optind != 2) {
-		fprintf(stderr, "netclusterctl: send takes SERVICE and JSON\n");
-		return 2;
-	}
-	req = json_pack("{s:s}", "command", cmd);
-	if (optind < argc)
-		(void)json_object_set_new(req, "service",
-		    json_string(argv[optind++]));
-	if (strcmp(cmd, "send") == 0) {
-		if ((msg = json_loads(argv[optind], JSON_DECODE_ANY |
-		    JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
-			fprintf(stderr, "netclusterctl: the message is not "
-			    "JSON: %s (line %d, column %d)\n", jerr.text,
-			    jerr.line, jerr.column);
-			json_decref(req);
-			return 2;
-		}
-		(void)json_object_set_new(req, "message", msg);
-		optind++;
-	}
-	if (optind < argc) {
-		json_decref(req);
-		usage(stderr);
-		return 2;
-	}
-	if (strcmp(cmd, "metrics") == 0)
-		(void)json_object_set_new(req, "format", json_string(as_json ?
-		    "json" : "text"));
+	while (optind < argc)	/* after "--" */
+		args[nargs++] = argv[optind++];
+	req = ctl_request(args, nargs, batch, as_json, wait || stop, &ce);
+	free(args);
 	reply = ask(path, req, &answer);
 	if (as_json) {
 		fputs(answer, stdout);
-	} else if (strcmp(cmd, "metrics") == 0) {
-		fputs(json_string_value(json_object_get(reply, "text")) != NULL ?
-		    json_string_value(json_object_get(reply, "text")) : "",
-		    stdout);
-	} else if (strcmp(cmd, "status") == 0) {
-		printf("netclusterd pid %lld, up %.0f s, %lld of %lld workers "
-		    "alive, %s connections\n",
-		    (long long)json_integer_value(json_object_get(reply, "pid")),
-		    json_real_value(json_object_get(reply, "uptime_s")),
-		    (long long)json_integer_value(json_object_get(reply,
-		    "alive")),
-		    (long long)json_integer_value(json_object_get(reply,
-		    "workers")),
-		    count_text(json_object_get(reply, "connections"), num,
-		    sizeof num));
-		/* A master older than these keys has none. */
-		if (json_is_string(json_object_get(reply, "version")) &&
-		    json_is_string(json_object_get(reply, "binary")))
-			printf("version %s, binary %s%s\n", json_string_value(
-			    json_object_get(reply, "version")),
-			    json_string_value(json_object_get(reply, "binary")),
-			    json_is_true(json_object_get(reply,
-			    "binary_changed")) ? " (replaced on disk since it "
-			    "started: upgrade runs the new file)" : "");
-		if (json_is_string(json_object_get(reply, "metrics")))
-			printf("metrics on %s\n", json_string_value(
-			    json_object_get(reply, "metrics")));
-		if (json_is_string(json_object_get(reply, "agent")))
-			printf("agent-check on %s\n", json_string_value(
-			    json_object_get(reply, "agent")));
-		if (json_is_true(json_object_get(reply, "draining")))
-			printf("draining: the balancer is told to send nothing "
-			    "new\n");
-		print_services(json_object_get(reply, "services"));
-		print_missing(reply);
-	} else if (strcmp(cmd, "workers") == 0) {
-		printf("%-5s %-6s %-8s %-9s %-9s %-8s %s\n", "SLOT", "ID",
-		    "PID", "STATE", "UPTIME", "RESTARTS", "CONNECTIONS");
-		json_array_foreach(json_object_get(reply, "workers"), i, w)
-			printf("%-5lld %-6lld %-8lld %-9s %-9.0f %-8lld %s%s\n",
-			    (long long)json_integer_value(json_object_get(w,
-			    "slot")),
-			    (long long)json_integer_value(json_object_get(w,
-			    "id")),
-			    (long long)json_integer_value(json_object_get(w,
-			    "pid")),
-			    json_string_value(json_object_get(w, "state")),
-			    json_real_value(json_object_get(w, "uptime_s")),
-			    (long long)json_integer_value(json_object_get(w,
-			    "restarts")),
-			    count_text(json_object_get(w, "count"), num,
-			    sizeof num),
-			    json_is_true(json_object_get(w, "answered")) ||
-			    json_is_null(json_object_get(w, "count")) ? "" :
-			    " (no answer)");
-	} else if (strcmp(cmd, "connections") == 0) {
-		printf("%s\n", count_text(json_object_get(reply,
-		    "connections"), num, sizeof num));
-		print_missing(reply);
-	} else
-		printf("%s\n", json_string_value(json_object_get(reply,
-		    "message")));
-	if (strcmp(cmd, "drain") == 0 && wait) {
+	} else {
+		switch (ce->command) {
+		case NC_CMD_METRICS:
+			v = json_object_get(reply, "text");
+			fputs(json_is_string(v) ? json_string_value(v) : "",
+			    stdout);
+			break;
+		case NC_CMD_STATUS:
+			print_status(reply);
+			break;
+		case NC_CMD_WORKERS:
+			print_workers(json_object_get(reply, "workers"));
+			print_missing(reply);
+			break;
+		case NC_CMD_CONNECTIONS:
+			printf("%s\n", count_text(json_object_get(reply,
+			    "connections"), num, sizeof num));
+			print_missing(reply);
+			break;
+		case NC_CMD_RELOAD:
+		case NC_CMD_SCALE:
+		case NC_CMD_UPGRADE:
+		case NC_CMD_STOP:
+		case NC_CMD_SEND:
+		case NC_CMD_DRAIN:
+		case NC_CMD_UNDRAIN:
+			v = json_object_get(reply, "message");
+			if (json_is_string(v))
+				printf("%s\n", json_string_value(v));
+			break;
+		}
+	}
+	if ((ce->ctl & NC_CTL_WAIT) && wait) {
 		fflush(stdout);
 		rc = drain_wait(path, (int)json_integer_value(json_object_get(
 		    reply, "shutdown_timeout_ms")));
 	}
-	if (strcmp(cmd, "drain") == 0 && stop) {
+	if ((ce->ctl & NC_CTL_WAIT) && stop) {
 		json_decref(ask(path, json_pack("{s:s}", "command", "stop"),
 		    NULL));
 		printf("stopping\n");
