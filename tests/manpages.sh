@@ -24,16 +24,14 @@ for o in $opts; do
 	grep -q "Fl $o" "$s/man/netclusterd.8" ||
 	    { echo "netclusterd(8) lacks -$o"; fail=1; }
 done
-# netclusterctl's commands and options.
-for c in status workers connections reload upgrade stop send metrics \
-    drain undrain; do
+# netclusterctl's commands, from the table (its --help comes from the
+# same rows: tests/ctl.sh), and its options.
+for c in $(sed -n 's/^		"\([a-z]*\)", NC_CMD_[A-Z]*,.*/\1/p' \
+    "$s/src/common/command.c"); do
 	grep -q "It Cm $c\b" "$s/man/netclusterctl.8" ||
 	    { echo "netclusterctl(8) lacks $c"; fail=1; }
-	# A line of the --help text starts with it ("  drain [--wait]...").
-	grep -Eq "\"  $c( |\\\\n)" "$s/src/ctl/main.c" ||
-	    { echo "netclusterctl --help lacks $c"; fail=1; }
 done
-for o in s j h -wait -stop; do
+for o in s j h -batch -wait -stop; do
 	grep -q "Fl $o" "$s/man/netclusterctl.8" ||
 	    { echo "netclusterctl(8) lacks -$o"; fail=1; }
 done
