@@ -30,6 +30,7 @@
 #define DRAIN_POLL_MS		100
 
 #define CTL_HELP_COLUMN		23	/* where --help's text starts */
+#define CTL_MAX_WORDS		8	/* the command and its arguments */
 
 /* The usage and, from the command table, a line or more per command. */
 static void
@@ -427,6 +428,18 @@ ctl_names(int ctl, char *buf, size_t len)
 }
 
 /*
+ * A word of the command line that is not an option; those past
+ * CTL_MAX_WORDS are only counted (any is one too many).
+ */
+static void
+ctl_word(char **args, int *nargs, char *word)
+{
+	if (*nargs < CTL_MAX_WORDS)
+		args[*nargs] = word;
+	(*nargs)++;
+}
+
+/*
  * The request of the command line's words after the options: the
  * command, then as its row takes them [SERVICE], JSON (the message) and
  * N|+K|-K (workers or delta); batch from --batch, 0 when not given.
@@ -518,7 +531,7 @@ main(int argc, char **argv)
 	const struct nc_command_entry	*ce;
 	const char			*path;
 	json_t				*req, *reply, *v;
-	char				**args;
+	char				*args[CTL_MAX_WORDS];
 	char				 num[32];
 	char				*answer;
 	bool				 as_json = false, wait = false;
@@ -538,8 +551,6 @@ main(int argc, char **argv)
 	path = getenv("NETCLUSTER_CONTROL_SOCKET");
 	if (path == NULL || *path == '\0')
 		path = CTL_DEFAULT_SOCKET;
-	if ((args = calloc((size_t)argc + 1, sizeof *args)) == NULL)
-		fail("out of memory");
 	/*
 	 * Options go anywhere; the words between them are taken in order
 	 * ("-" first in the option string), and so is a negative count,
@@ -548,7 +559,7 @@ main(int argc, char **argv)
 	for (;;) {
 		if (optind < argc && argv[optind][0] == '-' &&
 		    argv[optind][1] >= '0' && argv[optind][1] <= '9') {
-			args[nargs++] = argv[optind++];
+			ctl_word(args, &nargs, argv[optind++]);
 			continue;
 		}
 		if ((ch = getopt_long(argc, argv, "-s:jh", longopts,
@@ -556,7 +567,7 @@ main(int argc, char **argv)
 			break;
 		switch (ch) {
 		case 1:
-			args[nargs++] = optarg;
+			ctl_word(args, &nargs, optarg);
 			break;
 		case 's':
 			path = optarg;
@@ -585,9 +596,8 @@ main(int argc, char **argv)
 		}
 	}
 	while (optind < argc)	/* after "--" */
-		args[nargs++] = argv[optind++];
+		ctl_word(args, &nargs, argv[optind++]);
 	req = ctl_request(args, nargs, batch, as_json, wait || stop, &ce);
-	free(args);
 	reply = ask(path, req, &answer);
 	if (as_json) {
 		fputs(answer, stdout);
