@@ -21,20 +21,7 @@ struct evbuffer;
 
 #define NC__INTERNAL __attribute__((visibility("hidden")))
 
-/* log.c */
-extern int	nc__log_level;
-void		nc__log(int level, const char *func, const char *fmt, ...)
-		    __attribute__((format(printf, 3, 4)));
-#define log_err(...)	nc__log(NC_LOG_ERR, __func__, __VA_ARGS__)
-#define log_warnx(...)	nc__log(NC_LOG_WARNING, __func__, __VA_ARGS__)
-#define log_info(...) do {						\
-	if (nc__log_level >= NC_LOG_INFO)				\
-		nc__log(NC_LOG_INFO, __func__, __VA_ARGS__);		\
-} while (0)
-#define log_debug(...) do {						\
-	if (nc__log_level >= NC_LOG_DEBUG)				\
-		nc__log(NC_LOG_DEBUG, __func__, __VA_ARGS__);		\
-} while (0)
+#include "nc-log.h"
 
 /* error.c: an error as emitted, with its buffers. */
 struct nc__error {

@@ -50,15 +50,13 @@ static struct evconnlistener	*control_listener;
 static struct lev_rest		 control_rest = { .what = "control" };
 static unsigned long		 evicted;
 static char			 control_path[108];
-static char			 upgraded_from[64];	/* version before */
 static struct client		*clients;
 static int			 nclients;
 
+/* An answer on its way to a client, which may leave before it comes. */
 struct answer {
 	struct client	*client;	/* NULL once the client left */
-	char		 command[16];
-	char		 service[65];
-	bool		 json;		/* metrics: as JSON */
+	bool		 upgrade;	/* its fd would go to the new master */
 };
 
 static void
@@ -66,8 +64,8 @@ client_free(struct client *c)
 {
 	if (c->answer != NULL) {
 		/* Its fd must not go to the new master once reused. */
-		if (strcmp(c->answer->command, "upgrade") == 0)
-			master_upgrade_client_gone();
+		if (c->answer->upgrade)
+			upgrade_client_gone();
 		c->answer->client = NULL;
 	}
 	if (c->prev != NULL)
@@ -78,6 +76,7 @@ client_free(struct client *c)
 		c->next->prev = c->prev;
 	bufferevent_free(c->bev);
 	nclients--;
+	stats_set("clients", "control", nclients);
 	free(c);
 }
 
@@ -111,121 +110,25 @@ client_error(struct client *c, const char *fmt, ...)
 	client_reply(c, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
 }
 
-static json_t *
-services_json(json_t *counts, const char *only)
-{
-	struct service_rt	*svc;
-	struct listener		*l;
-	json_t			*list, *addrs, *w, *n;
-	size_t			 i, j, k;
-	json_int_t		 total;
-	bool			 unknown;
-
-	if ((list = json_array()) == NULL)
-		return NULL;
-	for (i = 0; i < master_nservices; i++) {
-		svc = &master_services[i];
-		if (only != NULL && strcmp(only, svc->conf->name) != 0)
-			continue;
-		addrs = json_array();
-		for (j = 0; j < svc->nlisteners; j++) {
-			l = svc->listeners[j];
-			(void)json_array_append_new(addrs, json_pack(
-			    "{s:s, s:s, s:i, s:I}", "listen", l->addr->text,
-			    "bound", l->bound, "port", l->port, "accepted",
-			    (json_int_t)l->accepted));
-		}
-		total = 0;
-		unknown = false;
-		json_array_foreach(json_object_get(counts, "workers"), k, w) {
-			n = json_object_get(json_object_get(w, "services"),
-			    svc->conf->name);
-			if (json_is_integer(n))
-				total += json_integer_value(n);
-			else if (json_is_null(n))
-				unknown = true;	/* a program's: not known */
-		}
-		(void)json_array_append_new(list, json_pack(
-		    "{s:s, s:s, s:s, s:o, s:o}", "name", svc->conf->name,
-		    "handler", nc_config_handler_name(svc->conf->handler),
-		    "mode", nc_config_mode_name(svc->conf->mode),
-		    "listeners", addrs, "connections", unknown ? json_null() :
-		    json_integer(total)));
-	}
-	return list;
-}
-
+/* The answer to a request, whenever it comes: to the client, if there. */
 static void
-answer_cb(json_t *counts, void *arg)
+answer_cb(json_t *reply, void *arg)
 {
 	struct answer	*a = arg;
 	struct client	*c = a->client;
-	json_t		*reply, *w, *missing;
-	json_int_t	 total = 0;
-	size_t		 i;
-	bool		 unknown = false;
 
+	free(a);
 	if (c == NULL) {
-		free(a);
+		json_decref(reply);
 		return;
 	}
 	c->answer = NULL;
-	missing = json_array();
-	json_array_foreach(json_object_get(counts, "workers"), i, w) {
-		if (json_is_true(json_object_get(w, "answered")))
-			total += json_integer_value(json_object_get(w,
-			    "count"));
-		else if (json_is_null(json_object_get(w, "count")))
-			unknown = true;	/* a program: nobody to ask */
-		else if (strcmp(json_string_value(json_object_get(w,
-		    "state")), "dead") != 0)
-			(void)json_array_append_new(missing, json_integer(
-			    json_integer_value(json_object_get(w, "id"))));
-	}
-	if (strcmp(a->command, "workers") == 0)
-		reply = json_pack("{s:b, s:O, s:o}", "ok", 1, "workers",
-		    json_object_get(counts, "workers"), "missing", missing);
-	else if (strcmp(a->command, "connections") == 0) {
-		w = services_json(counts, a->service[0] != '\0' ?
-		    a->service : NULL);
-		if (a->service[0] != '\0') {
-			total = json_integer_value(json_object_get(
-			    json_array_get(w, 0), "connections"));
-			unknown = json_is_null(json_object_get(
-			    json_array_get(w, 0), "connections"));
-		}
-		reply = json_pack("{s:b, s:o, s:o, s:o}", "ok", 1,
-		    "connections", unknown ? json_null() : json_integer(total),
-		    "services", w, "missing", missing);
-	} else
-		reply = json_pack("{s:b, s:i, s:s, s:s, s:b, s:i, s:f, s:i, "
-		    "s:o, s:o, s:o, s:b, s:b}", "ok", 1, "pid", (int)getpid(),
-		    "version", PACKAGE_VERSION, "binary", master_binary,
-		    "binary_changed", upgrade_binary_changed(), "workers",
-		    master_nworkers, "uptime_s", elapsed_s(&master_started),
-		    "alive", (int)supervisor_alive(), "connections", unknown ?
-		    json_null() : json_integer(total), "services",
-		    services_json(counts, NULL), "missing", missing, "ready",
-		    health_ready(NULL, 0), "draining", master_draining);
-	if (reply != NULL && strcmp(a->command, "status") == 0) {
-		(void)json_object_set_new(reply, "metrics", health_bound(
-		    "metrics") != NULL ? json_string(health_bound("metrics")) :
-		    json_null());
-		(void)json_object_set_new(reply, "agent", health_bound(
-		    "agent") != NULL ? json_string(health_bound("agent")) :
-		    json_null());
-		/* Draining: whether the agent said so to the balancer yet. */
-		(void)json_object_set_new(reply, "agent_told_drain",
-		    health_agent_told() == -1 || !master_draining ?
-		    json_null() : json_boolean(health_agent_told()));
-	}
 	client_reply(c, reply);
-	free(a);
 }
 
-/* The client waits for an answer that comes later; NULL without memory. */
+/* The client waits for an answer that may come later; NULL: none. */
 static struct answer *
-client_pending(struct client *c, const char *command, const char *service)
+client_pending(struct client *c, bool upgrade)
 {
 	struct answer	*a;
 
@@ -234,83 +137,10 @@ client_pending(struct client *c, const char *command, const char *service)
 		return NULL;
 	}
 	a->client = c;
-	snprintf(a->command, sizeof a->command, "%s", command);
-	if (service != NULL)
-		snprintf(a->service, sizeof a->service, "%s", service);
+	a->upgrade = upgrade;
 	c->answer = a;
 	c->busy = true;
 	return a;
-}
-
-static void
-metrics_answer_cb(json_t *families, void *arg)
-{
-	struct answer	*a = arg;
-	struct client	*c = a->client;
-	struct evbuffer	*text;
-	char		*s;
-	size_t		 len;
-
-	if (c == NULL) {
-		free(a);
-		return;
-	}
-	c->answer = NULL;
-	if (families == NULL)
-		client_error(c, "out of memory");
-	else if (a->json)
-		client_reply(c, json_pack("{s:b, s:O}", "ok", 1, "metrics",
-		    families));
-	else if ((text = evbuffer_new()) == NULL)
-		client_error(c, "out of memory");
-	else {
-		metrics_text(families, text);
-		len = evbuffer_get_length(text);
-		s = (char *)evbuffer_pullup(text, -1);
-		client_reply(c, json_pack("{s:b, s:s%}", "ok", 1, "text",
-		    s != NULL ? s : "", s != NULL ? len : 0));
-		evbuffer_free(text);
-	}
-	free(a);
-}
-
-static void
-drain_reply(struct client *c, bool on)
-{
-	health_drain(on);
-	client_reply(c, json_pack("{s:b, s:b, s:s, s:i}", "ok", 1, "draining",
-	    on, "message", on ? "draining: /ready answers 503 and the agent "
-	    "drain; listeners stay open" : "not draining",
-	    "shutdown_timeout_ms", master_config->shutdown_timeout_ms));
-}
-
-static void
-reload_done(const char *error, void *arg)
-{
-	struct answer	*a = arg;
-	struct client	*c = a->client;
-	char		 command[16], msg[160];
-
-	snprintf(command, sizeof command, "%s", a->command);
-	free(a);
-	if (error != NULL && strcmp(command, "upgrade") == 0)
-		stats_add("upgrades", "failure", 1);
-	if (c == NULL)
-		return;
-	c->answer = NULL;
-	if (error != NULL)
-		client_error(c, "%s", error);
-	else if (strcmp(command, "upgrade") == 0) {
-		/* We are the new master, answering for the one before. */
-		snprintf(msg, sizeof msg, "upgraded: netclusterd %s -> %s "
-		    "(pid %d)", upgraded_from, PACKAGE_VERSION, (int)getpid());
-		client_reply(c, json_pack("{s:b, s:s, s:s, s:s, s:i, s:s}",
-		    "ok", 1, "message", msg, "previous_version", upgraded_from,
-		    "version", PACKAGE_VERSION, "pid", (int)getpid(), "binary",
-		    master_binary));
-	} else
-		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
-		    "reloaded"));
 }
 
 static void
@@ -319,69 +149,16 @@ client_request(struct client *c, const char *line, size_t len)
 	struct request	 req;
 	struct answer	*a;
 	char		 err[256];
-	const char	*svc;
-	int		 n;
 
 	if (request_parse(line, len, &req, err, sizeof err) != 0) {
 		client_error(c, "%s", err);
 		return;
 	}
-	svc = req.has_service ? req.service : NULL;
-	if (svc != NULL && service_by_name(svc) == NULL) {
-		client_error(c, "no service named \"%s\"", svc);
+	if ((a = client_pending(c, req.command == NC_CMD_UPGRADE)) == NULL) {
 		json_decref(req.message);
 		return;
 	}
-	switch (req.command) {
-	case REQ_SEND:
-		n = supervisor_send(svc, req.message, err, sizeof err);
-		json_decref(req.message);
-		if (n == -1) {
-			client_error(c, "%s", err);
-			return;
-		}
-		snprintf(err, sizeof err, "sent to %d worker%s", n,
-		    n == 1 ? "" : "s");
-		client_reply(c, json_pack("{s:b, s:i, s:s}", "ok", 1, "sent",
-		    n, "message", err));
-		return;
-	case REQ_STOP:
-		client_reply(c, json_pack("{s:b, s:s}", "ok", 1, "message",
-		    "stopping"));
-		(void)kill(getpid(), SIGTERM);
-		return;
-	case REQ_UPGRADE:
-		if ((a = client_pending(c, "upgrade", NULL)) == NULL)
-			return;
-		/* The new master answers on this connection once it is up. */
-		master_upgrade(bufferevent_getfd(c->bev), reload_done, a);
-		return;
-	case REQ_RELOAD:
-		if ((a = client_pending(c, "reload", NULL)) != NULL)
-			supervisor_reload(reload_done, a);
-		return;
-	case REQ_METRICS:
-		if ((a = client_pending(c, "metrics", NULL)) != NULL) {
-			a->json = req.json;
-			metrics_collect(metrics_answer_cb, a);
-		}
-		return;
-	case REQ_DRAIN:
-	case REQ_UNDRAIN:
-		drain_reply(c, req.command == REQ_DRAIN);
-		return;
-	case REQ_STATUS:
-	case REQ_WORKERS:
-	case REQ_CONNECTIONS:
-		break;
-	}
-	if ((a = client_pending(c, request_name(req.command), svc)) == NULL)
-		return;
-	if (supervisor_count(NULL, answer_cb, a) != 0) {
-		c->answer = NULL;
-		free(a);
-		client_error(c, "out of memory");
-	}
+	command_run(&req, bufferevent_getfd(c->bev), answer_cb, a);
 }
 
 static void
@@ -503,7 +280,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
-	c->bev = bufferevent_socket_new(master_base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->bev = bufferevent_socket_new(master.base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		close(fd);
 		free(c);
@@ -526,11 +303,13 @@ client_link(struct client *c)
 		clients->prev = c;
 	clients = c;
 	nclients++;
+	stats_set("clients", "control", nclients);
 }
 
 /*
  * The client that asked for the upgrade, from the master before us
- * (which ran from_version, or an unknown one if NULL).
+ * (which ran from_version, or an unknown one if NULL): answered once the
+ * new workers took over.
  */
 void
 control_adopt(int fd, const char *from_version)
@@ -538,19 +317,17 @@ control_adopt(int fd, const char *from_version)
 	struct client	*c;
 	struct answer	*a;
 
-	snprintf(upgraded_from, sizeof upgraded_from, "%s",
-	    from_version != NULL ? from_version : "(unknown)");
 	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
 	if ((c = calloc(1, sizeof *c)) == NULL ||
-	    (c->bev = bufferevent_socket_new(master_base, fd,
+	    (c->bev = bufferevent_socket_new(master.base, fd,
 	    BEV_OPT_CLOSE_ON_FREE)) == NULL) {
 		close(fd);
 		free(c);
 		return;
 	}
 	client_link(c);
-	if ((a = client_pending(c, "upgrade", NULL)) != NULL)
-		supervisor_on_handover(reload_done, a);
+	if ((a = client_pending(c, false)) != NULL)
+		command_upgraded(fd, from_version, answer_cb, a);
 }
 
 int
@@ -581,7 +358,7 @@ control_open(const char *path, char *err, size_t errlen)
 	}
 	(void)unlink(path);
 	old = umask(0177);	/* mode 0600 from birth */
-	control_listener = evconnlistener_new_bind(master_base, accept_cb, NULL,
+	control_listener = evconnlistener_new_bind(master.base, accept_cb, NULL,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
 	    (struct sockaddr *)&sun, sizeof sun);
 	umask(old);
@@ -607,10 +384,4 @@ control_close(void)
 		control_listener = NULL;
 		(void)unlink(control_path);
 	}
-}
-
-int
-control_clients(void)
-{
-	return nclients;
 }

@@ -1,33 +1,65 @@
 /*
  * netclusterd: the master. It binds the listeners of the configuration,
- * forks and supervises the workers, answers their handle requests over
+ * runs a pool of workers per service, answers their handle requests over
  * the channel, accepts for round-robin services, sums figures, and serves
- * the control socket.
+ * the control socket, the metrics and the agent.
+ *
+ * The state is one value, struct generation: the configuration, its
+ * pools and their listeners. It is built aside by one builder (build.c)
+ * for startup, a reload, a reload of one service, a scale and an upgrade,
+ * and swapped in by one pointer (master.gen). Pools and listeners live
+ * across generations; what a pool's workers run is a pooldef, shared by
+ * its slots and workers and freed with the last of them.
+ *
+ * The files call down, never up: a worker's news (online, gone, its
+ * state changed) reaches the files above through the hooks of worker.c.
  */
 
 #ifndef MASTER_H
 #define MASTER_H
 
+#include <sys/queue.h>
 #include <sys/types.h>
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 #include <jansson.h>
 
 #include "nc-accept.h"
 #include "nc-config.h"
+#include "nc-ipc.h"
+#include "nc-log.h"
+
+#ifndef TAILQ_FOREACH_SAFE
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
+	for ((var) = TAILQ_FIRST(head);					\
+	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
+	    (var) = (tvar))
+#endif
 
 struct bufferevent;
+struct evbuffer;
 struct event;
 struct event_base;
+struct evconnlistener;
 struct nc_ipc;
 
-enum worker_state {
-	W_STARTING,	/* forked, no `ready` yet */
-	W_ONLINE,	/* every listener up */
-	W_STOPPING,	/* sent `stop`, draining */
-	W_DEAD
+#define MAX_LISTENER_IDS	4096	/* listeners alive at once, reloads too */
+#define PROGRAM_LINE_MAX	896	/* bytes of a program's log line */
+#define PROGRAM_READ_MAX	65536	/* bytes read from it per event */
+#define BROADCAST_QUEUE_MAX	(1024 * 1024)	/* bytes waiting for a worker */
+#define ROLLOUT_TIMEOUT_S	30	/* for a batch of workers to be online */
+#define UPGRADE_QUIESCE_MS	2000
+#define UPGRADE_POLL_MS		5	/* checks that the exec may happen */
+#define UPGRADE_CHECK_MS	5000	/* -V and -t of the new binary */
+
+/* A checked configuration, shared by what was built from it. */
+struct conf {
+	int			 refs;
+	struct nc_config	*cfg;
+	int			 text_fd;	/* its text, sealed: init */
 };
 
 /* A connection accepted by the master, on its way to a worker. */
@@ -35,212 +67,383 @@ struct handoff {
 	int			 fd;
 	struct listener		*listener;
 	struct worker		*worker;	/* NULL while queued */
-	long long		 seq;
 	int			 tries;
-	struct handoff		*next;
+	TAILQ_ENTRY(handoff)	 entry;
 };
+TAILQ_HEAD(handoff_queue, handoff);
 
-#define MAX_LISTENER_IDS	4096	/* listeners alive at once, reloads too */
-#define PROGRAM_LINE_MAX	896	/* bytes of a program's log line, so
-					   that it fits in one of ours */
-#define PROGRAM_READ_MAX	65536	/* bytes read from it per event */
-#define BROADCAST_QUEUE_MAX	(1024 * 1024)	/* bytes waiting for a worker */
-
-/* One bound address of a service (one per worker slot for reuseport). */
+/*
+ * One listen address of a service: one socket, or one per slot
+ * (reuseport, exclusive). Kept by every pooldef that listens there;
+ * closed with the last one.
+ */
 struct listener {
-	struct handoff		*qhead, *qtail;	/* accepted, not handed */
-	size_t			 qlen;
-	struct listener		*retired_next;	/* removed by a reload */
-	struct service_rt	*service;
-	const struct nc_listen_addr *addr;
+	int			 refs;
 	int			 id;		/* in `conn` and `listen.result` */
+	struct conf		*conf;		/* holds svc and addr */
+	const struct nc_service	*svc;
+	const struct nc_listen_addr *addr;
+	char			*text;		/* the listen string */
 	int			*fds;		/* one, or one per slot */
 	size_t			 nfds;
 	char			 bound[160];	/* what it really bound */
 	int			 port;		/* the real port, or -1 */
-	bool			 unlink_path;	/* a unix socket we created */
-	char			*unix_path;	/* to unlink on close */
-	char			*text;		/* the listen string */
-	bool			 taken;		/* by a reload being built */
-	struct event		*accept_ev;	/* round-robin (per fd) */
-	struct event		**slot_evs;	/* reuseport: orphan slots */
+	char			*unix_path;	/* a file we made: unlinked */
+	struct pool		*pool;		/* whose it is */
+	unsigned		 build;		/* the last build that took it */
+	/* Round-robin, and reuseport slots without a worker (handoff.c). */
+	struct handoff_queue	 queue;		/* accepted, not handed */
+	size_t			 qlen;
+	struct event		*accept_ev;
+	struct event		**slot_evs;	/* reuseport: per socket */
+	size_t			 nslot_evs;
 	size_t			 rr_next;
 	unsigned long long	 accepted;
-	unsigned long long	 handed;	/* taken by a worker */
-	unsigned long long	 refused;	/* by a worker */
+	unsigned long long	 handed;
+	unsigned long long	 refused;
 	unsigned long long	 requeued;
 };
 
-struct service_rt {
-	const struct nc_service	*conf;
-	struct listener		**listeners;
+/* What a pool's workers run: a service as one configuration defines it. */
+struct pooldef {
+	int			 refs;
+	struct conf		*conf;
+	const struct nc_service	*svc;
+	struct listener		**listeners;	/* in the order of "listen" */
 	size_t			 nlisteners;
+	int			 generation;	/* of the workers it starts */
 };
 
+enum worker_state {
+	W_STARTING,	/* forked, not yet online */
+	W_ONLINE,	/* serves */
+	W_STOPPING,	/* told to stop, draining */
+	W_DEAD
+};
+
+struct inflight;
+
 struct worker {
-	int			 slot;		/* 0 .. workers-1 */
 	int			 id;		/* unique, grows */
 	pid_t			 pid;
 	enum worker_state	 state;
+	struct pool		*pool;
+	struct pooldef		*def;		/* what it runs (a ref) */
+	int			 generation;	/* of its def, or adopted */
+	int			 slot;		/* its slot's number */
+	bool			 incoming;	/* a rollout's, not yet in */
+	TAILQ_ENTRY(worker)	 entry;		/* the pool's draining list */
 	struct nc_ipc		*ipc;
 	struct timespec		 started;
-	int			 restarts;	/* of this slot */
-	int			 inflight;	/* round-robin handoffs */
-	struct inflight		*inflights;	/* sent, oldest first */
-	struct inflight		*staging;	/* a frame being built */
-	bool			 frames;	/* reads conn frames */
-	unsigned long long	 handed;	/* connections it accepted */
-	unsigned long		 refused_listens; /* listeners not its own */
-	bool			*rr;		/* by listener id: registered */
-	struct event		*kill_ev;	/* shutdown deadline */
-	json_t			*last_count;
-	json_t			*listening;	/* what it reported */
-	struct timespec		 refused_at;	/* last `accepted: false` */
-	int			 generation;
+	int			 restarts;	/* of its slot, when started */
+	bool			 ever_online;
+	bool			 killed;	/* by us: only answers count */
 	bool			 adopted;	/* from the master before */
-	struct worker		*next;		/* on the draining list */
-	bool			 refused;
-	bool			 killed;	/* by us: only its answers count */
-	bool			 program;	/* handler program (channel or not) */
-	bool			*granted;	/* cluster program: by listener
-						   id, reported listening */
+	struct event		*kill_ev;	/* the stop's deadline */
+	/* handoff.c */
+	bool			*rr;		/* by listener id: takes conns */
+	bool			 frames;	/* reads conn frames */
+	int			 inflight;
+	TAILQ_HEAD(, inflight)	 inflights;	/* sent, oldest first */
+	struct inflight		*staging;	/* a frame being built */
+	bool			 refused;	/* a full worker: wait */
+	struct timespec		 refused_at;
+	unsigned long long	 handed;
+	/* dispatch.c */
+	unsigned long		 refused_listens;
+	json_t			*listening;	/* what it reported */
+	bool			*granted;	/* cluster program: listeners */
 	size_t			 ngranted;
-	unsigned long		 dropped;	/* messages it did not read */
+	/* count.c, stats.c */
+	json_t			*last_count;
+	/* broadcast.c */
+	unsigned long		 dropped;
 	struct bufferevent	*msg_bev;	/* inherit program: messages */
-	struct timespec		 msg_progress;	/* msg_bev: last bytes out */
-	bool			 bp_paused;	/* not read: receivers behind */
-	char			*command;	/* program: its path, or NULL */
-	int			 exec_fd;	/* program: EOF once exec'd */
+	struct timespec		 msg_progress;
+	bool			 bp_paused;
+	/* program.c */
+	bool			 program;
+	char			*command;
+	int			 exec_fd;
 	struct event		*exec_ev;
-	int			 out_fd;	/* program: its stdout, stderr */
+	int			 out_fd;
 	struct event		*out_ev;
 	char			 out_line[PROGRAM_LINE_MAX];
 	size_t			 out_len;
-	bool			 out_cut;	/* skipping to the next newline */
+	bool			 out_cut;
+};
+TAILQ_HEAD(worker_list, worker);
+
+/* A place in a pool: one worker at a time, restarted when it dies. */
+struct slot {
+	struct pool		*pool;
+	int			 index;
+	struct pooldef		*def;		/* what it starts (a ref) */
+	struct worker		*worker;	/* serving, or NULL */
+	struct worker		*next;		/* a rollout's, starting */
+	int			 deaths;	/* young, in a row */
+	int			 backoff_ms;
+	int			 restarts;
+	struct event		*restart_ev;
 };
 
-/* main.c */
-extern struct event_base	*master_base;
-extern struct nc_config		*master_config;
-extern struct service_rt	*master_services;
-extern size_t			 master_nservices;
-extern struct listener		**master_listeners;	/* by id */
-extern size_t			 master_nlisteners;
-extern int			 master_nworkers;
-extern struct worker		**master_workers;	/* by slot */
-extern bool			 master_stopping;
-extern bool			 master_upgrading;	/* quiescing for exec */
-extern struct timespec		 master_started;
-extern int			 master_cli_workers;	/* -w, or 0 */
-extern uid_t			 master_worker_uid;	/* -1: as the master */
-extern gid_t			 master_worker_gid;
+struct rollout;
 
-void	 fatalx(const char *, ...) __attribute__((noreturn, format(printf, 1, 2)));
-void	 log_msg(int, const char *, ...) __attribute__((format(printf, 2, 3)));
-#define log_errx(...)	log_msg(3, __VA_ARGS__)
-#define log_warnx(...)	log_msg(4, __VA_ARGS__)
-#define log_notice(...)	log_msg(5, __VA_ARGS__)
-#define log_info(...)	log_msg(6, __VA_ARGS__)
-#define log_debug(...)	log_msg(7, __VA_ARGS__)
-void	 master_worker_gone(void);
+/* One service's workers; lives across generations. */
+struct pool {
+	char			*name;
+	struct pooldef		*def;		/* what new slots run */
+	int			 size;		/* slots wanted */
+	int			 file_size;	/* the configuration's */
+	struct slot		**slots;
+	int			 nslots;	/* >= size while shrinking */
+	struct worker_list	 draining;	/* told to stop */
+	struct rollout		*rollout;	/* a reload under way */
+	bool			 retired;	/* gone from the configuration */
+	unsigned long long	 restarts;
+	TAILQ_ENTRY(pool)	 entry;		/* master.retired */
+};
+TAILQ_HEAD(pool_list, pool);
+
+/* What runs now: built aside, swapped in whole. */
+struct generation {
+	struct conf		*conf;		/* the top-level settings */
+	struct pool		**pools;	/* a pool per service, in order */
+	size_t			 npools;
+	struct listener		**listeners;	/* every pool's */
+	size_t			 nlisteners;
+};
+
+struct master {
+	struct event_base	*base;
+	struct generation	*gen;
+	struct pool_list	 retired;	/* removed pools, draining */
+	bool			 stopping;
+	bool			 upgrading;	/* quiescing for the exec */
+	bool			 draining;	/* netclusterctl drain */
+	struct timespec		 started;
+	int			 cli_workers;	/* -w, or 0 */
+	int			 cli_level;	/* -l, or 0 */
+	int			 next_worker_id;
+	int			 next_generation;
+};
+extern struct master	 master;
+
+/* gen.c: the state and walks over it (no file below it). */
 double	 elapsed_s(const struct timespec *);
+struct pool *gen_pool(const char *name);
+struct worker *gen_next_worker(struct worker *);
+struct worker *gen_worker_by_id(int id);
+struct worker *gen_worker_by_pid(pid_t);
+int	 gen_slots(void);
+int	 gen_alive(void);
+bool	 gen_all_online(void);
+const struct nc_config *gen_config(void);
+int	 gen_shutdown_ms(void);
+struct conf *conf_new(struct nc_config *);
+struct conf *conf_ref(struct conf *);
+void	 conf_unref(struct conf *);
+int	 pool_alive(const struct pool *);
+int	 pool_online(const struct pool *);
 
-/* listener.c */
-int	 listener_bind_all(char *err, size_t errlen);
-int	 listener_build(struct service_rt *, size_t, int nworkers,
-	    struct listener ***, size_t *, char *err, size_t errlen);
-void	 listener_commit(struct listener **, size_t);
-void	 listener_retired_close(void);
-int	 listener_inherit(json_t *);
-void	 listener_inherit_done(void);
-json_t	*listener_export(void);
-void	 listener_close_all(void);
-void	 listener_stop_accepting(void);
-struct listener *listener_find(const char *address, const char *service,
+/* pooldef.c: what a pool's workers run. */
+struct pooldef *pooldef_new(struct conf *, const struct nc_service *,
+	    struct listener **, size_t, int generation);
+struct pooldef *pooldef_ref(struct pooldef *);
+void	 pooldef_unref(struct pooldef *);
+
+/* worker.c: one worker, and the hooks that carry its news up. */
+enum worker_event {
+	WEV_ONLINE,		/* it serves now */
+	WEV_CHANGED,		/* stopping, killed, or its listeners */
+	WEV_DETACHED,		/* gone: its channel was read to the end */
+	WEV_GONE		/* reaped and unlinked, about to be freed */
+};
+void	 worker_hook(enum worker_event, void (*)(struct worker *));
+void	 worker_event(struct worker *, enum worker_event);
+struct worker *worker_new(struct pool *, struct slot *,
+	    struct pooldef *);
+pid_t	 worker_exec(struct worker *, int chan);
+void	 worker_attach(struct worker *, int fd);
+void	 worker_online(struct worker *);
+void	 worker_send(struct worker *, json_t *);
+void	 worker_stop(struct worker *);
+void	 worker_kill(struct worker *, const char *why);
+void	 worker_detach(struct worker *);
+void	 worker_free(struct worker *);
+const char *worker_state_name(enum worker_state);
+int	 worker_drop(const struct pooldef *);
+const char *worker_binary(void);
+extern void (*worker_dispatch_msg)(struct worker *, json_t *, int *, size_t);
+extern void (*worker_dispatch_frame)(struct worker *,
+	    const struct nc_ipc_frame *, int *, size_t);
+
+/* program.c: a program in place of netcluster-worker. */
+pid_t	 program_spawn(struct worker *, int chan);
+void	 program_adopt(struct worker *, int out_fd);
+void	 program_export(struct worker *);
+void	 program_close(struct worker *);
+
+/* pool.c: slots, spawning, reaping, back-off, scaling. */
+struct pool *pool_new(const char *name);
+void	 pool_free(struct pool *);
+void	 pool_set(struct pool *, struct pooldef *, int size);
+void	 pool_spawn(struct slot *, bool incoming);
+void	 pool_start(struct pool *);
+int	 pool_resize(struct pool *, int size);
+void	 pool_retire(struct pool *);
+void	 pool_stop_all(void);
+void	 pool_drain_worker(struct worker *);
+bool	 pool_reaped(pid_t, int status);
+json_t	*pool_export(void);
+void	 pool_adopt(json_t *);
+
+/* listener.c: binding, keeping across reloads, handing over. */
+struct listener *listener_get(struct conf *, const struct nc_service *,
+	    const struct nc_listen_addr *, int nslots, unsigned build,
+	    bool any, char *err, size_t errlen);
+int	 listener_grow(struct listener *, int nslots, char *err, size_t);
+void	 listener_claim(struct listener *, struct pool *, struct conf *,
+	    const struct nc_service *, const struct nc_listen_addr *);
+struct listener *listener_ref(struct listener *);
+void	 listener_unref(struct listener *);
+void	 listener_shrink(struct listener *, int nslots);
+int	 listener_fd_for(const struct listener *, int slot);
+struct listener *listener_find(const struct pooldef *, const char *address,
 	    long long index);
-int	 listener_fd_for(struct listener *, struct worker *);
-void	 listener_dispatch(struct listener *);
-void	 listener_requeue(struct handoff *);
-bool	 listener_touched(int);
-int	 listener_dup(int);
 int	 listener_systemd_fd(const char *, char *, size_t, void *);
-bool	 listener_held(const struct nc_listen_addr *, void *);
+bool	 listener_held(const struct nc_listen_addr *);
 int	 listener_open(const struct nc_listen_addr *, int backlog,
 	    char **unix_path, char *err, size_t errlen);
 int	 listener_describe_fd(int fd, const char *text, char *bound,
 	    size_t len);
-void	 listener_worker_changed(void);
+int	 listener_inherit(json_t *);
+json_t	*listener_take_queued(struct listener *);
+void	 listener_inherit_done(void);
+json_t	*listener_export(void);
+void	 listener_close_all(void);
 
-/* supervisor.c */
-void	 supervisor_start(void);
-void	 supervisor_stop(void);
-void	 supervisor_reap(void);
-int	 supervisor_send_conn(struct worker *, struct handoff *);
-void	 supervisor_flush_conns(void);
-int	 supervisor_count(json_t *request, void (*done)(json_t *, void *),
-	    void *arg);
-size_t	 supervisor_alive(void);
-void	 supervisor_retry_later(void);
-bool	 supervisor_all_online(void);
-void	 supervisor_reload(void (*)(const char *, void *), void *);
-struct worker *supervisor_draining(void);
-json_t	*supervisor_export(void);
-bool	 supervisor_busy(void);
-int	 supervisor_adopt(json_t *);
-void	 supervisor_on_handover(void (*)(const char *, void *), void *);
-void	 master_upgrade(int client_fd, void (*)(const char *, void *),
-	    void *);
-void	 master_upgrade_ready(void);
-void	 master_upgrade_exec(int client_fd) __attribute__((noreturn));
-void	 master_upgrade_client_gone(void);
-int	 supervisor_inflight(void);
-void	 supervisor_online(struct worker *);
-int	 supervisor_drop(void);
-const struct service_rt *supervisor_program(void);
-int	 supervisor_send(const char *service, json_t *msg, char *err,
-	    size_t len);
-void	 supervisor_broadcast(struct worker *from, json_t *v, const char *raw,
+/* handoff.c: round-robin, from the accept to the worker's ack. */
+int	 handoff_events(struct listener *);
+void	 handoff_dispatch(struct listener *);
+void	 handoff_dispatch_all(void);
+void	 handoff_accepting(void);
+void	 handoff_quiet(struct listener *);
+void	 handoff_queue_fds(struct listener *, json_t *fds);
+const char *handoff_conn_ack(struct worker *, long long seq,
+	    uint64_t accepted, size_t n, bool frame);
+int	 handoff_inflight(void);
+int	 handoff_dup(int);
+void	 handoff_init(void);
+void	 handoff_close(void);
+
+/* dispatch.c: what a worker may send, and the answers. */
+void	 dispatch_init(void);
+
+/* broadcast.c: messages between workers, and from the operator. */
+void	 broadcast(struct worker *from, json_t *v, const char *raw,
 	    size_t rawlen, bool draining);
-void	 supervisor_messages_drained(void);
-struct worker *supervisor_next(struct worker *);
-bool	 supervisor_any_online(void);
-int	 supervisor_generation(void);
-struct service_rt *service_by_name(const char *);
-#define UPGRADE_QUIESCE_MS	2000
-#define UPGRADE_POLL_MS		5	/* checks that HTTP answers went out */
+int	 broadcast_send(const char *service, json_t *v, char *err, size_t);
+void	 broadcast_line_open(struct worker *, int fd);
+void	 broadcast_line_close(struct worker *);
+int	 broadcast_line_fd(struct worker *);
+void	 broadcast_init(void);
 
-int	 master_check_config(struct nc_config *, char **errors);
-
-/* upgrade.c */
-/*
- * For -V and -t of the new binary together; with UPGRADE_QUIESCE_MS it
- * stays below the control socket's idle timeout (10 s), so the client
- * that asked still gets the answer.
- */
-#define UPGRADE_CHECK_MS	5000
-extern char	 master_binary[];	/* the path we were started from */
-void	 upgrade_binary_init(const char *given, const char *argv0);
-bool	 upgrade_binary_changed(void);
-void	 upgrade_check(const char *config,
-	    void (*)(const char *, const char *, int, void *), void *);
-bool	 upgrade_check_running(void);
-bool	 upgrade_check_reaped(pid_t, int);
-void	 upgrade_check_stop(void);
+/* count.c: getConnections over every worker. */
+int	 count_round(void (*)(json_t *, void *), void *);
+void	 count_reply(struct worker *, json_t *msg);
+void	 count_init(void);
 
 /* sockdiag.c */
-void	 sockdiag_count(const struct service_rt *, struct worker **, int n,
+void	 sockdiag_count(const struct pooldef *, struct worker **, int n,
 	    int *counts);
 
-/* program.c */
-pid_t	 program_spawn(struct worker *, const struct service_rt *, int chan);
-void	 program_adopt(struct worker *, int out_fd, int msg_fd);
-int	 program_export(struct worker *);
-void	 program_messages_open(struct worker *, int fd);
-void	 program_messages_close(struct worker *);
-bool	 program_messages_send(struct worker *, const char *line, size_t len);
-void	 program_close(struct worker *);
+/* check.c: the configuration checked off the loop, in a child. */
+int	 check_config(struct nc_config *, char **errors);
+struct check_job;
+struct check_job *check_start(struct nc_config *,
+	    void (*)(const char *errors, void *), void *);
+void	 check_cancel(struct check_job *);
+bool	 check_reaped(pid_t, int);
 
-/* notify.c */
+/* build.c: a generation built aside, swapped in. */
+enum build_kind {
+	BUILD_ALL,		/* startup, reload: every pool renewed */
+	BUILD_SERVICE,		/* reload SERVICE */
+	BUILD_SCALE		/* scale SERVICE */
+};
+struct build {
+	enum build_kind		 kind;
+	struct conf		*conf;		/* ALL, SERVICE: the new one */
+	const char		*service;	/* SERVICE, SCALE */
+	int			 size;		/* SCALE */
+	struct generation	*gen;		/* built */
+	bool			*renew;		/* by pool: a new generation */
+};
+int	 build_prepare(struct build *, char *err, size_t errlen);
+void	 build_abort(struct build *);
+void	 build_commit(struct build *);
+void	 gen_free(struct generation *);
+
+/* reload.c: reloads, batches, scaling, their answers. */
+void	 reload(const char *service, int batch, void (*)(const char *,
+	    void *), void *);
+void	 reload_scale(const char *service, int size, int delta,
+	    void (*)(const char *, json_t *, void *), void *);
+void	 reload_on_handover(void (*)(const char *, void *), void *);
+bool	 reload_busy(void);
+void	 reload_start_all(void);
+void	 reload_stop(void);
+json_t	*reload_progress(const struct pool *);
+void	 reload_init(void);
+
+/* stats.c: what the master counts, and the workers' counters summed. */
+void	 stats_add(const char *family, const char *key, json_int_t);
+void	 stats_set(const char *family, const char *key, json_int_t);
+json_int_t stats_get(const char *family, const char *key);
+void	 stats_restart(const char *service, int status, bool backoff);
+void	 stats_reload_begin(void);
+void	 stats_reload_end(bool ok);
+double	 stats_reload_seconds(void);
+void	 stats_worker_answered(struct worker *, json_t *msg);
+json_t	*stats_counters(void);
+json_t	*stats_workers_sum(void);
+json_t	*stats_export(void);
+void	 stats_adopt(json_t *);
+void	 stats_free(void);
+void	 stats_init(void);
+
+/* metrics.c: Prometheus families from stats and a count round. */
+void	 metrics_collect(void (*)(json_t *, void *), void *);
+void	 metrics_text(json_t *families, struct evbuffer *);
+void	 metrics_free(void);
+
+/* health.c: ready, drain, the agent's answer. */
+bool	 health_ready(char *why, size_t len);
+void	 health_drain(bool);
+void	 health_agent_start(int fd);
+void	 health_agent_stop(void);
+int	 health_agent_told(void);
+void	 health_quiesce(void);
+
+/* http.c: GET /metrics, /ready, /live. */
+void	 http_start(int fd);
+void	 http_stop(void);
+void	 http_quiesce(void);
+void	 http_close(void);
+bool	 http_idle(void);
+
+/* endpoint.c: the metrics and agent listeners' sockets. */
+int	 endpoint_prepare(const struct nc_config *, char *err, size_t);
+void	 endpoint_abort(void);
+void	 endpoint_commit(void);
+bool	 endpoint_held(const struct nc_listen_addr *);
+const char *endpoint_bound(const char *what);
+json_t	*endpoint_export(void);
+void	 endpoint_inherit(json_t *);
+void	 endpoint_close(void);
+
+/* notify.c: systemd's notification protocol. */
 void	 notify_start(void);
 void	 notify_stop(void);
 void	 notify_ready(void);
@@ -249,8 +452,7 @@ void	 notify_stopping(void);
 void	 notify_status(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 notify(const char *);
 
-/* rest.c: an evconnlistener of the master's that rests when out of fds. */
-struct evconnlistener;
+/* rest.c: an evconnlistener of the master's that rests out of fds. */
 struct lev_rest {
 	const char		*what;		/* in logs; the stats key */
 	bool			(*may_resume)(void *);	/* NULL: always */
@@ -265,43 +467,33 @@ void	 lev_rest_accepted(struct lev_rest *);
 bool	 lev_rest_resting(const struct lev_rest *);
 void	 lev_rest_stop(struct lev_rest *);
 
-/* control.c */
+/* binary.c: the binary an upgrade executes, and its check. */
+extern char	 binary_path[];
+void	 binary_init(const char *given, const char *argv0);
+bool	 binary_changed(void);
+bool	 binary_checking(void);
+bool	 binary_reaped(pid_t, int);
+void	 binary_check(const char *config,
+	    void (*)(const char *, const char *, int, void *), void *);
+void	 binary_check_stop(void);
+
+/* upgrade.c: the binary replaced in place, same pid. */
+void	 upgrade(int client_fd, void (*)(const char *, void *), void *);
+void	 upgrade_client_gone(void);
+bool	 upgrade_running(void);
+json_t	*upgrade_state(char **argv);
+void	 upgrade_close(void);
+
+/* command.c: what the operator asks, from one table. */
+struct request;
+void	 command_run(const struct request *, int client_fd,
+	    void (*reply)(json_t *, void *), void *);
+void	 command_upgraded(int client_fd, const char *from_version,
+	    void (*reply)(json_t *, void *), void *);
+
+/* control.c: the control socket. */
 int	 control_open(const char *path, char *err, size_t errlen);
 void	 control_close(void);
 void	 control_adopt(int fd, const char *from_version);
-int	 control_clients(void);
-
-/* metrics.c */
-void	 stats_add(const char *family, const char *key, json_int_t);
-void	 stats_restart(int status, bool backoff);
-void	 stats_reload_begin(void);
-void	 stats_reload_end(bool ok);
-void	 stats_worker_answered(struct worker *, json_t *msg);
-void	 stats_worker_gone(struct worker *);
-json_t	*stats_export(void);
-void	 stats_adopt(json_t *);
-void	 metrics_collect(void (*)(json_t *, void *), void *);
-struct evbuffer;
-void	 metrics_text(json_t *families, struct evbuffer *);
-void	 metrics_changed(void);
-void	 metrics_free(void);
-
-/* health.c */
-extern bool	 master_draining;
-bool	 health_ready(char *why, size_t len);
-void	 health_drain(bool);
-int	 health_prepare(const struct nc_config *, char *err, size_t errlen);
-void	 health_abort(void);
-void	 health_commit(void);
-bool	 health_held(const struct nc_listen_addr *);
-json_t	*health_export(void);
-void	 health_inherit(json_t *);
-int	 health_clients(void);
-const char *health_bound(const char *what);
-int	 health_agent_told(void);
-void	 health_quiesce(void);
-bool	 health_idle(void);
-int	 health_open(char *err, size_t errlen);
-void	 health_close(void);
 
 #endif /* MASTER_H */

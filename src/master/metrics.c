@@ -1,10 +1,11 @@
 /*
- * The figures an operator watches: what the master counts itself, plus
- * what the workers answer to one `count` round, as Prometheus metric
- * families. One JSON value is built ({"name", "type", "help", "samples":
- * [{"labels": {...}, "value": N}]}); `netclusterctl metrics --json`
- * gets it as it is, and the text exposition format (0.0.4) is written
- * from it for GET /metrics and `netclusterctl metrics`.
+ * The figures an operator watches, as Prometheus metric families: what
+ * the master counts (stats.c), plus what the workers answer to one
+ * `count` round. One JSON value is built ({"name", "type", "help",
+ * "samples": [{"labels": {...}, "value": N}]}); `netclusterctl metrics
+ * --json` gets it as it is, and the text exposition format (0.0.4) is
+ * written from it for GET /metrics and `netclusterctl metrics`. Every
+ * figure of a worker carries its service.
  *
  * The workers' figures may be up to metrics.max_age_ms old: a scrape
  * within that age of the last round is answered from it at once; later
@@ -12,18 +13,12 @@
  * that comes meanwhile waits for that same round. An answer made is
  * given again (its text written once) to scrapes within ANSWER_REUSE_MS,
  * so a storm of them costs the master one answer per period (a drain
- * has it made anew). A worker's counters are cumulative for its life;
- * once it is gone, its last answer is kept in a sum of the departed, so
- * a service's totals never go down.
+ * has it made anew).
  */
 
 #include <sys/types.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 
 #include <dirent.h>
-#include <errno.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,214 +39,15 @@ struct metrics_waiter {
 	struct metrics_waiter	*next;
 };
 
-static json_t		*counters;	/* what the master counted */
-static json_t		*departed;	/* by service: gone workers' */
 static json_t		*last_round;	/* the last count answer */
 static struct timespec	 last_round_at;
 static bool		 round_running;
 static struct metrics_waiter *waiters;
-static struct timespec	 reload_started;
-static bool		 reload_timing;
 static json_t		*reuse;		/* the last answer made */
 static struct timespec	 reuse_at;
+static bool		 reuse_draining;	/* what it said of that */
 static char		*reuse_text;	/* and its text, once asked */
 static size_t		 reuse_len;
-
-static json_t *
-counters_get(void)
-{
-	if (counters == NULL && (counters = json_object()) == NULL)
-		fatalx("out of memory");
-	return counters;
-}
-
-/* counters[family][key] += n; a family is an object of numbers. */
-void
-stats_add(const char *family, const char *key, json_int_t n)
-{
-	json_t	*f, *v;
-
-	if ((f = json_object_get(counters_get(), family)) == NULL) {
-		if ((f = json_object()) == NULL ||
-		    json_object_set_new(counters, family, f) == -1)
-			return;
-	}
-	v = json_object_get(f, key);
-	(void)json_object_set_new(f, key, json_integer(n +
-	    (v != NULL ? json_integer_value(v) : 0)));
-}
-
-static json_int_t
-stats_get(const char *family, const char *key)
-{
-	return json_integer_value(json_object_get(json_object_get(
-	    counters_get(), family), key));
-}
-
-/* A worker slot's process ended and is restarted (after back-off or not). */
-void
-stats_restart(int status, bool backoff)
-{
-	char	key[32], sig[16];
-
-	if (WIFSIGNALED(status)) {
-		if (sigabbrev_np(WTERMSIG(status)) != NULL)
-			snprintf(sig, sizeof sig, "SIG%s",
-			    sigabbrev_np(WTERMSIG(status)));
-		else
-			snprintf(sig, sizeof sig, "%d", WTERMSIG(status));
-		snprintf(key, sizeof key, "signal/%s", sig);
-	} else
-		snprintf(key, sizeof key, "exit/%d", WEXITSTATUS(status));
-	stats_add("worker_restarts", key, 1);
-	if (backoff)
-		stats_add("worker_backoffs", "all", 1);
-}
-
-void
-stats_reload_begin(void)
-{
-	clock_gettime(CLOCK_MONOTONIC, &reload_started);
-	reload_timing = true;
-}
-
-void
-stats_reload_end(bool ok)
-{
-	if (!reload_timing)
-		return;
-	reload_timing = false;
-	stats_add("reloads", ok ? "success" : "failure", 1);
-	(void)json_object_set_new(counters_get(), "reload_duration_seconds",
-	    json_real(elapsed_s(&reload_started)));
-}
-
-/*
- * The sum of b's numbers into a, at every depth ("stats" trees are
- * objects of counters and of such objects).
- */
-static void
-tree_add(json_t *a, json_t *b)
-{
-	const char	*key;
-	json_t		*v, *mine;
-
-	json_object_foreach(b, key, v) {
-		mine = json_object_get(a, key);
-		if (json_is_integer(v))
-			(void)json_object_set_new(a, key, json_integer(
-			    json_integer_value(v) + json_integer_value(mine)));
-		else if (json_is_object(v)) {
-			if (!json_is_object(mine)) {
-				if ((mine = json_object()) == NULL ||
-				    json_object_set_new(a, key, mine) == -1)
-					continue;
-			}
-			tree_add(mine, v);
-		}
-	}
-}
-
-static void
-copy_count(json_t *to, json_t *from, const char *key)
-{
-	json_t	*v = json_object_get(from, key);
-
-	if (json_is_integer(v) && json_integer_value(v) >= 0)
-		(void)json_object_set(to, key, v);
-}
-
-/*
- * What a worker said, kept as it means something here: the counters
- * the metrics know, of the services and upstreams configured, so a
- * worker's odd keys never grow the totals.
- */
-static json_t *
-stats_known(json_t *stats)
-{
-	const struct nc_service	*c;
-	json_t			*out, *svc, *mine, *ups, *up, *u;
-	size_t			 i, k;
-
-	if ((out = json_object()) == NULL)
-		return NULL;
-	for (i = 0; i < master_nservices; i++) {
-		c = master_services[i].conf;
-		if (!json_is_object(svc = json_object_get(stats, c->name)) ||
-		    (mine = json_object()) == NULL)
-			continue;
-		(void)json_object_set_new(out, c->name, mine);
-		copy_count(mine, svc, "accepted");
-		copy_count(mine, svc, "proxy_header_errors");
-		ups = json_object_get(svc, "upstreams");
-		for (k = 0; k < c->nupstream && json_is_object(ups); k++) {
-			if (!json_is_object(up = json_object_get(ups,
-			    c->upstream[k])) || (u = json_object()) == NULL)
-				continue;
-			if (json_object_get(mine, "upstreams") == NULL)
-				(void)json_object_set_new(mine, "upstreams",
-				    json_object());
-			(void)json_object_set_new(json_object_get(mine,
-			    "upstreams"), c->upstream[k], u);
-			copy_count(u, up, "connect_failures");
-			copy_count(u, up, "sent_bytes");
-			copy_count(u, up, "received_bytes");
-		}
-	}
-	return out;
-}
-
-/* A worker answered `count`, or said its last words: its counters. */
-void
-stats_worker_answered(struct worker *w, json_t *msg)
-{
-	json_t	*stats = json_object_get(msg, "stats");
-	json_t	*down = json_object_get(msg, "upstreams_down");
-
-	if (!json_is_object(stats) || (stats = stats_known(stats)) == NULL)
-		return;
-	json_decref(w->last_count);
-	w->last_count = json_pack("{s:o, s:O*}", "stats", stats, "down",
-	    json_is_object(down) ? down : NULL);
-}
-
-/* A worker is gone: what it last said it did stays in the totals. */
-void
-stats_worker_gone(struct worker *w)
-{
-	if (w->last_count == NULL)
-		return;
-	if (departed == NULL && (departed = json_object()) == NULL)
-		return;
-	tree_add(departed, json_object_get(w->last_count, "stats"));
-}
-
-/*
- * For an upgrade: the counters go on in the new master (each worker it
- * adopts takes its last answer along: supervisor_export()).
- */
-json_t *
-stats_export(void)
-{
-	return json_pack("{s:O, s:O*, s:b}", "counters", counters_get(),
-	    "departed", departed, "draining", master_draining);
-}
-
-void
-stats_adopt(json_t *state)
-{
-	json_t	*c = json_object_get(state, "counters");
-
-	if (json_is_object(c)) {
-		json_decref(counters);
-		counters = json_deep_copy(c);
-	}
-	if (json_is_object(json_object_get(state, "departed"))) {
-		json_decref(departed);
-		departed = json_deep_copy(json_object_get(state, "departed"));
-	}
-	master_draining = json_is_true(json_object_get(state, "draining"));
-}
 
 /* Families and samples. */
 
@@ -356,46 +152,51 @@ struct proc_families {
 	json_t	*start, *rss, *fds;
 };
 
-/* worker and gen NULL: the master's. */
+/* service, worker and gen NULL: the master's. */
 static void
 proc_samples(struct proc_families *pf, pid_t pid, const char *process,
-    const char *worker, const char *gen)
+    const char *service, const char *worker, const char *gen)
 {
 	struct proc_figures	fig;
 
 	if (!proc_read(pid, &fig))
 		return;
 	sample(pf->start, json_real(fig.start_time), "process", process,
+	    "service", service, "worker", worker, "generation", gen, NULL);
+	sample(pf->rss, INT(fig.rss), "process", process, "service", service,
 	    "worker", worker, "generation", gen, NULL);
-	sample(pf->rss, INT(fig.rss), "process", process, "worker", worker,
-	    "generation", gen, NULL);
-	sample(pf->fds, INT(fig.fds), "process", process, "worker", worker,
-	    "generation", gen, NULL);
+	sample(pf->fds, INT(fig.fds), "process", process, "service", service,
+	    "worker", worker, "generation", gen, NULL);
 }
 
-/* The workers' counters summed: the departed's plus each live one's. */
-static json_t *
-workers_sum(void)
+/*
+ * The restarts of one service (or, counted by a master before pools,
+ * of all: service ""), by cause and code.
+ */
+static void
+restart_samples(json_t *f, const char *service, json_t *causes)
 {
-	json_t		*sum;
-	struct worker	*w;
+	const char	*key;
+	json_t		*v;
+	char		 cause[16], *slash;
 
-	sum = departed != NULL ? json_deep_copy(departed) : json_object();
-	if (sum == NULL)
-		return NULL;
-	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
-		if (w->last_count != NULL)
-			tree_add(sum, json_object_get(w->last_count, "stats"));
-	return sum;
+	json_object_foreach(causes, key, v) {
+		snprintf(cause, sizeof cause, "%s", key);
+		if (!json_is_integer(v) || (slash = strchr(cause, '/')) == NULL)
+			continue;
+		*slash = '\0';
+		sample(f, json_incref(v), "service", service, "cause", cause,
+		    "code", slash + 1, NULL);
+	}
 }
 
 static void
 families_master(json_t *list, json_t *round)
 {
-	json_t		*f, *v;
+	json_t		*f, *v, *restarts;
 	const char	*key;
-	char		 cause[16], *slash;
 	const char	*libevent = event_get_version();
+	size_t		 i;
 
 	f = family(list, "netcluster_build_info", "gauge", "Always 1: the "
 	    "version of netclusterd and of the libraries it runs with.");
@@ -406,26 +207,27 @@ families_master(json_t *list, json_t *round)
 	sample(f, INT(health_ready(NULL, 0)), NULL);
 	f = family(list, "netcluster_draining", "gauge", "1 while draining "
 	    "(netclusterctl drain): the balancer is told to send nothing new.");
-	sample(f, INT(master_draining), NULL);
+	sample(f, INT(master.draining), NULL);
 	f = family(list, "netcluster_generation", "gauge", "The generation "
-	    "of workers now serving (each reload starts the next).");
-	sample(f, INT(supervisor_generation()), NULL);
+	    "of each service's workers (each reload starts the next).");
+	for (i = 0; i < master.gen->npools; i++)
+		sample(f, INT(master.gen->pools[i]->def->generation),
+		    "service", master.gen->pools[i]->name, NULL);
 	f = family(list, "netcluster_worker_restarts_total", "counter",
-	    "Worker processes that ended and were restarted, by cause: exit "
-	    "(code: its status) or signal (code: its name).");
-	json_object_foreach(json_object_get(counters_get(), "worker_restarts"),
-	    key, v) {
-		snprintf(cause, sizeof cause, "%s", key);
-		if ((slash = strchr(cause, '/')) == NULL)
-			continue;
-		*slash = '\0';
-		sample(f, json_incref(v), "cause", cause, "code", slash + 1,
-		    NULL);
-	}
+	    "Worker processes that ended and were restarted, by service and "
+	    "cause: exit (code: its status) or signal (code: its name).");
+	restarts = json_object_get(stats_counters(), "worker_restarts");
+	restart_samples(f, "", restarts);
+	json_object_foreach(restarts, key, v)
+		if (json_is_object(v))
+			restart_samples(f, key, v);
 	f = family(list, "netcluster_worker_backoffs_total", "counter",
 	    "Restarts delayed by the crash-loop back-off (a worker slot that "
-	    "keeps dying young).");
-	sample(f, INT(stats_get("worker_backoffs", "all")), NULL);
+	    "keeps dying young), by service.");
+	json_object_foreach(json_object_get(stats_counters(),
+	    "worker_backoffs"), key, v)
+		sample(f, json_incref(v), "service", strcmp(key, "all") == 0 ?
+		    "" : key, NULL);
 	f = family(list, "netcluster_reloads_total", "counter", "Reloads "
 	    "(SIGHUP, netclusterctl reload), by result.");
 	sample(f, INT(stats_get("reloads", "success")), "result", "success",
@@ -435,8 +237,7 @@ families_master(json_t *list, json_t *round)
 	f = family(list, "netcluster_reload_duration_seconds", "gauge",
 	    "How long the last reload took, from the request until the new "
 	    "generation was online (or it failed).");
-	v = json_object_get(counters_get(), "reload_duration_seconds");
-	sample(f, json_real(json_is_real(v) ? json_real_value(v) : 0), NULL);
+	sample(f, json_real(stats_reload_seconds()), NULL);
 	f = family(list, "netcluster_upgrades_total", "counter", "Binary "
 	    "upgrades in place (netclusterctl upgrade), by result.");
 	sample(f, INT(stats_get("upgrades", "success")), "result", "success",
@@ -445,7 +246,7 @@ families_master(json_t *list, json_t *round)
 	    NULL);
 	f = family(list, "netcluster_control_clients", "gauge", "Clients "
 	    "connected to the control socket.");
-	sample(f, INT(control_clients()), NULL);
+	sample(f, INT(stats_get("clients", "control")), NULL);
 	f = family(list, "netcluster_control_evictions_total", "counter",
 	    "Idle control clients dropped to make room for a new one.");
 	sample(f, INT(stats_get("control", "evictions")), NULL);
@@ -461,7 +262,7 @@ families_master(json_t *list, json_t *round)
 	    "agent", NULL);
 	f = family(list, "netcluster_metrics_clients", "gauge", "HTTP clients "
 	    "connected to the metrics listener.");
-	sample(f, INT(health_clients()), NULL);
+	sample(f, INT(stats_get("clients", "metrics")), NULL);
 	f = family(list, "netcluster_metrics_workers_age_seconds", "gauge",
 	    "Age of the workers' figures in this answer (at most "
 	    "metrics.max_age_ms, plus one count round).");
@@ -489,11 +290,11 @@ families_listeners(json_t *list)
 	    "worker died first).");
 	queue = family(list, "netcluster_handoff_queue_length", "gauge",
 	    "Connections accepted by the master and waiting for a worker.");
-	for (i = 0; i < master_nlisteners; i++) {
-		l = master_listeners[i];
-		if (l == NULL || l->service->conf->mode != NC_MODE_ROUND_ROBIN)
+	for (i = 0; i < master.gen->nlisteners; i++) {
+		l = master.gen->listeners[i];
+		if (l->svc->mode != NC_MODE_ROUND_ROBIN)
 			continue;
-		svc = l->service->conf->name;
+		svc = l->svc->name;
 		sample(handed, INT(l->handed), "service", svc, "listener",
 		    l->bound, NULL);
 		sample(refused, INT(l->refused), "service", svc, "listener",
@@ -505,61 +306,70 @@ families_listeners(json_t *list)
 	}
 	sample(family(list, "netcluster_handoffs_in_flight", "gauge",
 	    "Hand-offs sent to a worker and not answered yet."),
-	    INT(supervisor_inflight()), NULL);
+	    INT(handoff_inflight()), NULL);
 }
 
-static struct worker *
-worker_by_id(int id)
+/* Workers by state, for each service (restarting: a slot with none). */
+static void
+families_states(json_t *list)
 {
+	static const char *const states[] = {
+	    "starting", "online", "stopping", "restarting" };
 	struct worker	*w;
+	struct pool	*p;
+	json_t		*f;
+	long long	 n[4];
+	size_t		 i, k;
+	int		 j;
 
-	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
-		if (w->id == id)
-			return w;
-	return NULL;
+	f = family(list, "netcluster_workers", "gauge", "Worker processes by "
+	    "service and state (restarting: a slot waiting for its next "
+	    "worker).");
+	for (i = 0; i < master.gen->npools; i++) {
+		p = master.gen->pools[i];
+		memset(n, 0, sizeof n);
+		for (w = gen_next_worker(NULL); w != NULL;
+		    w = gen_next_worker(w))
+			if (w->pool == p && w->state <= W_STOPPING)
+				n[w->state]++;
+		for (j = 0; j < p->nslots && j < p->size; j++)
+			if (p->slots[j]->worker == NULL)
+				n[3]++;
+		for (k = 0; k < 4; k++)
+			sample(f, INT(n[k]), "service", p->name, "state",
+			    states[k], NULL);
+	}
 }
 
 static void
 families_workers(json_t *list, json_t *round)
 {
-	static const char *const states[] = {
-	    "starting", "online", "stopping", "restarting" };
 	struct proc_families	 pf;
 	struct worker		*w;
-	json_t			*f, *conns, *e, *n;
+	struct pool		*p;
+	json_t			*conns, *e, *n;
 	const char		*name;
 	char			 slot[16], gen[16];
-	long long		 nstate[4] = { 0, 0, 0, 0 };
-	size_t			 i, k;
+	size_t			 i;
 
-	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
-		if (w->state <= W_STOPPING)
-			nstate[w->state]++;
-	for (k = 0; k < (size_t)master_nworkers; k++)
-		if (master_workers[k] == NULL)
-			nstate[3]++;
-	f = family(list, "netcluster_workers", "gauge", "Worker processes by "
-	    "state (restarting: a slot waiting for its next worker).");
-	for (k = 0; k < 4; k++)
-		sample(f, INT(nstate[k]), "state", states[k], NULL);
-
+	families_states(list);
 	conns = family(list, "netcluster_connections", "gauge", "Connections "
 	    "open, by service and worker slot (a program without a channel: "
 	    "as the kernel counts them, or absent).");
 	json_array_foreach(json_object_get(round, "workers"), i, e) {
 		if (!json_is_true(json_object_get(e, "answered")) ||
-		    (w = worker_by_id((int)json_integer_value(
+		    (w = gen_worker_by_id((int)json_integer_value(
 		    json_object_get(e, "id")))) == NULL)
 			continue;
 		snprintf(slot, sizeof slot, "%d", w->slot);
 		snprintf(gen, sizeof gen, "%d", w->generation);
 		json_object_foreach(json_object_get(e, "services"), name, n) {
-			if (!json_is_integer(n) || service_by_name(name) ==
+			if (!json_is_integer(n) || (p = gen_pool(name)) ==
 			    NULL)
 				continue;
 			sample(conns, json_incref(n), "service", name, "mode",
-			    nc_config_mode_name(service_by_name(name)->conf->
-			    mode), "worker", slot, "generation", gen, NULL);
+			    nc_config_mode_name(p->def->svc->mode), "worker",
+			    slot, "generation", gen, NULL);
 		}
 	}
 
@@ -570,13 +380,13 @@ families_workers(json_t *list, json_t *round)
 	    "Open file descriptors of the master and of each worker.");
 	pf.rss = family(list, "netcluster_process_resident_memory_bytes",
 	    "gauge", "Resident memory of the master and of each worker.");
-	proc_samples(&pf, getpid(), "master", NULL, NULL);
-	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w)) {
+	proc_samples(&pf, getpid(), "master", NULL, NULL, NULL);
+	for (w = gen_next_worker(NULL); w != NULL; w = gen_next_worker(w)) {
 		if (w->state == W_DEAD || w->pid <= 0)
 			continue;
 		snprintf(slot, sizeof slot, "%d", w->slot);
 		snprintf(gen, sizeof gen, "%d", w->generation);
-		proc_samples(&pf, w->pid, "worker", slot, gen);
+		proc_samples(&pf, w->pid, "worker", w->pool->name, slot, gen);
 	}
 }
 
@@ -588,7 +398,7 @@ upstream_marked_down(const char *service, const char *addr)
 	json_t		*v;
 	size_t		 i;
 
-	for (w = supervisor_next(NULL); w != NULL; w = supervisor_next(w))
+	for (w = gen_next_worker(NULL); w != NULL; w = gen_next_worker(w))
 		json_array_foreach(json_object_get(json_object_get(
 		    w->last_count, "down"), service), i, v)
 			if (json_is_string(v) &&
@@ -623,10 +433,10 @@ families_services(json_t *list)
 	    "Bytes of clients sent to a proxy upstream.");
 	recv = family(list, "netcluster_upstream_received_bytes_total",
 	    "counter", "Bytes from a proxy upstream sent to its clients.");
-	if ((sum = workers_sum()) == NULL)
+	if ((sum = stats_workers_sum()) == NULL)
 		return;
-	for (i = 0; i < master_nservices; i++) {
-		c = master_services[i].conf;
+	for (i = 0; i < master.gen->npools; i++) {
+		c = master.gen->pools[i]->def->svc;
 		s = json_object_get(sum, c->name);
 		if (c->handler != NC_HANDLER_PROGRAM ||
 		    c->sockets == NC_SOCKETS_CLUSTER || s != NULL)
@@ -759,9 +569,9 @@ metrics_text(json_t *families, struct evbuffer *out)
 		text_render(families, out);
 }
 
-/* The answer is made again next time (what it says changed). */
-void
-metrics_changed(void)
+/* The answer is made again next time. */
+static void
+answer_drop(void)
 {
 	json_decref(reuse);
 	reuse = NULL;
@@ -772,7 +582,8 @@ metrics_changed(void)
 static json_t *
 answer_new(json_t *round)
 {
-	metrics_changed();
+	answer_drop();
+	reuse_draining = master.draining;
 	if ((reuse = families_build(round)) != NULL)
 		clock_gettime(CLOCK_MONOTONIC, &reuse_at);
 	return reuse;
@@ -810,13 +621,13 @@ metrics_collect(void (*done)(json_t *, void *), void *arg)
 {
 	struct metrics_waiter	*wt;
 	json_t			*families;
-	double			 max_age = master_config->metrics.on ?
-	    master_config->metrics.max_age_ms / 1000.0 : 1.0;
+	double			 max_age = gen_config()->metrics.on ?
+	    gen_config()->metrics.max_age_ms / 1000.0 : 1.0;
 
 	if (last_round != NULL && elapsed_s(&last_round_at) <= max_age) {
 		/* A storm of scrapes costs one answer per ANSWER_REUSE_MS. */
 		if (reuse != NULL && elapsed_s(&reuse_at) * 1000 <
-		    ANSWER_REUSE_MS)
+		    ANSWER_REUSE_MS && reuse_draining == master.draining)
 			families = json_incref(reuse);
 		else
 			families = json_incref(answer_new(last_round));
@@ -835,7 +646,7 @@ metrics_collect(void (*done)(json_t *, void *), void *arg)
 	if (round_running)
 		return;
 	round_running = true;
-	if (supervisor_count(NULL, round_done, NULL) == -1) {
+	if (count_round(round_done, NULL) == -1) {
 		round_running = false;
 		waiters = wt->next;
 		free(wt);
@@ -853,9 +664,7 @@ metrics_free(void)
 		waiters = wt->next;
 		free(wt);
 	}
-	json_decref(counters);
-	json_decref(departed);
 	json_decref(last_round);
-	counters = departed = last_round = NULL;
-	metrics_changed();
+	last_round = NULL;
+	answer_drop();
 }

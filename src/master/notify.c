@@ -47,12 +47,12 @@ notify_status(const char *fmt, ...)
 void
 notify_ready(void)
 {
-	notify_status("%d workers online, %zu services", master_nworkers,
-	    master_nservices);
+	notify_status("%d workers online, %zu services", gen_slots(),
+	    master.gen->npools);
 	notify("READY=1");
 	if (!ready_sent)
 		log_notice("ready: every listener bound, %d workers online",
-		    master_nworkers);
+		    gen_slots());
 	ready_sent = true;
 }
 
@@ -96,7 +96,7 @@ notify_start(void)
 	usec /= 2;
 	tv.tv_sec = (time_t)(usec / 1000000);
 	tv.tv_usec = (suseconds_t)(usec % 1000000);
-	watchdog_ev = event_new(master_base, -1, EV_PERSIST, watchdog_cb, NULL);
+	watchdog_ev = event_new(master.base, -1, EV_PERSIST, watchdog_cb, NULL);
 	if (watchdog_ev == NULL || event_add(watchdog_ev, &tv) == -1)
 		log_warnx("cannot arm the watchdog timer");
 	else

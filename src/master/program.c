@@ -68,9 +68,10 @@ program_child_fail(int fd, enum program_stage stage)
  * channel alone.
  */
 static void __attribute__((noreturn))
-program_child(const struct nc_service *conf, const int *fds, int *tmp,
-    int n, int ep, int op, const char *names, bool chan, int id, int mfd)
+program_child(const struct pooldef *def, const int *fds, int *tmp, int n,
+    int ep, int op, const char *names, bool chan, int id, int mfd)
 {
+	const struct nc_service	*conf = def->svc;
 	sigset_t	 none;
 	char		 num[32];
 	int		 lo = 3 + n, out, devnull, j, sig;
@@ -84,7 +85,7 @@ program_child(const struct nc_service *conf, const int *fds, int *tmp,
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (supervisor_drop() == -1)
+	if (worker_drop(def) == -1)
 		program_child_fail(ep, PS_DROP);
 	/* PR_SET_PDEATHSIG is cleared by a change of credentials. */
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -160,137 +161,23 @@ program_watch_output(struct worker *w, int fd)
 {
 	w->out_fd = fd;
 	(void)program_nonblock(fd);
-	w->out_ev = event_new(master_base, fd, EV_READ | EV_PERSIST,
+	w->out_ev = event_new(master.base, fd, EV_READ | EV_PERSIST,
 	    program_output_cb, w);
 	if (w->out_ev == NULL || event_add(w->out_ev, NULL) == -1)
 		fatalx("out of memory");
 }
 
 /*
- * The message channel of a program on inherited sockets ("messages":
- * true): newline-delimited JSON on a stream socket, as Node's IPC channel
- * is (NODE_CHANNEL_FD), so that process.send() and process.on('message')
- * work as they are. Each value the program writes goes to every other
- * worker of the current generation; each it reads is {"from": ID,
- * "message": VALUE}. A line over the size limit, or EOF, closes it.
- */
-static void
-program_messages_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct worker	*w = arg;
-	struct evbuffer	*in = bufferevent_get_input(bev);
-	json_error_t	 jerr;
-	json_t		*v;
-	char		*line;
-	size_t		 len;
-
-	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
-		if (len > NC_CLUSTER_MESSAGE_MAX) {
-			free(line);
-			log_warnx("worker %d [pid %d]: a message of %zu bytes, "
-			    "over %d; its message channel is closed", w->id,
-			    (int)w->pid, len, NC_CLUSTER_MESSAGE_MAX);
-			program_messages_close(w);
-			return;
-		}
-		v = json_loadb(line, len, JSON_DECODE_ANY |
-		    JSON_REJECT_DUPLICATES, &jerr);
-		if (v == NULL) {
-			free(line);
-			log_warnx("worker %d [pid %d]: a message that is not "
-			    "JSON (%.80s) is dropped", w->id, (int)w->pid,
-			    jerr.text);
-			continue;
-		}
-		/* Written out again: compact, whatever the program wrote. */
-		supervisor_broadcast(w, v, NULL, 0, false);
-		json_decref(v);
-		free(line);
-		if (w->bp_paused)
-			return;	/* the rest once receivers caught up */
-	}
-	if (evbuffer_get_length(in) > NC_CLUSTER_MESSAGE_MAX) {
-		log_warnx("worker %d [pid %d]: a message over %d bytes; its "
-		    "message channel is closed", w->id, (int)w->pid,
-		    NC_CLUSTER_MESSAGE_MAX);
-		program_messages_close(w);
-	}
-}
-
-static void
-program_messages_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct worker	*w = arg;
-
-	(void)bev;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		log_debug("worker %d [pid %d]: message channel closed", w->id,
-		    (int)w->pid);
-		program_messages_close(w);
-	}
-}
-
-/* What the program reads of its messages: progress, and room again. */
-static void
-program_messages_out_cb(struct evbuffer *buf,
-    const struct evbuffer_cb_info *info, void *arg)
-{
-	struct worker	*w = arg;
-
-	if (info->n_deleted > 0 || info->orig_size == 0)
-		clock_gettime(CLOCK_MONOTONIC, &w->msg_progress);
-	if (info->n_deleted > 0 && info->orig_size > BROADCAST_QUEUE_MAX / 2 &&
-	    evbuffer_get_length(buf) <= BROADCAST_QUEUE_MAX / 2)
-		supervisor_messages_drained();
-}
-
-void
-program_messages_open(struct worker *w, int fd)
-{
-	(void)program_nonblock(fd);
-	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-	w->msg_bev = bufferevent_socket_new(master_base, fd,
-	    BEV_OPT_CLOSE_ON_FREE);
-	if (w->msg_bev == NULL)
-		fatalx("out of memory");
-	bufferevent_setcb(w->msg_bev, program_messages_read_cb, NULL,
-	    program_messages_event_cb, w);
-	if (evbuffer_add_cb(bufferevent_get_output(w->msg_bev),
-	    program_messages_out_cb, w) == NULL)
-		fatalx("out of memory");
-	/* Read a little past the limit at most, to see a line too long. */
-	bufferevent_setwatermark(w->msg_bev, EV_READ, 0,
-	    NC_CLUSTER_MESSAGE_MAX + 4096);
-	if (bufferevent_enable(w->msg_bev, EV_READ) == -1)
-		fatalx("cannot watch a message channel");
-}
-
-void
-program_messages_close(struct worker *w)
-{
-	if (w->msg_bev != NULL)
-		bufferevent_free(w->msg_bev);
-	w->msg_bev = NULL;
-}
-
-/* Queues one message line for the program: false if it cannot. */
-bool
-program_messages_send(struct worker *w, const char *line, size_t len)
-{
-	return w->msg_bev != NULL && bufferevent_write(w->msg_bev, line,
-	    len) == 0;
-}
-
-/*
- * Forks and execs the program of svc for worker w (its slot picks the
+ * Forks and execs the program of w's definition (its slot picks the
  * reuseport sockets); chan, if not -1, is the child's end of its channel,
  * which it gets in place of the sockets. Returns the pid; fatal only
  * where spawning a netcluster-worker is (fork, pipes, memory).
  */
 pid_t
-program_spawn(struct worker *w, const struct service_rt *svc, int chan)
+program_spawn(struct worker *w, int chan)
 {
-	const struct nc_service	*conf = svc->conf;
+	const struct pooldef	*def = w->def;
+	const struct nc_service	*conf = def->svc;
 	char			*names;
 	size_t			 len, j;
 	int			 ep[2], op[2], mp[2] = { -1, -1 }, *fds, *tmp, n;
@@ -299,7 +186,7 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 	if (chan == -1 && conf->messages && socketpair(AF_UNIX,
 	    SOCK_STREAM | SOCK_CLOEXEC, 0, mp) == -1)
 		fatalx("socketpair: %s", strerror(errno));
-	n = chan != -1 ? 1 : (int)svc->nlisteners + (mp[1] != -1);
+	n = chan != -1 ? 1 : (int)def->nlisteners + (mp[1] != -1);
 	len = (strlen(conf->name) + 1) * (size_t)(n > 0 ? n : 1);
 	fds = calloc((size_t)n + 1, sizeof *fds);
 	tmp = calloc((size_t)n + 1, sizeof *tmp);
@@ -311,8 +198,8 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 	if (mp[1] != -1)
 		fds[n - 1] = mp[1];
 	/* Every socket is named for the service, in the order of listen. */
-	for (j = 0; chan == -1 && j < svc->nlisteners; j++) {
-		fds[j] = listener_fd_for(svc->listeners[j], w);
+	for (j = 0; chan == -1 && j < def->nlisteners; j++) {
+		fds[j] = listener_fd_for(def->listeners[j], w->slot);
 		if (j > 0)
 			strcat(names, ":");
 		strcat(names, conf->name);
@@ -326,7 +213,7 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 	case 0:
 		close(ep[0]);
 		close(op[0]);
-		program_child(conf, fds, tmp, n, ep[1], op[1], names,
+		program_child(def, fds, tmp, n, ep[1], op[1], names,
 		    chan != -1, w->id, mp[1]);
 		/* NOTREACHED */
 	default:
@@ -337,16 +224,17 @@ program_spawn(struct worker *w, const struct service_rt *svc, int chan)
 	free(names);
 	close(ep[1]);
 	close(op[1]);
+	w->pid = pid;
 	if (mp[1] != -1) {
 		close(mp[1]);
-		program_messages_open(w, mp[0]);
+		broadcast_line_open(w, mp[0]);
 	}
 	w->program = true;
 	/* For the log: a reload may free the configuration before it runs. */
 	w->command = strdup(conf->command[0]);
 	w->exec_fd = ep[0];
 	(void)program_nonblock(ep[0]);
-	w->exec_ev = event_new(master_base, ep[0], EV_READ | EV_PERSIST,
+	w->exec_ev = event_new(master.base, ep[0], EV_READ | EV_PERSIST,
 	    program_exec_cb, w);
 	if (w->exec_ev == NULL || event_add(w->exec_ev, NULL) == -1)
 		fatalx("out of memory");
@@ -373,15 +261,15 @@ program_exec_read(struct worker *w, bool reaped)
 	close(w->exec_fd);
 	w->exec_fd = -1;
 	if (n == (ssize_t)sizeof rep && rep[0] >= PS_DROP && rep[0] <= PS_EXEC) {
-		log_errx("worker %d [pid %d]: cannot run %s: %s: %s", w->id,
+		log_err("worker %d [pid %d]: cannot run %s: %s: %s", w->id,
 		    (int)w->pid, w->command != NULL ? w->command :
 		    "its command", stage_names[rep[0]], strerror(rep[1]));
 		return;		/* it exits 127 and is reaped */
 	}
-	/* A cluster program is online once it listens (supervisor.c). */
+	/* A cluster program is online once it listens (dispatch.c). */
 	if (n == 0 && !reaped && w->state == W_STARTING && !w->killed &&
 	    w->ipc == NULL)
-		supervisor_online(w);
+		worker_online(w);
 }
 
 static void
@@ -394,16 +282,14 @@ program_exec_cb(evutil_socket_t fd, short what, void *arg)
 
 /*
  * One line of the program's output: a leading "<N>" (sd-daemon(3)) is
- * its priority, else info; control characters are escaped.
+ * its priority, else info. The log escapes it.
  */
 static void
 program_output_line(struct worker *w, bool cut)
 {
-	char		 esc[PROGRAM_LINE_MAX + 1];
 	const char	*p = w->out_line;
-	size_t		 len = w->out_len, i, o = 0;
-	int		 level = 6;
-	unsigned char	 ch;
+	size_t		 len = w->out_len;
+	int		 level = NC_LOG_INFO;
 
 	if (len >= 3 && p[0] == '<' && p[1] >= '0' && p[1] <= '7' &&
 	    p[2] == '>') {
@@ -413,22 +299,10 @@ program_output_line(struct worker *w, bool cut)
 	}
 	if (len > 0 && p[len - 1] == '\r')
 		len--;
-	/* Escaped, it stays within the line's bound: the rest is cut. */
-	for (i = 0; i < len; i++) {
-		ch = (unsigned char)p[i];
-		if (o + 4 >= sizeof esc) {
-			cut = true;
-			break;
-		}
-		if (ch < 0x20 || ch == 0x7f)
-			o += (size_t)snprintf(esc + o, sizeof esc - o, "\\x%02x",
-			    ch);
-		else
-			esc[o++] = (char)ch;
-	}
-	esc[o] = '\0';
-	log_msg(level, "worker %d [pid %d]: %s%s", w->id, (int)w->pid, esc,
-	    cut ? " [line cut]" : "");
+	if (level < NC_LOG_ERR)
+		level = NC_LOG_ERR;
+	nc__log(level, NULL, "worker %d [pid %d]: %.*s%s", w->id, (int)w->pid,
+	    (int)len, p, cut ? " [line cut]" : "");
 	w->out_len = 0;
 }
 
@@ -505,17 +379,12 @@ program_output_cb(evutil_socket_t fd, short what, void *arg)
 		program_output_close(w);
 }
 
-/*
- * A program worker from the master before an upgrade: its output pipe,
- * and its message channel (or -1).
- */
+/* A program worker from the master before an upgrade: its output pipe. */
 void
-program_adopt(struct worker *w, int out_fd, int msg_fd)
+program_adopt(struct worker *w, int out_fd)
 {
 	w->program = true;
 	w->exec_fd = -1;
-	if (msg_fd >= 0)
-		program_messages_open(w, msg_fd);
 	if (out_fd < 0) {
 		w->out_fd = -1;
 		return;
@@ -524,21 +393,12 @@ program_adopt(struct worker *w, int out_fd, int msg_fd)
 	program_watch_output(w, out_fd);
 }
 
-/*
- * For an upgrade: the output pipe and the message channel stay open
- * across exec; returns the channel's fd, or -1. What the master had not
- * yet sent on it is lost.
- */
-int
+/* For an upgrade: the output pipe stays open across exec. */
+void
 program_export(struct worker *w)
 {
-	int	fd = -1;
-
 	if (w->out_fd != -1)
 		(void)fcntl(w->out_fd, F_SETFD, 0);
-	if (w->msg_bev != NULL && (fd = bufferevent_getfd(w->msg_bev)) != -1)
-		(void)fcntl(fd, F_SETFD, 0);
-	return fd;
 }
 
 /*
@@ -548,11 +408,8 @@ program_export(struct worker *w)
 void
 program_close(struct worker *w)
 {
-	program_messages_close(w);
 	if (w->exec_ev != NULL)
 		program_exec_read(w, true);
-	free(w->command);
-	w->command = NULL;
 	if (w->out_fd != -1)
 		(void)program_output_read(w);
 	program_output_close(w);

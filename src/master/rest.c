@@ -53,7 +53,7 @@ rest_error_cb(struct evconnlistener *lev, void *unused)
 		    r->what, strerror(err), NC_ACCEPT_PAUSE_MS);
 	}
 	if (r->retry_ev == NULL)
-		r->retry_ev = evtimer_new(master_base, rest_retry_cb, r);
+		r->retry_ev = evtimer_new(master.base, rest_retry_cb, r);
 	if (r->retry_ev != NULL && evtimer_add(r->retry_ev, &tv) == 0)
 		(void)evconnlistener_disable(lev);
 }

@@ -234,12 +234,12 @@ out:
 }
 
 /*
- * counts[i] gets the connections of ws[i] (NULL: none asked) on svc's
+ * counts[i] gets the connections of ws[i] (NULL: none asked) on def's
  * listeners, or -1 where they cannot be known (its fds cannot be read,
  * netlink fails).
  */
 void
-sockdiag_count(const struct service_rt *svc, struct worker **ws, int n,
+sockdiag_count(const struct pooldef *svc, struct worker **ws, int n,
     int *counts)
 {
 	struct sockdiag	 sd;

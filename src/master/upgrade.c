@@ -1,32 +1,26 @@
 /*
- * The binary an upgrade executes, and its check before the exec.
+ * netclusterctl upgrade: the binary at the path the master was started
+ * from (binary_path, which make install or a package may have replaced
+ * since) is executed in place, same pid, so systemd keeps tracking it,
+ * once the configuration passed its check (check.c, off the loop) and the
+ * file passed its own (binary.c: -V and -t). The listening sockets, the
+ * workers' channels and what the master counted stay open across exec,
+ * described in a memfd named by NETCLUSTER_UPGRADE_FD; the new master
+ * takes the sockets as they are, gives the running workers their slots
+ * back and replaces them by the reload path (a rollout of every pool).
  *
- * The master learns at start the path it was started from (argv[0] made
- * absolute, as nginx and HAProxy do; the link name is kept, so a symlink
- * an upgrade re-points is followed) and hands it over in the upgrade
- * state, so every master after an upgrade knows it too. /proc/self/exe is
- * no path for that: once the file is replaced it names the old, deleted
- * inode.
- *
- * Before an upgrade executes the file at that path, it runs it twice in
- * a child, never blocking the loop and under one deadline: `PATH -V` must
- * print "netclusterd VERSION" and `PATH -t -c CONFIG` must accept the
- * running configuration. The supervisor hands the check's child over
- * from its SIGCHLD loop (upgrade_check_reaped), so it is never taken for
- * a worker.
+ * Before the exec, round-robin accepts no more and the master waits
+ * (bounded) until every connection on its way to a worker was taken;
+ * the queued ones go over to the new master. The metrics and agent
+ * listeners accept no more either (clients wait in their backlog), and
+ * the HTTP answers under way go out first.
  */
 
+#include <sys/mman.h>
 #include <sys/types.h>
-#include <sys/auxv.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,449 +30,241 @@
 
 #include "master.h"
 
-#define CHECK_OUTPUT_MAX	4096	/* what is kept of a check's output */
-
 extern char	**environ;
 
-char		 master_binary[PATH_MAX];
-
-enum check_step {
-	CHECK_IDLE,
-	CHECK_VERSION,		/* PATH -V */
-	CHECK_CONFIG		/* PATH -t -c CONFIG */
+enum upgrade_step {
+	UP_IDLE,
+	UP_CONFIG,		/* the configuration's check runs */
+	UP_BINARY,		/* the binary's check runs */
+	UP_QUIESCE		/* waiting for the hand-offs to land */
 };
 
 static struct {
-	enum check_step	  step;
-	pid_t		  pid;		/* running, or killed and not reaped */
-	int		  status;
-	bool		  exited;	/* reaped, status is set */
-	int		  out;		/* its stdout and stderr, or -1 */
-	bool		  eof;
-	struct event	 *out_ev;
-	struct event	 *timer;
-	char		  output[CHECK_OUTPUT_MAX];
-	size_t		  len;
-	int		  fd;		/* the binary checked, for the exec */
-	struct stat	  st;		/* of the path when the check began */
-	char		  version[64];
-	char		  config[PATH_MAX];
-	void		(*done)(const char *, const char *, int, void *);
-	void		 *arg;
-} check = { .step = CHECK_IDLE, .pid = -1, .out = -1, .fd = -1 };
+	enum upgrade_step step;
+	int		 client;	/* answered by the new master, or -1 */
+	struct nc_config *cfg;		/* being checked */
+	struct check_job *job;
+	int		 fd;		/* the binary checked */
+	char		 version[64];	/* what it said it is */
+	struct event	*timer;
+	struct event	*poll;
+	void		(*done)(const char *, void *);
+	void		*arg;
+} up = { .step = UP_IDLE, .client = -1, .fd = -1 };
 
-static void	check_next(void);
+static char	**saved_argv;
 
-/*
- * path, made absolute and clean in out: its directory resolved (no ".",
- * "..", or links), its last name kept as it is, a link's own name.
- */
-static int
-binary_absolute(const char *path, char *out, size_t len)
+bool
+upgrade_running(void)
 {
-	char		 dir[PATH_MAX], real[PATH_MAX];
-	const char	*base = strrchr(path, '/');
-
-	if (base == NULL) {
-		base = path;
-		snprintf(dir, sizeof dir, ".");
-	} else if ((size_t)snprintf(dir, sizeof dir, "%.*s",
-	    (int)(base == path ? 1 : base - path), path) >= sizeof dir)
-		return -1;
-	else
-		base++;
-	if (*base == '\0' || realpath(dir, real) == NULL)
-		return -1;
-	return (size_t)snprintf(out, len, "%s/%s", strcmp(real, "/") == 0 ?
-	    "" : real, base) < len ? 0 : -1;
+	return up.step != UP_IDLE;
 }
 
-/* Where argv0 (no slash in it) was found in PATH, as execvp() looks. */
-static int
-binary_search_path(const char *argv0, char *out, size_t len)
-{
-	const char	*p = getenv("PATH"), *colon;
-	size_t		 n;
-
-	if (p == NULL)
-		p = "/usr/local/bin:/usr/bin:/bin";
-	for (; *p != '\0'; p = *colon == '\0' ? colon : colon + 1) {
-		if ((colon = strchr(p, ':')) == NULL)
-			colon = p + strlen(p);
-		n = (size_t)(colon - p);
-		if ((size_t)snprintf(out, len, "%.*s/%s", (int)n, n == 0 ?
-		    "." : p, argv0) < len && access(out, X_OK) == 0)
-			return 0;
-	}
-	return -1;
-}
-
-/* Is path (absolute) a name of the running file, not of /proc or fds? */
-static bool
-binary_is_self(const char *path)
-{
-	struct stat	self, st;
-
-	if (strncmp(path, "/proc/", 6) == 0 || strncmp(path, "/dev/fd/", 8) == 0)
-		return false;
-	return stat("/proc/self/exe", &self) == 0 && stat(path, &st) == 0 &&
-	    st.st_dev == self.st_dev && st.st_ino == self.st_ino;
-}
-
-/*
- * Sets master_binary: given (from the master before an upgrade), else
- * the path this process was executed by (AT_EXECFN, else argv0 looked up
- * as the shell did) if it names the running file, else what
- * /proc/self/exe reads. A master before this one that executed
- * /proc/self/exe itself hands no path over: argv0 then.
- */
+/* The client that asked for the upgrade left: nobody to answer. */
 void
-upgrade_binary_init(const char *given, const char *argv0)
+upgrade_client_gone(void)
 {
-	const char	*names[2];
-	char		 path[PATH_MAX], found[PATH_MAX];
-	ssize_t		 n;
-	size_t		 dl, i;
-
-	if (given != NULL && binary_absolute(given, master_binary,
-	    sizeof master_binary) == 0)
-		return;
-	names[0] = (const char *)getauxval(AT_EXECFN);
-	names[1] = argv0;
-	for (i = 0; i < 2; i++) {
-		if (names[i] == NULL || *names[i] == '\0')
-			continue;
-		if (strchr(names[i], '/') == NULL) {
-			if (binary_search_path(names[i], found,
-			    sizeof found) == -1)
-				continue;
-			names[i] = found;
-		}
-		if (binary_absolute(names[i], path, sizeof path) == 0 &&
-		    binary_is_self(path)) {
-			snprintf(master_binary, sizeof master_binary, "%s",
-			    path);
-			return;
-		}
-	}
-	n = readlink("/proc/self/exe", master_binary, sizeof master_binary - 1);
-	if (n <= 0) {
-		master_binary[0] = '\0';
-		return;
-	}
-	master_binary[n] = '\0';
-	/* Started from a file already gone: name the path, not its state. */
-	dl = strlen(" (deleted)");
-	if ((size_t)n > dl && strcmp(master_binary + n - dl, " (deleted)") == 0)
-		master_binary[n - dl] = '\0';
+	up.client = -1;
 }
 
-/*
- * Is the file at master_binary another one than the one running (its
- * device and inode differ from /proc/self/exe's, or it is gone)?
- */
-bool
-upgrade_binary_changed(void)
-{
-	struct stat	self, st;
-
-	if (stat("/proc/self/exe", &self) == -1)
-		return false;
-	return stat(master_binary, &st) == -1 || st.st_dev != self.st_dev ||
-	    st.st_ino != self.st_ino;
-}
-
-bool
-upgrade_check_running(void)
-{
-	return check.step != CHECK_IDLE;
-}
-
-/*
- * The first line of what the check printed, for a one-line reason: what
- * is not printable ASCII (control characters, bytes that may not be
- * UTF-8, which a JSON answer cannot carry) reads '?'.
- */
-static const char *
-check_first_line(void)
-{
-	size_t	i;
-
-	check.output[check.len] = '\0';
-	for (i = 0; i < check.len; i++) {
-		if (check.output[i] == '\n') {
-			check.output[i] = '\0';
-			break;
-		}
-		if (check.output[i] < ' ' || check.output[i] > '~')
-			check.output[i] = '?';
-	}
-	return check.output;
-}
-
+/* The upgrade will not happen (error says why): the caller hears it. */
 static void
-check_close_output(void)
+upgrade_refused(const char *error)
 {
-	if (check.out_ev != NULL) {
-		event_free(check.out_ev);
-		check.out_ev = NULL;
-	}
-	if (check.out != -1) {
-		close(check.out);
-		check.out = -1;
-	}
+	char	msg[600];
+
+	snprintf(msg, sizeof msg, "upgrade refused: %s", error);
+	log_err("%s; netclusterd %s [pid %d] serves on", msg, PACKAGE_VERSION,
+	    (int)getpid());
+	if (up.cfg != NULL)
+		nc_config_free(up.cfg);
+	up.cfg = NULL;
+	up.step = UP_IDLE;
+	up.client = -1;
+	up.done(msg, up.arg);
 }
 
-/* The check ends: done(error or NULL, version, fd of the binary). */
-static void
-check_finish(const char *error)
+/* Hands the state over in a memfd and executes the binary checked. */
+static void __attribute__((noreturn))
+upgrade_exec(void)
 {
-	void	(*done)(const char *, const char *, int, void *) = check.done;
-	void	 *arg = check.arg;
-	int	  fd = check.fd;
+	json_t	*state;
+	char	*text, env[32];
+	int	 fd;
 
-	check_close_output();
-	(void)evtimer_del(check.timer);
-	check.step = CHECK_IDLE;
-	check.done = NULL;
-	check.fd = -1;
-	if (error != NULL && fd != -1) {
-		close(fd);
-		fd = -1;
-	}
-	done(error, error == NULL ? check.version : NULL, fd, arg);
+	state = json_pack("{s:o, s:o, s:i, s:s, s:s, s:o, s:o}", "listeners",
+	    listener_export(), "workers", pool_export(), "client", up.client,
+	    "binary", binary_path, "version", PACKAGE_VERSION, "endpoints",
+	    endpoint_export(), "stats", stats_export());
+	text = state != NULL ? json_dumps(state, JSON_COMPACT) : NULL;
+	json_decref(state);
+	fd = memfd_create("netclusterd-upgrade", 0);
+	if (text == NULL || fd == -1 ||
+	    write(fd, text, strlen(text)) != (ssize_t)strlen(text) ||
+	    lseek(fd, 0, SEEK_SET) == -1)
+		fatalx("upgrade: cannot hand the state over: %s",
+		    strerror(errno));
+	free(text);
+	if (up.client != -1)
+		(void)fcntl(up.client, F_SETFD, 0);
+	snprintf(env, sizeof env, "%d", fd);
+	setenv("NETCLUSTER_UPGRADE_FD", env, 1);
+	log_notice("upgrading: executing %s (netclusterd %s -> %s) in place",
+	    binary_path, PACKAGE_VERSION, up.version);
+	/* The very file that was checked, whatever the path holds now. */
+	fexecve(up.fd, saved_argv, environ);
+	fatalx("upgrade: exec %s failed: %s", binary_path, strerror(errno));
 }
 
+/* Once nothing is on its way to a worker and no HTTP answer is. */
 static void
-check_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-check_fail(const char *fmt, ...)
-{
-	char	msg[512];
-	va_list	ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	check_finish(msg);
-}
-
-/* Both the child's exit and the end of its output are in: judge. */
-static void
-check_judge(void)
-{
-	const char	*line = check_first_line();
-	const char	*what = check.step == CHECK_VERSION ? "-V" : "-t";
-	struct stat	 st;
-	char		 why[64];
-	size_t		 i;
-
-	if (WIFSIGNALED(check.status))
-		snprintf(why, sizeof why, "killed by signal %d",
-		    WTERMSIG(check.status));
-	else
-		snprintf(why, sizeof why, "exited with status %d",
-		    WEXITSTATUS(check.status));
-	if (check.step == CHECK_VERSION) {
-		if (!WIFEXITED(check.status) || WEXITSTATUS(check.status) != 0 ||
-		    strncmp(line, "netclusterd ", 12) != 0 ||
-		    strlen(line + 12) == 0 ||
-		    strlen(line + 12) >= sizeof check.version) {
-			check_fail("%s is not a netclusterd: %s %s %s%s%.100s%s",
-			    master_binary, master_binary, what, why,
-			    *line != '\0' ? " (\"" : "", line,
-			    *line != '\0' ? "\")" : "");
-			return;
-		}
-		snprintf(check.version, sizeof check.version, "%s", line + 12);
-		for (i = 0; check.version[i] != '\0'; i++)
-			if (check.version[i] <= ' ' || check.version[i] > '~')
-				check.version[i] = '?';
-		check.step = CHECK_CONFIG;
-		check_next();
-		return;
-	}
-	if (!WIFEXITED(check.status) || WEXITSTATUS(check.status) != 0) {
-		check_fail("%s -t -c %s %s%s%.200s", master_binary,
-		    check.config, why, *line != '\0' ? ": " : "", line);
-		return;
-	}
-	/* What was checked must be what the descriptor holds. */
-	if (stat(master_binary, &st) == -1 || st.st_dev != check.st.st_dev ||
-	    st.st_ino != check.st.st_ino) {
-		check_fail("%s was replaced during the check; try again",
-		    master_binary);
-		return;
-	}
-	check_finish(NULL);
-}
-
-static void
-check_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-	char	buf[1024];
-	ssize_t	n;
-	size_t	room;
-
-	(void)what;
-	(void)arg;
-	n = read(fd, buf, sizeof buf);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		check.eof = true;
-		check_close_output();
-		if (check.exited)
-			check_judge();
-		return;
-	}
-	room = sizeof check.output - 1 - check.len;
-	if ((size_t)n > room)
-		n = (ssize_t)room;
-	memcpy(check.output + check.len, buf, (size_t)n);
-	check.len += (size_t)n;
-}
-
-static void
-check_timeout_cb(evutil_socket_t fd, short what, void *arg)
+upgrade_poll_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	(void)arg;
-	/* Reaped later, and recognised then, by its pid. */
-	if (check.pid > 0)
-		(void)kill(-check.pid, SIGKILL);
-	check_fail("%s %s did not finish within %d ms", master_binary,
-	    check.step == CHECK_VERSION ? "-V" : "-t", UPGRADE_CHECK_MS);
+	if (handoff_inflight() == 0 && http_idle())
+		upgrade_exec();
 }
 
-/* The child of a check exited; false if pid is none of ours. */
-bool
-upgrade_check_reaped(pid_t pid, int status)
-{
-	if (pid != check.pid || pid == -1)
-		return false;
-	check.pid = -1;
-	if (check.step == CHECK_IDLE)
-		return true;	/* it timed out before: nobody waits */
-	check.status = status;
-	check.exited = true;
-	if (check.eof)
-		check_judge();
-	return true;
-}
-
-/* Starts the child of the current step, in its own process group. */
 static void
-check_next(void)
+upgrade_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-	posix_spawn_file_actions_t	 fa;
-	posix_spawnattr_t		 attr;
-	sigset_t			 none, def;
-	char				*argv[6];
-	int				 p[2], rc;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_warnx("upgrade: connections still in flight after %d ms; going "
+	    "on", UPGRADE_QUIESCE_MS);
+	upgrade_exec();
+}
 
-	argv[0] = master_binary;
-	if (check.step == CHECK_VERSION) {
-		argv[1] = (char *)"-V";
-		argv[2] = NULL;
-	} else {
-		argv[1] = (char *)"-t";
-		argv[2] = (char *)"-c";
-		argv[3] = check.config;
-		argv[4] = NULL;
+/* The new binary passed its check, or not (error says why). */
+static void
+upgrade_binary_checked(const char *error, const char *version, int fd,
+    void *unused)
+{
+	struct timeval	 tv = { 0, UPGRADE_QUIESCE_MS * 1000 };
+	struct timeval	 poll_tv = { 0, UPGRADE_POLL_MS * 1000 };
+
+	(void)unused;
+	if (error == NULL && master.stopping) {
+		close(fd);
+		error = "netclusterd is stopping";
 	}
-	check.len = 0;
-	check.exited = false;
-	check.eof = false;
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
-		check_fail("upgrade check: pipe: %s", strerror(errno));
+	if (error != NULL) {
+		upgrade_refused(error);
 		return;
 	}
-	sigemptyset(&none);
-	sigemptyset(&def);
-	sigaddset(&def, SIGPIPE);
-	if (posix_spawn_file_actions_init(&fa) != 0 ||
-	    posix_spawnattr_init(&attr) != 0)
+	up.fd = fd;
+	snprintf(up.version, sizeof up.version, "%s", version);
+	log_notice("upgrade: %s is netclusterd %s and accepts %s",
+	    binary_path, version, gen_config()->file);
+	notify_reloading();
+	up.step = UP_QUIESCE;
+	master.upgrading = true;
+	handoff_accepting();
+	http_quiesce();
+	health_quiesce();
+	if ((up.timer = evtimer_new(master.base, upgrade_timeout_cb,
+	    NULL)) == NULL || evtimer_add(up.timer, &tv) == -1 ||
+	    (up.poll = event_new(master.base, -1, EV_PERSIST, upgrade_poll_cb,
+	    NULL)) == NULL || event_add(up.poll, &poll_tv) == -1)
 		fatalx("out of memory");
-	(void)posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
-	    O_RDONLY, 0);
-	(void)posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
-	(void)posix_spawn_file_actions_adddup2(&fa, p[1], STDERR_FILENO);
-	(void)posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-	    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	(void)posix_spawnattr_setpgroup(&attr, 0);
-	(void)posix_spawnattr_setsigmask(&attr, &none);
-	(void)posix_spawnattr_setsigdefault(&attr, &def);
-	/* glibc reports a failed exec here (and reaps that child). */
-	rc = posix_spawn(&check.pid, master_binary, &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	close(p[1]);
-	if (rc != 0) {
-		check.pid = -1;
-		close(p[0]);
-		check_fail("cannot execute %s: %s", master_binary,
-		    strerror(rc));
+	upgrade_poll_cb(-1, 0, NULL);
+}
+
+/* The configuration the new master will read passed its check. */
+static void
+upgrade_config_checked(const char *errors, void *arg)
+{
+	(void)arg;
+	up.job = NULL;
+	nc_config_free(up.cfg);
+	up.cfg = NULL;
+	if (errors != NULL) {
+		upgrade_refused(errors);
 		return;
 	}
-	check.out = p[0];
-	if ((check.out_ev = event_new(master_base, check.out,
-	    EV_READ | EV_PERSIST, check_read_cb, NULL)) == NULL ||
-	    event_add(check.out_ev, NULL) == -1)
-		fatalx("out of memory");
+	if (master.stopping) {
+		upgrade_refused("netclusterd is stopping");
+		return;
+	}
+	log_notice("upgrade: checking %s", binary_path);
+	up.step = UP_BINARY;
+	binary_check(gen_config()->file, upgrade_binary_checked, NULL);
 }
 
 /*
- * Checks master_binary before an upgrade executes it, against the
- * configuration file config. done(error, version, fd, arg) comes once
- * it is decided (from inside this call if the file cannot be opened):
- * error is a one-line reason, or NULL and version is what the binary
- * said and fd an open descriptor of the file checked (the caller
- * executes that very file, or closes it). One check at a time.
+ * netclusterctl upgrade. client_fd, if not -1, gets the answer from the
+ * new master. done() is called only if the upgrade cannot happen, with
+ * the reason.
  */
 void
-upgrade_check(const char *config,
-    void (*done)(const char *, const char *, int, void *), void *arg)
+upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 {
-	struct timeval	tv = { UPGRADE_CHECK_MS / 1000,
-			    (UPGRADE_CHECK_MS % 1000) * 1000 };
+	char	*errors = NULL;
 
-	check.done = done;
-	check.arg = arg;
-	check.version[0] = '\0';
-	snprintf(check.config, sizeof check.config, "%s", config);
-	if (check.timer == NULL && (check.timer = evtimer_new(master_base,
-	    check_timeout_cb, NULL)) == NULL)
-		fatalx("out of memory");
-	if (evtimer_add(check.timer, &tv) == -1)
-		fatalx("cannot arm the upgrade check's timer");
-	check.step = CHECK_VERSION;
-	if (master_binary[0] == '\0') {
-		check_fail("the path of netclusterd's binary is unknown");
+	if (master.stopping || reload_busy() || up.step != UP_IDLE) {
+		done(master.stopping ? "netclusterd is stopping" : "a reload "
+		    "or an upgrade is already running; try again once it is "
+		    "done", arg);
 		return;
 	}
-	if ((check.fd = open(master_binary, O_RDONLY | O_CLOEXEC)) == -1 ||
-	    fstat(check.fd, &check.st) == -1) {
-		check_fail("cannot open %s: %s", master_binary,
-		    strerror(errno));
+	up.done = done;
+	up.arg = arg;
+	up.client = client_fd;
+	up.step = UP_CONFIG;
+	if (nc_config_load(gen_config()->file, &up.cfg, &errors) != 0) {
+		upgrade_refused(errors != NULL ? errors : "?");
+		free(errors);
 		return;
 	}
-	check_next();
+	if ((up.job = check_start(up.cfg, upgrade_config_checked,
+	    NULL)) == NULL)
+		upgrade_refused("cannot check the configuration: out of "
+		    "memory");
 }
 
-/* At exit: a check still running is killed, its caller told why. */
-void
-upgrade_check_stop(void)
+/*
+ * The state an upgrade handed over, if this master is the new one (and
+ * argv, for the next upgrade's exec).
+ */
+json_t *
+upgrade_state(char **argv)
 {
-	if (check.step != CHECK_IDLE) {
-		if (check.pid > 0)
-			(void)kill(-check.pid, SIGKILL);
-		check_fail("netclusterd is stopping");
-	}
-	if (check.timer != NULL) {
-		event_free(check.timer);
-		check.timer = NULL;
-	}
+	const char	*s = getenv("NETCLUSTER_UPGRADE_FD");
+	json_error_t	 jerr;
+	json_t		*state;
+	FILE		*f;
+	int		 fd;
+
+	saved_argv = argv;
+	if (s == NULL)
+		return NULL;
+	fd = atoi(s);
+	unsetenv("NETCLUSTER_UPGRADE_FD");
+	if (fd < 3 || (f = fdopen(fd, "r")) == NULL)
+		fatalx("upgrade: bad NETCLUSTER_UPGRADE_FD");
+	state = json_loadf(f, 0, &jerr);
+	fclose(f);
+	if (state == NULL)
+		fatalx("upgrade: bad state: %s", jerr.text);
+	return state;
+}
+
+/* At exit: the checks stop, nobody waits. */
+void
+upgrade_close(void)
+{
+	check_cancel(up.job);
+	up.job = NULL;
+	if (up.cfg != NULL)
+		nc_config_free(up.cfg);
+	up.cfg = NULL;
+	binary_check_stop();
+	if (up.timer != NULL)
+		event_free(up.timer);
+	if (up.poll != NULL)
+		event_free(up.poll);
+	up.timer = up.poll = NULL;
 }

@@ -75,7 +75,7 @@ upstream_mark_down(struct service *svc, struct upstream *u, const char *why)
 		u->down_until.tv_sec++;
 		u->down_until.tv_nsec -= 1000000000;
 	}
-	wlog(NC_LOG_WARNING, "service %s: upstream %s is down for %d ms: %s",
+	log_warnx("service %s: upstream %s is down for %d ms: %s",
 	    svc->conf->name, u->addr.text, svc->conf->down_ms, why);
 }
 
@@ -401,7 +401,7 @@ proxy_try(struct pair *p)
 		    up_connect_timeout, p);
 		return;
 	}
-	wlog(NC_LOG_WARNING, "service %s: every upstream is down; closing a "
+	log_warnx("service %s: every upstream is down; closing a "
 	    "client", c->name);
 	nc_socket_destroy(p->client);
 }

@@ -1,9 +1,11 @@
 /*
  * netcluster-worker: started by netclusterd with its channel in
- * NETCLUSTER_CHANNEL_FD. It waits for `init` (the validated config), runs
- * every service, reports `ready` once all its listeners are up, answers
- * `count`, and on `stop` (or SIGTERM) closes its servers, lets open
- * connections finish, and exits. Without its master it exits at once.
+ * NETCLUSTER_CHANNEL_FD. It waits for `init` (the configuration the
+ * master checked, as text in a sealed memfd, and the service to run),
+ * runs that one service, reports `ready` once all its listeners are up,
+ * answers `count`, and on `stop` (or SIGTERM) closes its servers, lets
+ * open connections finish, and exits. Without its master it exits at
+ * once.
  */
 
 #include <sys/prctl.h>
@@ -40,67 +42,11 @@ static bool		 last_words;	/* the master takes "stats" at the end */
 
 static long long	 worker_stats(json_t *, json_t *);
 
-/*
- * One line per message, saying which worker: with journald's <N> prefix
- * when stderr is the journal (JOURNAL_STREAM), else a time stamp and the
- * level, as the master writes.
- */
-void
-wlog(int level, const char *fmt, ...)
-{
-	static const char *const words[] = { "emerg", "alert", "crit", "err",
-	    "warning", "notice", "info", "debug" };
-	static int	 journal = -1;
-	const char	*js;
-	struct stat	 st;
-	unsigned long	 dev, ino;
-	struct timespec	 ts;
-	struct tm	 tm;
-	char		 msg[1024], when[32];
-	va_list		 ap;
-
-	if (level > nc_log_level())
-		return;
-	if (journal == -1) {
-		js = getenv("JOURNAL_STREAM");
-		journal = js != NULL && sscanf(js, "%lu:%lu", &dev, &ino) == 2 &&
-		    fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev &&
-		    st.st_ino == ino;
-	}
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	if (journal) {
-		fprintf(stderr, "<%d>netcluster-worker %d [pid %d]: %s\n",
-		    level, worker_id, (int)getpid(), msg);
-		return;
-	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	localtime_r(&ts.tv_sec, &tm);
-	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-	fprintf(stderr, "%s netcluster-worker %d [pid %d]: %s: %s\n", when,
-	    worker_id, (int)getpid(), words[level & 7], msg);
-}
-
-static void __attribute__((noreturn, format(printf, 1, 2)))
-fatalx(const char *fmt, ...)
-{
-	char	msg[1024];
-	va_list	ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	wlog(NC_LOG_ERR, "%s", msg);
-	nc_cluster_flush(100);
-	exit(1);
-}
-
+/* A fatal error: the master hears what was queued for it first. */
 static void
-worker_log_cb(int level, const char *msg, void *arg)
+worker_flush(void)
 {
-	(void)arg;
-	wlog(level, "%s", msg);
+	nc_cluster_flush(100);
 }
 
 static void
@@ -253,72 +199,105 @@ worker_listen(struct service *svc, struct nc_server *srv,
 }
 
 static void
-worker_start(void)
+worker_start(const char *name)
 {
 	struct nc_server_options	 so;
-	const struct nc_service		*c;
+	const struct nc_service		*c = NULL;
 	struct service			*svc;
 	struct nc_server		*srv;
 	size_t				 i, j;
 	int				 rc;
 
-	nservices = config->nservices;
+	for (i = 0; i < config->nservices; i++)
+		if (strcmp(config->services[i].name, name) == 0)
+			c = &config->services[i];
+	if (c == NULL)
+		fatalx("init: no service \"%.64s\" in the configuration",
+		    name);
+	nservices = 1;
 	if ((services = calloc(nservices, sizeof *services)) == NULL)
 		fatalx("out of memory");
-	for (i = 0; i < nservices; i++) {
-		svc = &services[i];
-		c = svc->conf = &config->services[i];
-		if (c->handler == NC_HANDLER_MODULE)
-			worker_module_init(svc);
-		if (c->handler == NC_HANDLER_PROXY && proxy_init(svc) != 0)
-			fatalx("service %s: bad upstreams", c->name);
-		svc->servers = calloc(c->nlisten, sizeof *svc->servers);
-		if (svc->servers == NULL)
+	svc = &services[0];
+	svc->conf = c;
+	if (c->handler == NC_HANDLER_MODULE)
+		worker_module_init(svc);
+	if (c->handler == NC_HANDLER_PROXY && proxy_init(svc) != 0)
+		fatalx("service %s: bad upstreams", c->name);
+	svc->servers = calloc(c->nlisten, sizeof *svc->servers);
+	if (svc->servers == NULL)
+		fatalx("out of memory");
+	memset(&so, 0, sizeof so);
+	so.base = worker_base;
+	so.allow_half_open = c->allow_half_open;
+	so.pause_on_connect = c->pause_on_connect;
+	so.proxy_protocol = c->proxy_protocol;
+	for (j = 0; j < c->nlisten; j++) {
+		srv = nc_create_server(&so, worker_connection, svc);
+		if (srv == NULL)
 			fatalx("out of memory");
-		memset(&so, 0, sizeof so);
-		so.base = worker_base;
-		so.allow_half_open = c->allow_half_open;
-		so.pause_on_connect = c->pause_on_connect;
-		so.proxy_protocol = c->proxy_protocol;
-		for (j = 0; j < c->nlisten; j++) {
-			srv = nc_create_server(&so, worker_connection, svc);
-			if (srv == NULL)
-				fatalx("out of memory");
-			svc->servers[svc->nservers++] = srv;
-			(void)nc_server_set_max_connections(srv,
-			    c->max_connections);
-			(void)nc_server_on(srv, NC_EV_ERROR,
-			    worker_listen_error, svc);
-			(void)nc_server_on(srv, NC_EV_CLOSE,
-			    worker_server_closed, svc);
-			if ((rc = worker_listen(svc, srv, &c->listen[j])) != 0)
-				fatalx("service %s: listen %s: %s", c->name,
-				    c->listen[j].text, nc_strerror(rc));
-		}
+		svc->servers[svc->nservers++] = srv;
+		(void)nc_server_set_max_connections(srv, c->max_connections);
+		(void)nc_server_on(srv, NC_EV_ERROR, worker_listen_error, svc);
+		(void)nc_server_on(srv, NC_EV_CLOSE, worker_server_closed, svc);
+		if ((rc = worker_listen(svc, srv, &c->listen[j])) != 0)
+			fatalx("service %s: listen %s: %s", c->name,
+			    c->listen[j].text, nc_strerror(rc));
 	}
 	worker_check_ready();
 }
 
-static void
-worker_init(json_t *msg)
+/* The text of the memfd the master sent: what it checked, whole. */
+static char *
+worker_config_text(int fd, size_t *lenp)
 {
-	json_t	*conf;
-	char	*text, *errors;
+	struct stat	 st;
+	char		*text;
+	size_t		 got = 0;
+	ssize_t		 n;
+
+	if (fstat(fd, &st) == -1 || st.st_size < 0 ||
+	    st.st_size > NC_CONFIG_MAX_SIZE)
+		fatalx("init: the configuration cannot be read");
+	if ((text = malloc((size_t)st.st_size + 1)) == NULL)
+		fatalx("out of memory");
+	while (got < (size_t)st.st_size) {
+		n = pread(fd, text + got, (size_t)st.st_size - got,
+		    (off_t)got);
+		if (n <= 0)
+			fatalx("init: the configuration cannot be read");
+		got += (size_t)n;
+	}
+	text[got] = '\0';
+	*lenp = got;
+	return text;
+}
+
+static void
+worker_init(json_t *msg, int *fds, size_t nfds)
+{
+	const char	*name;
+	char		*text, *errors;
+	size_t		 len;
 
 	if (config != NULL)
 		fatalx("init received twice");
+	if (nfds != 1)
+		fatalx("init came with %zu fds, not the configuration's", nfds);
 	worker_id = (int)json_integer_value(json_object_get(msg, "id"));
+	nc__log_set_ident("netcluster-worker %d [pid %d]", worker_id,
+	    (int)getpid());
 	last_words = json_is_true(json_object_get(msg, "last_stats"));
-	if (!json_is_object(conf = json_object_get(msg, "config")))
-		fatalx("init without a config");
-	if ((text = json_dumps(conf, JSON_COMPACT)) == NULL)
-		fatalx("out of memory");
-	if (nc_config_parse("(from the master)", text, strlen(text), &config,
+	if ((name = json_string_value(json_object_get(msg, "service"))) ==
+	    NULL)
+		fatalx("init without a service");
+	text = worker_config_text(fds[0], &len);
+	close(fds[0]);
+	if (nc_config_parse("(from the master)", text, len, &config,
 	    &errors) != 0)
 		fatalx("config from the master refused: %s", errors);
 	free(text);
 	nc_set_log_level(config->log_level);
-	worker_start();
+	worker_start(name);
 }
 
 /*
@@ -411,13 +390,16 @@ worker_msg_cb(json_t *msg, int *fds, size_t nfds, void *arg)
 	size_t		 i;
 
 	(void)arg;
+	if (strcmp(type, "init") == 0) {
+		worker_init(msg, fds, nfds);
+		json_decref(msg);
+		return;
+	}
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	if (nfds > 0)
 		fatalx("message %s came with %zu fds", type, nfds);
-	if (strcmp(type, "init") == 0)
-		worker_init(msg);
-	else if (strcmp(type, "count") == 0)
+	if (strcmp(type, "count") == 0)
 		worker_count(msg);
 	else if (strcmp(type, "stop") == 0)
 		worker_stop();
@@ -430,7 +412,7 @@ static void
 worker_lost_cb(const char *reason, void *arg)
 {
 	(void)arg;
-	wlog(NC_LOG_INFO, "master gone (%s); exiting", reason);
+	log_info("master gone (%s); exiting", reason);
 	exit(0);
 }
 
@@ -469,7 +451,9 @@ main(int argc, char **argv)
 	if (getppid() == 1)
 		return 0;	/* the master died before prctl() */
 	signal(SIGPIPE, SIG_IGN);
-	nc_set_log_cb(worker_log_cb, NULL);
+	nc__log_open("netcluster-worker -1", true);
+	nc__log_set_ident("netcluster-worker -1 [pid %d]", (int)getpid());
+	nc__log_at_fatal(worker_flush);
 
 	if (!nc_cluster_is_worker()) {
 		fprintf(stderr, "netcluster-worker: NETCLUSTER_CHANNEL_FD is "

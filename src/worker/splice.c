@@ -101,7 +101,7 @@ splice_pipe_get(struct splice *sp)
 		return 0;
 	}
 	if (pipe2(sp->pipe, O_NONBLOCK | O_CLOEXEC) == -1) {
-		wlog(NC_LOG_DEBUG, "proxy: no pipe, copying in user space: %s",
+		log_debug("proxy: no pipe, copying in user space: %s",
 		    strerror(errno));
 		sp->pipe[0] = sp->pipe[1] = -1;
 		return -1;

@@ -7,6 +7,7 @@
 #define WORKER_H
 
 #include "nc-config.h"
+#include "nc-log.h"
 #include "netcluster-handler.h"
 
 struct upstream;
@@ -51,7 +52,6 @@ json_t	*proxy_down(const struct service *);
 void	echo_connection(struct service *, struct nc_socket *);
 
 /* main.c */
-void	wlog(int level, const char *, ...) __attribute__((format(printf, 2, 3)));
 extern struct event_base	*worker_base;
 extern int			 worker_id;
 
