@@ -19,7 +19,8 @@
 #include "master.h"
 
 static struct event	*watchdog_ev;
-static bool		 ready_sent;
+static bool		 ready_sent;	/* ever: the first is logged */
+static bool		 ready_now;	/* since the last RELOADING=1 */
 
 void
 notify(const char *state)
@@ -43,12 +44,18 @@ notify_status(const char *fmt, ...)
 	notify(line);
 }
 
-/* Every slot has an online worker: ready (again, after a reload). */
+/*
+ * Every slot has an online worker, or a reload ended: ready (again,
+ * after a reload), said once until the next RELOADING=1.
+ */
 void
 notify_ready(void)
 {
 	notify_status("%d workers online, %zu services", gen_slots(),
 	    master.gen->npools);
+	if (ready_now)
+		return;
+	ready_now = true;
 	notify("READY=1");
 	if (!ready_sent)
 		log_notice("ready: every listener bound, %d workers online",
@@ -63,6 +70,7 @@ notify_reloading(void)
 	char		line[64];
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ready_now = false;
 	snprintf(line, sizeof line, "RELOADING=1\nMONOTONIC_USEC=%llu",
 	    (unsigned long long)ts.tv_sec * 1000000ULL +
 	    (unsigned long long)ts.tv_nsec / 1000ULL);

@@ -104,9 +104,9 @@ reload_finish(const char *error)
 	free(r.error);
 	r.error = NULL;
 	if (!master.stopping) {
+		notify_ready();
 		if (error != NULL)
 			notify_status("%s", msg != NULL ? msg : error);
-		notify_ready();
 	}
 	while ((w = r.waiters) != NULL) {
 		r.waiters = w->next;
@@ -116,13 +116,14 @@ reload_finish(const char *error)
 	free(msg);
 }
 
+/* The new configuration is refused: the running one stays. */
 static void
 reload_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void
 reload_fail(const char *fmt, ...)
 {
-	char	err[1024], *nl;
+	char	err[1024], answer[1040], *nl;
 	va_list	ap;
 
 	va_start(ap, fmt);
@@ -131,16 +132,11 @@ reload_fail(const char *fmt, ...)
 	if ((nl = strchr(err, '\n')) != NULL && nl[1] == '\0')
 		*nl = '\0';
 	log_err("reload failed, the running configuration stays: %s", err);
-	notify_status("reload failed: %s", err);
 	if (r.cfg != NULL)
 		nc_config_free(r.cfg);
 	r.cfg = NULL;
-	/* The answer reads "reload failed: ..." (netclusterctl adds none). */
-	memmove(err + 15, err, strlen(err) + 1 < sizeof err - 15 ?
-	    strlen(err) + 1 : sizeof err - 16);
-	memcpy(err, "reload failed: ", 15);
-	err[sizeof err - 1] = '\0';
-	reload_finish(err);
+	snprintf(answer, sizeof answer, "reload failed: %s", err);
+	reload_finish(answer);
 }
 
 /* Older generations still draining in p. */
@@ -372,7 +368,6 @@ reload_start_all(void)
 	size_t	i;
 
 	r.busy = true;
-	stats_reload_begin();
 	for (i = 0; i < master.gen->npools; i++)
 		rollout_start(master.gen->pools[i], 0);
 	if (r.rollouts == 0)

@@ -79,10 +79,20 @@ with open(os.path.join(d, "fake.pid"), "w") as f:
     f.write(str(os.getpid()))
 send({"type": "hello", "pid": os.getpid()})
 while True:
-    init, _ = recv()
+    init, cfd = recv()
     if init["type"] == "init":
         break
-svc = init["config"]["services"][0]
+# The configuration the master checked, as text in a memfd; ours is the
+# service init names.
+text = b""
+while True:
+    chunk = os.pread(cfd[0], 65536, len(text))
+    if not chunk:
+        break
+    text += chunk
+os.close(cfd[0])
+svc = [s for s in json.loads(text)["services"]
+       if s["name"] == init["service"]][0]
 frames = os.environ.get("HANDOFF_FRAMES") == "1"
 listen = {"type": "listen", "address": svc["listen"][0], "backlog": 511,
           "service": svc["name"], "index": 0}

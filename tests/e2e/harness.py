@@ -49,7 +49,8 @@ class Daemon:
         self.config = os.path.join(self.dir, "netcluster.json")
         with open(self.config, "w") as f:
             json.dump(conf, f)
-        self.workers = workers
+        # Every service has a pool of its own: its "workers", or these.
+        self.workers = sum(s.get("workers", workers) for s in services)
         self.lines = []
         self.buf = b""
         e = dict(os.environ)

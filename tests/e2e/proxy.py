@@ -490,7 +490,9 @@ def test_unix_upstream_and_socket_options():
         th.join(10 * SCALE)
         c = socket.create_connection(("127.0.0.1", d.port(1)), timeout=10)
         check(c.recv(2) == b"T\n", "no greeting")
-        legs = worker_sockets(d.worker_pids()[0])
+        opts = [w["pid"] for w in d.ctl("workers")["workers"]
+                if w["service"] == "opts"]
+        legs = worker_sockets(opts[0])
         client_leg = [s for (lp, rp), s in legs.items()
                       if lp == d.port(1) and rp == c.getsockname()[1]]
         up_leg = [s for (lp, rp), s in legs.items() if rp == tcp_up.port]
