@@ -92,10 +92,10 @@ services_json(json_t *round, const char *only)
 		    p->def->svc->handler), "mode", nc_config_mode_name(
 		    p->def->svc->mode), "listeners", addrs, "connections",
 		    pool_connections(p, round), "workers", p->size,
-		    "file_workers", p->file_size, "online", pool_online(p),
-		    "alive", pool_alive(p), "generation", p->def->generation,
+		    "file_workers", p->file_size, "online", gen_pool_online(p),
+		    "alive", gen_pool_alive(p), "generation", p->def->generation,
 		    "user", p->def->svc->user, "reloading",
-		    reload_progress(p)));
+		    rollout_progress(p)));
 	}
 	return list;
 }
@@ -219,7 +219,7 @@ scaled_cb(const char *error, json_t *reply, void *arg)
 static void
 cmd_scale(struct cmd *c)
 {
-	reload_scale(c->req.service, c->req.workers, c->req.delta, scaled_cb,
+	scale(c->req.service, c->req.workers, c->req.delta, scaled_cb,
 	    c);
 }
 

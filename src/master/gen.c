@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -167,7 +168,7 @@ gen_all_online(void)
 
 	for (i = 0; master.gen != NULL && i < master.gen->npools; i++) {
 		p = master.gen->pools[i];
-		if (p->rollout != NULL || pool_online(p) < p->size)
+		if (p->rollout != NULL || gen_pool_online(p) < p->size)
 			return false;
 	}
 	return master.gen != NULL;
@@ -179,6 +180,25 @@ gen_config(void)
 	return master.gen->conf->cfg;
 }
 
+/*
+ * Whether a reload, a scale or an upgrade runs (or the master stops):
+ * why, then, in why.
+ */
+bool
+gen_busy(char *why, size_t len)
+{
+	if (master.stopping)
+		snprintf(why, len, "netclusterd is stopping");
+	else if (master.operation != NULL && strcmp(master.operation,
+	    "scale") == 0)
+		snprintf(why, len, "a scale is under way; try again once it "
+		    "is done");
+	else if (master.operation != NULL)
+		snprintf(why, len, "a reload or an upgrade is already "
+		    "running; try again once it is done");
+	return master.stopping || master.operation != NULL;
+}
+
 int
 gen_shutdown_ms(void)
 {
@@ -187,7 +207,7 @@ gen_shutdown_ms(void)
 
 /* A pool's live processes: its slots' and its draining ones. */
 int
-pool_alive(const struct pool *p)
+gen_pool_alive(const struct pool *p)
 {
 	struct worker	*w;
 	int		 n = 0;
@@ -201,7 +221,7 @@ pool_alive(const struct pool *p)
 
 /* A pool's slots whose worker serves now. */
 int
-pool_online(const struct pool *p)
+gen_pool_online(const struct pool *p)
 {
 	int	i, n = 0;
 

@@ -93,7 +93,7 @@ static void
 main_worker_online(struct worker *w)
 {
 	(void)w;
-	if (!reload_busy() && gen_all_online())
+	if (master.operation == NULL && gen_all_online())
 		notify_ready();
 }
 
@@ -120,6 +120,7 @@ main_stop(int sig)
 	notify_status("stopping");
 	master.stopping = true;
 	reload_stop();
+	scale_stop();
 	handoff_accepting();
 	pool_stop_all();
 	main_worker_gone(NULL);
@@ -269,6 +270,7 @@ main_exit(struct event **sigs)
 	http_close();
 	upgrade_close();
 	reload_stop();
+	scale_stop();
 	for (i = 0; i < NSIGNALS; i++)
 		event_free(sigs[i]);
 	for (i = 0; i < master.gen->npools; i++)
@@ -348,7 +350,8 @@ main(int argc, char **argv)
 	broadcast_init();
 	count_init();
 	stats_init();
-	reload_init();
+	rollout_init();
+	scale_init();
 	worker_hook(WEV_ONLINE, main_worker_online);
 	worker_hook(WEV_GONE, main_worker_gone);
 

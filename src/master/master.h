@@ -221,6 +221,7 @@ struct master {
 	bool			 stopping;
 	bool			 upgrading;	/* quiescing for the exec */
 	bool			 draining;	/* netclusterctl drain */
+	const char		*operation;	/* "reload", "scale", "upgrade" */
 	struct timespec		 started;
 	int			 cli_workers;	/* -w, or 0 */
 	int			 cli_level;	/* -l, or 0 */
@@ -239,12 +240,13 @@ int	 gen_slots(void);
 int	 gen_alive(void);
 bool	 gen_all_online(void);
 const struct nc_config *gen_config(void);
+bool	 gen_busy(char *why, size_t len);
 int	 gen_shutdown_ms(void);
 struct conf *conf_new(struct nc_config *);
 struct conf *conf_ref(struct conf *);
 void	 conf_unref(struct conf *);
-int	 pool_alive(const struct pool *);
-int	 pool_online(const struct pool *);
+int	 gen_pool_alive(const struct pool *);
+int	 gen_pool_online(const struct pool *);
 
 /* pooldef.c: what a pool's workers run. */
 struct pooldef *pooldef_new(struct conf *, const struct nc_service *,
@@ -288,6 +290,7 @@ void	 program_close(struct worker *);
 struct pool *pool_new(const char *name);
 void	 pool_free(struct pool *);
 void	 pool_set(struct pool *, struct pooldef *, int size);
+void	 pool_slots(struct pool *, int n);
 void	 pool_spawn(struct slot *, bool incoming);
 void	 pool_start(struct pool *);
 int	 pool_resize(struct pool *, int size);
@@ -385,17 +388,25 @@ void	 build_abort(struct build *);
 void	 build_commit(struct build *);
 void	 gen_free(struct generation *);
 
-/* reload.c: reloads, batches, scaling, their answers. */
+/* reload.c: reloads, whole or of one service. */
 void	 reload(const char *service, int batch, void (*)(const char *,
 	    void *), void *);
-void	 reload_scale(const char *service, int size, int delta,
-	    void (*)(const char *, json_t *, void *), void *);
 void	 reload_on_handover(void (*)(const char *, void *), void *);
-bool	 reload_busy(void);
 void	 reload_start_all(void);
 void	 reload_stop(void);
-json_t	*reload_progress(const struct pool *);
-void	 reload_init(void);
+
+/* rollout.c: a pool brought over to its new definition, in batches. */
+void	 rollout_start(struct pool *, int batch,
+	    void (*)(struct pool *, const char *));
+json_t	*rollout_progress(const struct pool *);
+void	 rollout_stop_all(void);
+void	 rollout_init(void);
+
+/* scale.c: a pool's size changed while it serves. */
+void	 scale(const char *service, int size, int delta,
+	    void (*)(const char *, json_t *, void *), void *);
+void	 scale_stop(void);
+void	 scale_init(void);
 
 /* stats.c: what the master counts, and the workers' counters summed. */
 void	 stats_add(const char *family, const char *key, json_int_t);
@@ -480,7 +491,6 @@ void	 binary_check_stop(void);
 /* upgrade.c: the binary replaced in place, same pid. */
 void	 upgrade(int client_fd, void (*)(const char *, void *), void *);
 void	 upgrade_client_gone(void);
-bool	 upgrade_running(void);
 json_t	*upgrade_state(char **argv);
 void	 upgrade_close(void);
 

@@ -93,7 +93,7 @@ pool_free(struct pool *p)
 }
 
 /* Slots up to n exist (new ones run the pool's def); n may be 0. */
-static void
+void
 pool_slots(struct pool *p, int n)
 {
 	struct slot	**slots;
@@ -256,7 +256,8 @@ slot_restart_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!master.stopping && s->worker == NULL)
+	/* A slot whose replacement is starting waits for it. */
+	if (!master.stopping && s->worker == NULL && s->next == NULL)
 		pool_spawn(s, false);
 }
 

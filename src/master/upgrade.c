@@ -54,12 +54,6 @@ static struct {
 
 static char	**saved_argv;
 
-bool
-upgrade_running(void)
-{
-	return up.step != UP_IDLE;
-}
-
 /* The client that asked for the upgrade left: nobody to answer. */
 void
 upgrade_client_gone(void)
@@ -80,6 +74,7 @@ upgrade_refused(const char *error)
 		nc_config_free(up.cfg);
 	up.cfg = NULL;
 	up.step = UP_IDLE;
+	master.operation = NULL;
 	up.client = -1;
 	up.done(msg, up.arg);
 }
@@ -202,14 +197,13 @@ upgrade_config_checked(const char *errors, void *arg)
 void
 upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 {
-	char	*errors = NULL;
+	char	*errors = NULL, why[128];
 
-	if (master.stopping || reload_busy() || up.step != UP_IDLE) {
-		done(master.stopping ? "netclusterd is stopping" : "a reload "
-		    "or an upgrade is already running; try again once it is "
-		    "done", arg);
+	if (gen_busy(why, sizeof why)) {
+		done(why, arg);
 		return;
 	}
+	master.operation = "upgrade";
 	up.done = done;
 	up.arg = arg;
 	up.client = client_fd;
