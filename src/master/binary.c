@@ -41,7 +41,7 @@
 
 extern char	**environ;
 
-char		 binary_path[PATH_MAX];
+static char	 path_file[PATH_MAX];	/* path_file() */
 
 enum check_step {
 	CHECK_IDLE,
@@ -127,7 +127,7 @@ binary_is_self(const char *path)
 }
 
 /*
- * Sets binary_path: given (from the master before an upgrade), else
+ * Sets path_file: given (from the master before an upgrade), else
  * the path this process was executed by (AT_EXECFN, else argv0 looked up
  * as the shell did) if it names the running file, else what
  * /proc/self/exe reads. A master before this one that executed
@@ -141,8 +141,8 @@ binary_init(const char *given, const char *argv0)
 	ssize_t		 n;
 	size_t		 dl, i;
 
-	if (given != NULL && binary_absolute(given, binary_path,
-	    sizeof binary_path) == 0)
+	if (given != NULL && binary_absolute(given, path_file,
+	    sizeof path_file) == 0)
 		return;
 	names[0] = (const char *)getauxval(AT_EXECFN);
 	names[1] = argv0;
@@ -157,25 +157,32 @@ binary_init(const char *given, const char *argv0)
 		}
 		if (binary_absolute(names[i], path, sizeof path) == 0 &&
 		    binary_is_self(path)) {
-			snprintf(binary_path, sizeof binary_path, "%s",
+			snprintf(path_file, sizeof path_file, "%s",
 			    path);
 			return;
 		}
 	}
-	n = readlink("/proc/self/exe", binary_path, sizeof binary_path - 1);
+	n = readlink("/proc/self/exe", path_file, sizeof path_file - 1);
 	if (n <= 0) {
-		binary_path[0] = '\0';
+		path_file[0] = '\0';
 		return;
 	}
-	binary_path[n] = '\0';
+	path_file[n] = '\0';
 	/* Started from a file already gone: name the path, not its state. */
 	dl = strlen(" (deleted)");
-	if ((size_t)n > dl && strcmp(binary_path + n - dl, " (deleted)") == 0)
-		binary_path[n - dl] = '\0';
+	if ((size_t)n > dl && strcmp(path_file + n - dl, " (deleted)") == 0)
+		path_file[n - dl] = '\0';
+}
+
+/* The path the master was started from: what an upgrade executes. */
+const char *
+binary_path(void)
+{
+	return path_file;
 }
 
 /*
- * Is the file at binary_path another one than the one running (its
+ * Is the file at path_file another one than the one running (its
  * device and inode differ from /proc/self/exe's, or it is gone)?
  */
 bool
@@ -185,7 +192,7 @@ binary_changed(void)
 
 	if (stat("/proc/self/exe", &self) == -1)
 		return false;
-	return stat(binary_path, &st) == -1 || st.st_dev != self.st_dev ||
+	return stat(path_file, &st) == -1 || st.st_dev != self.st_dev ||
 	    st.st_ino != self.st_ino;
 }
 
@@ -287,7 +294,7 @@ check_judge(void)
 		    strlen(line + 12) == 0 ||
 		    strlen(line + 12) >= sizeof check.version) {
 			check_fail("%s is not a netclusterd: %s %s %s%s%.100s%s",
-			    binary_path, binary_path, what, why,
+			    path_file, path_file, what, why,
 			    *line != '\0' ? " (\"" : "", line,
 			    *line != '\0' ? "\")" : "");
 			return;
@@ -301,15 +308,15 @@ check_judge(void)
 		return;
 	}
 	if (!WIFEXITED(check.status) || WEXITSTATUS(check.status) != 0) {
-		check_fail("%s -t -c %s %s%s%.200s", binary_path,
+		check_fail("%s -t -c %s %s%s%.200s", path_file,
 		    check.config, why, *line != '\0' ? ": " : "", line);
 		return;
 	}
 	/* What was checked must be what the descriptor holds. */
-	if (stat(binary_path, &st) == -1 || st.st_dev != check.st.st_dev ||
+	if (stat(path_file, &st) == -1 || st.st_dev != check.st.st_dev ||
 	    st.st_ino != check.st.st_ino) {
 		check_fail("%s was replaced during the check; try again",
-		    binary_path);
+		    path_file);
 		return;
 	}
 	check_finish(NULL);
@@ -350,7 +357,7 @@ check_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	/* Reaped later, and recognised then, by its pid. */
 	if (check.pid > 0)
 		(void)kill(-check.pid, SIGKILL);
-	check_fail("%s %s did not finish within %d ms", binary_path,
+	check_fail("%s %s did not finish within %d ms", path_file,
 	    check.step == CHECK_VERSION ? "-V" : "-t", UPGRADE_CHECK_MS);
 }
 
@@ -380,7 +387,7 @@ check_next(void)
 	char				*argv[6];
 	int				 p[2], rc;
 
-	argv[0] = binary_path;
+	argv[0] = path_file;
 	if (check.step == CHECK_VERSION) {
 		argv[1] = (char *)"-V";
 		argv[2] = NULL;
@@ -413,14 +420,14 @@ check_next(void)
 	(void)posix_spawnattr_setsigmask(&attr, &none);
 	(void)posix_spawnattr_setsigdefault(&attr, &def);
 	/* glibc reports a failed exec here (and reaps that child). */
-	rc = posix_spawn(&check.pid, binary_path, &fa, &attr, argv, environ);
+	rc = posix_spawn(&check.pid, path_file, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	close(p[1]);
 	if (rc != 0) {
 		check.pid = -1;
 		close(p[0]);
-		check_fail("cannot execute %s: %s", binary_path,
+		check_fail("cannot execute %s: %s", path_file,
 		    strerror(rc));
 		return;
 	}
@@ -432,7 +439,7 @@ check_next(void)
 }
 
 /*
- * Checks binary_path before an upgrade executes it, against the
+ * Checks path_file before an upgrade executes it, against the
  * configuration file config. done(error, version, fd, arg) comes once
  * it is decided (from inside this call if the file cannot be opened):
  * error is a one-line reason, or NULL and version is what the binary
@@ -456,13 +463,13 @@ binary_check(const char *config,
 	if (evtimer_add(check.timer, &tv) == -1)
 		fatalx("cannot arm the upgrade check's timer");
 	check.step = CHECK_VERSION;
-	if (binary_path[0] == '\0') {
+	if (path_file[0] == '\0') {
 		check_fail("the path of netclusterd's binary is unknown");
 		return;
 	}
-	if ((check.fd = open(binary_path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	if ((check.fd = open(path_file, O_RDONLY | O_CLOEXEC)) == -1 ||
 	    fstat(check.fd, &check.st) == -1) {
-		check_fail("cannot open %s: %s", binary_path,
+		check_fail("cannot open %s: %s", path_file,
 		    strerror(errno));
 		return;
 	}

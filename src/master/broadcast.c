@@ -71,7 +71,7 @@ stalled(struct worker *w)
 {
 	if (w->ipc != NULL)
 		return nc_ipc_idle_ms(w->ipc) >= MSG_STALL_MS;
-	return w->msg_bev != NULL && elapsed_s(&w->msg_progress) * 1000 >=
+	return w->msg_bev != NULL && gen_elapsed_s(&w->msg_progress) * 1000 >=
 	    MSG_STALL_MS;
 }
 

@@ -26,7 +26,7 @@ static struct build_pool *pending;	/* of the build being made */
 static unsigned		 serial;	/* of the build being made */
 
 static struct generation *
-gen_new(struct conf *conf, size_t npools)
+build_gen(struct conf *conf, size_t npools)
 {
 	struct generation	*g;
 
@@ -42,7 +42,7 @@ gen_new(struct conf *conf, size_t npools)
 
 /* Frees the generation's own arrays and references, not its pools. */
 void
-gen_free(struct generation *g)
+build_free(struct generation *g)
 {
 	size_t	i;
 
@@ -58,7 +58,7 @@ gen_free(struct generation *g)
 
 /* The listeners of every pool of g, each once, held by g. */
 static int
-gen_listeners(struct generation *g)
+build_listeners(struct generation *g)
 {
 	const struct pooldef	*d;
 	size_t			 i, j, n = 0;
@@ -199,14 +199,14 @@ build_prepare(struct build *b, char *err, size_t errlen)
 	}
 	if ((pending = calloc(n + 1, sizeof *pending)) == NULL ||
 	    (b->renew = calloc(n + 1, sizeof *b->renew)) == NULL ||
-	    (b->gen = gen_new(b->kind == BUILD_ALL ? b->conf :
+	    (b->gen = build_gen(b->kind == BUILD_ALL ? b->conf :
 	    master.gen->conf, n)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		build_abort(b);
 		return -1;
 	}
 	if ((b->kind == BUILD_ALL ? build_all(b, err, errlen) :
-	    build_one(b, err, errlen)) == -1 || gen_listeners(b->gen) == -1) {
+	    build_one(b, err, errlen)) == -1 || build_listeners(b->gen) == -1) {
 		if (b->gen->listeners == NULL && err[0] == '\0')
 			snprintf(err, errlen, "out of memory");
 		build_abort(b);
@@ -231,7 +231,7 @@ build_abort(struct build *b)
 		endpoint_abort();
 	free(pending);
 	pending = NULL;
-	gen_free(b->gen);
+	build_free(b->gen);
 	b->gen = NULL;
 	free(b->renew);
 	b->renew = NULL;
@@ -239,7 +239,7 @@ build_abort(struct build *b)
 
 /* Whether g has l. */
 static bool
-gen_has(const struct generation *g, const struct listener *l)
+build_has(const struct generation *g, const struct listener *l)
 {
 	size_t	i;
 
@@ -250,7 +250,7 @@ gen_has(const struct generation *g, const struct listener *l)
 }
 
 static bool
-gen_has_pool(const struct generation *g, const struct pool *p)
+build_has_pool(const struct generation *g, const struct pool *p)
 {
 	size_t	i;
 
@@ -294,13 +294,13 @@ build_commit(struct build *b)
 		if (handoff_events(g->listeners[i]) == -1)
 			fatalx("out of memory");
 	for (i = 0; old != NULL && i < old->nlisteners; i++)
-		if (!gen_has(g, old->listeners[i])) {
+		if (!build_has(g, old->listeners[i])) {
 			log_info("listener %s retired",
 			    old->listeners[i]->bound);
 			handoff_quiet(old->listeners[i]);
 		}
 	for (i = 0; old != NULL && i < old->npools; i++)
-		if (!gen_has_pool(g, old->pools[i]))
+		if (!build_has_pool(g, old->pools[i]))
 			pool_retire(old->pools[i]);
 	if (b->kind == BUILD_SCALE)
 		for (i = 0; i < g->npools; i++)
@@ -308,7 +308,7 @@ build_commit(struct build *b)
 				(void)pool_resize(g->pools[i], pending[i].size);
 	if (b->kind == BUILD_ALL)
 		endpoint_commit();
-	gen_free(old);
+	build_free(old);
 	free(pending);
 	pending = NULL;
 	b->gen = NULL;

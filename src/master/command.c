@@ -143,9 +143,9 @@ counted_cb(json_t *round, void *arg)
 	}
 	reply = json_pack("{s:b, s:i, s:s, s:s, s:b, s:i, s:f, s:i, s:o, s:o, "
 	    "s:o, s:b, s:b}", "ok", 1, "pid", (int)getpid(), "version",
-	    PACKAGE_VERSION, "binary", binary_path, "binary_changed",
+	    PACKAGE_VERSION, "binary", binary_path(), "binary_changed",
 	    binary_changed(), "workers", gen_slots(), "uptime_s",
-	    elapsed_s(&master.started), "alive", gen_alive(), "connections",
+	    gen_elapsed_s(&master.started), "alive", gen_alive(), "connections",
 	    unknown ? json_null() : json_integer(total), "services",
 	    services_json(round, NULL), "missing", missing, "ready",
 	    health_ready(NULL, 0), "draining", master.draining);
@@ -388,7 +388,7 @@ upgraded_cb(const char *error, void *arg)
 	    c->from_version, PACKAGE_VERSION, (int)getpid());
 	cmd_reply(c, json_pack("{s:b, s:s, s:s, s:s, s:i, s:s}", "ok", 1,
 	    "message", msg, "previous_version", c->from_version, "version",
-	    PACKAGE_VERSION, "pid", (int)getpid(), "binary", binary_path));
+	    PACKAGE_VERSION, "pid", (int)getpid(), "binary", binary_path()));
 }
 
 /*

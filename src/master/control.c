@@ -39,7 +39,7 @@ struct client {
 	struct bufferevent	*bev;
 	bool			 busy;		/* an answer is pending */
 	struct answer		*answer;	/* that answer */
-	struct client		*prev, *next;
+	TAILQ_ENTRY(client)	 entry;
 };
 
 static void	client_link(struct client *);
@@ -50,7 +50,7 @@ static struct evconnlistener	*control_listener;
 static struct lev_rest		 control_rest = { .what = "control" };
 static unsigned long		 evicted;
 static char			 control_path[108];
-static struct client		*clients;
+static TAILQ_HEAD(, client)	 clients = TAILQ_HEAD_INITIALIZER(clients);
 static int			 nclients;
 
 /* An answer on its way to a client, which may leave before it comes. */
@@ -68,12 +68,7 @@ client_free(struct client *c)
 			upgrade_client_gone();
 		c->answer->client = NULL;
 	}
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		clients = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	TAILQ_REMOVE(&clients, c, entry);
 	bufferevent_free(c->bev);
 	nclients--;
 	stats_set("clients", "control", nclients);
@@ -231,7 +226,7 @@ client_evict(void)
 	int		 n;
 
 	/* Newest first; a client whose request is on its way is spared. */
-	for (c = clients; c != NULL; c = c->next) {
+	TAILQ_FOREACH(c, &clients, entry) {
 		if (c->busy)
 			continue;
 		oldest = c;
@@ -298,10 +293,7 @@ client_link(struct client *c)
 	bufferevent_set_timeouts(c->bev, &tv, NULL);
 	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
 	(void)bufferevent_enable(c->bev, EV_READ);
-	c->next = clients;
-	if (clients != NULL)
-		clients->prev = c;
-	clients = c;
+	TAILQ_INSERT_HEAD(&clients, c, entry);
 	nclients++;
 	stats_set("clients", "control", nclients);
 }
@@ -376,7 +368,7 @@ control_close(void)
 {
 	struct client	*c;
 
-	while ((c = clients) != NULL)
+	while ((c = TAILQ_FIRST(&clients)) != NULL)
 		client_free(c);
 	if (control_listener != NULL) {
 		lev_rest_stop(&control_rest);

@@ -94,7 +94,7 @@ count_pool(struct count_req *c, struct pool *p, json_t *list)
 		    "state", worker_state_name(w != NULL ? w->state : W_DEAD),
 		    "generation", w != NULL ? w->generation : 0, "count", 0,
 		    "answered", 0, "uptime_s", w != NULL ?
-		    elapsed_s(&w->started) : 0.0, "restarts", i < p->nslots ?
+		    gen_elapsed_s(&w->started) : 0.0, "restarts", i < p->nslots ?
 		    p->slots[i]->restarts : 0, "handed", (json_int_t)(w != NULL ?
 		    w->handed : 0));
 		if (entry == NULL || json_array_append_new(list, entry) == -1)

@@ -370,6 +370,5 @@ dispatch_frame(struct worker *w, const struct nc_ipc_frame *f, int *fds,
 void
 dispatch_init(void)
 {
-	worker_dispatch_msg = dispatch_msg;
-	worker_dispatch_frame = dispatch_frame;
+	worker_dispatch(dispatch_msg, dispatch_frame);
 }

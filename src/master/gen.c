@@ -22,7 +22,7 @@ struct master	 master = {
 };
 
 double
-elapsed_s(const struct timespec *since)
+gen_elapsed_s(const struct timespec *since)
 {
 	struct timespec	now;
 
@@ -230,36 +230,4 @@ gen_pool_online(const struct pool *p)
 		    p->slots[i]->worker->state == W_ONLINE)
 			n++;
 	return n;
-}
-
-/* A checked configuration, and its text sealed for the workers' init. */
-struct conf *
-conf_new(struct nc_config *cfg)
-{
-	struct conf	*c;
-
-	if ((c = calloc(1, sizeof *c)) == NULL)
-		return NULL;
-	c->refs = 1;
-	c->cfg = cfg;
-	c->text_fd = -1;
-	return c;
-}
-
-struct conf *
-conf_ref(struct conf *c)
-{
-	c->refs++;
-	return c;
-}
-
-void
-conf_unref(struct conf *c)
-{
-	if (c == NULL || --c->refs > 0)
-		return;
-	if (c->text_fd != -1)
-		close(c->text_fd);
-	nc_config_free(c->cfg);
-	free(c);
 }

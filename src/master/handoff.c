@@ -164,7 +164,7 @@ worker_can_take(struct worker *w, struct listener *l)
 	 * so a connection nobody can take waits here instead of bouncing
 	 * between full workers (Node's #54882).
 	 */
-	if (w->refused && elapsed_s(&w->refused_at) < REFUSED_PAUSE_S) {
+	if (w->refused && gen_elapsed_s(&w->refused_at) < REFUSED_PAUSE_S) {
 		retry_later();	/* or nothing asks it again */
 		return false;
 	}

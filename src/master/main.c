@@ -245,7 +245,7 @@ main_adopt(json_t *upgrade)
 	pool_adopt(json_object_get(upgrade, "workers"));
 	log_notice("upgraded in place: pid %d, netclusterd %s -> %s, from %s",
 	    (int)getpid(), from != NULL ? from : "(unknown)", PACKAGE_VERSION,
-	    binary_path);
+	    binary_path());
 }
 
 static void
@@ -279,7 +279,7 @@ main_exit(struct event **sigs)
 		TAILQ_REMOVE(&master.retired, p, entry);
 		pool_free(p);
 	}
-	gen_free(master.gen);
+	build_free(master.gen);
 	master.gen = NULL;
 	listener_close_all();
 	handoff_close();
@@ -287,6 +287,38 @@ main_exit(struct event **sigs)
 	stats_free();
 	event_base_free(master.base);
 	log_notice("stopped");
+}
+
+/*
+ * The log, the loop, its signals, and the hooks by which the files above
+ * worker.c hear of the workers.
+ */
+static void
+main_loop_init(struct event **sigs, int level)
+{
+	size_t	i;
+
+	nc__log_open("netclusterd", false);
+	nc__log_set_ident("netclusterd[%d]", (int)getpid());
+	nc_set_log_level(level);
+	signal(SIGPIPE, SIG_IGN);
+	clock_gettime(CLOCK_MONOTONIC, &master.started);
+	if ((master.base = event_base_new()) == NULL)
+		fatalx("cannot create the event loop");
+	for (i = 0; i < NSIGNALS; i++) {
+		sigs[i] = evsignal_new(master.base, signums[i], signal_cb, NULL);
+		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
+			fatalx("cannot watch signal %d", signums[i]);
+	}
+	dispatch_init();
+	handoff_init();
+	broadcast_init();
+	count_init();
+	stats_init();
+	rollout_init();
+	scale_init();
+	worker_hook(WEV_ONLINE, main_worker_online);
+	worker_hook(WEV_GONE, main_worker_gone);
 }
 
 int
@@ -333,28 +365,8 @@ main(int argc, char **argv)
 		return 0;
 	}
 
-	nc__log_open("netclusterd", false);
-	nc__log_set_ident("netclusterd[%d]", (int)getpid());
-	nc_set_log_level(level != NULL ? master.cli_level : cfg->log_level);
-	signal(SIGPIPE, SIG_IGN);
-	clock_gettime(CLOCK_MONOTONIC, &master.started);
-	if ((master.base = event_base_new()) == NULL)
-		fatalx("cannot create the event loop");
-	for (i = 0; i < NSIGNALS; i++) {
-		sigs[i] = evsignal_new(master.base, signums[i], signal_cb, NULL);
-		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
-			fatalx("cannot watch signal %d", signums[i]);
-	}
-	dispatch_init();
-	handoff_init();
-	broadcast_init();
-	count_init();
-	stats_init();
-	rollout_init();
-	scale_init();
-	worker_hook(WEV_ONLINE, main_worker_online);
-	worker_hook(WEV_GONE, main_worker_gone);
-
+	main_loop_init(sigs, level != NULL ? master.cli_level :
+	    cfg->log_level);
 	main_build(cfg, upgrade);
 	if (control_open(gen_config()->control_socket, err, sizeof err) == -1)
 		fatalx("control socket %s", err);

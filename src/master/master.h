@@ -231,7 +231,7 @@ struct master {
 extern struct master	 master;
 
 /* gen.c: the state and walks over it (no file below it). */
-double	 elapsed_s(const struct timespec *);
+double	 gen_elapsed_s(const struct timespec *);
 struct pool *gen_pool(const char *name);
 struct worker *gen_next_worker(struct worker *);
 struct worker *gen_worker_by_id(int id);
@@ -242,11 +242,13 @@ bool	 gen_all_online(void);
 const struct nc_config *gen_config(void);
 bool	 gen_busy(char *why, size_t len);
 int	 gen_shutdown_ms(void);
+int	 gen_pool_alive(const struct pool *);
+int	 gen_pool_online(const struct pool *);
+
+/* conf.c: a checked configuration, shared. */
 struct conf *conf_new(struct nc_config *);
 struct conf *conf_ref(struct conf *);
 void	 conf_unref(struct conf *);
-int	 gen_pool_alive(const struct pool *);
-int	 gen_pool_online(const struct pool *);
 
 /* pooldef.c: what a pool's workers run. */
 struct pooldef *pooldef_new(struct conf *, const struct nc_service *,
@@ -276,9 +278,9 @@ void	 worker_free(struct worker *);
 const char *worker_state_name(enum worker_state);
 int	 worker_drop(const struct pooldef *);
 const char *worker_binary(void);
-extern void (*worker_dispatch_msg)(struct worker *, json_t *, int *, size_t);
-extern void (*worker_dispatch_frame)(struct worker *,
-	    const struct nc_ipc_frame *, int *, size_t);
+void	 worker_dispatch(void (*)(struct worker *, json_t *, int *, size_t),
+	    void (*)(struct worker *, const struct nc_ipc_frame *, int *,
+	    size_t));
 
 /* program.c: a program in place of netcluster-worker. */
 pid_t	 program_spawn(struct worker *, int chan);
@@ -386,7 +388,7 @@ struct build {
 int	 build_prepare(struct build *, char *err, size_t errlen);
 void	 build_abort(struct build *);
 void	 build_commit(struct build *);
-void	 gen_free(struct generation *);
+void	 build_free(struct generation *);
 
 /* reload.c: reloads, whole or of one service. */
 void	 reload(const char *service, int batch, void (*)(const char *,
@@ -479,7 +481,7 @@ bool	 lev_rest_resting(const struct lev_rest *);
 void	 lev_rest_stop(struct lev_rest *);
 
 /* binary.c: the binary an upgrade executes, and its check. */
-extern char	 binary_path[];
+const char *binary_path(void);
 void	 binary_init(const char *given, const char *argv0);
 bool	 binary_changed(void);
 bool	 binary_checking(void);

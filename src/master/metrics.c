@@ -266,7 +266,7 @@ families_master(json_t *list, json_t *round)
 	f = family(list, "netcluster_metrics_workers_age_seconds", "gauge",
 	    "Age of the workers' figures in this answer (at most "
 	    "metrics.max_age_ms, plus one count round).");
-	sample(f, json_real(round != NULL ? elapsed_s(&last_round_at) : 0),
+	sample(f, json_real(round != NULL ? gen_elapsed_s(&last_round_at) : 0),
 	    NULL);
 }
 
@@ -624,9 +624,9 @@ metrics_collect(void (*done)(json_t *, void *), void *arg)
 	double			 max_age = gen_config()->metrics.on ?
 	    gen_config()->metrics.max_age_ms / 1000.0 : 1.0;
 
-	if (last_round != NULL && elapsed_s(&last_round_at) <= max_age) {
+	if (last_round != NULL && gen_elapsed_s(&last_round_at) <= max_age) {
 		/* A storm of scrapes costs one answer per ANSWER_REUSE_MS. */
-		if (reuse != NULL && elapsed_s(&reuse_at) * 1000 <
+		if (reuse != NULL && gen_elapsed_s(&reuse_at) * 1000 <
 		    ANSWER_REUSE_MS && reuse_draining == master.draining)
 			families = json_incref(reuse);
 		else

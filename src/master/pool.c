@@ -331,7 +331,7 @@ pool_reaped(pid_t pid, int status)
 	/* A worker that served, killed by someone else: no crash loop. */
 	killed = w->state == W_ONLINE && WIFSIGNALED(status) &&
 	    WTERMSIG(status) == SIGKILL;
-	lived = elapsed_s(&w->started);
+	lived = gen_elapsed_s(&w->started);
 	w->state = W_DEAD;
 	worker_detach(w);
 	if (w->program)

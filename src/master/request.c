@@ -116,16 +116,67 @@ request_count(json_t *root, int key, int min, int max, int *out, char *err,
 	return 0;
 }
 
+/*
+ * The values of the keys a request may have, checked, into req: 0, or -1
+ * with a message in err.
+ */
+static int
+request_values(json_t *root, struct request *req, char *err, size_t errlen)
+{
+	json_t	*svc = json_object_get(root, "service"), *msg, *format;
+	char	*text;
+	size_t	 n;
+
+	format = json_object_get(root, "format");
+	if (format != NULL && (!json_is_string(format) ||
+	    (strcmp(json_string_value(format), "text") != 0 &&
+	    strcmp(json_string_value(format), "json") != 0))) {
+		snprintf(err, errlen, "bad request: \"format\" must be "
+		    "\"text\" or \"json\"");
+		return -1;
+	}
+	req->json = format != NULL && strcmp(json_string_value(format),
+	    "json") == 0;
+	if (request_count(root, NC_KEY_BATCH, 1, NC_COMMAND_MAX_COUNT,
+	    &req->batch, err, errlen) != 0 ||
+	    request_count(root, NC_KEY_WORKERS, 1, NC_COMMAND_MAX_COUNT,
+	    &req->workers, err, errlen) != 0 ||
+	    request_count(root, NC_KEY_DELTA, -NC_COMMAND_MAX_COUNT,
+	    NC_COMMAND_MAX_COUNT, &req->delta, err, errlen) != 0)
+		return -1;
+	if ((msg = json_object_get(root, "message")) != NULL) {
+		if ((text = json_dumps(msg, JSON_COMPACT |
+		    JSON_ENCODE_ANY)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		n = strlen(text);
+		free(text);
+		if (n > NC_CLUSTER_MESSAGE_MAX) {
+			snprintf(err, errlen, "message of %zu bytes, over the "
+			    "limit of %d", n, NC_CLUSTER_MESSAGE_MAX);
+			return -1;
+		}
+		req->message = json_incref(msg);
+	}
+	if (svc != NULL) {
+		req->has_service = true;
+		memcpy(req->service, json_string_value(svc),
+		    json_string_length(svc) + 1);
+	}
+	return 0;
+}
+
 int
 request_parse(const char *line, size_t len, struct request *req, char *err,
     size_t errlen)
 {
 	const struct nc_command_entry	*ce;
 	json_error_t			 jerr;
-	json_t				*root, *cmd, *svc, *v, *msg, *format;
+	json_t				*root, *cmd, *svc, *v;
 	const char			*key;
-	char				*text, names[256];
-	size_t				 i, n;
+	char				 names[256];
+	size_t				 n;
 	int				 keys, k, rc = -1;
 
 	memset(req, 0, sizeof *req);
@@ -179,43 +230,8 @@ request_parse(const char *line, size_t len, struct request *req, char *err,
 		    names, n == 1 ? "s" : "", nc__command_key(1 << k));
 		goto out;
 	}
-	format = json_object_get(root, "format");
-	if (format != NULL && (!json_is_string(format) ||
-	    (strcmp(json_string_value(format), "text") != 0 &&
-	    strcmp(json_string_value(format), "json") != 0))) {
-		snprintf(err, errlen, "bad request: \"format\" must be "
-		    "\"text\" or \"json\"");
+	if (request_values(root, req, err, errlen) != 0)
 		goto out;
-	}
-	req->json = format != NULL && strcmp(json_string_value(format),
-	    "json") == 0;
-	if (request_count(root, NC_KEY_BATCH, 1, NC_COMMAND_MAX_COUNT,
-	    &req->batch, err, errlen) != 0 ||
-	    request_count(root, NC_KEY_WORKERS, 1, NC_COMMAND_MAX_COUNT,
-	    &req->workers, err, errlen) != 0 ||
-	    request_count(root, NC_KEY_DELTA, -NC_COMMAND_MAX_COUNT,
-	    NC_COMMAND_MAX_COUNT, &req->delta, err, errlen) != 0)
-		goto out;
-	if ((msg = json_object_get(root, "message")) != NULL) {
-		if ((text = json_dumps(msg, JSON_COMPACT |
-		    JSON_ENCODE_ANY)) == NULL) {
-			snprintf(err, errlen, "out of memory");
-			goto out;
-		}
-		i = strlen(text);
-		free(text);
-		if (i > NC_CLUSTER_MESSAGE_MAX) {
-			snprintf(err, errlen, "message of %zu bytes, over the "
-			    "limit of %d", i, NC_CLUSTER_MESSAGE_MAX);
-			goto out;
-		}
-		req->message = json_incref(msg);
-	}
-	if (svc != NULL) {
-		req->has_service = true;
-		memcpy(req->service, json_string_value(svc),
-		    json_string_length(svc) + 1);
-	}
 	rc = 0;
 out:
 	json_decref(root);

@@ -121,7 +121,7 @@ stats_reload_end(bool ok)
 	reload_timing = false;
 	stats_add("reloads", ok ? "success" : "failure", 1);
 	(void)json_object_set_new(counters_get(), "reload_duration_seconds",
-	    json_real(elapsed_s(&reload_started)));
+	    json_real(gen_elapsed_s(&reload_started)));
 }
 
 double

@@ -1,6 +1,6 @@
 /*
  * netclusterctl upgrade: the binary at the path the master was started
- * from (binary_path, which make install or a package may have replaced
+ * from (binary_path(), which make install or a package may have replaced
  * since) is executed in place, same pid, so systemd keeps tracking it,
  * once the configuration passed its check (check.c, off the loop) and the
  * file passed its own (binary.c: -V and -t). The listening sockets, the
@@ -89,7 +89,7 @@ upgrade_exec(void)
 
 	state = json_pack("{s:o, s:o, s:i, s:s, s:s, s:o, s:o}", "listeners",
 	    listener_export(), "workers", pool_export(), "client", up.client,
-	    "binary", binary_path, "version", PACKAGE_VERSION, "endpoints",
+	    "binary", binary_path(), "version", PACKAGE_VERSION, "endpoints",
 	    endpoint_export(), "stats", stats_export());
 	text = state != NULL ? json_dumps(state, JSON_COMPACT) : NULL;
 	json_decref(state);
@@ -105,10 +105,10 @@ upgrade_exec(void)
 	snprintf(env, sizeof env, "%d", fd);
 	setenv("NETCLUSTER_UPGRADE_FD", env, 1);
 	log_notice("upgrading: executing %s (netclusterd %s -> %s) in place",
-	    binary_path, PACKAGE_VERSION, up.version);
+	    binary_path(), PACKAGE_VERSION, up.version);
 	/* The very file that was checked, whatever the path holds now. */
 	fexecve(up.fd, saved_argv, environ);
-	fatalx("upgrade: exec %s failed: %s", binary_path, strerror(errno));
+	fatalx("upgrade: exec %s failed: %s", binary_path(), strerror(errno));
 }
 
 /* Once nothing is on its way to a worker and no HTTP answer is. */
@@ -153,7 +153,7 @@ upgrade_binary_checked(const char *error, const char *version, int fd,
 	up.fd = fd;
 	snprintf(up.version, sizeof up.version, "%s", version);
 	log_notice("upgrade: %s is netclusterd %s and accepts %s",
-	    binary_path, version, gen_config()->file);
+	    binary_path(), version, gen_config()->file);
 	notify_reloading();
 	up.step = UP_QUIESCE;
 	master.upgrading = true;
@@ -184,7 +184,7 @@ upgrade_config_checked(const char *errors, void *arg)
 		upgrade_refused("netclusterd is stopping");
 		return;
 	}
-	log_notice("upgrade: checking %s", binary_path);
+	log_notice("upgrade: checking %s", binary_path());
 	up.step = UP_BINARY;
 	binary_check(gen_config()->file, upgrade_binary_checked, NULL);
 }

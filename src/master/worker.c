@@ -29,10 +29,10 @@
 
 static void	(*hooks[WEV_GONE + 1][WORKER_HOOKS])(struct worker *);
 
-/* Set by dispatch.c: what a worker sends, to its table. */
-void	(*worker_dispatch_msg)(struct worker *, json_t *, int *, size_t);
-void	(*worker_dispatch_frame)(struct worker *,
-	    const struct nc_ipc_frame *, int *, size_t);
+/* What a worker sends goes to dispatch.c's table: worker_dispatch(). */
+static void	(*dispatch_msg)(struct worker *, json_t *, int *, size_t);
+static void	(*dispatch_frame)(struct worker *,
+		    const struct nc_ipc_frame *, int *, size_t);
 
 static const char *const state_names[] = {
 	[W_STARTING] = "starting",
@@ -67,6 +67,16 @@ worker_event(struct worker *w, enum worker_event ev)
 
 	for (i = 0; i < WORKER_HOOKS && hooks[ev][i] != NULL; i++)
 		hooks[ev][i](w);
+}
+
+/* Where every worker's messages and frames go from now on. */
+void
+worker_dispatch(void (*msg)(struct worker *, json_t *, int *, size_t),
+    void (*frame)(struct worker *, const struct nc_ipc_frame *, int *,
+    size_t))
+{
+	dispatch_msg = msg;
+	dispatch_frame = frame;
 }
 
 const char *
@@ -146,7 +156,7 @@ worker_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
     void *arg)
 {
 	(void)ipc;
-	worker_dispatch_msg(arg, msg, fds, nfds);
+	dispatch_msg(arg, msg, fds, nfds);
 }
 
 static void
@@ -154,7 +164,7 @@ worker_frame_cb(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
     size_t nfds, void *arg)
 {
 	(void)ipc;
-	worker_dispatch_frame(arg, f, fds, nfds);
+	dispatch_frame(arg, f, fds, nfds);
 }
 
 static void
