@@ -10,9 +10,12 @@ for p in "$s"/man/*.[0-9]; do
 		echo "$p: $out"; fail=1
 	fi
 done
-# Keys: every "key" the config parser knows.
-for k in $(grep -o 'strcmp(key, "[a-z_]*")' "$s/src/common/config.c" |
-    sed 's/.*"\(.*\)")/\1/' | sort -u); do
+# Keys: every row of the config parser's key tables.
+keys=$(grep -o 'KEY_[A-Z]*("[a-z_]*"' "$s/src/common/config.c" |
+    sed 's/.*"\(.*\)"/\1/' | sort -u)
+[ "$(echo "$keys" | wc -w)" -ge 30 ] ||
+    { echo "found only $(echo "$keys" | wc -w) keys in config.c"; fail=1; }
+for k in $keys; do
 	grep -q "^\.It Ic $k\b" "$s/man/netcluster.json.5" ||
 	    grep -q "Ic $k" "$s/man/netcluster.json.5" ||
 	    { echo "netcluster.json(5) lacks the key $k"; fail=1; }
