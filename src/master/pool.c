@@ -342,11 +342,12 @@ pool_reaped(pid_t pid, int status)
 	} else if (s != NULL && s->next == w) {
 		s->next = NULL;
 		log_warnx("service %s: worker %d [pid %d] (slot %d) of "
-		    "generation %d %s %d before it was online", p->name, w->id,
-		    (int)pid, w->slot, w->generation, WIFSIGNALED(status) ?
+		    "generation %d %s %d before %s", p->name, w->id, (int)pid,
+		    w->slot, w->generation, WIFSIGNALED(status) ?
 		    "killed by signal" : "exited with status",
 		    WIFSIGNALED(status) ? WTERMSIG(status) :
-		    WEXITSTATUS(status));
+		    WEXITSTATUS(status), w->ever_online ? "its slot was its" :
+		    "it was online");
 	} else {
 		TAILQ_REMOVE(&p->draining, w, entry);
 		log_info("service %s: worker %d [pid %d] of generation %d %s "

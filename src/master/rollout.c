@@ -208,8 +208,8 @@ rollout_worker_online(struct worker *w)
 }
 
 /*
- * A worker is gone: one of a batch that never came online fails it; the
- * last old one of a batch lets the next batch start.
+ * A worker is gone: one a batch started, before the batch took its slots
+ * over, fails it; the last old one of a batch lets the next batch start.
  */
 static void
 rollout_worker_gone(struct worker *w)
@@ -220,11 +220,12 @@ rollout_worker_gone(struct worker *w)
 
 	if (ro == NULL)
 		return;
-	if (w->incoming && !w->ever_online && w->slot >= ro->first &&
+	if (w->incoming && w->slot >= ro->first &&
 	    w->slot < ro->first + ro->count) {
 		snprintf(err, sizeof err, "batch %d of %d failed: its worker "
-		    "%d [pid %d] ended before it was online", ro->batchno,
-		    ro->nbatches, w->id, (int)w->pid);
+		    "%d [pid %d] ended before %s", ro->batchno, ro->nbatches,
+		    w->id, (int)w->pid, w->ever_online ? "its batch took over" :
+		    "it was online");
 		rollout_end(ro, err);
 		return;
 	}
