@@ -15,8 +15,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, Failure, NETCLUSTERD, SCALE, WORKER, check,
-                     echo_clients, echo_service, run)
+from harness import (Daemon, Failure, NETCLUSTERCTL, NETCLUSTERD, SCALE,
+                     WORKER, Reachable, check, echo_clients, echo_service,
+                     run)
 
 
 def modes_serve(mode, workers, clients=300):
@@ -371,7 +372,9 @@ def proc_status(pid):
 
 def test_privilege_drop():
     """As root, with "user": "nobody": the master stays root and binds
-    port 1023 (privileged); every worker runs as nobody, groups cleared."""
+    port 1023 (privileged); every worker runs as nobody, groups cleared.
+    The workers run a copy of netcluster-worker where nobody can reach
+    it, wherever the build is."""
     import pwd
     if os.geteuid() != 0:
         raise Failure("this test runs as root (as in CI)")
@@ -388,14 +391,19 @@ def test_privilege_drop():
         finally:
             s.close()
     check(low is not None, "no free port under 1024")
-    d = Daemon([echo_service("shared", ["127.0.0.1:0", "127.0.0.1:%d"
-                                         % low])],
-               workers=2, extra={"user": "nobody"})
+    reach = Reachable()
+    env = reach.worker_env()
+    d = None
     try:
+        d = Daemon([echo_service("shared", ["127.0.0.1:0", "127.0.0.1:%d"
+                                             % low])],
+                   workers=2, extra={"user": "nobody"}, env=env)
         d.wait_online()
         master = proc_status(d.proc.pid)
         check(master["Uid"] == ["0"] * 4, "master uid %s" % master["Uid"])
         for pid in d.worker_pids():
+            exe = os.readlink("/proc/%d/exe" % pid)
+            check(exe == env["NETCLUSTER_WORKER"], "worker runs %s" % exe)
             st = proc_status(pid)
             check(st["Uid"] == [str(nobody.pw_uid)] * 4,
                   "worker uid %s" % st["Uid"])
@@ -407,7 +415,9 @@ def test_privilege_drop():
         print("  workers run as uid %d gid %d, no groups; master uid 0"
               % (nobody.pw_uid, nobody.pw_gid))
     finally:
-        d.stop()
+        if d is not None:
+            d.stop()
+        reach.remove()
 
 
 def control_request(path, data, timeout=10):
@@ -484,11 +494,15 @@ def test_control_socket():
         dropped = time.monotonic() - start
         silent.close()
         check(dropped < 15 * SCALE, "silent client kept %.1f s" % dropped)
-        # Another uid is refused by the socket's mode.
-        p = subprocess.run([os.path.join(os.path.dirname(WORKER),
-                            "netclusterctl"), "-s", d.control, "status"],
-                           capture_output=True, text=True, user=65534,
-                           timeout=10 * SCALE)
+        # Another uid is refused by the socket's mode: it runs a copy of
+        # netclusterctl it can reach, and may search the socket's
+        # directory, so that nothing on the way refuses it before.
+        os.chmod(d.dir, 0o755)
+        with Reachable() as reach:
+            p = subprocess.run([reach.copy(NETCLUSTERCTL), "-s", d.control,
+                                "status"], capture_output=True, text=True,
+                               user=65534, cwd=reach.dir,
+                               timeout=10 * SCALE)
         check(p.returncode == 1 and "Permission denied" in p.stderr,
               "nobody: %d %r" % (p.returncode, p.stderr))
         print("  control socket: mode 0600, %d bad requests answered, a "

@@ -4,23 +4,32 @@ with the same exit status and the same error line, and the start leaves
 no process and no socket behind. Every config -t passes here, and every
 conf/*.json (its fixed ports moved to 0, its control socket to a
 temporary directory), really starts: its workers come online and it stops
-cleanly."""
+cleanly.
+
+What the workers' user must reach is checked as that user: as root, with
+"user": "nobody", a program's command or cwd, or the netcluster-worker
+NETCLUSTER_WORKER names, under a directory of mode 0700 is refused by -t
+and by startup alike, naming the file and the user. Where a test's
+workers run as nobody, what they run is a copy nobody can reach
+(harness.Reachable), wherever the checkout is."""
 
 import json
 import os
+import pwd
 import re
 import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (BUILD, Failure, NETCLUSTERD, SCALE, check, echo_clients,
-                     free_port, run)
+from harness import (BUILD, Failure, NETCLUSTERCTL, NETCLUSTERD, SCALE,
+                     WORKER, Reachable, check, echo_clients, free_port, run)
 
 UPPER = os.path.join(BUILD, "examples", "modules", ".libs", "uppercase.so")
 BAD_MODULE = os.path.join(BUILD, "tests", "modules", ".libs",
@@ -34,11 +43,15 @@ LOG_PREFIX = re.compile(r"^(<\d>|\S+ \S+ netclusterd\[\d+\]: \w+: )")
 
 class Case:
     """A config in a temporary directory, and how to run netclusterd on
-    it: fds to pass, systemd socket names to activate it with."""
+    it: fds to pass, systemd socket names to activate it with, variables
+    to add to its environment. exact: -t and startup must exit 1 with
+    one line, the file's position and exactly what refused_alike wants."""
 
     def __init__(self, name, services, extra=None, fds=(), sd_names=(),
-                 workers=1, conf=None):
+                 workers=1, conf=None, env=None, exact=False):
         self.name = name
+        self.env = dict(env or {})
+        self.exact = exact
         self.dir = tempfile.mkdtemp(prefix="nc-conftest.")
         self.control = os.path.join(self.dir, "control.sock")
         if conf is None:
@@ -70,10 +83,12 @@ class Case:
         """Popen in a session of its own, so that whatever it leaves
         behind can be found; under systemd-socket-activate, once it
         listens, a first client makes it start netclusterd."""
+        env = dict(os.environ)
+        env.update(self.env)
         p = subprocess.Popen(self.argv(test), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, pass_fds=self.fds,
-                             start_new_session=True)
+                             start_new_session=True, env=env)
         os.set_blocking(p.stderr.fileno(), False)
         p.lines = []
         p.buf = b""
@@ -195,6 +210,12 @@ def refused_alike(case, want):
         case.name, t_err, s_err))
     check(all(l.startswith(case.path + ":") for l in t_err),
           "%s: not FILE:LINE:COL: %r" % (case.name, t_err))
+    if case.exact:
+        check(t_rc == 1, "%s: -t exit %d, not 1" % (case.name, t_rc))
+        check(len(t_err) == 1 and re.fullmatch(
+            re.escape(case.path) + r":\d+:\d+: " + re.escape(want),
+            t_err[0]), "%s: want FILE:LINE:COL: %r alone, -t said %r" % (
+                case.name, want, t_err))
     check(not left, "%s: processes left: %s" % (case.name, left))
     after = sorted(os.listdir(case.dir))
     check(after == case.before, "%s: files left: %s" % (
@@ -206,11 +227,15 @@ def refused_alike(case, want):
 
 
 def starts(case, client=None):
-    """-t passes case, and netclusterd really runs it: every worker
-    online (and client's check, if any), then a clean stop."""
+    """-t passes case, making nothing, and netclusterd really runs it:
+    every worker online (and client's check, if any), then a clean
+    stop."""
     rc, out, lines = finish(case.start(test=True))
     check(rc == 0 and out == case.path + ": configuration OK\n",
           "%s: -t exit %d %r %r" % (case.name, rc, out, meaningful(lines)))
+    after = sorted(os.listdir(case.dir))
+    check(after == case.before, "%s: -t left %s" % (
+        case.name, sorted(set(after) - set(case.before))))
     p = case.start(test=False)
     try:
         wait_line(p, " online", case.workers)
@@ -236,6 +261,20 @@ def echo(port):
     def client(p):
         ok, bad = echo_clients(("127.0.0.1", port), 4)
         check(ok == 4, "echo on port %d: %s" % (port, bad[:2]))
+    return client
+
+
+def control_answers(case):
+    """A client: case's control socket is a socket, and netclusterctl
+    status gets an answer on it."""
+    def client(p):
+        check(stat.S_ISSOCK(os.stat(case.control).st_mode),
+              "%s: %s is not a socket" % (case.name, case.control))
+        r = subprocess.run([NETCLUSTERCTL, "-s", case.control, "status"],
+                           capture_output=True, text=True,
+                           timeout=10 * SCALE)
+        check(r.returncode == 0, "%s: netclusterctl status: %d %r" % (
+            case.name, r.returncode, r.stderr))
     return client
 
 
@@ -316,6 +355,13 @@ def test_refused_alike():
     c.control = os.path.join(c.dir, "a", "b", "c.sock")
     rewrite(c, {"control_socket": c.control})
     cases.append((c, "cannot be made: No such file or directory"))
+    # A directory where nothing can be made, though root may write there
+    # as access(2) sees it: -t asks mkdir(2) itself.
+    c = Case("control socket in /proc", svc(["127.0.0.1:0"]), exact=True)
+    c.control = "/proc/no-such-dir/ctl.sock"
+    rewrite(c, {"control_socket": c.control})
+    cases.append((c, "control_socket: directory /proc/no-such-dir cannot "
+                  "be made: No such file or directory"))
     if ACTIVATE is not None:
         cases.append((Case("systemd:NAME not the name passed",
                            svc(["systemd:web"]), sd_names=["other"]),
@@ -331,6 +377,71 @@ def test_refused_alike():
         udp.close()
         a.close()
         b.close()
+
+
+def test_refused_unreachable():
+    """As root, with "user": "nobody": a program's command, a program's
+    cwd, and the netcluster-worker NETCLUSTER_WORKER names, each under
+    a directory of mode 0700 (as a checkout in root's home is), are
+    refused by -t and by startup alike, exit 1, with one line: the key,
+    the file, "not accessible to user nobody (uid N): Permission
+    denied". With the directory opened to all (0755), -t passes each.
+    Only root may run workers as another user, so only root checks it."""
+    if os.geteuid() != 0:
+        print("  not root: workers cannot run as nobody; nothing to check")
+        return
+    who = "user nobody (uid %d)" % pwd.getpwnam("nobody").pw_uid
+    secret = tempfile.mkdtemp(prefix="nc-conftest-0700.")
+    cases = []
+    try:
+        os.chmod(secret, 0o700)
+        prog = os.path.join(secret, "prog")
+        with open(prog, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(prog, 0o755)
+        sub = os.path.join(secret, "sub")
+        os.mkdir(sub, 0o755)
+        worker = os.path.join(secret, "netcluster-worker")
+        shutil.copyfile(WORKER, worker)
+        os.chmod(worker, 0o755)
+
+        def program(**kw):
+            s = {"name": "p", "handler": "program", "mode": "shared",
+                 "listen": ["127.0.0.1:0"], "sockets": "inherit",
+                 "command": ["/bin/true"]}
+            s.update(kw)
+            return [s]
+
+        nobody = {"user": "nobody"}
+        cases = [
+            (Case("program under a 0700 directory", program(
+                command=[prog]), extra=nobody, exact=True),
+             "services[0].command[0]: %s: not accessible to %s: "
+             "Permission denied" % (prog, who)),
+            (Case("program cwd under a 0700 directory", program(cwd=sub),
+                  extra=nobody, exact=True),
+             "services[0].cwd: %s: not accessible to %s: Permission "
+             "denied" % (sub, who)),
+            (Case("netcluster-worker under a 0700 directory",
+                  svc(["127.0.0.1:0"]), extra=nobody, exact=True,
+                  env={"NETCLUSTER_WORKER": worker}),
+             "user: %s: not accessible to %s: Permission denied" % (
+                 worker, who)),
+        ]
+        for case, want in cases:
+            got = refused_alike(case, want)
+            print("  %s: %s" % (case.name, got.split(": ", 1)[1]))
+        os.chmod(secret, 0o755)
+        for case, _ in cases:
+            rc, out, lines = finish(case.start(test=True))
+            check(rc == 0 and out == case.path + ": configuration OK\n",
+                  "%s, the directory 0755: -t exit %d %r %r" % (
+                      case.name, rc, out, meaningful(lines)))
+        print("  the same, the directory 0755: -t OK")
+    finally:
+        for case, _ in cases:
+            case.cleanup()
+        shutil.rmtree(secret, ignore_errors=True)
 
 
 def rewrite(case, extra):
@@ -363,14 +474,18 @@ def test_passed_configs_start():
         (Case("proxy to a name", proxy(["localhost:%d" %
                                         up.getsockname()[1]])), None),
     ]
+    # A directory that is not there yet: -t makes nothing (starts()
+    # checks), startup makes it, and the socket answers there.
     c = Case("control socket directory to make", svc(["127.0.0.1:0"]))
     c.control = os.path.join(c.dir, "run", "c.sock")
     rewrite(c, {"control_socket": c.control})
-    runs.append((c, None))
+    runs.append((c, control_answers(c)))
+    # The workers run a copy of netcluster-worker nobody can reach.
+    reach = Reachable()
     if os.geteuid() == 0:
         runs.append((Case("user and group", svc(["127.0.0.1:0"]),
-                          extra={"user": "nobody", "group": "nogroup"}),
-                     None))
+                          extra={"user": "nobody", "group": "nogroup"},
+                          env=reach.worker_env()), None))
     if ACTIVATE is not None:
         c = Case("systemd:web", svc(["systemd:web"]), sd_names=["web"])
         runs.append((c, None))
@@ -381,6 +496,7 @@ def test_passed_configs_start():
     finally:
         for case, _ in runs:
             case.cleanup()
+        reach.remove()
         listening.close()
         bound.close()
         up.close()
@@ -422,5 +538,5 @@ def test_conf_examples_start():
             case.cleanup()
 
 
-run([test_refused_alike, test_passed_configs_start,
+run([test_refused_alike, test_refused_unreachable, test_passed_configs_start,
      test_conf_examples_start])

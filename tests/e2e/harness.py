@@ -5,6 +5,7 @@ daemon's own output. Every wait has a deadline; nothing sleeps to wait."""
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +34,61 @@ class Failure(Exception):
 def check(cond, msg):
     if not cond:
         raise Failure(msg)
+
+
+def searchable_by_all(path):
+    """Whether any user may reach path: every directory from / down to
+    it lets others search it."""
+    path = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(path).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+class Reachable:
+    """A fresh directory, mode 0755, in the temporary directory (/tmp if
+    that one is out of reach), for copies of what a test's unprivileged
+    user (workers run as "nobody", netclusterctl run as another uid) must
+    execute or read, or take as its cwd: the checkout may be where that
+    user cannot go, as under root's home directory (mode 0700). Removed
+    by remove(), or at the end of a with block."""
+
+    def __init__(self, prefix="nc-e2e-reach."):
+        parent = tempfile.gettempdir()
+        if not searchable_by_all(parent):
+            parent = "/tmp"
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        os.chmod(self.dir, 0o755)
+
+    def copy(self, src, name=None):
+        """A copy of the file src, readable by all, and executable by all
+        if src is executable; returns its path."""
+        dst = os.path.join(self.dir, name or os.path.basename(src))
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o755 if os.stat(src).st_mode & 0o111 else 0o644)
+        return dst
+
+    def worker_env(self):
+        """The environment that has netclusterd run a copy of
+        netcluster-worker from here (NETCLUSTER_WORKER)."""
+        return {"NETCLUSTER_WORKER": self.copy(WORKER)}
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
 
 
 class Daemon:

@@ -22,7 +22,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, NETCLUSTERCTL, NETCLUSTERD, SCALE, check, run)
+from harness import (Daemon, NETCLUSTERCTL, NETCLUSTERD, SCALE, Reachable,
+                     check, run)
 from harness import reloads_under_load as harness_reloads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -266,12 +267,17 @@ def test_counts_unknown():
         f.write("#!/bin/sh\nexec setpriv --bounding-set -sys_ptrace "
                 "--inh-caps -sys_ptrace %s \"$@\"\n" % NETCLUSTERD)
     os.chmod(wrapper, 0o755)
-    # The system's python: nobody may run it, wherever ours is installed.
-    d = Daemon([program_service("python", "shared", command=[
-        shutil.which("python3", path="/usr/bin:/bin"),
-        os.path.join(HERE, "inherit_echo.py")])], workers=2,
-        extra={"user": "nobody"}, binary=wrapper)
+    # The system's python: nobody may run it, wherever ours is installed;
+    # the program and its cwd where nobody may reach them, wherever the
+    # checkout is.
+    reach = Reachable()
+    d = None
     try:
+        d = Daemon([program_service("python", "shared", command=[
+            shutil.which("python3", path="/usr/bin:/bin"),
+            reach.copy(os.path.join(HERE, "inherit_echo.py"))],
+            cwd=reach.dir)], workers=2, extra={"user": "nobody"},
+            binary=wrapper)
         d.wait_online()
         port = d.port()
         reach_all(d, port, wait_serving(d))
@@ -286,7 +292,9 @@ def test_counts_unknown():
         check(len(rows) == d.workers and all(r.split()[-1] == "?"
                                              for r in rows), p.stdout)
     finally:
-        d.stop()
+        if d is not None:
+            d.stop()
+        reach.remove()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -524,15 +532,21 @@ def test_configtest_refuses():
             check(re.search(r"^%s:3:\d+: %s" % (re.escape(path), want), out,
                             re.M), "%s: want %r, got %r" % (change, want,
                                                             out))
-        # As the workers' user: root may run it, nobody may not.
+        # As the workers' user: root may run it, nobody may not. The
+        # only thing nobody may not use is the file (the cwd is one it
+        # may enter, wherever the checkout is).
         if os.geteuid() == 0:
             os.chmod(nonexec.name, 0o700)
             s = dict(svc)
             s["command"] = [nonexec.name]
-            rc, out, _ = configtest(s)
-            check(rc == 0, "root cannot run a 0700 file of its own: %s" % out)
-            rc, out, path = configtest(s, {"user": "nobody"})
-            check(rc == 1 and re.search(
+            with Reachable() as reach:
+                s["cwd"] = reach.dir
+                rc, out, _ = configtest(s)
+                check(rc == 0, "root cannot run a 0700 file of its own: %s"
+                      % out)
+                rc, out, path = configtest(s, {"user": "nobody"})
+            lines = out.splitlines()
+            check(rc == 1 and len(lines) == 1 and re.search(
                 r"^%s:3:\d+: services\[0\]\.command\[0\]: %s: not "
                 r"executable by the workers' user" % (
                     re.escape(path), re.escape(nonexec.name)), out, re.M),
