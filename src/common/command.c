@@ -36,7 +36,7 @@ const struct nc_command_entry nc__commands[] = {
 		"connection (as SIGHUP). SERVICE: of that service\n"
 		"only. --batch K: K new workers at a time, and K\n"
 		"old ones stop once those are online\n",
-		NC_KEY_SERVICE | NC_KEY_BATCH, 0, 0, 0
+		NC_KEY_SERVICE | NC_KEY_BATCH, 0, 0, NC_CTL_LONG
 	},
 	[NC_CMD_SCALE] = {
 		"scale", NC_CMD_SCALE, "SERVICE N|+K|-K",
@@ -44,7 +44,7 @@ const struct nc_command_entry nc__commands[] = {
 		"only those start or stop; the next reload takes\n"
 		"the configuration's count again\n",
 		NC_KEY_SERVICE | NC_KEY_WORKERS | NC_KEY_DELTA, NC_KEY_SERVICE,
-		NC_KEY_WORKERS | NC_KEY_DELTA, 0
+		NC_KEY_WORKERS | NC_KEY_DELTA, NC_CTL_LONG
 	},
 	[NC_CMD_UPGRADE] = {
 		"upgrade", NC_CMD_UPGRADE, "",
@@ -52,7 +52,7 @@ const struct nc_command_entry nc__commands[] = {
 		"started from (a new one once replaced) in place\n"
 		"(same pid), keeping its sockets; new workers\n"
 		"take over as in a reload\n",
-		0, 0, 0, 0
+		0, 0, 0, NC_CTL_LONG
 	},
 	[NC_CMD_STOP] = {
 		"stop", NC_CMD_STOP, "",

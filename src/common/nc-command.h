@@ -43,6 +43,7 @@ enum nc_command {
 
 /* Options of netclusterctl alone, never sent. */
 #define NC_CTL_WAIT	0x01	/* --wait, --stop: after the request */
+#define NC_CTL_LONG	0x02	/* its answer waits for workers to start */
 
 /*
  * A command. Its request may have the keys of takes; it must have those

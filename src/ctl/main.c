@@ -25,7 +25,10 @@
 #include "nc-command.h"
 
 #define CTL_DEFAULT_SOCKET	"/run/netcluster/control.sock"
-#define CTL_TIMEOUT_MS		60000	/* a reload waits for new workers */
+#define CTL_TIMEOUT_MS		60000	/* for an answer */
+#define CTL_LONG_TIMEOUT_MS	3600000	/* a batched reload's, a scale's */
+
+static int	timeout_ms = CTL_TIMEOUT_MS;
 #define CTL_MAX_REPLY		(4 * 1024 * 1024)
 #define DRAIN_POLL_MS		100
 
@@ -144,9 +147,8 @@ request(const char *path, const char *line)
 	for (;;) {
 		pfd.fd = fd;
 		pfd.events = POLLIN;
-		if (poll(&pfd, 1, CTL_TIMEOUT_MS) <= 0)
-			fail("%s: no answer within %d ms", path,
-			    CTL_TIMEOUT_MS);
+		if (poll(&pfd, 1, timeout_ms) <= 0)
+			fail("%s: no answer within %d ms", path, timeout_ms);
 		n = read(fd, buf + len, CTL_MAX_REPLY - len);
 		if (n <= 0)
 			fail("%s: the master closed the connection", path);
@@ -465,6 +467,8 @@ ctl_request(char **args, int nargs, int batch, bool as_json, bool waits,
 		usage(stderr);
 		exit(2);
 	}
+	if (ce->ctl & NC_CTL_LONG)
+		timeout_ms = CTL_LONG_TIMEOUT_MS;
 	if (waits && (ce->ctl & NC_CTL_WAIT) == 0) {
 		ctl_names(NC_CTL_WAIT, names, sizeof names);
 		usage_fail("--wait and --stop are for %s", names);

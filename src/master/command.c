@@ -378,8 +378,8 @@ upgraded_cb(const char *error, void *arg)
 	struct cmd	*c = arg;
 	char		 msg[160];
 
+	/* The exec was the upgrade: a failed handover is a failed reload. */
 	if (error != NULL) {
-		stats_add("upgrades", "failure", 1);
 		cmd_error(c, error);
 		return;
 	}

@@ -75,6 +75,15 @@ client_free(struct client *c)
 	free(c);
 }
 
+/* A client that says nothing for CONTROL_IDLE_S is dropped. */
+static void
+client_idle(struct client *c)
+{
+	struct timeval	tv = { CONTROL_IDLE_S, 0 };
+
+	bufferevent_set_timeouts(c->bev, &tv, NULL);
+}
+
 static void
 client_reply(struct client *c, json_t *reply)
 {
@@ -91,6 +100,7 @@ client_reply(struct client *c, json_t *reply)
 	(void)bufferevent_write(c->bev, "\n", 1);
 	free(s);
 	c->busy = false;
+	client_idle(c);
 }
 
 static void
@@ -135,6 +145,8 @@ client_pending(struct client *c, bool upgrade)
 	a->upgrade = upgrade;
 	c->answer = a;
 	c->busy = true;
+	/* Its answer may take a batched reload: it is not idle meanwhile. */
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
 	return a;
 }
 
@@ -287,10 +299,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 static void
 client_link(struct client *c)
 {
-	struct timeval	tv = { CONTROL_IDLE_S, 0 };
-
 	/* A client that says nothing is dropped; it never blocks anyone. */
-	bufferevent_set_timeouts(c->bev, &tv, NULL);
+	client_idle(c);
 	bufferevent_setcb(c->bev, client_read_cb, NULL, client_event_cb, c);
 	(void)bufferevent_enable(c->bev, EV_READ);
 	TAILQ_INSERT_HEAD(&clients, c, entry);

@@ -54,7 +54,9 @@ text_fd(struct conf *c)
 
 /*
  * `init`: the configuration the master checked (never the file again,
- * which may have changed since), and the one service this worker runs.
+ * which may have changed since), the one service this worker runs, and
+ * the master's log level (a reload of one service changes no top-level
+ * setting).
  */
 static int
 msg_hello(struct worker *w, json_t *msg)
@@ -68,9 +70,10 @@ msg_hello(struct worker *w, json_t *msg)
 		worker_kill(w, "cannot hand it the configuration");
 		return 0;
 	}
-	init = json_pack("{s:s, s:i, s:i, s:i, s:s, s:b}", "type", "init",
-	    "id", w->id, "slot", w->slot, "generation", w->generation,
-	    "service", w->def->svc->name, "last_stats", 1);
+	init = json_pack("{s:s, s:i, s:i, s:i, s:s, s:b, s:i}", "type",
+	    "init", "id", w->id, "slot", w->slot, "generation", w->generation,
+	    "service", w->def->svc->name, "last_stats", 1, "log_level",
+	    nc_log_level());
 	if (init == NULL || w->ipc == NULL ||
 	    nc_ipc_send(w->ipc, init, &fd, 1) == -1)
 		worker_kill(w, "cannot send it init");

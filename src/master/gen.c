@@ -159,6 +159,18 @@ gen_alive(void)
 	return n;
 }
 
+/* Slots of every pool whose worker serves now. */
+int
+gen_online(void)
+{
+	size_t	i;
+	int	n = 0;
+
+	for (i = 0; master.gen != NULL && i < master.gen->npools; i++)
+		n += gen_pool_online(master.gen->pools[i]);
+	return n;
+}
+
 /* Every slot of every pool has its worker online, and no reload runs. */
 bool
 gen_all_online(void)

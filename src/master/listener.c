@@ -379,6 +379,9 @@ listener_shrink(struct listener *l, int nslots)
 		if (c != '1')
 			return;
 	}
+	/* Their accept events go first: the fds are reused. */
+	while (l->nslot_evs > n)
+		event_free(l->slot_evs[--l->nslot_evs]);
 	while (l->nfds > n)
 		close(l->fds[--l->nfds]);
 	describe(l);

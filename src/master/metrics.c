@@ -224,10 +224,13 @@ families_master(json_t *list, json_t *round)
 	f = family(list, "netcluster_worker_backoffs_total", "counter",
 	    "Restarts delayed by the crash-loop back-off (a worker slot that "
 	    "keeps dying young), by service.");
-	json_object_foreach(json_object_get(stats_counters(),
-	    "worker_backoffs"), key, v)
-		sample(f, json_incref(v), "service", strcmp(key, "all") == 0 ?
-		    "" : key, NULL);
+	json_object_foreach(json_object_get(stats_counters(), "backoffs"),
+	    key, v)
+		sample(f, json_incref(v), "service", key, NULL);
+	/* Counted by a master from before pools, for all services. */
+	if ((v = json_object_get(json_object_get(stats_counters(),
+	    "worker_backoffs"), "all")) != NULL)
+		sample(f, json_incref(v), NULL);
 	f = family(list, "netcluster_reloads_total", "counter", "Reloads "
 	    "(SIGHUP, netclusterctl reload), by result.");
 	sample(f, INT(stats_get("reloads", "success")), "result", "success",

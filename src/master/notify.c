@@ -51,7 +51,7 @@ notify_status(const char *fmt, ...)
 void
 notify_ready(void)
 {
-	notify_status("%d workers online, %zu services", gen_slots(),
+	notify_status("%d workers online, %zu services", gen_online(),
 	    master.gen->npools);
 	if (ready_now)
 		return;
@@ -59,7 +59,7 @@ notify_ready(void)
 	notify("READY=1");
 	if (!ready_sent)
 		log_notice("ready: every listener bound, %d workers online",
-		    gen_slots());
+		    gen_online());
 	ready_sent = true;
 }
 

@@ -219,6 +219,21 @@ pool_resize(struct pool *p, int size)
 	return 0;
 }
 
+/* Every slot without a worker, and none on its way, starts one. */
+void
+pool_refill(struct pool *p)
+{
+	struct slot	*s;
+	int		 i;
+
+	for (i = 0; i < p->size && i < p->nslots; i++) {
+		s = p->slots[i];
+		if (s->worker == NULL && s->next == NULL &&
+		    !evtimer_pending(s->restart_ev, NULL))
+			pool_spawn(s, false);
+	}
+}
+
 /* p is gone from the configuration: every worker drains, then p goes. */
 void
 pool_retire(struct pool *p)
@@ -427,8 +442,12 @@ pool_adopt_one(json_t *e)
 	    "service"));
 	int		 fd;
 
+	/*
+	 * A master from before pools ran every service in each worker: its
+	 * workers drain in a pool of their own, as a removed service's do.
+	 */
 	if (name == NULL)
-		return NULL;
+		name = "(every service)";
 	if ((p = gen_pool(name)) == NULL) {
 		/* Its service is gone: a retired pool until it drained. */
 		TAILQ_FOREACH(p, &master.retired, entry)

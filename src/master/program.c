@@ -319,10 +319,15 @@ program_output_feed(struct worker *w, const char *buf, size_t n)
 			w->out_len = 0;
 		} else if (w->out_cut)
 			continue;
-		else if (w->out_len == sizeof w->out_line) {
+		else if (w->out_len + (buf[i] == '\0' ? 4 : 1) >
+		    sizeof w->out_line) {
 			/* Too long: logged as far as it goes, the rest skipped. */
 			program_output_line(w, true);
 			w->out_cut = true;
+		} else if (buf[i] == '\0') {
+			/* A NUL would end the line the log writes: spelled out. */
+			memcpy(w->out_line + w->out_len, "\\x00", 4);
+			w->out_len += 4;
 		} else
 			w->out_line[w->out_len++] = buf[i];
 	}

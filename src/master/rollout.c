@@ -24,6 +24,7 @@ struct rollout {
 	struct pool	*pool;
 	int		 batch;		/* K */
 	int		 target;	/* slots of the new definition */
+	int		 old_size;	/* slots with old workers, at start */
 	int		 first;		/* the batch's first slot */
 	int		 count;		/* and how many */
 	int		 batchno;	/* 1.. */
@@ -75,6 +76,7 @@ rollout_start(struct pool *p, int batch,
 	ro->pool = p;
 	ro->batch = batch;
 	ro->target = p->size;
+	ro->old_size = p->nslots;
 	ro->nbatches = (p->size + batch - 1) / batch;
 	ro->done = done;
 	p->rollout = ro;
@@ -193,6 +195,14 @@ rollout_end(struct rollout *ro, const char *err)
 			pool_drain_worker(w);
 			worker_kill(w, "its batch did not come online");
 		}
+		/*
+		 * The slots replaced and the old ones stay; slots the reload
+		 * added and never filled go, and a slot whose old worker
+		 * died meanwhile starts it again.
+		 */
+		(void)pool_resize(p, ro->first > ro->old_size ? ro->first :
+		    ro->old_size);
+		pool_refill(p);
 	}
 	rollout_free(ro);
 	done(p, err != NULL ? msg : NULL);

@@ -103,7 +103,7 @@ stats_restart(const char *service, int status, bool backoff)
 	number_add(object_in(object_in(counters_get(), "worker_restarts"),
 	    service), key, 1);
 	if (backoff)
-		stats_add("worker_backoffs", service, 1);
+		stats_add("backoffs", service, 1);
 }
 
 void

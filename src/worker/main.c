@@ -296,7 +296,9 @@ worker_init(json_t *msg, int *fds, size_t nfds)
 	    &errors) != 0)
 		fatalx("config from the master refused: %s", errors);
 	free(text);
-	nc_set_log_level(config->log_level);
+	nc_set_log_level(json_is_integer(json_object_get(msg, "log_level")) ?
+	    (int)json_integer_value(json_object_get(msg, "log_level")) :
+	    config->log_level);
 	worker_start(name);
 }
 
