@@ -420,6 +420,52 @@ def test_privilege_drop():
         reach.remove()
 
 
+def test_pools_own_users_and_counts():
+    """Each service a pool of its own: "a" sets "workers": 3 and "user":
+    "nobody"; "b" sets neither, so -w 4 (over the top-level 2) gives its
+    count and it runs as the master does. Each worker runs its service
+    only (NETCLUSTER_SERVICE), as its pool's user; both answer."""
+    import pwd
+    if os.geteuid() != 0:
+        raise Failure("this test runs as root (as in CI)")
+    nobody = pwd.getpwnam("nobody")
+    reach = Reachable()
+    wrapper = os.path.join(reach.dir, "netclusterd-w4")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec %s -w 4 \"$@\"\n" % NETCLUSTERD)
+    os.chmod(wrapper, 0o755)
+    d = None
+    try:
+        d = Daemon([{"name": "a", "listen": ["127.0.0.1:0"], "workers": 3,
+                     "user": "nobody"},
+                    {"name": "b", "listen": ["127.0.0.1:0"]}], workers=2,
+                   env=reach.worker_env(), binary=wrapper)
+        d.wait_online(7)
+        st = {s["name"]: s for s in d.ctl("status")["services"]}
+        check((st["a"]["workers"], st["b"]["workers"]) == (3, 4),
+              "counts %s" % {k: v["workers"] for k, v in st.items()})
+        seen = {"a": 0, "b": 0}
+        for w in d.ctl("workers")["workers"]:
+            env = open("/proc/%d/environ" % w["pid"], "rb").read()
+            check(b"NETCLUSTER_SERVICE=%s\0" % w["service"].encode() in env,
+                  "worker %d of %s" % (w["pid"], w["service"]))
+            uid = proc_status(w["pid"])["Uid"]
+            want = nobody.pw_uid if w["service"] == "a" else 0
+            check(uid == [str(want)] * 4, "%s worker uid %s" % (
+                w["service"], uid))
+            seen[w["service"]] += 1
+        check(seen == {"a": 3, "b": 4}, "workers %s" % seen)
+        for i in (0, 1):
+            ok, bad = echo_clients(("127.0.0.1", d.port(i)), 10)
+            check(ok == 10 and not bad, "service %d: %s" % (i, bad[:3]))
+        print("  a: 3 workers as uid %d; b: 4 (-w) as uid 0" %
+              nobody.pw_uid)
+    finally:
+        if d is not None:
+            d.stop()
+        reach.remove()
+
+
 def control_request(path, data, timeout=10):
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     c.settimeout(timeout * SCALE)
@@ -541,4 +587,4 @@ run([test_config_check, test_shared, test_round_robin, test_reuseport,
      test_kill_worker_shared,
      test_kill_worker_reuseport, test_kill_worker_round_robin,
      test_sigterm_storm, test_kill_master, test_hostile_worker, test_privilege_drop,
-     test_control_socket])
+     test_pools_own_users_and_counts, test_control_socket])
