@@ -71,18 +71,24 @@ usage(FILE *f)
 	    "  -h, --help           print this help\n");
 }
 
+/* One line on stderr, then exit with status. */
+static void __attribute__((noreturn, format(printf, 2, 0)))
+vdie(int status, const char *fmt, va_list ap)
+{
+	fputs("netclusterctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	exit(status);
+}
+
 /* Exit status 2 with a line: bad usage, found before anything is sent. */
 static void __attribute__((noreturn, format(printf, 1, 2)))
 usage_fail(const char *fmt, ...)
 {
 	va_list	ap;
 
-	fputs("netclusterctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(2);
+	vdie(2, fmt, ap);
 }
 
 /*
@@ -107,17 +113,14 @@ count_parse(const char *s, bool sign)
 	return *s == '-' ? -n : n;
 }
 
+/* Exit status 1 with a line: the request failed. */
 static void __attribute__((noreturn, format(printf, 1, 2)))
 fail(const char *fmt, ...)
 {
 	va_list	ap;
 
-	fputs("netclusterctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
+	vdie(1, fmt, ap);
 }
 
 static char *

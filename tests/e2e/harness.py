@@ -340,42 +340,46 @@ def echo_clients(address, n, payload_size=16, timeout=10, family=None):
     return ok, failures
 
 
+def echo_once(port, payload=None, timeout=5):
+    """One echo connection to loopback port: it must get hello and its
+    bytes back. What became of it: made, refused, reset (a listener
+    closed under the SYN, or the end before the echo), unanswered or
+    wrong."""
+    payload = payload or os.urandom(16)
+    try:
+        c = socket.create_connection(("127.0.0.1", port),
+                                     timeout=timeout * SCALE)
+    except ConnectionRefusedError:
+        return "refused"
+    except ConnectionResetError:
+        return "reset"
+    except OSError:
+        return "unanswered"
+    try:
+        c.sendall(payload)
+        want = b"hello\r\n" + payload
+        got = b""
+        while len(got) < len(want):
+            d = c.recv(4096)
+            if not d:
+                return "reset"
+            got += d
+        return "made" if got == want else "wrong"
+    except socket.timeout:
+        return "unanswered"
+    except OSError:
+        return "reset"
+    finally:
+        c.close()
+
+
 def load(port, stop, stats, lock):
-    """Echo connections one after another until stop is set: each must
-    get hello and its bytes back. Counts in stats what became of each
-    (made, refused, unanswered, reset, wrong). port may be a function,
-    asked before each connection (servers whose port changes)."""
+    """Echo connections one after another until stop is set (echo_once()),
+    counting in stats what became of each. port may be a function, asked
+    before each connection (servers whose port changes)."""
     payload = os.urandom(16)
     while not stop.is_set():
-        key = "made"
-        try:
-            c = socket.create_connection(
-                ("127.0.0.1", port() if callable(port) else port),
-                timeout=5 * SCALE)
-        except ConnectionRefusedError:
-            key = "refused"
-        except ConnectionResetError:    # a listener closed under the SYN
-            key = "reset"
-        except OSError:
-            key = "unanswered"
-        else:
-            try:
-                c.sendall(payload)
-                want = b"hello\r\n" + payload
-                got = b""
-                while len(got) < len(want):
-                    d = c.recv(64)
-                    if not d:
-                        raise ConnectionResetError("eof")
-                    got += d
-                if got != want:
-                    key = "wrong"
-            except socket.timeout:
-                key = "unanswered"
-            except OSError:
-                key = "reset"
-            finally:
-                c.close()
+        key = echo_once(port() if callable(port) else port, payload)
         with lock:
             stats[key] = stats.get(key, 0) + 1
 

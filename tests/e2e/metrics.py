@@ -28,8 +28,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (ASAN, BUILD, Daemon, Failure, NETCLUSTERCTL, NETCLUSTERD,
-                     SCALE, WORKER, check, echo_clients, free_port,
-                     no_quarantine, raise_nofile, read_to_eof, run)
+                     SCALE, WORKER, check, echo_clients, echo_once,
+                     free_port, no_quarantine, raise_nofile, read_to_eof,
+                     run)
 
 PROMTOOL = "/usr/bin/promtool"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -199,19 +200,9 @@ class EchoUpstream:
         self.sock.close()
 
 
-def echo_once(port, payload=b"x" * 16):
-    c = socket.create_connection(("127.0.0.1", port), timeout=10 * SCALE)
-    try:
-        c.sendall(payload)
-        want = b"hello\r\n" + payload
-        got = b""
-        while len(got) < len(want):
-            x = c.recv(4096)
-            check(x, "echo closed after %r" % got)
-            got += x
-        check(got == want, "echo answered %r" % got)
-    finally:
-        c.close()
+def echo_ok(port, payload=b"x" * 16):
+    got = echo_once(port, payload, timeout=10)
+    check(got == "made", "an echo connection: %s" % got)
 
 
 # 1. promtool, every mode; HTTP and the control socket agree.
@@ -419,9 +410,9 @@ def test_prometheus_reads_exactly():
         # N connections round-robin, M shared: each echoed, closed.
         n, m = 25, 17
         for _ in range(n):
-            echo_once(rr)
+            echo_ok(rr)
         for _ in range(m):
-            echo_once(sh)
+            echo_ok(sh)
         counts = {"sum(netcluster_handoffs_total)": float(n),
                   'netcluster_connections_accepted_total{service="rr"}':
                   float(n),
@@ -760,7 +751,7 @@ def test_ready_live_agent():
         check(agent_line(aaddr) == "drain #draining\n", "agent draining")
         check(value(parse(ctl_text(d, "metrics")), "netcluster_draining")
               == 1, "netcluster_draining not 1")
-        echo_once(d.port())              # nothing is refused
+        echo_ok(d.port())              # nothing is refused
         ctl_text(d, "undrain")
         check(http(maddr, "GET", "/ready")[:3:2] == (200, "ready\n"),
               "/ready after undrain")

@@ -42,7 +42,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (BUILD, Daemon, NETCLUSTERCTL, SCALE, check,
-                     echo_clients, run)
+                     echo_clients, echo_once, run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = "/usr/bin/python3"
@@ -173,35 +173,6 @@ def drained(d, mark, service, pid, timeout=30):
         d.read_lines(0.2)
 
 
-def one_connection(port, payload):
-    """What harness.load() makes of one connection: made, refused, reset,
-    unanswered or wrong."""
-    try:
-        c = socket.create_connection(("127.0.0.1", port), timeout=5 * SCALE)
-    except ConnectionRefusedError:
-        return "refused"
-    except ConnectionResetError:
-        return "reset"
-    except OSError:
-        return "unanswered"
-    try:
-        c.sendall(payload)
-        want = b"hello\r\n" + payload
-        got = b""
-        while len(got) < len(want):
-            x = c.recv(64)
-            if not x:
-                return "reset"
-            got += x
-        return "made" if got == want else "wrong"
-    except socket.timeout:
-        return "unanswered"
-    except OSError:
-        return "reset"
-    finally:
-        c.close()
-
-
 class Load:
     """THREADS clients on each service, a connection after another (the
     greeting and an echo each), counted by service, and a process
@@ -234,7 +205,7 @@ class Load:
                 if self.stop.is_set():
                     return
                 self.inside[service] += 1
-            key = one_connection(self.ports[service], payload)
+            key = echo_once(self.ports[service], payload)
             with self.cond:
                 self.inside[service] -= 1
                 st = self.stats[service]

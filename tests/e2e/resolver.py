@@ -26,7 +26,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, NETCLUSTERCTL, SCALE, check, echo_service, run
+from harness import (Daemon, NETCLUSTERCTL, SCALE, check, echo_once,
+                     echo_service, run)
 
 THIS = os.path.abspath(__file__)
 RESOLVE_MS = 5000               # NC_CONFIG_RESOLVE_MS
@@ -109,19 +110,8 @@ class BlackHole:
 def handoff(port):
     """One round-robin connection, greeted and echoed: its latency."""
     start = time.monotonic()
-    payload = os.urandom(16)
-    c = socket.create_connection(("127.0.0.1", port), timeout=5 * SCALE)
-    try:
-        c.sendall(payload)
-        want = b"hello\r\n" + payload
-        got = b""
-        while len(got) < len(want):
-            d = c.recv(64)
-            check(d, "connection closed after %r" % got)
-            got += d
-        check(got == want, "wrong echo %r" % got)
-    finally:
-        c.close()
+    got = echo_once(port)
+    check(got == "made", "a hand-off: %s" % got)
     return time.monotonic() - start
 
 
