@@ -16,7 +16,6 @@ one only (the others go back to the master).
 The second one is the real worker. Any later one is the real worker too,
 once $HANDOFF_DIR/go-real exists."""
 
-import array
 import json
 import os
 import signal
@@ -24,6 +23,8 @@ import socket
 import struct
 import sys
 import time
+
+from fakechannel import Channel
 
 d = os.environ["HANDOFF_DIR"]
 real = os.environ["HANDOFF_REAL_WORKER"]
@@ -49,30 +50,19 @@ if not claim("fake"):
         wait_for("go-real")
     os.execv(real, [real] + sys.argv[1:])
 
-ch = socket.socket(fileno=int(os.environ["NETCLUSTER_CHANNEL_FD"]))
-ch.setblocking(True)
-seq = 0
-
-
-def send(obj):
-    global seq
-    seq += 1
-    obj["seq"] = seq
-    ch.sendmsg([json.dumps(obj).encode()])
+channel = Channel()
+ch = channel.sock
+send = channel.send
 
 
 def recv():
-    fds = array.array("i")
-    data, anc, flags, _ = ch.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
+    data, fds = channel.recv()
     if not data:
         sys.exit(0)
-    for level, kind, cdata in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
     if data[0] == 1:            # a conn frame: as a dict
         kind, ver, n, zero, fseq = struct.unpack_from("<BBHIQ", data)
-        return {"type": "conn frame", "seq": fseq, "n": n}, list(fds)
-    return json.loads(data), list(fds)
+        return {"type": "conn frame", "seq": fseq, "n": n}, fds
+    return json.loads(data), fds
 
 
 with open(os.path.join(d, "fake.pid"), "w") as f:

@@ -8,7 +8,6 @@
   2  listeners: asks for 100 listeners it was not given
 Bounded: it exits when the master closes the channel, or after 60 s."""
 
-import array
 import json
 import os
 import select
@@ -16,33 +15,15 @@ import socket
 import sys
 import time
 
+from fakechannel import Channel, become_real, starts
+
 counter = os.environ["HOSTILE_COUNTER"]
-try:
-    n = int(open(counter).read())
-except (OSError, ValueError):
-    n = 0
-with open(counter, "w") as f:
-    f.write(str(n + 1))
+n = starts(counter)
 if n > 2:
-    os.execv(os.environ["HOSTILE_REAL_WORKER"], ["netcluster-worker"])
-
-ch = socket.socket(fileno=int(os.environ.get("NETCLUSTER_CHANNEL_FD", "3")))
-ch.setblocking(True)
-ch.settimeout(60)
-seq = 0
-
-
-def send(msg, fds=(), flags=0):
-    global seq
-    seq += 1
-    msg["seq"] = seq
-    if fds:
-        msg["fds"] = len(fds)
-    anc = []
-    if fds:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                array.array("i", fds).tobytes())]
-    ch.sendmsg([json.dumps(msg).encode()], anc, flags)
+    become_real(os.environ["HOSTILE_REAL_WORKER"])
+channel = Channel(timeout=60)
+ch = channel.sock
+send = channel.send
 
 
 def answer(data):
