@@ -20,13 +20,20 @@ from harness import (Daemon, Failure, NETCLUSTERCTL, NETCLUSTERD, SCALE,
                      run)
 
 
-def modes_serve(mode, workers, clients=300):
+def modes_serve(mode, workers, clients=300, waves=6):
+    """clients in waves of concurrent ones (traffic, not one burst: in
+    round-robin, a burst beyond a worker's window of hand-offs in flight
+    goes to the others while that worker waits for the CPU, by design)."""
     d = Daemon([echo_service(mode)], workers=workers)
     try:
         d.wait_online()
         port = d.port()
         check(port > 0, "no port")
-        ok, bad = echo_clients(("127.0.0.1", port), clients)
+        ok, bad = 0, []
+        for _ in range(waves):
+            n, b = echo_clients(("127.0.0.1", port), clients // waves)
+            ok += n
+            bad += b
         check(not bad and ok == clients,
               "%s/%d: %d ok, failures %s" % (mode, workers, ok, bad[:5]))
         ws = d.ctl("workers")["workers"]
