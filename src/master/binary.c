@@ -12,9 +12,8 @@
  * Before an upgrade executes the file at that path, it runs it twice in
  * a child, never blocking the loop and under one deadline: `PATH -V` must
  * print "netclusterd VERSION" and `PATH -t -c CONFIG` must accept the
- * running configuration. The supervisor hands the check's child over
- * from its SIGCHLD loop (binary_reaped), so it is never taken for a
- * worker.
+ * running configuration. main.c's SIGCHLD loop hands the check's child
+ * over (binary_reaped), so it is never taken for a worker.
  */
 
 #include <sys/types.h>
