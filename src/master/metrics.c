@@ -190,29 +190,13 @@ restart_samples(json_t *f, const char *service, json_t *causes)
 	}
 }
 
+/* Restarts and back-offs, by service. */
 static void
-families_master(json_t *list, json_t *round)
+families_restarts(json_t *list)
 {
 	json_t		*f, *v, *restarts;
 	const char	*key;
-	const char	*libevent = event_get_version();
-	size_t		 i;
 
-	f = family(list, "netcluster_build_info", "gauge", "Always 1: the "
-	    "version of netclusterd and of the libraries it runs with.");
-	sample(f, INT(1), "version", PACKAGE_VERSION, "libevent", libevent,
-	    "jansson", JANSSON_VERSION, NULL);
-	f = family(list, "netcluster_ready", "gauge", "1 while every service "
-	    "has a live worker and the daemon is not draining (GET /ready).");
-	sample(f, INT(health_ready(NULL, 0)), NULL);
-	f = family(list, "netcluster_draining", "gauge", "1 while draining "
-	    "(netclusterctl drain): the balancer is told to send nothing new.");
-	sample(f, INT(master.draining), NULL);
-	f = family(list, "netcluster_generation", "gauge", "The generation "
-	    "of each service's workers (each reload starts the next).");
-	for (i = 0; i < master.gen->npools; i++)
-		sample(f, INT(master.gen->pools[i]->def->generation),
-		    "service", master.gen->pools[i]->name, NULL);
 	f = family(list, "netcluster_worker_restarts_total", "counter",
 	    "Worker processes that ended and were restarted, by service and "
 	    "cause: exit (code: its status) or signal (code: its name).");
@@ -231,6 +215,31 @@ families_master(json_t *list, json_t *round)
 	if ((v = json_object_get(json_object_get(stats_counters(),
 	    "worker_backoffs"), "all")) != NULL)
 		sample(f, json_incref(v), NULL);
+}
+
+static void
+families_master(json_t *list, json_t *round)
+{
+	json_t		*f;
+	const char	*libevent = event_get_version();
+	size_t		 i;
+
+	f = family(list, "netcluster_build_info", "gauge", "Always 1: the "
+	    "version of netclusterd and of the libraries it runs with.");
+	sample(f, INT(1), "version", PACKAGE_VERSION, "libevent", libevent,
+	    "jansson", JANSSON_VERSION, NULL);
+	f = family(list, "netcluster_ready", "gauge", "1 while every service "
+	    "has a live worker and the daemon is not draining (GET /ready).");
+	sample(f, INT(health_ready(NULL, 0)), NULL);
+	f = family(list, "netcluster_draining", "gauge", "1 while draining "
+	    "(netclusterctl drain): the balancer is told to send nothing new.");
+	sample(f, INT(master.draining), NULL);
+	f = family(list, "netcluster_generation", "gauge", "The generation "
+	    "of each service's workers (each reload starts the next).");
+	for (i = 0; i < master.gen->npools; i++)
+		sample(f, INT(master.gen->pools[i]->def->generation),
+		    "service", master.gen->pools[i]->name, NULL);
+	families_restarts(list);
 	f = family(list, "netcluster_reloads_total", "counter", "Reloads "
 	    "(SIGHUP, netclusterctl reload), by result.");
 	sample(f, INT(stats_get("reloads", "success")), "result", "success",
