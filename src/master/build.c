@@ -229,6 +229,15 @@ build_abort(struct build *b)
 	}
 	if (b->kind == BUILD_ALL)
 		endpoint_abort();
+	/*
+	 * A reuseport listener kept may have grown a socket per slot before
+	 * the build failed: the kernel steers connections into those too,
+	 * so the master serves them, as it does a slot without a worker.
+	 */
+	for (i = 0; master.gen != NULL && i < master.gen->nlisteners; i++)
+		if (handoff_events(master.gen->listeners[i]) == -1)
+			fatalx("out of memory");
+	handoff_accepting();
 	free(pending);
 	pending = NULL;
 	build_free(b->gen);
