@@ -124,6 +124,49 @@ START_TEST(test_every_key)
 }
 END_TEST
 
+/*
+ * Two listen strings: the same address as written (what a worker asks
+ * the master for), and one the kernel would bind twice (what two
+ * services may not both listen on).
+ */
+START_TEST(test_listen_equal_same)
+{
+	static const struct {
+		const char	*a, *b;
+		bool		 equal, same;
+	} cases[] = {
+		{ "127.0.0.1:0", "127.0.0.1:0", true, false },
+		{ "8124", "8124", true, true },
+		{ "8124", "0.0.0.0:8124", false, true },
+		{ "0.0.0.0:8124", "127.0.0.1:8124", false, true },
+		{ "[::]:8124", "127.0.0.1:8124", false, true },
+		{ "127.0.0.1:8124", "127.0.0.2:8124", false, false },
+		{ "127.0.0.1:8124", "127.0.0.1:8125", false, false },
+		{ "unix:/tmp/a", "unix:/tmp/a", true, true },
+		{ "unix:/tmp/a", "unix:/tmp/b", false, false },
+		{ "fd:3", "fd:3", true, true },
+		{ "systemd:web", "systemd:web", true, true },
+		{ "systemd:web", "fd:3", false, false },
+	};
+	struct nc_listen_addr	a, b;
+	char			err[256];
+	size_t			i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ck_assert_int_eq(nc_config_parse_listen(cases[i].a, &a, err,
+		    sizeof err), 0);
+		ck_assert_int_eq(nc_config_parse_listen(cases[i].b, &b, err,
+		    sizeof err), 0);
+		ck_assert_msg(nc_config_listen_equal(&a, &b) == cases[i].equal,
+		    "equal(%s, %s)", cases[i].a, cases[i].b);
+		ck_assert_msg(nc_config_listen_same(&a, &b) == cases[i].same,
+		    "same(%s, %s)", cases[i].a, cases[i].b);
+		nc_config_listen_clear(&a);
+		nc_config_listen_clear(&b);
+	}
+}
+END_TEST
+
 START_TEST(test_listen_forms)
 {
 	static const struct {
@@ -1035,6 +1078,7 @@ main(void)
 	tcase_add_test(tc, test_service_pool);
 	tcase_add_test(tc, test_programs_beside);
 	tcase_add_test(tc, test_listen_forms);
+	tcase_add_test(tc, test_listen_equal_same);
 	tcase_add_loop_test(tc, test_bad_configs, 0,
 	    sizeof bad_configs / sizeof bad_configs[0]);
 	tcase_add_test(tc, test_all_errors_reported);

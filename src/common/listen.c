@@ -174,16 +174,26 @@ fail:
 	return -1;
 }
 
-bool
-nc_config_listen_same(const struct nc_listen_addr *a,
-    const struct nc_listen_addr *b)
+/*
+ * a and b the same kind and address: as written (a TCP host, NULL for
+ * every interface, compared as text), or, with overlap, as the kernel
+ * binds them (every interface takes each address on its port; port 0
+ * never collides).
+ */
+static bool
+listen_compare(const struct nc_listen_addr *a, const struct nc_listen_addr *b,
+    bool overlap)
 {
 	if (a->kind != b->kind)
 		return false;
 	switch (a->kind) {
 	case NC_LISTEN_TCP:
-		if (a->port != b->port || a->port == 0)
+		if (a->port != b->port || (overlap && a->port == 0))
 			return false;
+		if (!overlap)
+			return (a->host == NULL && b->host == NULL) ||
+			    (a->host != NULL && b->host != NULL &&
+			    strcmp(a->host, b->host) == 0);
 		/* All interfaces overlap every address on the port. */
 		if (a->host == NULL || b->host == NULL ||
 		    strcmp(a->host, "::") == 0 || strcmp(b->host, "::") == 0)
@@ -200,4 +210,18 @@ nc_config_listen_same(const struct nc_listen_addr *a,
 		return strcmp(a->name, b->name) == 0;
 	}
 	return false;
+}
+
+bool
+nc_config_listen_same(const struct nc_listen_addr *a,
+    const struct nc_listen_addr *b)
+{
+	return listen_compare(a, b, true);
+}
+
+bool
+nc_config_listen_equal(const struct nc_listen_addr *a,
+    const struct nc_listen_addr *b)
+{
+	return listen_compare(a, b, false);
 }

@@ -152,6 +152,9 @@ void		 nc_config_listen_clear(struct nc_listen_addr *);
 /* Whether two listeners would bind the same thing (port 0 never does). */
 bool		 nc_config_listen_same(const struct nc_listen_addr *,
 		    const struct nc_listen_addr *);
+/* Whether two listen strings say the same address (hosts as written). */
+bool		 nc_config_listen_equal(const struct nc_listen_addr *,
+		    const struct nc_listen_addr *);
 
 /*
  * Appends to *errors (allocated, or NULL) one line "FILE:LINE:COL: PATH:

@@ -626,26 +626,6 @@ listener_fd_for(const struct listener *l, int slot)
 	return l->fds[0];
 }
 
-static bool
-listen_matches(const struct nc_listen_addr *a, const struct nc_listen_addr *w)
-{
-	if (a->kind != w->kind)
-		return false;
-	switch (a->kind) {
-	case NC_LISTEN_TCP:
-		return a->port == w->port && ((a->host == NULL &&
-		    w->host == NULL) || (a->host != NULL && w->host != NULL &&
-		    strcmp(a->host, w->host) == 0));
-	case NC_LISTEN_UNIX:
-		return strcmp(a->path, w->path) == 0;
-	case NC_LISTEN_FD:
-		return a->fd == w->fd;
-	case NC_LISTEN_SYSTEMD:
-		return strcmp(a->name, w->name) == 0;
-	}
-	return false;
-}
-
 /*
  * What a worker running def asks for: listener index of its service if
  * that is address, else (index < 0) the first whose address parses to
@@ -669,7 +649,8 @@ listener_find(const struct pooldef *def, const char *address,
 	if (nc_config_parse_listen(address, &want, err, sizeof err) != 0)
 		return NULL;
 	for (i = 0; i < def->nlisteners && found == NULL; i++)
-		if (listen_matches(def->listeners[i]->addr, &want))
+		if (nc_config_listen_equal(def->listeners[i]->addr,
+		    &want))
 			found = def->listeners[i];
 	nc_config_listen_clear(&want);
 	return found;
