@@ -35,7 +35,8 @@ struct check_job {
 	struct event		*read_ev;
 	struct event		*timer;
 	struct evbuffer		*out;
-	void			(*done)(const char *, void *);
+	void			(*done)(struct nc_config *, const char *,
+				    void *);
 	void			*arg;
 };
 
@@ -100,6 +101,7 @@ check_free(struct check_job *j)
 		evbuffer_free(j->out);
 	if (j->fd != -1)
 		close(j->fd);
+	nc_config_free(j->cfg);
 	if (running == j)
 		running = NULL;
 	free(j);
@@ -113,8 +115,10 @@ check_finish(struct check_job *j, const char *fail)
 	json_t		*v = NULL;
 	const char	*errors = fail;
 	char		*text = NULL;
-	void		(*done)(const char *, void *) = j->done;
+	void		(*done)(struct nc_config *, const char *, void *) =
+			    j->done;
 	void		*arg = j->arg;
+	struct nc_config *cfg = NULL;
 
 	if (errors == NULL) {
 		evbuffer_add(j->out, "", 1);
@@ -132,13 +136,17 @@ check_finish(struct check_job *j, const char *fail)
 	}
 	if (errors != NULL)
 		text = strdup(errors);
+	else {
+		cfg = j->cfg;	/* the caller's from now on */
+		j->cfg = NULL;
+	}
 	json_decref(v);
 	if (j->pid != -1) {
 		(void)kill(j->pid, SIGKILL);
 		orphan = j->pid;
 	}
 	check_free(j);
-	done(text != NULL ? text : errors, arg);
+	done(cfg, text != NULL ? text : errors, arg);
 	free(text);
 }
 
@@ -177,39 +185,50 @@ check_timeout_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Checks cfg in a child; done(errors or NULL, arg) once it answered, with
- * cfg then as check_config() would have left it. NULL when it cannot
- * start (done is not called); one check at a time.
+ * Reads path and checks it in a child. done(cfg, NULL, arg) once it
+ * answered, cfg (then the caller's) as check_config() would have left
+ * it; or done(NULL, errors, arg), from inside this call when the file
+ * does not parse. The job, or NULL once done was called; one check at
+ * a time.
  */
 struct check_job *
-check_start(struct nc_config *cfg, void (*done)(const char *, void *),
-    void *arg)
+check_file(const char *path, void (*done)(struct nc_config *, const char *,
+    void *), void *arg)
 {
 	struct check_job	*j;
 	struct timeval		 tv = { CHECK_TIMEOUT_MS / 1000,
 	    (CHECK_TIMEOUT_MS % 1000) * 1000 };
+	char			*errors = NULL;
 	int			 p[2];
 
-	if (running != NULL || (j = calloc(1, sizeof *j)) == NULL)
+	if (running != NULL || (j = calloc(1, sizeof *j)) == NULL) {
+		done(NULL, running != NULL ? "a check of the configuration "
+		    "runs already" : "out of memory", arg);
 		return NULL;
+	}
 	j->fd = -1;
 	j->pid = -1;
-	j->cfg = cfg;
 	j->done = done;
 	j->arg = arg;
+	if (nc_config_load(path, &j->cfg, &errors) != 0) {
+		check_free(j);
+		done(NULL, errors != NULL ? errors : "?", arg);
+		free(errors);
+		return NULL;
+	}
 	if (pipe2(p, O_CLOEXEC) == -1) {
-		free(j);
+		check_finish(j, "cannot check the configuration: no pipe");
 		return NULL;
 	}
 	switch (j->pid = fork()) {
 	case -1:
 		close(p[0]);
 		close(p[1]);
-		free(j);
+		check_finish(j, "cannot check the configuration: no fork");
 		return NULL;
 	case 0:
 		close(p[0]);
-		check_child(cfg, p[1]);
+		check_child(j->cfg, p[1]);
 		/* NOTREACHED */
 	default:
 		break;
@@ -222,9 +241,8 @@ check_start(struct nc_config *cfg, void (*done)(const char *, void *),
 	    check_read_cb, j)) == NULL || event_add(j->read_ev, NULL) == -1 ||
 	    (j->timer = evtimer_new(master.base, check_timeout_cb, j)) ==
 	    NULL || evtimer_add(j->timer, &tv) == -1) {
-		(void)kill(j->pid, SIGKILL);
-		orphan = j->pid;
-		check_free(j);
+		check_finish(j, "cannot check the configuration: out of "
+		    "memory");
 		return NULL;
 	}
 	running = j;

@@ -368,8 +368,8 @@ void	 sockdiag_count(const struct pooldef *, struct worker **, int n,
 /* check.c: the configuration checked off the loop, in a child. */
 int	 check_config(struct nc_config *, char **errors);
 struct check_job;
-struct check_job *check_start(struct nc_config *,
-	    void (*)(const char *errors, void *), void *);
+struct check_job *check_file(const char *path,
+	    void (*)(struct nc_config *, const char *errors, void *), void *);
 void	 check_cancel(struct check_job *);
 bool	 check_reaped(pid_t, int);
 

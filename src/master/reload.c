@@ -27,7 +27,6 @@ struct waiter {
 };
 
 static struct {
-	struct nc_config *cfg;		/* being checked */
 	char		*service;	/* reload SERVICE, or NULL */
 	int		 batch;		/* --batch, or 0 */
 	int		 rollouts;	/* under way */
@@ -93,9 +92,6 @@ reload_fail(const char *fmt, ...)
 	if ((nl = strchr(err, '\n')) != NULL && nl[1] == '\0')
 		*nl = '\0';
 	log_err("reload failed, the running configuration stays: %s", err);
-	if (r.cfg != NULL)
-		nc_config_free(r.cfg);
-	r.cfg = NULL;
 	snprintf(answer, sizeof answer, "reload failed: %s", err);
 	reload_finish(answer);
 }
@@ -149,7 +145,7 @@ reload_start_all(void)
 
 /* The configuration was checked (errors: not): built, swapped, rolled. */
 static void
-reload_checked(const char *errors, void *arg)
+reload_checked(struct nc_config *cfg, const char *errors, void *arg)
 {
 	struct build	 b;
 	struct conf	*conf;
@@ -162,11 +158,11 @@ reload_checked(const char *errors, void *arg)
 		reload_fail("%s", errors);
 		return;
 	}
-	if ((conf = conf_new(r.cfg)) == NULL) {
+	if ((conf = conf_new(cfg)) == NULL) {
+		nc_config_free(cfg);
 		reload_fail("out of memory");
 		return;
 	}
-	r.cfg = NULL;
 	memset(&b, 0, sizeof b);
 	b.kind = r.service != NULL ? BUILD_SERVICE : BUILD_ALL;
 	b.conf = conf;
@@ -203,7 +199,7 @@ void
 reload(const char *service, int batch, void (*done)(const char *, void *),
     void *arg)
 {
-	char	*errors = NULL, err[256];
+	char	 err[256];
 	size_t	 i;
 
 	if (gen_busy(err, sizeof err)) {
@@ -235,13 +231,7 @@ reload(const char *service, int batch, void (*done)(const char *, void *),
 		    gen_config()->file);
 	else
 		log_notice("reloading %s", gen_config()->file);
-	if (nc_config_load(gen_config()->file, &r.cfg, &errors) != 0) {
-		reload_fail("%s", errors != NULL ? errors : "?");
-		free(errors);
-		return;
-	}
-	if ((r.job = check_start(r.cfg, reload_checked, NULL)) == NULL)
-		reload_fail("cannot check the configuration: out of memory");
+	r.job = check_file(gen_config()->file, reload_checked, NULL);
 }
 
 /* done() once the rollouts under way are online (at once if none). */
@@ -262,9 +252,6 @@ reload_stop(void)
 {
 	check_cancel(r.job);
 	r.job = NULL;
-	if (r.cfg != NULL)
-		nc_config_free(r.cfg);
-	r.cfg = NULL;
 	rollout_stop_all();
 	r.rollouts = 0;
 	if (master.operation != NULL && strcmp(master.operation,

@@ -42,7 +42,6 @@ enum upgrade_step {
 static struct {
 	enum upgrade_step step;
 	int		 client;	/* answered by the new master, or -1 */
-	struct nc_config *cfg;		/* being checked */
 	struct check_job *job;
 	int		 fd;		/* the binary checked */
 	char		 version[64];	/* what it said it is */
@@ -70,9 +69,6 @@ upgrade_refused(const char *error)
 	snprintf(msg, sizeof msg, "upgrade refused: %s", error);
 	log_err("%s; netclusterd %s [pid %d] serves on", msg, PACKAGE_VERSION,
 	    (int)getpid());
-	if (up.cfg != NULL)
-		nc_config_free(up.cfg);
-	up.cfg = NULL;
 	up.step = UP_IDLE;
 	master.operation = NULL;
 	up.client = -1;
@@ -170,12 +166,11 @@ upgrade_binary_checked(const char *error, const char *version, int fd,
 
 /* The configuration the new master will read passed its check. */
 static void
-upgrade_config_checked(const char *errors, void *arg)
+upgrade_config_checked(struct nc_config *cfg, const char *errors, void *arg)
 {
 	(void)arg;
 	up.job = NULL;
-	nc_config_free(up.cfg);
-	up.cfg = NULL;
+	nc_config_free(cfg);
 	if (errors != NULL) {
 		upgrade_refused(errors);
 		return;
@@ -197,7 +192,7 @@ upgrade_config_checked(const char *errors, void *arg)
 void
 upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 {
-	char	*errors = NULL, why[128];
+	char	why[128];
 
 	if (gen_busy(why, sizeof why)) {
 		done(why, arg);
@@ -208,15 +203,7 @@ upgrade(int client_fd, void (*done)(const char *, void *), void *arg)
 	up.arg = arg;
 	up.client = client_fd;
 	up.step = UP_CONFIG;
-	if (nc_config_load(gen_config()->file, &up.cfg, &errors) != 0) {
-		upgrade_refused(errors != NULL ? errors : "?");
-		free(errors);
-		return;
-	}
-	if ((up.job = check_start(up.cfg, upgrade_config_checked,
-	    NULL)) == NULL)
-		upgrade_refused("cannot check the configuration: out of "
-		    "memory");
+	up.job = check_file(gen_config()->file, upgrade_config_checked, NULL);
 }
 
 /*
@@ -252,9 +239,6 @@ upgrade_close(void)
 {
 	check_cancel(up.job);
 	up.job = NULL;
-	if (up.cfg != NULL)
-		nc_config_free(up.cfg);
-	up.cfg = NULL;
 	binary_check_stop();
 	if (up.timer != NULL)
 		event_free(up.timer);
