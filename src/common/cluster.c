@@ -450,6 +450,19 @@ cluster_count(json_t *msg)
 	    (json_int_t)nc__server_total_proxy_errors()));
 }
 
+/*
+ * `ping`: the master's heartbeat, answered from the loop (a stuck loop
+ * misses it, and the master kills a worker silent too long), with the
+ * connections taken so far, which its recycling counts.
+ */
+static void
+cluster_ping(json_t *msg)
+{
+	cluster_send(json_pack("{s:s, s:I, s:I}", "type", "pong", "ack",
+	    json_integer_value(json_object_get(msg, "seq")), "accepted",
+	    (json_int_t)nc__server_total_accepted()));
+}
+
 /* A message from another worker or the operator: the MESSAGE event. */
 static void
 cluster_message(json_t *msg)
@@ -552,6 +565,8 @@ cluster_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 		cluster_conn(msg, fds, nfds);
 	else if (strcmp(type, "message") == 0 && nfds == 0)
 		cluster_message(msg);
+	else if (strcmp(type, "ping") == 0 && nfds == 0)
+		cluster_ping(msg);
 	else if (cluster_auto() && strcmp(type, "count") == 0 && nfds == 0)
 		cluster_count(msg);
 	else if (cluster_auto() && strcmp(type, "stop") == 0 && nfds == 0)

@@ -823,6 +823,31 @@ config_cwd(struct config_ctx *c, json_t *v, void *obj)
 		    "\"%s\"", svc->cwd);
 }
 
+#define R(f)	offsetof(struct nc_recycle, f)
+static const struct config_key recycle_keys[] = {
+	KEY_INT("connections", R(connections), 1, 2000000000, 0, H_ALL),
+	KEY_INT("age_ms", R(age_ms), 1, 2000000000, 0, H_ALL),
+	KEY_INT("rss_mib", R(rss_mib), 1, 1048576, 0, H_ALL),
+	KEY_INT("jitter_percent", R(jitter_percent), 0, 100, 10, H_ALL),
+	{ .name = NULL }
+};
+#undef R
+
+/* "recycle": {"connections", "age_ms", "rss_mib", "jitter_percent"}. */
+static void
+config_recycle(struct config_ctx *c, json_t *v, void *obj)
+{
+	struct nc_service	*svc = obj;
+
+	config_defaults(c, recycle_keys, &svc->recycle);
+	if (!json_is_object(v)) {
+		config_error(c, false, "expected an object, got %s",
+		    config_type_name(v));
+		return;
+	}
+	config_walk(c, v, recycle_keys, &svc->recycle);
+}
+
 static void
 config_options(struct config_ctx *c, json_t *v, void *obj)
 {
@@ -852,6 +877,11 @@ static const struct config_key service_keys[] = {
 	KEY_STRING("group", S(group), 64, NULL, H_ALL),
 	KEY_INT("reload_batch", S(reload_batch), 1, CONFIG_MAX_WORKERS, 0,
 	    H_ALL),
+	KEY_INT("worker_timeout_ms", S(worker_timeout_ms), 0, 86400000, 30000,
+	    H_ALL),
+	KEY_INT("ready_timeout_ms", S(ready_timeout_ms), 1, 3600000, 60000,
+	    H_ALL),
+	KEY_CUSTOM("recycle", config_recycle, 0, H_ALL),
 	/* The built-in handlers': a program sets them itself. */
 	KEY_INT("max_connections", S(max_connections), 0, 1000000, 0,
 	    H_BUILTIN),
@@ -886,6 +916,8 @@ static const struct config_key service_keys[] = {
 	KEY_ENUM("sockets", S(sockets), sockets_names, NULL,
 	    NC_SOCKETS_INHERIT, H_PROGRAM),
 	KEY_BOOL("messages", S(messages), false, H_PROGRAM),
+	KEY_BOOL("notify", S(notify), false, H_PROGRAM),
+	KEY_INT("settle_ms", S(settle_ms), 0, 600000, 1000, H_PROGRAM),
 	{ .name = NULL }
 };
 #undef S
@@ -919,12 +951,31 @@ config_service_check(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 			    nc_config_handler_name(svc->handler), k->name);
 		config_pop(c);
 	}
+	svc->has_worker_timeout = json_object_get(obj, "worker_timeout_ms") !=
+	    NULL;
 	if (svc->handler != NC_HANDLER_PROGRAM)
 		return;
 	if (svc->name != NULL && strchr(svc->name, ':') != NULL) {
 		config_push_key(c, "name");
 		config_error(c, false, "a program's service name is its "
 		    "sockets' name in LISTEN_FDNAMES, which ':' separates");
+		config_pop(c);
+	}
+	if (svc->sockets == NC_SOCKETS_INHERIT && svc->recycle.connections > 0) {
+		config_push_key(c, "recycle");
+		config_push_key(c, "connections");
+		config_error(c, true, "the master cannot count what a program "
+		    "on inherited sockets accepts; recycle it by age_ms or "
+		    "rss_mib");
+		config_pop(c);
+		config_pop(c);
+	}
+	if (svc->sockets == NC_SOCKETS_CLUSTER &&
+	    json_object_get(obj, "notify") != NULL) {
+		config_push_key(c, "notify");
+		config_error(c, true, "a program linked with libnetcluster "
+		    "(\"sockets\": \"cluster\") answers the master on its "
+		    "channel; \"notify\" is for \"sockets\": \"inherit\"");
 		config_pop(c);
 	}
 	if (svc->sockets == NC_SOCKETS_CLUSTER &&

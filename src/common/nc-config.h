@@ -103,6 +103,24 @@ struct nc_service {
 	uid_t			 uid;
 	gid_t			 gid;
 	int			 reload_batch;	/* 0: the whole pool at once */
+	/*
+	 * Supervision beyond death: a worker silent worker_timeout_ms is
+	 * killed (0: never; has_worker_timeout: set in the service, which
+	 * alone gives a notify program WATCHDOG_USEC); one not ready within
+	 * ready_timeout_ms too. A program on inherited sockets is ready at
+	 * its READY=1 (notify), else once it lived settle_ms.
+	 */
+	int			 worker_timeout_ms;
+	bool			 has_worker_timeout;
+	int			 ready_timeout_ms;
+	bool			 notify;
+	int			 settle_ms;
+	struct nc_recycle {	/* 0: that limit is off */
+		int		 connections;
+		int		 age_ms;
+		int		 rss_mib;
+		int		 jitter_percent;
+	}			 recycle;
 };
 
 /*

@@ -359,6 +359,10 @@ print_workers(json_t *workers)
 		    json_is_true(json_object_get(w, "answered")) ||
 		    json_is_null(json_object_get(w, "count")) ? "" :
 		    " (no answer)");
+		/* What a notify program said of itself (STATUS=). */
+		if (json_is_string(json_object_get(w, "status")))
+			printf("      status: %s\n", json_string_value(
+			    json_object_get(w, "status")));
 	}
 	if (!header)
 		printf("%-5s %-6s %-8s %-9s %-9s %-8s %s\n", "SLOT", "ID",

@@ -101,6 +101,9 @@ count_pool(struct count_req *c, struct pool *p, json_t *list)
 			continue;
 		if (w != NULL)
 			(void)json_object_set(entry, "listening", w->listening);
+		if (w != NULL && w->status != NULL)
+			(void)json_object_set_new(entry, "status",
+			    json_string(w->status));
 		if (w != NULL && w->program && w->ipc == NULL) {
 			count_kernel(entry, p->name, kernel != NULL ?
 			    kernel[i] : -1);

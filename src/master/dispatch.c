@@ -270,6 +270,14 @@ msg_count_reply(struct worker *w, json_t *msg)
 	return 0;
 }
 
+/* The answer to the heartbeat's ping (heartbeat.c). */
+static int
+msg_pong(struct worker *w, json_t *msg)
+{
+	heartbeat_pong(w, msg);
+	return 0;
+}
+
 /* A worker's last words: its counters as it ends, for the totals. */
 static int
 msg_stats(struct worker *w, json_t *msg)
@@ -296,6 +304,7 @@ static const struct msg_type {
 	{ "hello",	0,	1 << W_STARTING,	msg_hello },
 	{ "listen",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_listen },
 	{ "listening",	0,	ANY_LIVE,		msg_listening },
+	{ "pong",	0,	ANY_LIVE,		msg_pong },
 	{ "ready",	0,	1 << W_STARTING,	msg_ready },
 	{ "stats",	0,	1 << W_ONLINE | 1 << W_STOPPING | 1 << W_DEAD,
 	    msg_stats },

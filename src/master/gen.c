@@ -238,8 +238,7 @@ gen_pool_online(const struct pool *p)
 	int	i, n = 0;
 
 	for (i = 0; i < p->nslots && i < p->size; i++)
-		if (p->slots[i]->worker != NULL &&
-		    p->slots[i]->worker->state == W_ONLINE)
+		if (worker_serves(p->slots[i]->worker))
 			n++;
 	return n;
 }

@@ -156,7 +156,7 @@ retry_later(void)
 static bool
 worker_can_take(struct worker *w, struct listener *l)
 {
-	if (w == NULL || w->state != W_ONLINE || !w->rr[l->id] ||
+	if (!worker_serves(w) || !w->rr[l->id] ||
 	    w->inflight >= WORKER_WINDOW)
 		return false;
 	/*
@@ -659,8 +659,7 @@ slot_served(const struct listener *l, size_t j)
 	    (int)j >= l->pool->size)
 		return false;
 	s = l->pool->slots[j];
-	return (s->worker != NULL && s->worker->state == W_ONLINE) ||
-	    (s->next != NULL && s->next->state == W_ONLINE);
+	return worker_serves(s->worker) || worker_serves(s->next);
 }
 
 static void

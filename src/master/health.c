@@ -26,8 +26,8 @@ static bool		 quiescing;	/* for an upgrade */
 
 /*
  * Ready while not draining or stopping and every service has a worker
- * online (one of its slots', or an older one that still serves). why
- * gets the reason when not.
+ * that serves (one of its slots', or an older one still), online and
+ * answering its heartbeat. why gets the reason when not.
  */
 bool
 health_ready(char *why, size_t len)
@@ -45,7 +45,7 @@ health_ready(char *why, size_t len)
 		for (w = gen_next_worker(NULL); w != NULL;
 		    w = gen_next_worker(w))
 			if (w->pool == master.gen->pools[i] &&
-			    w->state == W_ONLINE)
+			    worker_serves(w))
 				break;
 		if (w == NULL) {
 			down = master.gen->pools[i]->name;

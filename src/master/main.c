@@ -97,16 +97,33 @@ main_worker_online(struct worker *w)
 		notify_ready();
 }
 
+/*
+ * SIGCHLD: every child that ended. A worker's process group goes with
+ * it: what it started is killed while the worker is still a zombie,
+ * which keeps its pid, the group's id, from being taken again. Anything
+ * else is reaped and forgotten: as PID 1 in a container, the orphans
+ * the kernel hands over.
+ */
 static void
 main_reap(void)
 {
-	pid_t	pid;
-	int	status;
+	siginfo_t	si;
+	pid_t		pid;
+	int		status;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+	for (;;) {
+		memset(&si, 0, sizeof si);
+		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == -1 ||
+		    (pid = si.si_pid) == 0)
+			break;
+		if (gen_worker_by_pid(pid) != NULL)
+			(void)kill(-pid, SIGKILL);
+		if (waitpid(pid, &status, WNOHANG) != pid)
+			break;
 		if (!binary_reaped(pid, status) &&
 		    !check_reaped(pid, status))
 			(void)pool_reaped(pid, status);
+	}
 }
 
 static void
@@ -121,6 +138,7 @@ main_stop(int sig)
 	master.stopping = true;
 	reload_stop();
 	scale_stop();
+	recycle_stop();
 	handoff_accepting();
 	pool_stop_all();
 	main_worker_gone(NULL);
@@ -271,6 +289,8 @@ main_exit(struct event **sigs)
 	upgrade_close();
 	reload_stop();
 	scale_stop();
+	recycle_stop();
+	heartbeat_stop();
 	for (i = 0; i < NSIGNALS; i++)
 		event_free(sigs[i]);
 	for (i = 0; i < master.gen->npools; i++)
@@ -317,6 +337,9 @@ main_loop_init(struct event **sigs, int level)
 	stats_init();
 	rollout_init();
 	scale_init();
+	ready_init();
+	heartbeat_init();
+	recycle_init();
 	worker_hook(WEV_ONLINE, main_worker_online);
 	worker_hook(WEV_GONE, main_worker_gone);
 }

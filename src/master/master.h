@@ -50,7 +50,6 @@ struct nc_ipc;
 #define PROGRAM_LINE_MAX	896	/* bytes of a program's log line */
 #define PROGRAM_READ_MAX	65536	/* bytes read from it per event */
 #define BROADCAST_QUEUE_MAX	(1024 * 1024)	/* bytes waiting for a worker */
-#define ROLLOUT_TIMEOUT_S	30	/* for a batch of workers to be online */
 #define UPGRADE_QUIESCE_MS	2000
 #define UPGRADE_POLL_MS		5	/* checks that the exec may happen */
 #define UPGRADE_CHECK_MS	5000	/* -V and -t of the new binary */
@@ -138,6 +137,20 @@ struct worker {
 	int			 restarts;	/* of its slot, when started */
 	bool			 ever_online;
 	bool			 killed;	/* by us: only answers count */
+	const char		*cause;		/* why we ended it, for the
+						   metrics: "timeout", ... */
+	const char		*cause_code;
+	/* heartbeat.c, ready.c, recycle.c */
+	struct timespec		 heard;		/* its last word, or ping */
+	struct timespec		 pinged;
+	bool			 silent;	/* not heard of late */
+	unsigned long long	 accepted;	/* connections it took */
+	double			 jitter;	/* its recycle limits' factor */
+	double			 recycle_after;	/* s of master.started */
+	struct event		*ready_ev;	/* settle, or ready timeout */
+	int			 notify_fd;	/* its NOTIFY_SOCKET, or -1 */
+	struct event		*notify_ev;
+	char			*status;	/* its STATUS= */
 	bool			 adopted;	/* from the master before */
 	struct event		*kill_ev;	/* the stop's deadline */
 	/* handoff.c */
@@ -259,6 +272,7 @@ void	 pooldef_unref(struct pooldef *);
 
 /* worker.c: one worker, and the hooks that carry its news up. */
 enum worker_event {
+	WEV_STARTED,		/* forked, its pid known */
 	WEV_ONLINE,		/* it serves now */
 	WEV_CHANGED,		/* stopping, killed, or its listeners */
 	WEV_DETACHED,		/* gone: its channel was read to the end */
@@ -274,6 +288,8 @@ void	 worker_online(struct worker *);
 void	 worker_send(struct worker *, json_t *);
 void	 worker_stop(struct worker *);
 void	 worker_kill(struct worker *, const char *why);
+void	 worker_signal(struct worker *, int sig);
+bool	 worker_serves(const struct worker *);
 void	 worker_detach(struct worker *);
 void	 worker_free(struct worker *);
 const char *worker_state_name(enum worker_state);
@@ -295,6 +311,9 @@ void	 pool_free(struct pool *);
 void	 pool_set(struct pool *, struct pooldef *, int size);
 void	 pool_slots(struct pool *, int n);
 void	 pool_spawn(struct slot *, bool incoming);
+void	 pool_renew(struct slot *);
+struct worker *pool_take_over(struct slot *);
+void	 pool_cancel_next(struct pool *);
 void	 pool_start(struct pool *);
 int	 pool_resize(struct pool *, int size);
 void	 pool_refill(struct pool *);
@@ -412,11 +431,28 @@ void	 scale(const char *service, int size, int delta,
 void	 scale_stop(void);
 void	 scale_init(void);
 
+/* ready.c: when a worker is online; a program's NOTIFY_SOCKET. */
+int	 ready_socket(struct worker *, char *addr, size_t len);
+void	 ready_exec(struct worker *);
+void	 ready_init(void);
+
+/* heartbeat.c: hung workers. */
+void	 heartbeat_hung(struct worker *, const char *why);
+void	 heartbeat_pong(struct worker *, json_t *);
+void	 heartbeat_init(void);
+void	 heartbeat_stop(void);
+
+/* recycle.c: workers replaced at their limits. */
+void	 recycle_init(void);
+void	 recycle_stop(void);
+
 /* stats.c: what the master counts, and the workers' counters summed. */
 void	 stats_add(const char *family, const char *key, json_int_t);
 void	 stats_set(const char *family, const char *key, json_int_t);
 json_int_t stats_get(const char *family, const char *key);
 void	 stats_restart(const char *service, int status, bool backoff);
+void	 stats_restart_cause(const char *service, const char *cause,
+	    const char *code);
 void	 stats_reload_begin(void);
 void	 stats_reload_end(bool ok);
 double	 stats_reload_seconds(void);

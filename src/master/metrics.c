@@ -199,7 +199,9 @@ families_restarts(json_t *list)
 
 	f = family(list, "netcluster_worker_restarts_total", "counter",
 	    "Worker processes that ended and were restarted, by service and "
-	    "cause: exit (code: its status) or signal (code: its name).");
+	    "cause: exit (code: its status), signal (code: its name), "
+	    "timeout (silent past worker_timeout_ms), ready (not ready "
+	    "within ready_timeout_ms), or recycle (code: the limit).");
 	restarts = json_object_get(stats_counters(), "worker_restarts");
 	restart_samples(f, "", restarts);
 	json_object_foreach(restarts, key, v)

@@ -107,22 +107,18 @@ pool_slots(struct pool *p, int n)
 		p->slots[p->nslots] = slot_new(p, p->nslots);
 }
 
-/*
- * Starts a worker for s, running s->def: as its worker, or (incoming) as
- * the one a reload starts beside it.
- */
-void
-pool_spawn(struct slot *s, bool incoming)
+/* Starts a worker for s running def: as its worker, or as the next. */
+static void
+pool_spawn_def(struct slot *s, struct pooldef *def, bool incoming)
 {
-	const struct nc_service	*svc = (incoming ? s->pool->def :
-	    s->def)->svc;
+	const struct nc_service	*svc = def->svc;
 	struct worker		*w;
 	int			 sv[2] = { -1, -1 };
 
 	if ((svc->handler != NC_HANDLER_PROGRAM ||
 	    svc->sockets == NC_SOCKETS_CLUSTER) && nc_ipc_socketpair(sv) == -1)
 		fatalx("socketpair: %s", strerror(errno));
-	w = worker_new(s->pool, s, incoming ? s->pool->def : s->def);
+	w = worker_new(s->pool, s, def);
 	w->incoming = incoming;
 	if (incoming)
 		s->next = w;
@@ -139,6 +135,7 @@ pool_spawn(struct slot *s, bool incoming)
 		close(sv[1]);
 		worker_attach(w, sv[0]);
 	}
+	worker_event(w, WEV_STARTED);
 	if (svc->handler == NC_HANDLER_PROGRAM)
 		log_info("service %s: worker %d [pid %d] (slot %d) started: %s",
 		    s->pool->name, w->id, (int)w->pid, s->index,
@@ -146,6 +143,65 @@ pool_spawn(struct slot *s, bool incoming)
 	else
 		log_info("service %s: worker %d [pid %d] (slot %d) started",
 		    s->pool->name, w->id, (int)w->pid, s->index);
+}
+
+/*
+ * Starts a worker for s: as its worker, running what s runs, or
+ * (incoming) as the one a reload starts beside it, running what the
+ * pool runs now.
+ */
+void
+pool_spawn(struct slot *s, bool incoming)
+{
+	pool_spawn_def(s, incoming ? s->pool->def : s->def, incoming);
+}
+
+/* A worker beside s's, running what s runs: its replacement (recycle). */
+void
+pool_renew(struct slot *s)
+{
+	pool_spawn_def(s, s->def, true);
+}
+
+/*
+ * The worker starting beside s's takes the slot over, and runs what
+ * the slot runs from now on; the old one drains. Returns the old one.
+ */
+struct worker *
+pool_take_over(struct slot *s)
+{
+	struct worker	*old = s->worker;
+
+	s->worker = s->next;
+	s->next = NULL;
+	s->worker->incoming = false;
+	pooldef_unref(s->def);
+	s->def = pooldef_ref(s->worker->def);
+	s->deaths = 0;
+	(void)event_del(s->restart_ev);
+	if (old != NULL)
+		pool_drain_worker(old);
+	return old;
+}
+
+/*
+ * Every worker starting beside a slot's (a recycle's replacement) goes:
+ * a reload is about to start its own there.
+ */
+void
+pool_cancel_next(struct pool *p)
+{
+	struct worker	*w;
+	int		 i;
+
+	for (i = 0; i < p->nslots; i++) {
+		if ((w = p->slots[i]->next) == NULL)
+			continue;
+		if (p->slots[i]->worker != NULL)
+			p->slots[i]->worker->cause = NULL;
+		pool_drain_worker(w);
+		worker_kill(w, "a reload replaces its slot");
+	}
 }
 
 /* A pool's first workers: every slot up to its size that has none. */
@@ -283,9 +339,10 @@ slot_restart_cb(evutil_socket_t fd, short what, void *arg)
  * while it keeps dying young.
  */
 static void
-slot_restart(struct slot *s, pid_t pid, int status, bool killed,
+slot_restart(struct slot *s, const struct worker *w, int status, bool killed,
     double lived)
 {
+	pid_t	pid = w->pid;
 	struct timeval	tv;
 	char		why[64];
 	bool		backoff;
@@ -315,7 +372,10 @@ slot_restart(struct slot *s, pid_t pid, int status, bool killed,
 	log_warnx("service %s: worker [pid %d] (slot %d) %s after %.1f s; "
 	    "restarting in %ld ms", s->pool->name, (int)pid, s->index, why,
 	    lived, (long)(tv.tv_sec * 1000 + tv.tv_usec / 1000));
-	stats_restart(s->pool->name, status, backoff);
+	if (w->cause != NULL && strcmp(w->cause, "recycle") != 0)
+		stats_restart_cause(s->pool->name, w->cause, w->cause_code);
+	else
+		stats_restart(s->pool->name, status, backoff);
 	if (backoff) {
 		s->backoff_ms = s->backoff_ms * 3 / 2;
 		if (s->backoff_ms > BACKOFF_MAX_MS)
@@ -343,9 +403,13 @@ pool_reaped(pid_t pid, int status)
 		return false;
 	p = w->pool;
 	s = w->slot >= 0 && w->slot < p->nslots ? p->slots[w->slot] : NULL;
-	/* A worker that served, killed by someone else: no crash loop. */
-	killed = w->state == W_ONLINE && WIFSIGNALED(status) &&
-	    WTERMSIG(status) == SIGKILL;
+	/*
+	 * A worker that served, killed by someone else, or by us as hung:
+	 * no crash loop.
+	 */
+	killed = (w->state == W_ONLINE && WIFSIGNALED(status) &&
+	    WTERMSIG(status) == SIGKILL) || (w->cause != NULL &&
+	    strcmp(w->cause, "timeout") == 0);
 	lived = gen_elapsed_s(&w->started);
 	w->state = W_DEAD;
 	worker_detach(w);
@@ -353,7 +417,7 @@ pool_reaped(pid_t pid, int status)
 		program_close(w);
 	if (s != NULL && s->worker == w) {
 		s->worker = NULL;
-		slot_restart(s, pid, status, killed, lived);
+		slot_restart(s, w, status, killed, lived);
 	} else if (s != NULL && s->next == w) {
 		s->next = NULL;
 		log_warnx("service %s: worker %d [pid %d] (slot %d) of "

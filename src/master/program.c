@@ -67,9 +67,18 @@ program_child_fail(int fd, enum program_stage stage)
  * service's listening sockets, in the order of "listen", or (chan) the
  * channel alone.
  */
+/* What the child's environment says of it, beyond its service's. */
+struct program_env {
+	const char	*names;		/* LISTEN_FDNAMES */
+	const char	*notify;	/* NOTIFY_SOCKET, or NULL */
+	bool		 chan;		/* NETCLUSTER_CHANNEL_FD at 3 */
+	int		 id;		/* NETCLUSTER_WORKER_ID */
+	int		 mfd;		/* its line channel, or -1 */
+};
+
 static void __attribute__((noreturn))
 program_child(const struct pooldef *def, const int *fds, int *tmp, int n,
-    int ep, int op, const char *names, bool chan, int id, int mfd)
+    int ep, int op, const struct program_env *pe)
 {
 	const struct nc_service	*conf = def->svc;
 	sigset_t	 none;
@@ -84,6 +93,8 @@ program_child(const struct pooldef *def, const int *fds, int *tmp, int n,
 		(void)signal(sig, SIG_DFL);
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+	/* A process group of its own: its whole tree is signalled as one. */
+	(void)setpgid(0, 0);
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (worker_drop(def) == -1)
 		program_child_fail(ep, PS_DROP);
@@ -121,21 +132,32 @@ program_child(const struct pooldef *def, const int *fds, int *tmp, int n,
 	unsetenv("LISTEN_FDNAMES");
 	for (j = 0; j < (int)conf->nenv; j++)
 		(void)putenv(conf->env[j]);
-	snprintf(num, sizeof num, "%d", id);
+	snprintf(num, sizeof num, "%d", pe->id);
 	setenv("NETCLUSTER_WORKER_ID", num, 1);
+	if (pe->notify != NULL) {
+		/* systemd's Type=notify, from the master. */
+		setenv("NOTIFY_SOCKET", pe->notify, 1);
+		if (conf->has_worker_timeout && conf->worker_timeout_ms > 0) {
+			snprintf(num, sizeof num, "%lld",
+			    (long long)conf->worker_timeout_ms * 1000);
+			setenv("WATCHDOG_USEC", num, 1);
+			snprintf(num, sizeof num, "%d", (int)getpid());
+			setenv("WATCHDOG_PID", num, 1);
+		}
+	}
 	setenv("NETCLUSTER_SERVICE", conf->name, 1);
-	if (chan)
+	if (pe->chan)
 		setenv("NETCLUSTER_CHANNEL_FD", "3", 1);
 	else {
 		/* The message channel, if any, is the last fd: not a socket
 		 * of LISTEN_FDS. */
-		snprintf(num, sizeof num, "%d", mfd != -1 ? n - 1 : n);
+		snprintf(num, sizeof num, "%d", pe->mfd != -1 ? n - 1 : n);
 		setenv("LISTEN_FDS", num, 1);
 		snprintf(num, sizeof num, "%d", (int)getpid());
 		setenv("LISTEN_PID", num, 1);
-		setenv("LISTEN_FDNAMES", names, 1);
+		setenv("LISTEN_FDNAMES", pe->names, 1);
 	}
-	if (mfd != -1) {
+	if (pe->mfd != -1) {
 		/* Newline-delimited JSON: Node's own IPC channel. */
 		snprintf(num, sizeof num, "%d", 3 + n - 1);
 		setenv("NETCLUSTER_MESSAGE_FD", num, 1);
@@ -178,7 +200,8 @@ program_spawn(struct worker *w, int chan)
 {
 	const struct pooldef	*def = w->def;
 	const struct nc_service	*conf = def->svc;
-	char			*names;
+	struct program_env	 pe;
+	char			*names, notify[128];
 	size_t			 len, j;
 	int			 ep[2], op[2], mp[2] = { -1, -1 }, *fds, *tmp, n;
 	pid_t			 pid;
@@ -206,6 +229,14 @@ program_spawn(struct worker *w, int chan)
 	}
 	if (pipe2(ep, O_CLOEXEC) == -1 || pipe2(op, O_CLOEXEC) == -1)
 		fatalx("pipe: %s", strerror(errno));
+	memset(&pe, 0, sizeof pe);
+	pe.names = names;
+	pe.chan = chan != -1;
+	pe.id = w->id;
+	pe.mfd = mp[1];
+	if (chan == -1 && conf->notify && ready_socket(w, notify,
+	    sizeof notify) == 0)
+		pe.notify = notify;
 
 	switch (pid = fork()) {
 	case -1:
@@ -213,12 +244,12 @@ program_spawn(struct worker *w, int chan)
 	case 0:
 		close(ep[0]);
 		close(op[0]);
-		program_child(def, fds, tmp, n, ep[1], op[1], names,
-		    chan != -1, w->id, mp[1]);
+		program_child(def, fds, tmp, n, ep[1], op[1], &pe);
 		/* NOTREACHED */
 	default:
 		break;
 	}
+	(void)setpgid(pid, pid);	/* before the child's own, too */
 	free(fds);
 	free(tmp);
 	free(names);
@@ -266,10 +297,13 @@ program_exec_read(struct worker *w, bool reaped)
 		    "its command", stage_names[rep[0]], strerror(rep[1]));
 		return;		/* it exits 127 and is reaped */
 	}
-	/* A cluster program is online once it listens (dispatch.c). */
+	/*
+	 * It runs: online at its READY=1 or once it settled (ready.c); a
+	 * cluster program, once it listens (dispatch.c).
+	 */
 	if (n == 0 && !reaped && w->state == W_STARTING && !w->killed &&
 	    w->ipc == NULL)
-		worker_online(w);
+		ready_exec(w);
 }
 
 static void

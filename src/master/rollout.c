@@ -4,9 +4,9 @@
  * once all K are online they take their slots over and the K old ones
  * are told to stop; the next batch starts once those exited (their
  * shutdown_timeout_ms bounds it). So a pool of N never has more than
- * N + K workers alive. A batch that does not come online
- * (ROLLOUT_TIMEOUT_S), or one of whose workers ends before it is
- * online, stops the rollout there: its new workers go, and the slots not
+ * N + K workers alive. A batch that does not come online (each worker
+ * has its service's ready_timeout_ms, ready.c), or one of whose workers
+ * ends before the batch took over, stops the rollout there: its new workers go, and the slots not
  * yet replaced keep their old workers and what those run.
  */
 
@@ -38,6 +38,17 @@ struct rollout {
 static void	rollout_batch(struct rollout *);
 static void	rollout_end(struct rollout *, const char *);
 
+/*
+ * How long a batch may take to come online: its workers' ready timeout,
+ * when each not ready is killed (and the batch fails then), and a second
+ * more in case one is not.
+ */
+static int
+rollout_bound_ms(const struct pool *p)
+{
+	return p->def->svc->ready_timeout_ms + 1000;
+}
+
 static void
 rollout_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -47,8 +58,8 @@ rollout_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	snprintf(err, sizeof err, "batch %d of %d (slots %d to %d) is not "
-	    "online after %d s", ro->batchno, ro->nbatches, ro->first,
-	    ro->first + ro->count - 1, ROLLOUT_TIMEOUT_S);
+	    "online after %d ms", ro->batchno, ro->nbatches, ro->first,
+	    ro->first + ro->count - 1, rollout_bound_ms(ro->pool));
 	rollout_end(ro, err);
 }
 
@@ -78,6 +89,7 @@ rollout_start(struct pool *p, int batch,
 	ro->target = p->size;
 	ro->old_size = p->nslots;
 	ro->nbatches = (p->size + batch - 1) / batch;
+	pool_cancel_next(p);
 	ro->done = done;
 	p->rollout = ro;
 	if (batch < p->size)
@@ -91,9 +103,11 @@ static void
 rollout_batch(struct rollout *ro)
 {
 	struct pool	*p = ro->pool;
-	struct timeval	 tv = { ROLLOUT_TIMEOUT_S, 0 };
-	int		 i;
+	struct timeval	 tv;
+	int		 i, ms = rollout_bound_ms(p);
 
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
 	ro->first += ro->count;
 	ro->count = ro->target - ro->first < ro->batch ?
 	    ro->target - ro->first : ro->batch;
@@ -143,18 +157,8 @@ rollout_swap(struct rollout *ro)
 	(void)event_del(ro->timer);
 	for (i = ro->first; i < ro->first + ro->count; i++) {
 		s = p->slots[i];
-		old = s->worker;
-		s->worker = s->next;
-		s->next = NULL;
-		s->worker->incoming = false;
-		pooldef_unref(s->def);
-		s->def = pooldef_ref(p->def);
-		s->deaths = 0;
-		(void)event_del(s->restart_ev);
-		if (old != NULL) {
-			pool_drain_worker(old);
+		if ((old = pool_take_over(s)) != NULL)
 			ro->old_ids[ro->waiting++] = old->id;
-		}
 	}
 	if (ro->first + ro->count >= ro->target) {
 		(void)pool_resize(p, ro->target);
@@ -232,10 +236,16 @@ rollout_worker_gone(struct worker *w)
 		return;
 	if (w->incoming && w->slot >= ro->first &&
 	    w->slot < ro->first + ro->count) {
-		snprintf(err, sizeof err, "batch %d of %d failed: its worker "
-		    "%d [pid %d] ended before %s", ro->batchno, ro->nbatches,
-		    w->id, (int)w->pid, w->ever_online ? "its batch took over" :
-		    "it was online");
+		if (w->cause != NULL && strcmp(w->cause, "ready") == 0)
+			snprintf(err, sizeof err, "batch %d of %d failed: its "
+			    "worker %d [pid %d] was not ready within %d ms "
+			    "(ready_timeout_ms)", ro->batchno, ro->nbatches,
+			    w->id, (int)w->pid, w->def->svc->ready_timeout_ms);
+		else
+			snprintf(err, sizeof err, "batch %d of %d failed: its "
+			    "worker %d [pid %d] ended before %s", ro->batchno,
+			    ro->nbatches, w->id, (int)w->pid, w->ever_online ?
+			    "its batch took over" : "it was online");
 		rollout_end(ro, err);
 		return;
 	}

@@ -54,8 +54,8 @@ scale_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	snprintf(err, sizeof err, "service %s has %d workers now, but only "
-	    "%d online after %d s", sc.pool->name, sc.to,
-	    gen_pool_online(sc.pool), ROLLOUT_TIMEOUT_S);
+	    "%d online after %d ms (ready_timeout_ms)", sc.pool->name, sc.to,
+	    gen_pool_online(sc.pool), sc.pool->def->svc->ready_timeout_ms);
 	scale_finish(err, NULL);
 }
 
@@ -75,7 +75,7 @@ void
 scale(const char *service, int size, int delta,
     void (*done)(const char *, json_t *, void *), void *arg)
 {
-	struct timeval	 tv = { ROLLOUT_TIMEOUT_S, 0 };
+	struct timeval	 tv;
 	struct build	 b;
 	struct pool	*p = NULL;
 	char		 err[256];
@@ -118,6 +118,8 @@ scale(const char *service, int size, int delta,
 	sc.to = size;
 	sc.done = done;
 	sc.arg = arg;
+	tv.tv_sec = p->def->svc->ready_timeout_ms / 1000;
+	tv.tv_usec = (p->def->svc->ready_timeout_ms % 1000) * 1000;
 	if (sc.timer == NULL && (sc.timer = evtimer_new(master.base,
 	    scale_timeout_cb, NULL)) == NULL)
 		fatalx("out of memory");

@@ -106,6 +106,22 @@ stats_restart(const char *service, int status, bool backoff)
 		stats_add("backoffs", service, 1);
 }
 
+/*
+ * A slot's worker the master ended (cause "timeout", "ready"), or one it
+ * replaced ("recycle"): worker_restarts[service]["CAUSE/CODE"], code the
+ * limit that fired.
+ */
+void
+stats_restart_cause(const char *service, const char *cause,
+    const char *code)
+{
+	char	key[64];
+
+	snprintf(key, sizeof key, "%s/%s", cause, code != NULL ? code : "");
+	number_add(object_in(object_in(counters_get(), "worker_restarts"),
+	    service), key, 1);
+}
+
 void
 stats_reload_begin(void)
 {

@@ -123,10 +123,12 @@ worker_new(struct pool *p, struct slot *s, struct pooldef *def)
 	w->slot = s != NULL ? s->index : -1;
 	w->id = master.next_worker_id++;
 	w->restarts = s != NULL ? s->restarts : 0;
-	w->exec_fd = w->out_fd = -1;
+	w->exec_fd = w->out_fd = w->notify_fd = -1;
 	w->state = W_STARTING;
+	w->jitter = 1.0;
 	TAILQ_INIT(&w->inflights);
 	clock_gettime(CLOCK_MONOTONIC, &w->started);
+	w->heard = w->started;
 	return w;
 }
 
@@ -151,11 +153,20 @@ worker_drop(const struct pooldef *def)
 	return 0;
 }
 
+/* Whatever a worker says shows it is alive (heartbeat.c). */
+static void
+worker_heard(struct worker *w)
+{
+	clock_gettime(CLOCK_MONOTONIC, &w->heard);
+	w->silent = false;
+}
+
 static void
 worker_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
     void *arg)
 {
 	(void)ipc;
+	worker_heard(arg);
 	dispatch_msg(arg, msg, fds, nfds);
 }
 
@@ -164,6 +175,7 @@ worker_frame_cb(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
     size_t nfds, void *arg)
 {
 	(void)ipc;
+	worker_heard(arg);
 	dispatch_frame(arg, f, fds, nfds);
 }
 
@@ -211,6 +223,7 @@ worker_exec(struct worker *w, int chan)
 		fatalx("fork: %s", strerror(errno));
 	case 0:
 		/* The child: only async-signal-safe calls until exec. */
+		(void)setpgid(0, 0);	/* its process group: its tree */
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (worker_drop(w->def) == -1)
 			_exit(126);
@@ -235,6 +248,7 @@ worker_exec(struct worker *w, int chan)
 	default:
 		break;
 	}
+	(void)setpgid(pid, pid);	/* before the child's own, too */
 	return pid;
 }
 
@@ -270,7 +284,25 @@ worker_kill_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	log_warnx("worker %d [pid %d]: still running after %d ms; killing it",
 	    w->id, (int)w->pid, gen_shutdown_ms());
-	(void)kill(w->pid, SIGKILL);
+	worker_signal(w, SIGKILL);
+}
+
+/*
+ * sig to w's whole process group, so nothing a program started outlives
+ * it (a worker from a master before process groups: to it alone).
+ */
+void
+worker_signal(struct worker *w, int sig)
+{
+	if (w->pid > 0 && kill(-w->pid, sig) == -1 && errno == ESRCH)
+		(void)kill(w->pid, sig);
+}
+
+/* w serves: online, and heard of lately where it is asked (heartbeat.c). */
+bool
+worker_serves(const struct worker *w)
+{
+	return w != NULL && w->state == W_ONLINE && !w->silent;
 }
 
 /* `stop`: it closes its servers and drains; killed after the timeout. */
@@ -287,7 +319,7 @@ worker_stop(struct worker *w)
 	w->state = W_STOPPING;
 	/* A program without a channel: SIGTERM is its `stop`. */
 	if (w->ipc == NULL)
-		(void)kill(w->pid, SIGTERM);
+		worker_signal(w, SIGTERM);
 	else
 		worker_send(w, json_pack("{s:s}", "type", "stop"));
 	w->kill_ev = evtimer_new(master.base, worker_kill_cb, w);
@@ -309,8 +341,7 @@ worker_kill(struct worker *w, const char *why)
 	log_warnx("worker %d [pid %d]: killing it: %s", w->id, (int)w->pid,
 	    why);
 	w->killed = true;
-	if (w->pid > 0)
-		(void)kill(w->pid, SIGKILL);
+	worker_signal(w, SIGKILL);
 	w->state = W_STOPPING;
 	memset(w->rr, 0, MAX_LISTENER_IDS * sizeof *w->rr);
 	worker_event(w, WEV_CHANGED);
@@ -340,6 +371,13 @@ worker_free(struct worker *w)
 	worker_event(w, WEV_GONE);
 	if (w->kill_ev != NULL)
 		event_free(w->kill_ev);
+	if (w->ready_ev != NULL)
+		event_free(w->ready_ev);
+	if (w->notify_ev != NULL)
+		event_free(w->notify_ev);
+	if (w->notify_fd != -1)
+		close(w->notify_fd);
+	free(w->status);
 	json_decref(w->last_count);
 	json_decref(w->listening);
 	pooldef_unref(w->def);

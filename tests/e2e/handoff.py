@@ -70,7 +70,10 @@ def scenario(act, mode, frames=False):
            "HANDOFF_REAL_WORKER": WORKER,
            "HANDOFF_FRAMES": "1" if frames else "0"}
     workers = 1 if mode == "round-robin" else 2
-    d = Daemon([echo_service(mode)], workers=workers, env=env)
+    # The fake reads nothing until it acts: no heartbeat, or it would
+    # stop counting as serving (and take nothing) after two pings.
+    d = Daemon([echo_service(mode, worker_timeout_ms=0)], workers=workers,
+               env=env)
     clients = []
     try:
         d.wait_online(workers)

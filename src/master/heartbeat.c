@@ -1,0 +1,170 @@
+/*
+ * Hung workers. A worker that answers on a channel is asked `ping` every
+ * interval (a quarter of its service's worker_timeout_ms, at most
+ * HEARTBEAT_MAX_MS) and answers from its loop; a notify program that was
+ * given WATCHDOG_USEC pings by itself (WATCHDOG=1, ready.c). Whatever a
+ * worker says counts. Silent for two intervals, it no longer counts as
+ * serving (worker_serves(): /ready, the agent, status, hand-offs); silent
+ * worker_timeout_ms, it is killed: SIGABRT to its process group, so it
+ * leaves a core where the operator keeps them, then SIGKILL HUNG_KILL_MS
+ * later. Its hand-offs never acked go to another worker once it is
+ * reaped, and its slot starts a new one at once.
+ */
+
+#include <sys/types.h>
+
+#include <signal.h>
+#include <stdio.h>
+
+#include <event2/event.h>
+
+#include "master.h"
+
+#define HEARTBEAT_TICK_MS	100
+#define HEARTBEAT_MAX_MS	1000	/* between two pings, at most */
+#define HUNG_KILL_MS		500	/* from SIGABRT to SIGKILL */
+
+static struct event	*tick;
+
+/* The worker is asked, or pings by itself: its timeout, else 0. */
+static int
+heartbeat_timeout(const struct worker *w)
+{
+	const struct nc_service	*svc;
+
+	if (w->def == NULL || w->state != W_ONLINE || w->killed)
+		return 0;
+	svc = w->def->svc;
+	if (w->ipc != NULL)
+		return svc->worker_timeout_ms;
+	return svc->notify && svc->has_worker_timeout ?
+	    svc->worker_timeout_ms : 0;
+}
+
+static int
+heartbeat_interval(int timeout)
+{
+	int	ms = timeout / 4;
+
+	return ms > HEARTBEAT_MAX_MS ? HEARTBEAT_MAX_MS : ms > 0 ? ms : 1;
+}
+
+static void
+heartbeat_kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	(void)fd;
+	(void)what;
+	worker_signal(w, SIGKILL);
+}
+
+/*
+ * w is hung (why says how we know): SIGABRT, SIGKILL soon after, and no
+ * more connections meanwhile.
+ */
+void
+heartbeat_hung(struct worker *w, const char *why)
+{
+	struct timeval	tv = { 0, HUNG_KILL_MS * 1000 };
+
+	if (w->killed || w->state == W_DEAD)
+		return;
+	log_err("service %s: worker %d [pid %d] (slot %d) %s; killing it "
+	    "(SIGABRT, then SIGKILL)", w->pool->name, w->id, (int)w->pid,
+	    w->slot, why);
+	w->cause = "timeout";
+	w->cause_code = "worker_timeout_ms";
+	w->killed = true;
+	w->state = W_STOPPING;
+	worker_signal(w, SIGABRT);
+	if (w->kill_ev != NULL)
+		event_free(w->kill_ev);
+	if ((w->kill_ev = evtimer_new(master.base, heartbeat_kill_cb, w)) ==
+	    NULL || evtimer_add(w->kill_ev, &tv) == -1)
+		worker_signal(w, SIGKILL);
+	worker_event(w, WEV_CHANGED);
+}
+
+static void
+heartbeat_one(struct worker *w, const struct timespec *now)
+{
+	char	why[128];
+	int	timeout, interval;
+	long	silent;
+
+	if ((timeout = heartbeat_timeout(w)) <= 0)
+		return;
+	interval = heartbeat_interval(timeout);
+	silent = (long)((now->tv_sec - w->heard.tv_sec) * 1000 +
+	    (now->tv_nsec - w->heard.tv_nsec) / 1000000);
+	if (w->ipc != NULL && (now->tv_sec - w->pinged.tv_sec) * 1000 +
+	    (now->tv_nsec - w->pinged.tv_nsec) / 1000000 >= interval) {
+		w->pinged = *now;
+		worker_send(w, json_pack("{s:s}", "type", "ping"));
+	}
+	if (silent >= timeout) {
+		snprintf(why, sizeof why, "silent for %ld ms "
+		    "(worker_timeout_ms %d)", silent, timeout);
+		heartbeat_hung(w, why);
+	} else if (silent >= 2 * interval + HEARTBEAT_TICK_MS && !w->silent) {
+		w->silent = true;
+		log_warnx("service %s: worker %d [pid %d] (slot %d) silent for "
+		    "%ld ms; it takes nothing until it answers", w->pool->name,
+		    w->id, (int)w->pid, w->slot, silent);
+		worker_event(w, WEV_CHANGED);
+	}
+}
+
+static void
+heartbeat_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w, *next;
+	struct timespec	 now;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (w = gen_next_worker(NULL); w != NULL; w = next) {
+		next = gen_next_worker(w);
+		heartbeat_one(w, &now);
+	}
+}
+
+/* A worker online: its silence counts from now. */
+static void
+heartbeat_online(struct worker *w)
+{
+	clock_gettime(CLOCK_MONOTONIC, &w->heard);
+	w->pinged = w->heard;
+}
+
+/* A pong: the connections it took so far (recycle.c counts them). */
+void
+heartbeat_pong(struct worker *w, json_t *msg)
+{
+	json_t	*n = json_object_get(msg, "accepted");
+
+	if (json_is_integer(n) && json_integer_value(n) >= 0)
+		w->accepted = (unsigned long long)json_integer_value(n);
+}
+
+void
+heartbeat_init(void)
+{
+	struct timeval	tv = { 0, HEARTBEAT_TICK_MS * 1000 };
+
+	worker_hook(WEV_ONLINE, heartbeat_online);
+	if ((tick = event_new(master.base, -1, EV_PERSIST, heartbeat_tick_cb,
+	    NULL)) == NULL || event_add(tick, &tv) == -1)
+		fatalx("cannot arm the heartbeat");
+}
+
+void
+heartbeat_stop(void)
+{
+	if (tick != NULL)
+		event_free(tick);
+	tick = NULL;
+}

@@ -1,0 +1,186 @@
+/*
+ * Recycling: a worker is replaced once it took "connections", lived
+ * "age_ms" or passed "rss_mib" of resident memory (its service's
+ * "recycle"), each limit lowered by up to jitter_percent, drawn once per
+ * worker, so that slots started together do not recycle together. The
+ * replacement starts first, in the worker's slot; once it is online it
+ * takes the slot over and the old worker drains, as in a reload: a pool
+ * never has fewer workers online than its count. One slot of a pool at a
+ * time, and none while a reload rolls the pool over.
+ */
+
+#include <sys/types.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "master.h"
+
+#define RECYCLE_TICK_MS		250
+#define RECYCLE_RETRY_S		5	/* after a replacement that failed */
+
+static struct event	*tick;
+
+/* The limit w passed, in why, or NULL. */
+static const char *
+recycle_due(const struct worker *w, char *why, size_t len)
+{
+	const struct nc_recycle	*r = &w->def->svc->recycle;
+	char			 path[64];
+	long			 pages, rss;
+	double			 lived = gen_elapsed_s(&w->started);
+	FILE			*f;
+
+	if (r->connections > 0 && (double)w->accepted >=
+	    r->connections * w->jitter) {
+		snprintf(why, len, "took %llu connections", w->accepted);
+		return "connections";
+	}
+	if (r->age_ms > 0 && lived * 1000 >= r->age_ms * w->jitter) {
+		snprintf(why, len, "lived %.1f s", lived);
+		return "age_ms";
+	}
+	if (r->rss_mib <= 0)
+		return NULL;
+	snprintf(path, sizeof path, "/proc/%d/statm", (int)w->pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return NULL;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = 0;
+	fclose(f);
+	rss = rss * sysconf(_SC_PAGESIZE) / (1024 * 1024);
+	if ((double)rss < r->rss_mib * w->jitter)
+		return NULL;
+	snprintf(why, len, "has %ld MiB resident", rss);
+	return "rss_mib";
+}
+
+/* A pool's slot whose worker is due, or NULL: none while one recycles. */
+static struct slot *
+recycle_pick(struct pool *p, char *why, size_t len, const char **limit)
+{
+	struct worker	*w;
+	int		 i;
+
+	if (p->rollout != NULL || p->def == NULL)
+		return NULL;
+	for (i = 0; i < p->nslots && i < p->size; i++)
+		if (p->slots[i]->next != NULL)
+			return NULL;	/* a replacement under way */
+	for (i = 0; i < p->nslots && i < p->size; i++) {
+		w = p->slots[i]->worker;
+		if (worker_serves(w) && w->recycle_after <= gen_elapsed_s(
+		    &master.started) && (*limit = recycle_due(w, why,
+		    len)) != NULL)
+			return p->slots[i];
+	}
+	return NULL;
+}
+
+static void
+recycle_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct slot	*s;
+	struct pool	*p;
+	const char	*limit = NULL;
+	char		 why[96];
+	size_t		 i;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (master.stopping || master.upgrading)
+		return;
+	for (i = 0; i < master.gen->npools; i++) {
+		p = master.gen->pools[i];
+		if ((s = recycle_pick(p, why, sizeof why, &limit)) == NULL)
+			continue;
+		log_notice("service %s: worker %d [pid %d] (slot %d) %s "
+		    "(recycle.%s %d, less up to %d%%); recycling it",
+		    p->name, s->worker->id, (int)s->worker->pid, s->index, why,
+		    limit, strcmp(limit, "connections") == 0 ?
+		    s->def->svc->recycle.connections : strcmp(limit,
+		    "age_ms") == 0 ? s->def->svc->recycle.age_ms :
+		    s->def->svc->recycle.rss_mib,
+		    s->def->svc->recycle.jitter_percent);
+		stats_restart_cause(p->name, "recycle", limit);
+		s->worker->cause = "recycle";
+		s->worker->cause_code = limit;
+		pool_renew(s);
+	}
+}
+
+/* The replacement is online: it takes the slot over, the old drains. */
+static void
+recycle_online(struct worker *w)
+{
+	struct slot	*s;
+
+	if (!w->incoming || w->pool->rollout != NULL || w->slot < 0 ||
+	    w->slot >= w->pool->nslots)
+		return;
+	s = w->pool->slots[w->slot];
+	if (s->next == w && s->worker != NULL && s->worker->cause != NULL &&
+	    strcmp(s->worker->cause, "recycle") == 0)
+		(void)pool_take_over(s);
+}
+
+/*
+ * A replacement that never came online: the old worker serves on, and
+ * is not recycled again for RECYCLE_RETRY_S.
+ */
+static void
+recycle_gone(struct worker *w)
+{
+	struct slot	*s;
+
+	if (!w->incoming || w->pool->rollout != NULL || w->slot < 0 ||
+	    w->slot >= w->pool->nslots)
+		return;
+	s = w->pool->slots[w->slot];
+	if (s->worker == NULL || s->worker->cause == NULL ||
+	    strcmp(s->worker->cause, "recycle") != 0)
+		return;
+	log_warnx("service %s: worker %d [pid %d] (slot %d), which was to "
+	    "take a recycled worker's place, ended; the old one serves on",
+	    w->pool->name, w->id, (int)w->pid, w->slot);
+	s->worker->cause = NULL;
+	s->worker->recycle_after = gen_elapsed_s(&master.started) +
+	    RECYCLE_RETRY_S;
+}
+
+/* Each worker's limits, lowered by up to its service's jitter. */
+static void
+recycle_started(struct worker *w)
+{
+	int	j = w->def != NULL ? w->def->svc->recycle.jitter_percent : 0;
+
+	w->jitter = 1.0 - (j > 0 ? (double)(random() % (j * 100 + 1)) /
+	    10000.0 : 0.0);
+}
+
+void
+recycle_init(void)
+{
+	struct timeval	tv = { 0, RECYCLE_TICK_MS * 1000 };
+
+	srandom((unsigned)getpid() ^ (unsigned)time(NULL));
+	worker_hook(WEV_STARTED, recycle_started);
+	worker_hook(WEV_ONLINE, recycle_online);
+	worker_hook(WEV_GONE, recycle_gone);
+	if ((tick = event_new(master.base, -1, EV_PERSIST, recycle_tick_cb,
+	    NULL)) == NULL || event_add(tick, &tv) == -1)
+		fatalx("cannot arm recycling");
+}
+
+void
+recycle_stop(void)
+{
+	if (tick != NULL)
+		event_free(tick);
+	tick = NULL;
+}
