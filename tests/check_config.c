@@ -359,6 +359,42 @@ static const struct {
 	  "t.json:1:24: metrics.listen: \"127.0.0.1:8124\" overlaps \"8124\" of services[0] (e)" },
 	{ "{\"metrics\": {\"listen\": \"9273\"}, \"agent\": {\"listen\": \"9273\"}, \"services\": [{\"name\": \"e\", \"listen\": [\"1\"]}]}",
 	  "t.json:1:53: agent.listen: \"9273\" overlaps the metrics listener \"9273\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"worker_timeout_ms\": -1}]}",
+	  "t.json:1:67: services[0].worker_timeout_ms: expected an integer from 0 to 86400000, got -1" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"worker_timeout_ms\": 86400001}]}",
+	  "t.json:1:67: services[0].worker_timeout_ms: expected an integer from 0 to 86400000, got 86400001" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"worker_timeout_ms\": \"2s\"}]}",
+	  "t.json:1:67: services[0].worker_timeout_ms: expected an integer from 0 to 86400000, got \"2s\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"ready_timeout_ms\": 0}]}",
+	  "t.json:1:66: services[0].ready_timeout_ms: expected an integer from 1 to 3600000, got 0" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"ready_timeout_ms\": 3600001}]}",
+	  "t.json:1:66: services[0].ready_timeout_ms: expected an integer from 1 to 3600000, got 3600001" },
+	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"], \"settle_ms\": -1}]}",
+	  "t.json:1:104: services[0].settle_ms: expected an integer from 0 to 600000, got -1" },
+	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"], \"settle_ms\": 600001}]}",
+	  "t.json:1:104: services[0].settle_ms: expected an integer from 0 to 600000, got 600001" },
+	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"], \"notify\": \"yes\"}]}",
+	  "t.json:1:101: services[0].notify: expected true or false, got \"yes\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"notify\": true}]}",
+	  "t.json:1:46: services[0].notify: only the program handler takes \"notify\"" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"settle_ms\": 5}]}",
+	  "t.json:1:46: services[0].settle_ms: only the program handler takes \"settle_ms\"" },
+	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"], \"sockets\": \"cluster\", \"notify\": true}]}",
+	  "t.json:1:113: services[0].notify: a program linked with libnetcluster (\"sockets\": \"cluster\") answers the master on its channel; \"notify\" is for \"sockets\": \"inherit\"" },
+	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"], \"recycle\": {\"age_ms\": 1000, \"connections\": 100}}]}",
+	  "t.json:1:119: services[0].recycle.connections: the master cannot count what a program on inherited sockets accepts; recycle it by age_ms or rss_mib" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"recycle\": {\"age_ms\": 1000, \"requests\": 100}}]}",
+	  "t.json:1:74: services[0].recycle.requests: unknown key" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"recycle\": []}]}",
+	  "t.json:1:57: services[0].recycle: expected an object, got an array" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"recycle\": {\"connections\": 0}}]}",
+	  "t.json:1:73: services[0].recycle.connections: expected an integer from 1 to 2000000000, got 0" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"recycle\": {\"age_ms\": 2000000001}}]}",
+	  "t.json:1:68: services[0].recycle.age_ms: expected an integer from 1 to 2000000000, got 2000000001" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"recycle\": {\"rss_mib\": 1048577}}]}",
+	  "t.json:1:69: services[0].recycle.rss_mib: expected an integer from 1 to 1048576, got 1048577" },
+	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"recycle\": {\"jitter_percent\": 101}}]}",
+	  "t.json:1:76: services[0].recycle.jitter_percent: expected an integer from 0 to 100, got 101" },
 };
 
 START_TEST(test_endpoints)
@@ -462,6 +498,106 @@ START_TEST(test_programs_beside)
 	ck_assert_int_eq(cfg->services[2].handler, NC_HANDLER_PROGRAM);
 	ck_assert_str_eq(cfg->services[2].command[1], "-v");
 	ck_assert_int_eq(cfg->services[2].workers, 2);
+	nc_config_free(cfg);
+}
+END_TEST
+
+/*
+ * Supervision: worker_timeout_ms and ready_timeout_ms for every service,
+ * notify and settle_ms for a program, recycle's limits off unless given
+ * and its jitter 10% once "recycle" is. has_worker_timeout tells a
+ * worker_timeout_ms of the service's own, even 0, from the default.
+ */
+START_TEST(test_supervision_keys)
+{
+	struct nc_config	*cfg;
+	struct nc_service	*s;
+
+	cfg = parse_ok("{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"]},"
+	    "\n {\"name\": \"p\", \"listen\": [\"2\"], "
+	    "\"handler\": \"program\", \"command\": [\"/bin/x\"]}]}");
+	s = &cfg->services[0];
+	ck_assert_int_eq(s->worker_timeout_ms, 30000);
+	ck_assert(!s->has_worker_timeout);
+	ck_assert_int_eq(s->ready_timeout_ms, 60000);
+	ck_assert_int_eq(s->recycle.connections, 0);
+	ck_assert_int_eq(s->recycle.age_ms, 0);
+	ck_assert_int_eq(s->recycle.rss_mib, 0);
+	ck_assert_int_eq(s->recycle.jitter_percent, 0);
+	s = &cfg->services[1];
+	ck_assert_int_eq(s->worker_timeout_ms, 30000);
+	ck_assert(!s->has_worker_timeout);
+	ck_assert_int_eq(s->ready_timeout_ms, 60000);
+	ck_assert(!s->notify);
+	ck_assert_int_eq(s->settle_ms, 1000);
+	ck_assert_int_eq(s->recycle.jitter_percent, 0);
+	nc_config_free(cfg);
+
+	cfg = parse_ok("{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], "
+	    "\"worker_timeout_ms\": 2000, \"ready_timeout_ms\": 1, "
+	    "\"recycle\": {\"connections\": 1000}},\n"
+	    " {\"name\": \"f\", \"listen\": [\"2\"], \"worker_timeout_ms\": 0, "
+	    "\"recycle\": {}},\n"
+	    " {\"name\": \"g\", \"listen\": [\"3\"], "
+	    "\"worker_timeout_ms\": 30000, \"ready_timeout_ms\": 3600000, "
+	    "\"recycle\": {\"connections\": 2000000000, "
+	    "\"age_ms\": 2000000000, \"rss_mib\": 1048576, "
+	    "\"jitter_percent\": 100}},\n"
+	    " {\"name\": \"p\", \"listen\": [\"4\"], \"handler\": \"program\", "
+	    "\"command\": [\"/bin/x\"], \"notify\": true, \"settle_ms\": 0, "
+	    "\"worker_timeout_ms\": 86400000, \"recycle\": {\"age_ms\": 60000, "
+	    "\"rss_mib\": 512, \"jitter_percent\": 0}},\n"
+	    " {\"name\": \"q\", \"listen\": [\"5\"], \"handler\": \"program\", "
+	    "\"command\": [\"/bin/y\"], \"notify\": false, "
+	    "\"settle_ms\": 600000, \"ready_timeout_ms\": 3600000},\n"
+	    " {\"name\": \"c\", \"listen\": [\"6\"], \"handler\": \"program\", "
+	    "\"command\": [\"/bin/z\"], \"sockets\": \"cluster\", "
+	    "\"recycle\": {\"connections\": 5}}]}");
+	s = &cfg->services[0];
+	ck_assert_int_eq(s->worker_timeout_ms, 2000);
+	ck_assert(s->has_worker_timeout);
+	ck_assert_int_eq(s->ready_timeout_ms, 1);
+	ck_assert_int_eq(s->recycle.connections, 1000);
+	ck_assert_int_eq(s->recycle.age_ms, 0);
+	ck_assert_int_eq(s->recycle.rss_mib, 0);
+	ck_assert_int_eq(s->recycle.jitter_percent, 10);
+	/* 0, given: off, and the service's own. */
+	s = &cfg->services[1];
+	ck_assert_int_eq(s->worker_timeout_ms, 0);
+	ck_assert(s->has_worker_timeout);
+	ck_assert_int_eq(s->ready_timeout_ms, 60000);
+	ck_assert_int_eq(s->recycle.connections, 0);
+	ck_assert_int_eq(s->recycle.age_ms, 0);
+	ck_assert_int_eq(s->recycle.rss_mib, 0);
+	ck_assert_int_eq(s->recycle.jitter_percent, 10);
+	/* The default's value, given, is given all the same. */
+	s = &cfg->services[2];
+	ck_assert_int_eq(s->worker_timeout_ms, 30000);
+	ck_assert(s->has_worker_timeout);
+	ck_assert_int_eq(s->ready_timeout_ms, 3600000);
+	ck_assert_int_eq(s->recycle.connections, 2000000000);
+	ck_assert_int_eq(s->recycle.age_ms, 2000000000);
+	ck_assert_int_eq(s->recycle.rss_mib, 1048576);
+	ck_assert_int_eq(s->recycle.jitter_percent, 100);
+	s = &cfg->services[3];
+	ck_assert(s->notify);
+	ck_assert_int_eq(s->settle_ms, 0);
+	ck_assert_int_eq(s->worker_timeout_ms, 86400000);
+	ck_assert(s->has_worker_timeout);
+	ck_assert_int_eq(s->recycle.connections, 0);
+	ck_assert_int_eq(s->recycle.age_ms, 60000);
+	ck_assert_int_eq(s->recycle.rss_mib, 512);
+	ck_assert_int_eq(s->recycle.jitter_percent, 0);
+	s = &cfg->services[4];
+	ck_assert(!s->notify);
+	ck_assert_int_eq(s->settle_ms, 600000);
+	ck_assert_int_eq(s->ready_timeout_ms, 3600000);
+	ck_assert(!s->has_worker_timeout);
+	/* A program linked with libnetcluster counts what it accepts. */
+	s = &cfg->services[5];
+	ck_assert_int_eq(s->sockets, NC_SOCKETS_CLUSTER);
+	ck_assert_int_eq(s->recycle.connections, 5);
+	ck_assert_int_eq(s->recycle.jitter_percent, 10);
 	nc_config_free(cfg);
 }
 END_TEST
@@ -1077,6 +1213,7 @@ main(void)
 	tcase_add_test(tc, test_endpoints);
 	tcase_add_test(tc, test_service_pool);
 	tcase_add_test(tc, test_programs_beside);
+	tcase_add_test(tc, test_supervision_keys);
 	tcase_add_test(tc, test_listen_forms);
 	tcase_add_test(tc, test_listen_equal_same);
 	tcase_add_loop_test(tc, test_bad_configs, 0,
