@@ -805,9 +805,13 @@ nc__cluster_listen(struct nc_server *s, struct event_base *base,
 		return NC_EINVAL;
 	if ((p = calloc(1, sizeof *p)) == NULL)
 		return NC_ENOMEM;
-	/* "frames": connections may come as frames (nc-ipc.h). */
-	msg = json_pack("{s:s, s:s, s:i, s:i}", "type", "listen", "address",
-	    address, "backlog", backlog, "frames", NC_IPC_FRAME_VERSION);
+	/*
+	 * "frames": connections may come as frames (nc-ipc.h); "heartbeat":
+	 * it answers `ping` (a worker from before exits at an unknown type).
+	 */
+	msg = json_pack("{s:s, s:s, s:i, s:i, s:i}", "type", "listen",
+	    "address", address, "backlog", backlog, "frames",
+	    NC_IPC_FRAME_VERSION, "heartbeat", 1);
 	/* netcluster-worker says which listener it means: two services may
 	 * both listen on "127.0.0.1:0". */
 	if (msg != NULL && service != NULL &&

@@ -970,6 +970,15 @@ config_service_check(struct config_ctx *c, json_t *obj, struct nc_service *svc)
 		config_pop(c);
 		config_pop(c);
 	}
+	if (svc->sockets == NC_SOCKETS_INHERIT && !svc->notify &&
+	    svc->settle_ms >= svc->ready_timeout_ms) {
+		config_push_key(c, "settle_ms");
+		config_error(c, true, "%d is not less than ready_timeout_ms "
+		    "(%d): a program is online once it lived settle_ms, and "
+		    "killed if not online within ready_timeout_ms",
+		    svc->settle_ms, svc->ready_timeout_ms);
+		config_pop(c);
+	}
 	if (svc->sockets == NC_SOCKETS_CLUSTER &&
 	    json_object_get(obj, "notify") != NULL) {
 		config_push_key(c, "notify");

@@ -31,6 +31,14 @@ gen_elapsed_s(const struct timespec *since)
 	    (double)(now.tv_nsec - since->tv_nsec) / 1e9;
 }
 
+/* Milliseconds from a to b (monotonic times). */
+long
+gen_ms_between(const struct timespec *a, const struct timespec *b)
+{
+	return (long)((b->tv_sec - a->tv_sec) * 1000 +
+	    (b->tv_nsec - a->tv_nsec) / 1000000);
+}
+
 /* The pool of a service of the running generation, or NULL. */
 struct pool *
 gen_pool(const char *name)

@@ -26,27 +26,43 @@
 
 static struct event	*tick;
 
-/* The worker is asked, or pings by itself: its timeout, else 0. */
-static int
-heartbeat_timeout(const struct worker *w)
+/*
+ * How w is watched: asked every *interval ms (0: never), hung once
+ * silent *timeout ms (0: never), not serving once silent *quiet ms. A
+ * worker that said it answers `ping` is asked every quarter of its
+ * worker_timeout_ms, at most HEARTBEAT_MAX_MS, and every
+ * HEARTBEAT_MAX_MS without a timeout where recycle.connections counts
+ * what it answers. A notify program pings by itself (WATCHDOG=1 at half
+ * of WATCHDOG_USEC, by systemd's custom): it is not serving after three
+ * quarters of its timeout.
+ */
+static void
+heartbeat_plan(const struct worker *w, int *interval, int *timeout,
+    int *quiet)
 {
 	const struct nc_service	*svc;
+	int			 ms;
 
+	*interval = *timeout = *quiet = 0;
 	if (w->def == NULL || w->state != W_ONLINE || w->killed)
-		return 0;
+		return;
 	svc = w->def->svc;
-	if (w->ipc != NULL)
-		return svc->worker_timeout_ms;
-	return svc->notify && svc->has_worker_timeout ?
-	    svc->worker_timeout_ms : 0;
-}
-
-static int
-heartbeat_interval(int timeout)
-{
-	int	ms = timeout / 4;
-
-	return ms > HEARTBEAT_MAX_MS ? HEARTBEAT_MAX_MS : ms > 0 ? ms : 1;
+	if (w->ipc == NULL) {
+		if (svc->notify && svc->has_worker_timeout) {
+			*timeout = svc->worker_timeout_ms;
+			*quiet = *timeout / 4 * 3;
+		}
+		return;
+	}
+	if (!w->heartbeat)
+		return;
+	*timeout = svc->worker_timeout_ms;
+	ms = *timeout / 4;
+	*interval = *timeout == 0 ? (svc->recycle.connections > 0 ?
+	    HEARTBEAT_MAX_MS : 0) : ms > HEARTBEAT_MAX_MS ? HEARTBEAT_MAX_MS :
+	    ms > 0 ? ms : 1;
+	if (*timeout > 0)
+		*quiet = 2 * *interval + HEARTBEAT_TICK_MS;
 }
 
 static void
@@ -90,24 +106,22 @@ static void
 heartbeat_one(struct worker *w, const struct timespec *now)
 {
 	char	why[128];
-	int	timeout, interval;
+	int	interval, timeout, quiet;
 	long	silent;
 
-	if ((timeout = heartbeat_timeout(w)) <= 0)
-		return;
-	interval = heartbeat_interval(timeout);
-	silent = (long)((now->tv_sec - w->heard.tv_sec) * 1000 +
-	    (now->tv_nsec - w->heard.tv_nsec) / 1000000);
-	if (w->ipc != NULL && (now->tv_sec - w->pinged.tv_sec) * 1000 +
-	    (now->tv_nsec - w->pinged.tv_nsec) / 1000000 >= interval) {
+	heartbeat_plan(w, &interval, &timeout, &quiet);
+	if (interval > 0 && gen_ms_between(&w->pinged, now) >= interval) {
 		w->pinged = *now;
 		worker_send(w, json_pack("{s:s}", "type", "ping"));
 	}
+	if (timeout <= 0)
+		return;
+	silent = gen_ms_between(&w->heard, now);
 	if (silent >= timeout) {
 		snprintf(why, sizeof why, "silent for %ld ms "
 		    "(worker_timeout_ms %d)", silent, timeout);
 		heartbeat_hung(w, why);
-	} else if (silent >= 2 * interval + HEARTBEAT_TICK_MS && !w->silent) {
+	} else if (silent >= quiet && !w->silent) {
 		w->silent = true;
 		log_warnx("service %s: worker %d [pid %d] (slot %d) silent for "
 		    "%ld ms; it takes nothing until it answers", w->pool->name,

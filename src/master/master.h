@@ -143,6 +143,7 @@ struct worker {
 	/* heartbeat.c, ready.c, recycle.c */
 	struct timespec		 heard;		/* its last word, or ping */
 	struct timespec		 pinged;
+	bool			 heartbeat;	/* answers `ping` */
 	bool			 silent;	/* not heard of late */
 	unsigned long long	 accepted;	/* connections it took */
 	double			 jitter;	/* its recycle limits' factor */
@@ -151,6 +152,7 @@ struct worker {
 	int			 notify_fd;	/* its NOTIFY_SOCKET, or -1 */
 	struct event		*notify_ev;
 	char			*status;	/* its STATUS= */
+	unsigned long		 foreign_notes;	/* from other processes */
 	bool			 adopted;	/* from the master before */
 	struct event		*kill_ev;	/* the stop's deadline */
 	/* handoff.c */
@@ -245,6 +247,7 @@ extern struct master	 master;
 
 /* gen.c: the state and walks over it (no file below it). */
 double	 gen_elapsed_s(const struct timespec *);
+long	 gen_ms_between(const struct timespec *, const struct timespec *);
 struct pool *gen_pool(const char *name);
 struct worker *gen_next_worker(struct worker *);
 struct worker *gen_worker_by_id(int id);
@@ -289,6 +292,7 @@ void	 worker_send(struct worker *, json_t *);
 void	 worker_stop(struct worker *);
 void	 worker_kill(struct worker *, const char *why);
 void	 worker_signal(struct worker *, int sig);
+void	 worker_heard(struct worker *);
 bool	 worker_serves(const struct worker *);
 void	 worker_detach(struct worker *);
 void	 worker_free(struct worker *);
@@ -450,7 +454,7 @@ void	 recycle_stop(void);
 void	 stats_add(const char *family, const char *key, json_int_t);
 void	 stats_set(const char *family, const char *key, json_int_t);
 json_int_t stats_get(const char *family, const char *key);
-void	 stats_restart(const char *service, int status, bool backoff);
+void	 stats_restart(const char *service, int status);
 void	 stats_restart_cause(const char *service, const char *cause,
 	    const char *code);
 void	 stats_reload_begin(void);

@@ -178,7 +178,7 @@ restart_samples(json_t *f, const char *service, json_t *causes)
 {
 	const char	*key;
 	json_t		*v;
-	char		 cause[16], *slash;
+	char		 cause[64], *slash;	/* as stats.c's keys */
 
 	json_object_foreach(causes, key, v) {
 		snprintf(cause, sizeof cause, "%s", key);

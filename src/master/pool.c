@@ -375,8 +375,9 @@ slot_restart(struct slot *s, const struct worker *w, int status, bool killed,
 	if (w->cause != NULL && strcmp(w->cause, "recycle") != 0)
 		stats_restart_cause(s->pool->name, w->cause, w->cause_code);
 	else
-		stats_restart(s->pool->name, status, backoff);
+		stats_restart(s->pool->name, status);
 	if (backoff) {
+		stats_add("backoffs", s->pool->name, 1);
 		s->backoff_ms = s->backoff_ms * 3 / 2;
 		if (s->backoff_ms > BACKOFF_MAX_MS)
 			s->backoff_ms = BACKOFF_MAX_MS;
@@ -456,12 +457,12 @@ pool_export(void)
 	for (w = gen_next_worker(NULL); w != NULL; w = gen_next_worker(w)) {
 		if (w->state == W_DEAD || (w->ipc == NULL && !w->program))
 			continue;
-		e = json_pack("{s:s, s:i, s:i, s:i, s:i, s:s, s:b, s:b, s:O*}",
-		    "service", w->pool->name, "pid", (int)w->pid, "slot",
-		    w->slot, "id", w->id, "generation", w->generation,
+		e = json_pack("{s:s, s:i, s:i, s:i, s:i, s:s, s:b, s:b, s:b, "
+		    "s:O*}", "service", w->pool->name, "pid", (int)w->pid,
+		    "slot", w->slot, "id", w->id, "generation", w->generation,
 		    "state", worker_state_name(w->state), "program",
-		    w->program, "frames", w->frames, "last_count",
-		    w->last_count);
+		    w->program, "frames", w->frames, "heartbeat",
+		    w->heartbeat, "last_count", w->last_count);
 		if (e == NULL)
 			continue;
 		if (w->program) {
@@ -533,6 +534,8 @@ pool_adopt_one(json_t *e)
 	w->ever_online = true;
 	w->adopted = true;
 	w->frames = json_is_true(json_object_get(e, "frames"));
+	/* A worker from before this said nothing: it is never pinged. */
+	w->heartbeat = json_is_true(json_object_get(e, "heartbeat"));
 	if (json_is_object(json_object_get(e, "last_count")))
 		w->last_count = json_incref(json_object_get(e, "last_count"));
 	if (json_is_true(json_object_get(e, "program"))) {

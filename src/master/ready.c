@@ -88,15 +88,20 @@ ready_settled_cb(evutil_socket_t fd, short what, void *arg)
 
 /*
  * A program on inherited sockets runs (its exec succeeded): online at
- * its READY=1, or once it lived settle_ms.
+ * its READY=1, or once it lived settle_ms, which the configuration
+ * keeps below ready_timeout_ms: that timer gives way to this one.
  */
 void
 ready_exec(struct worker *w)
 {
 	const struct nc_service	*svc = w->def->svc;
 
-	if (svc->notify)
+	if (svc->notify) {
+		if (w->notify_fd == -1)
+			worker_kill(w, "it has no NOTIFY_SOCKET to say READY=1 "
+			    "on (see above)");
 		return;
+	}
 	if (svc->settle_ms == 0) {
 		worker_online(w);
 		return;
@@ -134,10 +139,9 @@ ready_line(struct worker *w, const char *line, size_t len)
 	if (len == 7 && memcmp(line, "READY=1", 7) == 0) {
 		if (w->state == W_STARTING && !w->killed)
 			worker_online(w);
-	} else if (len == 10 && memcmp(line, "WATCHDOG=1", 10) == 0) {
-		clock_gettime(CLOCK_MONOTONIC, &w->heard);
-		w->silent = false;
-	} else if (len == 16 && memcmp(line, "WATCHDOG=trigger", 16) == 0)
+	} else if (len == 10 && memcmp(line, "WATCHDOG=1", 10) == 0)
+		worker_heard(w);
+	else if (len == 16 && memcmp(line, "WATCHDOG=trigger", 16) == 0)
 		heartbeat_hung(w, "asked for it (WATCHDOG=trigger)");
 	else if (len >= 7 && memcmp(line, "STATUS=", 7) == 0)
 		ready_status(w, line + 7, len - 7);
@@ -184,10 +188,15 @@ ready_notify_cb(evutil_socket_t fd, short what, void *arg)
 			}
 		}
 		if (cred == NULL || !ready_sender(w, cred->pid)) {
-			log_warnx("service %s: worker %d [pid %d]: a "
-			    "notification from pid %d, not of its processes, "
-			    "is ignored", w->pool->name, w->id, (int)w->pid,
-			    cred != NULL ? (int)cred->pid : -1);
+			/* Logged the 1st, 2nd, 4th... time. */
+			w->foreign_notes++;
+			if ((w->foreign_notes & (w->foreign_notes - 1)) == 0)
+				log_warnx("service %s: worker %d [pid %d]: a "
+				    "notification from pid %d, not of its "
+				    "processes, is ignored (%lu ignored)",
+				    w->pool->name, w->id, (int)w->pid,
+				    cred != NULL ? (int)cred->pid : -1,
+				    w->foreign_notes);
 			continue;
 		}
 		buf[n] = '\0';
@@ -222,20 +231,31 @@ ready_socket(struct worker *w, char *addr, size_t len)
 	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
 	    0)) == -1)
 		return -1;
-	if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) == -1 ||
-	    bind(fd, (struct sockaddr *)&sun, slen) == -1) {
-		log_warnx("service %s: worker %d: NOTIFY_SOCKET: %s",
-		    w->pool->name, w->id, strerror(errno));
-		close(fd);
-		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) == -1)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&sun, slen) == -1) {
+		/* Its name taken: one the kernel picks (autobind). */
+		slen = sizeof sun;
+		if (errno != EADDRINUSE || bind(fd, (struct sockaddr *)&sun,
+		    sizeof(sa_family_t)) == -1 || getsockname(fd,
+		    (struct sockaddr *)&sun, &slen) == -1 ||
+		    slen <= offsetof(struct sockaddr_un, sun_path) + 1)
+			goto fail;
 	}
 	w->notify_fd = fd;
 	w->notify_ev = event_new(master.base, fd, EV_READ | EV_PERSIST,
 	    ready_notify_cb, w);
 	if (w->notify_ev == NULL || event_add(w->notify_ev, NULL) == -1)
 		fatalx("out of memory");
-	snprintf(addr, len, "@%s", sun.sun_path + 1);
+	snprintf(addr, len, "@%.*s", (int)(slen -
+	    offsetof(struct sockaddr_un, sun_path) - 1), sun.sun_path + 1);
 	return 0;
+
+fail:
+	log_warnx("service %s: worker %d: NOTIFY_SOCKET: %s", w->pool->name,
+	    w->id, strerror(errno));
+	close(fd);
+	return -1;
 }
 
 void

@@ -107,43 +107,64 @@ recycle_tick_cb(evutil_socket_t fd, short what, void *arg)
 		    "age_ms") == 0 ? s->def->svc->recycle.age_ms :
 		    s->def->svc->recycle.rss_mib,
 		    s->def->svc->recycle.jitter_percent);
-		stats_restart_cause(p->name, "recycle", limit);
 		s->worker->cause = "recycle";
 		s->worker->cause_code = limit;
 		pool_renew(s);
 	}
 }
 
-/* The replacement is online: it takes the slot over, the old drains. */
+/* Whether w is a slot's worker being recycled. */
+static bool
+recycle_recycling(const struct worker *w)
+{
+	return w != NULL && w->cause != NULL &&
+	    strcmp(w->cause, "recycle") == 0;
+}
+
+/* A recycle's replacement, gone or online: its slot, else NULL. */
+static struct slot *
+recycle_slot(const struct worker *w)
+{
+	if (!w->incoming || w->pool->rollout != NULL || w->slot < 0 ||
+	    w->slot >= w->pool->nslots)
+		return NULL;
+	return w->pool->slots[w->slot];
+}
+
+/*
+ * The replacement is online: it takes the slot over and the old worker
+ * drains; or it takes the slot the old one left, dying meanwhile.
+ */
 static void
 recycle_online(struct worker *w)
 {
 	struct slot	*s;
+	struct worker	*old;
 
-	if (!w->incoming || w->pool->rollout != NULL || w->slot < 0 ||
-	    w->slot >= w->pool->nslots)
+	if ((s = recycle_slot(w)) == NULL || s->next != w ||
+	    (s->worker != NULL && !recycle_recycling(s->worker)))
 		return;
-	s = w->pool->slots[w->slot];
-	if (s->next == w && s->worker != NULL && s->worker->cause != NULL &&
-	    strcmp(s->worker->cause, "recycle") == 0)
-		(void)pool_take_over(s);
+	if ((old = pool_take_over(s)) != NULL)
+		stats_restart_cause(w->pool->name, "recycle", old->cause_code);
 }
 
 /*
  * A replacement that never came online: the old worker serves on, and
- * is not recycled again for RECYCLE_RETRY_S.
+ * is not recycled again for RECYCLE_RETRY_S; if it died meanwhile, the
+ * slot starts another (it waited for this one).
  */
 static void
 recycle_gone(struct worker *w)
 {
 	struct slot	*s;
 
-	if (!w->incoming || w->pool->rollout != NULL || w->slot < 0 ||
-	    w->slot >= w->pool->nslots)
+	if ((s = recycle_slot(w)) == NULL || s->next == w)
 		return;
-	s = w->pool->slots[w->slot];
-	if (s->worker == NULL || s->worker->cause == NULL ||
-	    strcmp(s->worker->cause, "recycle") != 0)
+	if (s->worker == NULL) {
+		pool_refill(w->pool);
+		return;
+	}
+	if (!recycle_recycling(s->worker))
 		return;
 	log_warnx("service %s: worker %d [pid %d] (slot %d), which was to "
 	    "take a recycled worker's place, ended; the old one serves on",

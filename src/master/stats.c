@@ -87,7 +87,7 @@ stats_counters(void)
  * worker_restarts[service]["exit/N" or "signal/SIGNAME"].
  */
 void
-stats_restart(const char *service, int status, bool backoff)
+stats_restart(const char *service, int status)
 {
 	char	key[32], sig[16];
 
@@ -102,8 +102,6 @@ stats_restart(const char *service, int status, bool backoff)
 		snprintf(key, sizeof key, "exit/%d", WEXITSTATUS(status));
 	number_add(object_in(object_in(counters_get(), "worker_restarts"),
 	    service), key, 1);
-	if (backoff)
-		stats_add("backoffs", service, 1);
 }
 
 /*

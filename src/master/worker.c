@@ -153,12 +153,20 @@ worker_drop(const struct pooldef *def)
 	return 0;
 }
 
-/* Whatever a worker says shows it is alive (heartbeat.c). */
-static void
+/*
+ * Whatever a worker says shows it is alive (heartbeat.c): one that was
+ * silent serves again, and takes its share again.
+ */
+void
 worker_heard(struct worker *w)
 {
 	clock_gettime(CLOCK_MONOTONIC, &w->heard);
-	w->silent = false;
+	if (w->silent) {
+		w->silent = false;
+		log_info("service %s: worker %d [pid %d] (slot %d) answers "
+		    "again", w->pool->name, w->id, (int)w->pid, w->slot);
+		worker_event(w, WEV_CHANGED);
+	}
 }
 
 static void
