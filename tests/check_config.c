@@ -377,6 +377,8 @@ static const struct {
 	  "t.json:1:101: services[0].notify: expected true or false, got \"yes\"" },
 	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"notify\": true}]}",
 	  "t.json:1:46: services[0].notify: only the program handler takes \"notify\"" },
+	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"], \"ready_timeout_ms\": 5000, \"settle_ms\": 5000}]}",
+	  "t.json:1:117: services[0].settle_ms: 5000 is not less than ready_timeout_ms (5000): a program is online once it lived settle_ms, and killed if not online within ready_timeout_ms" },
 	{ "{\"services\": [{\"name\": \"e\", \"listen\": [\"1\"], \"settle_ms\": 5}]}",
 	  "t.json:1:46: services[0].settle_ms: only the program handler takes \"settle_ms\"" },
 	{ "{\"services\": [{\"name\": \"p\", \"listen\": [\"1\"], \"handler\": \"program\", \"command\": [\"/bin/x\"], \"sockets\": \"cluster\", \"notify\": true}]}",

@@ -20,7 +20,15 @@ within settle_ms; each time the old workers serve on, nothing lost.
 
 Watchdog: with worker_timeout_ms in the service, the program gets
 WATCHDOG_USEC and WATCHDOG_PID and says WATCHDOG=1; once it stops, it
-is killed, replaced, logged and counted (cause="timeout")."""
+is killed, replaced, logged and counted (cause="timeout",
+code="worker_timeout_ms").
+
+Who is asked: only a worker that said "heartbeat" in its listen gets
+`ping` (heartbeat_worker.py, both ways); one that did not, as a worker
+of a libnetcluster from before would, is never asked and serves on. A
+reuseport worker stopped long enough to be silent has the master serve
+its slot's socket; once it goes on and answers, it takes its socket
+back at once: the master accepts nothing more there."""
 
 import json
 import os
@@ -42,6 +50,7 @@ from harness import (NETCLUSTERCTL, SCALE, check, echo_once, echo_service,
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAM = os.path.join(HERE, "supervision_notify.py")
+HB_PROGRAM = os.path.join(HERE, "heartbeat_worker.py")
 TIMEOUT_MS = 2000                       # worker_timeout_ms of the tests
 INTERVAL_S = min(TIMEOUT_MS / 4, 1000) / 1000.0     # between two pings
 # A hung worker is gone within the timeout and a second of its SIGSTOP,
@@ -704,7 +713,8 @@ def test_watchdog():
                 % slot, i)
             new = int(m.group(1))
             now = serving(d)
-            count = restarts(d, service="echo", cause="timeout")
+            count = restarts(d, service="echo", cause="timeout",
+                             code="worker_timeout_ms")
             print("  watchdog: muted; killed after %.2f s (silent %d ms), "
                   "ended by SIGABRT after %.2f s, pid %d online after "
                   "%.2f s; restarts{cause=\"timeout\"} %d" % (
@@ -724,9 +734,115 @@ def test_watchdog():
             pr.close()
 
 
+# 4. Who is asked, and a worker that answers again.
+
+def lines_of(path, word):
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if line.strip() == word)
+    except FileNotFoundError:
+        return 0
+
+
+def test_heartbeat_only_if_said():
+    tmp = tempfile.mkdtemp(prefix="nc-e2e-hb.")
+    logs = {n: os.path.join(tmp, n + ".log") for n in ("says", "mute")}
+
+    def service(name):
+        return {"name": name, "handler": "program", "sockets": "cluster",
+                "mode": "shared", "listen": ["127.0.0.1:0"],
+                "command": [sys.executable, HB_PROGRAM],
+                "worker_timeout_ms": 400,       # a ping each 100 ms
+                "env": {"HB_SAYS": "1" if name == "says" else "0",
+                        "HB_LOG": logs[name]}}
+
+    try:
+        with Busy():
+            d = Daemon([service("says"), service("mute")], workers=1)
+            try:
+                d.wait_online(2)
+                before = {w["service"]: w["pid"] for w in d.slot_workers()}
+                # Ten pings to the one that says it answers: far past the
+                # 400 ms the other would have had to answer its first.
+                deadline = time.monotonic() + 10 * SCALE
+                while lines_of(logs["says"], "ping") < 10:
+                    check(time.monotonic() < deadline, "no 10 pings to the "
+                          "worker that said it answers; log:\n%s" %
+                          "\n".join(d.lines[-20:]))
+                    d.read_lines(0.1)
+                after = {w["service"]: (w["pid"], w["state"])
+                         for w in d.slot_workers()}
+                print("  heartbeat: %d pings to the worker that said "
+                      "\"heartbeat\", %d to the one that did not; workers "
+                      "%s" % (lines_of(logs["says"], "ping"),
+                              lines_of(logs["mute"], "ping"), after))
+                check(lines_of(logs["mute"], "ping") == 0,
+                      "a worker that did not say \"heartbeat\" was pinged")
+                check(after == {n: (before[n], "online") for n in before},
+                      "workers before %s, after %s" % (before, after))
+                st = d.ctl("status")["services"]
+                check(all(s["online"] == 1 for s in st),
+                      "status: %s" % [(s["name"], s["online"]) for s in st])
+            finally:
+                d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def master_accepted(d):
+    """Connections the master accepted for echo's listener."""
+    return d.ctl("status")["services"][0]["listeners"][0]["accepted"]
+
+
+def test_silent_then_answers():
+    timeout_ms = 6000           # silent at 2.1 s, killed at 6 s
+    with Busy():
+        d = Daemon([echo_service("reuseport",
+                                 worker_timeout_ms=timeout_ms)])
+        try:
+            d.wait_online()
+            port = d.port()
+            pid = d.slot_workers()[0]["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                _, i, t_silent = d.wait_match(
+                    r"worker \d+ \[pid %d\] \(slot \d+\) silent for" % pid)
+                acc0 = master_accepted(d)
+                for _ in range(40):
+                    got = echo_once(port)
+                    check(got == "made", "a connection %s while worker %d "
+                          "was silent" % (got, pid))
+                acc1 = master_accepted(d)
+            finally:
+                cont(pid)
+            _, _, t_back = d.wait_match(
+                r"worker \d+ \[pid %d\] \(slot \d+\) answers again" % pid,
+                after=i)
+            for _ in range(40):
+                got = echo_once(port)
+                check(got == "made", "a connection %s after worker %d "
+                      "answered again" % (got, pid))
+            acc2 = master_accepted(d)
+            print("  silent then answers: of 40 connections while it was "
+                  "silent the master accepted %d; answering again %.2f s "
+                  "after it was silent, of 40 more, %d" % (
+                      acc1 - acc0, t_back - t_silent, acc2 - acc1))
+            check(acc1 - acc0 > 0, "the master did not serve the silent "
+                  "worker's socket")
+            check(acc2 == acc1, "the master accepted %d connections on the "
+                  "socket of a worker that answers again" % (acc2 - acc1))
+            ws = d.slot_workers()
+            check(pid in [w["pid"] for w in ws] and
+                  all(w["state"] == "online" for w in ws),
+                  "workers after: %s" % ws)
+        finally:
+            d.stop()
+
+
 if __name__ == "__main__":
     # A hung worker's SIGABRT leaves no core behind.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     run([test_hung_worker_round_robin, test_hung_worker_shared,
          test_ready_while_hung, test_notify_reloads, test_notify_not_ready,
-         test_settle_exit, test_watchdog])
+         test_settle_exit, test_watchdog, test_heartbeat_only_if_said,
+         test_silent_then_answers])
