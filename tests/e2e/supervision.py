@@ -16,7 +16,9 @@ and each is answered only once the new workers said READY=1; its STATUS=
 shows in `netclusterctl workers`. A version that exits before READY=1
 fails the reload at once, one that never says it fails it at
 ready_timeout_ms; without "notify", one that exits at start fails it
-within settle_ms; each time the old workers serve on, nothing lost.
+within settle_ms; each time the old workers serve on, nothing lost. A
+slot whose program never says READY=1 is killed at each
+ready_timeout_ms and restarted after a back-off the metrics count.
 
 Watchdog: with worker_timeout_ms in the service, the program gets
 WATCHDOG_USEC and WATCHDOG_PID and says WATCHDOG=1; once it stops, it
@@ -622,6 +624,43 @@ def test_notify_not_ready():
             pr.close()
 
 
+def backoffs(d, service):
+    """netcluster_worker_backoffs_total of service, from the metrics."""
+    p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "metrics"],
+                       capture_output=True, text=True, timeout=20 * SCALE)
+    check(p.returncode == 0, "netclusterctl metrics: %s" % p.stderr)
+    m = re.search(r'^netcluster_worker_backoffs_total\{service="%s"\} '
+                  r'(\S+)$' % service, p.stdout, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_never_ready_backs_off():
+    """A slot whose program never says READY=1 is killed at each
+    ready_timeout_ms and restarted after a growing back-off, which the
+    crash-loop metric counts, as it counts a program that exits."""
+    timeout_ms = 300
+    with Busy():
+        pr = Programs({"SV_NEVER_READY": "1"}, workers=1, notify=True,
+                      ready_timeout_ms=timeout_ms)
+        d = pr.d
+        try:
+            kill = (r"worker \d+ \[pid \d+\]: killing it: not ready after "
+                    r"%d ms \(ready_timeout_ms\)" % timeout_ms)
+            _, i, t1 = d.wait_match(kill)
+            _, i, _ = d.wait_match(kill, after=i + 1)
+            _, i, t3 = d.wait_match(kill, after=i + 1)
+            ready = restarts(d, service="echo", cause="ready",
+                             code="ready_timeout_ms")
+            delayed = backoffs(d, "echo")
+            print("  never ready: 3 kills in %.2f s; restarts{cause="
+                  "\"ready\"} %d, backoffs %d" % (t3 - t1, ready, delayed))
+            check(ready >= 2, "restarts{cause=\"ready\", code="
+                  "\"ready_timeout_ms\"} %s after 3 kills" % ready)
+            check(delayed >= 1, "backoffs %s after 3 kills" % delayed)
+        finally:
+            pr.close()
+
+
 def test_settle_exit():
     """Without "notify", a program is online once it lived settle_ms: a
     version that exits at start fails the reload within settle_ms and a
@@ -844,5 +883,6 @@ if __name__ == "__main__":
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     run([test_hung_worker_round_robin, test_hung_worker_shared,
          test_ready_while_hung, test_notify_reloads, test_notify_not_ready,
-         test_settle_exit, test_watchdog, test_heartbeat_only_if_said,
+         test_never_ready_backs_off, test_settle_exit, test_watchdog,
+         test_heartbeat_only_if_said,
          test_silent_then_answers])
