@@ -1,6 +1,7 @@
 """netclusterd under systemd's protocols, with the real thing where it
 exists: a NOTIFY_SOCKET datagram socket the test reads (READY, STATUS,
-WATCHDOG, STOPPING) and systemd-socket-activate passing a named socket."""
+WATCHDOG, STOPPING) and systemd-socket-activate passing a named socket.
+READY=1 waits for every worker, a notify program's own READY=1 too."""
 
 import json
 import os
@@ -122,6 +123,45 @@ def test_notify_reload_sequence():
             d.stop()
         finally:
             n.close()
+
+
+def test_ready_waits_for_notify_programs():
+    """netclusterd's READY=1 to systemd comes once every worker said its
+    own READY=1 on the NOTIFY_SOCKET the master gave it: a program
+    (supervision_notify.py) that warms up 1.5 s first."""
+    n = Notify()
+    t = tempfile.mkdtemp(prefix="nc-notify-prog.")
+    program = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "supervision_notify.py")
+    start = time.monotonic()
+    d = Daemon([{"name": "echo", "listen": ["127.0.0.1:0"], "mode": "shared",
+                 "handler": "program", "sockets": "inherit", "notify": True,
+                 "command": [sys.executable, program], "cwd": t,
+                 "env": {"SV_DIR": t, "SV_READY_DELAY": "1.5"}}],
+               workers=2, env={"NOTIFY_SOCKET": n.path})
+    try:
+        n.wait_for("READY=1", timeout=20)
+        took = time.monotonic() - start
+        ws = d.ctl("workers")["workers"]
+        print("  READY=1 to systemd %.2f s after the start; workers %s" % (
+            took, [(w["state"], w.get("status")) for w in ws]))
+        check(took >= 1.5, "READY=1 after %.2f s, before the programs "
+              "warmed up" % took)
+        check(len(ws) == 2 and all(w["state"] == "online" and
+                                   (w.get("status") or "").startswith(
+                                       "serving") for w in ws),
+              "workers when READY=1 came: %s" % ws)
+        for pid in d.worker_pids():
+            env = open("/proc/%d/environ" % pid, "rb").read().split(b"\0")
+            mine = [e for e in env if e.startswith(b"NOTIFY_SOCKET=")]
+            check(mine and mine[0].startswith(b"NOTIFY_SOCKET=@netclusterd/"),
+                  "worker %d: %s, not a socket of the master's" % (pid, mine))
+    finally:
+        try:
+            d.stop()
+        finally:
+            n.close()
+            shutil.rmtree(t, ignore_errors=True)
 
 
 def test_watchdog():
@@ -270,6 +310,6 @@ def test_socket_activation_unknown_name():
 
 
 run([test_notify_ready_status_stopping, test_notify_reload_sequence,
-     test_watchdog,
+     test_ready_waits_for_notify_programs, test_watchdog,
      test_socket_activation, test_socket_activation_metrics,
      test_socket_activation_unknown_name])
