@@ -343,6 +343,12 @@ dispatch_msg(struct worker *w, json_t *msg, int *fds, size_t nfds)
 		json_decref(msg);
 		return;
 	}
+	/* Stopped on its way up: what it sent for its start is moot. */
+	if (t != NULL && t->fds == nfds && w->state == W_STOPPING &&
+	    !w->ever_online && (t->states & (1 << W_STARTING))) {
+		json_decref(msg);
+		return;
+	}
 	if (t == NULL || t->fds != nfds || !(t->states & (1 << w->state)) ||
 	    t->handler(w, msg) != 0) {
 		/* The type is the worker's: the log escapes it. */

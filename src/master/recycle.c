@@ -161,7 +161,8 @@ recycle_gone(struct worker *w)
 	if ((s = recycle_slot(w)) == NULL || s->next == w)
 		return;
 	if (s->worker == NULL) {
-		pool_refill(w->pool);
+		if (!master.stopping)
+			pool_refill(w->pool);
 		return;
 	}
 	if (!recycle_recycling(s->worker))

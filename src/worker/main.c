@@ -448,10 +448,13 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	/* No orphans: the kernel tells us when the master dies. */
+	/*
+	 * No orphans: the kernel tells us when the master dies. Should it
+	 * have died before prctl(), the channel's end tells us (its other
+	 * end closed): a parent of pid 1 is no sign, for the master is PID 1
+	 * in a container.
+	 */
 	(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (getppid() == 1)
-		return 0;	/* the master died before prctl() */
 	signal(SIGPIPE, SIG_IGN);
 	nc__log_open("netcluster-worker -1", true);
 	nc__log_set_ident("netcluster-worker -1 [pid %d]", (int)getpid());

@@ -1,7 +1,8 @@
 """netclusterd under resource faults: out of file descriptors (accepting
 pauses and resumes, no spinning, one log line per episode), a stopped
 worker (the master and the other workers go on), thousands of idle and
-trickling clients (idle_timeout_ms), and max_connections per worker."""
+trickling clients (idle_timeout_ms), max_connections per worker, and a
+stop that reaches a worker before its hello."""
 
 import os
 import selectors
@@ -307,7 +308,32 @@ def test_max_connections_per_worker():
         d.stop()
 
 
+def test_stop_before_hello():
+    """A worker told to stop before it said hello (late_worker.py): what
+    it then sends for its start is no protocol error; it ends on its own,
+    and the master exits 0 within the stop's bound."""
+    late = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "late_worker.py")
+    d = Daemon([echo_service()], workers=2,
+               env={"NETCLUSTER_WORKER": late})
+    try:
+        d.wait_log(") started", 2)
+        start = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.wait(timeout=10 * SCALE)
+        took = time.monotonic() - start
+    finally:
+        d.stop()                # reads the rest of the log
+    bad = [l for l in d.lines if "protocol error" in l or "killing" in l or
+           "exited with status 1" in l]
+    print("  stopped before hello: netclusterd exited %d after %.2f s; %s" % (
+        d.proc.returncode, took, bad or "no protocol error"))
+    check(not bad, "stopped before its hello: %s" % bad)
+    check(d.proc.returncode == 0, "exit %d" % d.proc.returncode)
+
+
 if __name__ == "__main__":
     run([test_fd_exhaustion_shared, test_fd_exhaustion_round_robin,
          test_stopped_worker_shared, test_stopped_worker_round_robin,
-         test_idle_and_trickling_clients, test_max_connections_per_worker])
+         test_idle_and_trickling_clients, test_max_connections_per_worker,
+         test_stop_before_hello])

@@ -196,6 +196,7 @@ class Daemon:
         """SIGTERM; the master must exit 0 and nothing may have logged a
         sanitizer report (workers share the master's stderr)."""
         graceful = self.proc.poll() is None
+        hung = False
         if graceful:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -203,7 +204,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                graceful = False
+                hung = True
         try:
             while self.read_lines(0.2):
                 pass
@@ -217,6 +218,10 @@ class Daemon:
                    "runtime error:" in l]
         if reports:
             raise Failure("sanitizer report:\n" + "\n".join(self.lines[-40:]))
+        if hung:
+            raise Failure("netclusterd still ran %d s after SIGTERM "
+                          "(killed); log:\n%s" % (10 * SCALE,
+                                                  "\n".join(self.lines[-30:])))
         if graceful and self.proc.returncode != 0:
             raise Failure("netclusterd exited %d after SIGTERM" %
                           self.proc.returncode)

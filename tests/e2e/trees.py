@@ -404,9 +404,8 @@ def check_http(port, trees, n=6):
 
 def test_gunicorn():
     """b. gunicorn's workers go with their master."""
-    if not os.access(GUNICORN, os.X_OK):
-        print("  skipped: no %s (scripts/deps)" % GUNICORN)
-        return
+    check(os.access(GUNICORN, os.X_OK), "no %s: scripts/deps installs it"
+          % GUNICORN)
     tmp = tempfile.mkdtemp(prefix="nc-trees.")
     with open(os.path.join(tmp, "trees_app.py"), "w") as f:
         f.write(APP)
@@ -522,9 +521,7 @@ def nspid(pid):
 
 def test_pid1_orphans():
     """c. As PID 1, orphans are reaped and are not workers."""
-    if os.geteuid() != 0:
-        print("  skipped: a PID namespace of its own needs root")
-        return
+    check(os.geteuid() == 0, "a PID namespace of its own needs root")
     tmp = tempfile.mkdtemp(prefix="nc-trees.")
     path = os.path.join(tmp, "orphans.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -617,9 +614,7 @@ def test_pid1_orphans():
 def test_pid1_workers():
     """c. As PID 1, netcluster-worker serves as anywhere: its workers come
     online and stay, and answer."""
-    if os.geteuid() != 0:
-        print("  skipped: a PID namespace of its own needs root")
-        return
+    check(os.geteuid() == 0, "a PID namespace of its own needs root")
     tmp = tempfile.mkdtemp(prefix="nc-trees.")
     p1 = None
     try:
