@@ -25,7 +25,11 @@ c. SIGTERM while a replacement is starting (a program deaf to SIGTERM
    while it loads, so that it ends after the worker it was to replace):
    nothing starts again, and netclusterd exits 0 within
    shutdown_timeout_ms. Each test ends so, with SIGTERM under way
-   recycles."""
+   recycles.
+d. The old worker killed while its replacement starts: the replacement
+   takes the slot once online and is recycled in turn; a replacement
+   that fails after the old worker died leaves the slot to start
+   another."""
 
 import json
 import os
@@ -493,5 +497,63 @@ def test_stop_while_recycling():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_old_ends_while_replaced():
+    """d. The old worker dies while its replacement starts: the
+    replacement takes the slot once online, and recycling goes on there;
+    should the replacement fail too, the slot starts another."""
+    tmp = tempfile.mkdtemp(prefix="nc-recycle.")
+    flag = os.path.join(tmp, "fail")
+    wrapper = os.path.join(tmp, "flaky.sh")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nif [ -e %s ]; then echo \"flaky.sh: pid $$ "
+                "fails\" >&2; sleep 0.5; exit 1; fi\nexec %s %s\n" % (
+                    flag, PYTHON, LEAKY))
+    os.chmod(wrapper, 0o755)
+    svc = {"name": "flaky", "handler": "program", "sockets": "inherit",
+           "listen": ["127.0.0.1:0"], "mode": "shared", "workers": 1,
+           "command": [wrapper], "cwd": tmp, "settle_ms": 1500,
+           "recycle": {"age_ms": 2500, "jitter_percent": 0}}
+    started = r"service flaky: worker \d+ \[pid (\d+)\] \(slot 0\) started"
+
+    def pid_at(i):
+        return int(re.search(r"\[pid (\d+)\]", d.lines[i]).group(1))
+
+    d = Daemon([svc], workers=1)
+    try:
+        d.wait_online()
+        # 1. The old one killed while its replacement settles.
+        i = wait_line(d, r"\(slot 0\) .*; recycling it$", 0, 20)
+        old = pid_at(i)
+        new = pid_at(wait_line(d, started, i))
+        os.kill(old, signal.SIGKILL)
+        j = wait_line(d, r"\[pid %d\] \(slot 0\) online" % new, i)
+        ws = d.ctl("workers")["workers"]
+        check([(w["pid"], w["state"]) for w in ws] == [(new, "online")],
+              "slot 0 after the old one died: %s" % ws)
+        # Recycling goes on: the slot's worker is the replacement.
+        open(flag, "w").close()
+        k = wait_line(d, r"worker \d+ \[pid %d\] \(slot 0\) .*; "
+                      r"recycling it$" % new, j, 20)
+        # 2. Its replacement fails (the flag), and the old one dies.
+        failing = pid_at(wait_line(d, started, k))
+        os.kill(new, signal.SIGKILL)
+        e = wait_line(d, r"\[pid %d\] \(slot 0\) of generation 1 exited "
+                      r"with status 1 before it was online" % failing, k)
+        os.unlink(flag)
+        m = wait_line(d, r"service flaky: worker \d+ \[pid (\d+)\] \(slot "
+                      r"0\) online", e, 20)
+        ws = d.ctl("workers")["workers"]
+        check([(w["pid"], w["state"]) for w in ws] ==
+              [(pid_at(m), "online")], "slot 0 refilled: %s" % ws)
+        print("  old worker killed while replaced: pid %d took slot 0 and "
+              "was recycled in turn; its replacement %d failed as it died: "
+              "the slot started pid %d" % (new, failing, pid_at(m)))
+        stop_clean(d)
+    finally:
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    run([test_rss_program, test_echo_jitter, test_stop_while_recycling])
+    run([test_rss_program, test_echo_jitter, test_stop_while_recycling,
+         test_old_ends_while_replaced])
