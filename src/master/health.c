@@ -117,8 +117,9 @@ agent_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 void
 health_agent_start(int fd)
 {
+	/* It listens already: its backlog stays (libevent's -1 is 128). */
 	agent = evconnlistener_new(master.base, agent_accept_cb, NULL,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (agent == NULL)
 		fatalx("agent: out of memory");
 	lev_rest_watch(&agent_rest, agent);

@@ -307,9 +307,13 @@ http_start(int fd)
 	evhttp_set_max_body_size(http, 0);
 	evhttp_set_gencb(http, http_request_cb, NULL);
 	evhttp_set_bevcb(http, http_bev_cb, NULL);
-	/* Its callback is evhttp's; only the error one is ours. */
+	/*
+	 * Its callback is evhttp's; only the error one is ours. The socket
+	 * listens already (backlog 0: libevent's -1 would listen again, 128
+	 * deep).
+	 */
 	http_lev = evconnlistener_new(master.base, NULL, NULL,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (http_lev == NULL || evhttp_bind_listener(http, http_lev) == NULL)
 		fatalx("metrics: cannot serve HTTP");
 	if (http_sweep_ev == NULL && (http_sweep_ev = event_new(master.base,
