@@ -15,41 +15,64 @@ message from ID: JSON"."""
 
 import json
 import os
-import selectors
-import signal
 import socket
 import sys
 
+from inherited import EchoLoop, listen_fds
 
-def listen_fds():
-    """The sockets passed to us, as sd_listen_fds(3) finds them."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return []
-    n = int(os.environ.get("LISTEN_FDS", "0"))
-    return [socket.socket(fileno=3 + i) for i in range(n)]
+
+class InheritEcho(EchoLoop):
+    def __init__(self, chan):
+        super().__init__()
+        self.chan = chan
+        self.inbox = b""
+        if chan is not None:
+            self.watch(chan, self.message)
+
+    def message(self, key):
+        d = self.chan.recv(65536)
+        if not d:
+            self.sel.unregister(self.chan)
+            return
+        self.inbox += d
+        while b"\n" in self.inbox:
+            line, self.inbox = self.inbox.split(b"\n", 1)
+            m = json.loads(line)
+            print("inherit_echo: pid %d message from %d: %s" % (
+                os.getpid(), m["from"], json.dumps(
+                    m["message"], separators=(",", ":"))),
+                file=sys.stderr, flush=True)
+
+    def on_data(self, conn, data, first):
+        if first and data.startswith(b"pid\n"):
+            data = ("pid %d listen_pid %s fds %s names %s\n" % (
+                os.getpid(), os.environ.get("LISTEN_PID"),
+                os.environ.get("LISTEN_FDS"),
+                os.environ.get("LISTEN_FDNAMES"))).encode()
+        if self.chan is not None:
+            for line in data.split(b"\n"):
+                if line.startswith(b"broadcast "):
+                    self.chan.sendall(line[10:].strip() + b"\n")
+        return data
+
+    def on_stop(self):
+        print("<5>inherit_echo: SIGTERM, closing %d listeners, "
+              "%d connections open" % (len(self.listeners), len(self.conns)),
+              file=sys.stderr, flush=True)
+        return True
 
 
 def main():
-    sel = selectors.DefaultSelector()
     listeners = listen_fds()
     if not listeners:
         print("<3>inherit_echo: no sockets passed (LISTEN_FDS)",
               file=sys.stderr, flush=True)
         return 1
-    stopping = []
-    rfd, wfd = os.pipe()
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd)
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))
-    sel.register(rfd, selectors.EVENT_READ, "signal")
-    for s in listeners:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "listener")
     chan = None
-    inbox = b""
     if os.environ.get("NETCLUSTER_MESSAGE_FD"):
         chan = socket.socket(fileno=int(os.environ["NETCLUSTER_MESSAGE_FD"]))
-        sel.register(chan, selectors.EVENT_READ, "messages")
+    loop = InheritEcho(chan)
+    loop.serve(listeners)
     # For the tests of the master's log: lines too long, with a control
     # character, at warning priority, NOISE of them.
     for _ in range(int(os.environ.get("INHERIT_ECHO_NOISE", "0"))):
@@ -57,78 +80,7 @@ def main():
     print("inherit_echo: pid %d serving %d sockets (%s)" % (
         os.getpid(), len(listeners), os.environ.get("LISTEN_FDNAMES")),
         file=sys.stderr, flush=True)
-    conns = {}
-    while True:
-        if stopping and listeners:
-            print("<5>inherit_echo: SIGTERM, closing %d listeners, "
-                  "%d connections open" % (len(listeners), len(conns)),
-                  file=sys.stderr, flush=True)
-            for s in listeners:
-                sel.unregister(s)
-                s.close()
-            listeners = []
-        if stopping and not conns:
-            return 0
-        for key, _ in sel.select(timeout=1):
-            if key.data == "signal":
-                os.read(rfd, 512)
-            elif key.data == "messages":
-                d = chan.recv(65536)
-                if not d:
-                    sel.unregister(chan)
-                    continue
-                inbox += d
-                while b"\n" in inbox:
-                    line, inbox = inbox.split(b"\n", 1)
-                    m = json.loads(line)
-                    print("inherit_echo: pid %d message from %d: %s" % (
-                        os.getpid(), m["from"], json.dumps(
-                            m["message"], separators=(",", ":"))),
-                        file=sys.stderr, flush=True)
-            elif key.data == "listener":
-                try:
-                    c, _ = key.fileobj.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    continue
-                c.setblocking(False)
-                try:
-                    c.send(b"hello\r\n")
-                except OSError:
-                    c.close()
-                    continue
-                conns[c] = True
-                sel.register(c, selectors.EVENT_READ, "conn")
-            else:
-                c = key.fileobj
-                try:
-                    d = c.recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    d = b""
-                if d and conns[c] is True and d.startswith(b"pid\n"):
-                    d = ("pid %d listen_pid %s fds %s names %s\n" % (
-                        os.getpid(), os.environ.get("LISTEN_PID"),
-                        os.environ.get("LISTEN_FDS"),
-                        os.environ.get("LISTEN_FDNAMES"))).encode()
-                conns[c] = False
-                if chan is not None:
-                    for line in d.split(b"\n"):
-                        if line.startswith(b"broadcast "):
-                            chan.sendall(line[10:].strip() + b"\n")
-                if d:
-                    try:
-                        c.setblocking(True)
-                        c.sendall(d)
-                        c.setblocking(False)
-                        continue
-                    except OSError:
-                        pass
-                sel.unregister(c)
-                c.close()
-                del conns[c]
+    return loop.run()
 
 
 if __name__ == "__main__":

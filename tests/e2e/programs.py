@@ -273,6 +273,7 @@ def test_counts_unknown():
     reach = Reachable()
     d = None
     try:
+        reach.copy(os.path.join(HERE, "inherited.py"))   # what it imports
         d = Daemon([program_service("python", "shared", command=[
             shutil.which("python3", path="/usr/bin:/bin"),
             reach.copy(os.path.join(HERE, "inherit_echo.py"))],

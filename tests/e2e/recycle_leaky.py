@@ -10,10 +10,9 @@ With --rss it prints its resident MiB (/proc/self/statm) once it has
 loaded what it serves with, and exits: the baseline of the limit."""
 
 import os
-import selectors
-import signal
-import socket
 import sys
+
+from inherited import EchoLoop, listen_fds
 
 
 def resident_mib():
@@ -22,78 +21,36 @@ def resident_mib():
     return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
+class Leaky(EchoLoop):
+    def __init__(self, leak):
+        super().__init__()
+        self.leak = leak
+        self.kept = []  # the leak: never freed while the process lives
+
+    def on_accept(self, conn):
+        self.kept.append(bytearray(b"\x01") * self.leak)
+
+    def on_stop(self):
+        print("recycle_leaky: SIGTERM with %d connections taken, "
+              "%.0f MiB resident" % (len(self.kept), resident_mib()),
+              file=sys.stderr, flush=True)
+        return True
+
+
 def main():
     if sys.argv[1:] == ["--rss"]:
         print("%.1f" % resident_mib())
         return 0
-    leak = int(os.environ.get("RECYCLE_LEAK_MIB", "4")) << 20
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+    listeners = listen_fds()
+    if not listeners:
         print("<3>recycle_leaky: no sockets passed (LISTEN_FDS)",
               file=sys.stderr, flush=True)
         return 1
-    listeners = [socket.socket(fileno=3 + i)
-                 for i in range(int(os.environ.get("LISTEN_FDS", "0")))]
-    sel = selectors.DefaultSelector()
-    stopping = []
-    rfd, wfd = os.pipe()
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd)
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))
-    sel.register(rfd, selectors.EVENT_READ, "signal")
-    for s in listeners:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "listener")
-    kept = []           # the leak: never freed while the process lives
-    conns = set()
+    loop = Leaky(int(os.environ.get("RECYCLE_LEAK_MIB", "4")) << 20)
+    loop.serve(listeners)
     print("recycle_leaky: pid %d serving, %.1f MiB resident" % (
         os.getpid(), resident_mib()), file=sys.stderr, flush=True)
-    while True:
-        if stopping and listeners:
-            print("recycle_leaky: SIGTERM with %d connections taken, "
-                  "%.0f MiB resident" % (len(kept), resident_mib()),
-                  file=sys.stderr, flush=True)
-            for s in listeners:
-                sel.unregister(s)
-                s.close()
-            listeners = []
-        if stopping and not conns:
-            return 0
-        for key, _ in sel.select(timeout=1):
-            if key.data == "signal":
-                os.read(rfd, 512)
-            elif key.data == "listener":
-                try:
-                    c, _ = key.fileobj.accept()
-                except OSError:
-                    continue
-                kept.append(bytearray(b"\x01") * leak)
-                try:
-                    c.sendall(b"hello\r\n")
-                except OSError:
-                    c.close()
-                    continue
-                c.setblocking(False)
-                conns.add(c)
-                sel.register(c, selectors.EVENT_READ, "conn")
-            else:
-                c = key.fileobj
-                try:
-                    d = c.recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    d = b""
-                if d:
-                    try:
-                        c.setblocking(True)
-                        c.sendall(d)
-                        c.setblocking(False)
-                        continue
-                    except OSError:
-                        pass
-                sel.unregister(c)
-                c.close()
-                conns.discard(c)
+    return loop.run()
 
 
 if __name__ == "__main__":

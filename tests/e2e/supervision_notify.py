@@ -18,11 +18,11 @@ watchdog_pid W"."""
 
 import os
 import resource
-import selectors
-import signal
 import socket
 import sys
 import time
+
+from inherited import EchoLoop, listen_fds
 
 
 def log(text):
@@ -47,6 +47,35 @@ class Notifier:
             self.sock.sendto(text.encode(), self.addr)
 
 
+class Watchdog(EchoLoop):
+    """Says WATCHDOG=1 every `every` seconds until the file mute exists."""
+
+    def __init__(self, notify, every, mute):
+        super().__init__()
+        self.notify = notify
+        self.every = every
+        self.mute = mute
+        self.muted = False
+        self.next_ping = time.monotonic()
+
+    def on_stop(self):
+        log("SIGTERM, closing")
+        return True
+
+    def timeout(self):
+        if self.every <= 0 or self.muted:
+            return 1.0
+        now = time.monotonic()
+        if now >= self.next_ping:
+            if os.path.exists(self.mute):
+                self.muted = True
+                log("no more WATCHDOG=1")
+                return 1.0
+            self.notify("WATCHDOG=1")
+            self.next_ping = now + self.every
+        return max(0.0, self.next_ping - time.monotonic())
+
+
 def main():
     # SIGABRT (a hung worker's end) leaves no core behind.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -58,13 +87,9 @@ def main():
         env.get("NOTIFY_SOCKET"), env.get("WATCHDOG_USEC"),
         env.get("WATCHDOG_PID")))
     notify = Notifier()
-    stopping = []
-    rfd, wfd = os.pipe()
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd)
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))
-    sel = selectors.DefaultSelector()
-    sel.register(rfd, selectors.EVENT_READ, "signal")
+    loop = Watchdog(notify, int(env.get("SV_WATCHDOG_MS", "0")) / 1000.0,
+                    os.path.join(env.get("SV_DIR", "/nonexistent"),
+                                 "mute-%d" % os.getpid()))
 
     delay = float(env.get("SV_READY_DELAY", "0"))
     if env.get("SV_NEVER_READY") == "1":
@@ -76,85 +101,21 @@ def main():
     # Warming up: nothing but SIGTERM.
     start = time.monotonic()
     while delay is None or time.monotonic() - start < delay:
-        if stopping:
+        if loop.stopping:
             log("SIGTERM before READY=1")
             return 0
         left = 1.0 if delay is None else delay - (time.monotonic() - start)
-        for key, _ in sel.select(max(0.0, left)):
-            os.read(rfd, 512)
+        for key, _ in loop.sel.select(max(0.0, left)):
+            key.data(key)
 
-    n = int(env.get("LISTEN_FDS", "0"))
-    if env.get("LISTEN_PID") != str(os.getpid()) or n < 1:
+    listeners = listen_fds()
+    if not listeners:
         log("no sockets passed (LISTEN_FDS)")
         return 1
-    listeners = [socket.socket(fileno=3 + i) for i in range(n)]
-    for s in listeners:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "listener")
+    loop.serve(listeners)
     notify("READY=1\nSTATUS=serving (pid %d)" % os.getpid())
     log("READY=1")
-
-    every = int(env.get("SV_WATCHDOG_MS", "0")) / 1000.0
-    mute = os.path.join(env.get("SV_DIR", "/nonexistent"),
-                        "mute-%d" % os.getpid())
-    muted = False
-    next_ping = time.monotonic()
-    conns = set()
-    while True:
-        if stopping and listeners:
-            log("SIGTERM, closing")
-            for s in listeners:
-                sel.unregister(s)
-                s.close()
-            listeners = []
-        if stopping and not conns:
-            return 0
-        timeout = 1.0
-        if every > 0 and not muted:
-            now = time.monotonic()
-            if now >= next_ping:
-                if os.path.exists(mute):
-                    muted = True
-                    log("no more WATCHDOG=1")
-                else:
-                    notify("WATCHDOG=1")
-                    next_ping = now + every
-            timeout = max(0.0, next_ping - time.monotonic())
-        for key, _ in sel.select(timeout):
-            if key.data == "signal":
-                os.read(rfd, 512)
-            elif key.data == "listener":
-                try:
-                    c, _ = key.fileobj.accept()
-                except OSError:
-                    continue
-                c.setblocking(False)
-                try:
-                    c.send(b"hello\r\n")
-                except OSError:
-                    c.close()
-                    continue
-                conns.add(c)
-                sel.register(c, selectors.EVENT_READ, "conn")
-            else:
-                c = key.fileobj
-                try:
-                    d = c.recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    d = b""
-                if d:
-                    try:
-                        c.setblocking(True)
-                        c.sendall(d)
-                        c.setblocking(False)
-                        continue
-                    except OSError:
-                        pass
-                sel.unregister(c)
-                c.close()
-                conns.discard(c)
+    return loop.run()
 
 
 if __name__ == "__main__":

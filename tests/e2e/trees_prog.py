@@ -19,10 +19,11 @@ orphans  It forks a child that forks TREES_ORPHANS (default 1)
          SIGTERM it exits 0 as above."""
 
 import os
-import selectors
 import signal
 import socket
 import sys
+
+from inherited import EchoLoop, listen_fds
 
 
 def log(text):
@@ -69,6 +70,21 @@ def orphans(nfds):
                                        os.waitstatus_to_exitcode(st)))
 
 
+class Stubborn(EchoLoop):
+    """Ignores SIGTERM while the file named stubborn exists."""
+
+    def __init__(self, stubborn):
+        super().__init__()
+        self.stubborn = stubborn
+
+    def on_stop(self):
+        if self.stubborn and os.path.exists(self.stubborn):
+            log("pid %d ignores SIGTERM" % os.getpid())
+            return False
+        log("pid %d: SIGTERM, closing" % os.getpid())
+        return True
+
+
 def main():
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         print("<3>trees_prog: no sockets passed (LISTEN_FDS)",
@@ -76,7 +92,6 @@ def main():
         return 1
     nfds = int(os.environ.get("LISTEN_FDS", "0"))
     mode = os.environ.get("TREES_MODE", "forker")
-    stubborn = os.environ.get("TREES_STUBBORN", "")
     if mode == "forker":
         child = os.fork()
         if child == 0:
@@ -87,61 +102,9 @@ def main():
         log("pid %d child %d serving" % (os.getpid(), child))
     else:
         orphans(nfds)
-    listeners = [socket.socket(fileno=3 + i) for i in range(nfds)]
-    sel = selectors.DefaultSelector()
-    stopping = []
-    rfd, wfd = os.pipe()
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd)
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))
-    sel.register(rfd, selectors.EVENT_READ, "signal")
-    for s in listeners:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "listener")
-    conns = set()
-    while True:
-        if stopping and stubborn and os.path.exists(stubborn):
-            log("pid %d ignores SIGTERM" % os.getpid())
-            stopping.clear()
-        if stopping and listeners:
-            for s in listeners:
-                sel.unregister(s)
-                s.close()
-            listeners = []
-            log("pid %d: SIGTERM, closing" % os.getpid())
-        if stopping and not conns:
-            return 0
-        for key, _ in sel.select(timeout=1):
-            if key.data == "signal":
-                os.read(rfd, 512)
-            elif key.data == "listener":
-                try:
-                    c, _ = key.fileobj.accept()
-                    c.sendall(b"hello\r\n")
-                except OSError:
-                    continue
-                c.setblocking(False)
-                conns.add(c)
-                sel.register(c, selectors.EVENT_READ, "conn")
-            else:
-                c = key.fileobj
-                try:
-                    d = c.recv(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    d = b""
-                if d:
-                    try:
-                        c.setblocking(True)
-                        c.sendall(d)
-                        c.setblocking(False)
-                        continue
-                    except OSError:
-                        pass
-                sel.unregister(c)
-                c.close()
-                conns.discard(c)
+    loop = Stubborn(os.environ.get("TREES_STUBBORN", ""))
+    loop.serve(listen_fds())
+    return loop.run()
 
 
 if __name__ == "__main__":
