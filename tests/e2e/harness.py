@@ -137,6 +137,15 @@ class Daemon:
                     self.proc.returncode, "\n".join(self.lines[-20:])))
         return new
 
+    def read_to_end(self):
+        """Reads the rest of the log of a daemon that exited (until its
+        EOF, or a 0.2 s with nothing new)."""
+        try:
+            while self.read_lines(0.2):
+                pass
+        except Failure:
+            pass            # its end: EOF
+
     def wait_log(self, text, count=1, timeout=10):
         """Waits until text appeared count times in the log."""
         deadline = time.monotonic() + timeout * SCALE

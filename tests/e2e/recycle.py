@@ -44,7 +44,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Daemon, Failure, NETCLUSTERCTL, SCALE, check, load,
+from harness import (Daemon, NETCLUSTERCTL, SCALE, check, load,
                      run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -247,15 +247,6 @@ def check_order(d, recs):
         check(not early, "pid %d of %s ended before: %s" % (pid, s, early))
 
 
-def read_to_end(d):
-    """The rest of the log of a daemon that exited."""
-    try:
-        while d.read_lines(0.2):
-            pass
-    except Failure:
-        pass            # its end: EOF
-
-
 def stop_clean(d, shutdown_ms=3000):
     """SIGTERM, whatever is recycling: netclusterd exits 0 within
     shutdown_timeout_ms (and a margin), having started no worker since.
@@ -270,7 +261,7 @@ def stop_clean(d, shutdown_ms=3000):
         check(False, "still running %.0f s after SIGTERM; log since:\n%s" % (
             time.monotonic() - start, "\n".join(d.lines[mark:][-30:])))
     took = time.monotonic() - start
-    read_to_end(d)
+    d.read_to_end()
     # A recycle the master started before it took the signal is fine.
     stopping = [i for i in range(mark, len(d.lines))
                 if "SIGTERM: stopping" in d.lines[i]]

@@ -170,15 +170,6 @@ class Watched:
         self.fds = {}
 
 
-def read_to_end(d):
-    """The rest of the log of a daemon that exited."""
-    try:
-        while d.read_lines(0.2):
-            pass
-    except Failure:
-        pass            # its end: EOF
-
-
 def ctl(d, *args):
     p = subprocess.run([NETCLUSTERCTL, "-s", d.control] + list(args),
                        capture_output=True, text=True, timeout=60 * SCALE)
@@ -313,7 +304,7 @@ def stop_all(d, trees, port):
         d.proc.wait(10 * SCALE)
     except subprocess.TimeoutExpired:
         check(False, "netclusterd still running after stop")
-    read_to_end(d)
+    d.read_to_end()
     check(d.proc.returncode == 0 and any(l.endswith("notice: stopped")
                                          for l in d.lines),
           "netclusterd exited %s; log:\n%s" % (d.proc.returncode,
@@ -494,7 +485,7 @@ class Pid1:
             self.d.proc.wait(10 * SCALE)
         except subprocess.TimeoutExpired:
             check(False, "netclusterd still running after SIGTERM")
-        read_to_end(self.d)
+        self.d.read_to_end()
         check(self.d.proc.returncode == 0 and any(
             l.endswith("notice: stopped") for l in self.d.lines) and any(
             "SIGTERM: stopping" in l for l in self.d.lines),
