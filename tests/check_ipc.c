@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <endian.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,6 +428,367 @@ START_TEST(test_frame_parse)
 		ck_assert_msg(strncmp(why, frames[_i].reason,
 		    strlen(frames[_i].reason)) == 0, "%s", why);
 	}
+}
+END_TEST
+
+/* Message frames: the header checked, the payload only measured. */
+static const struct {
+	const char	*hex;
+	size_t		 nfds;
+	const char	*reason;	/* NULL: valid */
+} msg_frames[] = {
+	/* broadcast, v1, draining, 7 bytes: {"a":1} */
+	{ "0301010007000000" "0000000000000000" "7b2261223a317d", 0, NULL },
+	/* message from worker 5, 7 bytes */
+	{ "0401000007000000" "0500000000000000" "7b2261223a317d", 0, NULL },
+	/* a payload that is not JSON is the reader's to judge */
+	{ "0301000002000000" "0000000000000000" "22ff", 0, NULL },
+	{ "0302000007000000" "0000000000000000" "7b2261223a317d", 0,
+	    "frame version 2 not understood" },
+	{ "0301020007000000" "0000000000000000" "7b2261223a317d", 0,
+	    "malformed frame: unknown flags 0x0002" },
+	{ "0401010007000000" "0500000000000000" "7b2261223a317d", 0,
+	    "malformed frame: unknown flags 0x0001" },
+	{ "0301000006000000" "0000000000000000" "7b2261223a317d", 0,
+	    "malformed frame: wrong size" },
+	{ "0301000008000000" "0000000000000000" "7b2261223a317d", 0,
+	    "malformed frame: wrong size" },
+	{ "0301000000000000" "0000000000000000", 0,
+	    "malformed frame: payload of 0 bytes" },
+	{ "0301000007000000" "0500000000000000" "7b2261223a317d", 0,
+	    "malformed frame: bad header" },
+	{ "0401000007000000" "0500000001000000" "7b2261223a317d", 0,
+	    "malformed frame: bad header" },
+	{ "0401000007000000" "ffffffff00000000" "7b2261223a317d", 0,
+	    "malformed frame: bad header" },
+	{ "0301000007000000" "0000000000000000" "7b2261223a317d", 1,
+	    "wrong fd count" },
+	{ "03010000070000", 0, "malformed frame: truncated header" },
+};
+
+START_TEST(test_msg_frame_parse)
+{
+	struct nc_ipc_frame	 f;
+	const char		*why;
+	char			 buf[128];
+	size_t			 len, i;
+	unsigned int		 byte;
+	int			 rc;
+
+	len = strlen(msg_frames[_i].hex) / 2;
+	for (i = 0; i < len; i++) {
+		ck_assert_int_eq(sscanf(msg_frames[_i].hex + 2 * i, "%2x",
+		    &byte), 1);
+		buf[i] = (char)byte;
+	}
+	rc = nc_ipc_frame_parse(buf, len, msg_frames[_i].nfds, false, &f,
+	    &why);
+	if (msg_frames[_i].reason == NULL) {
+		ck_assert_msg(rc == 0, "refused: %s", why);
+		ck_assert_uint_eq(f.len, len - NC_IPC_FRAME_HEADER);
+		ck_assert_ptr_eq(f.payload, buf + NC_IPC_FRAME_HEADER);
+		if (f.kind == NC_IPC_FRAME_MESSAGE) {
+			ck_assert_int_eq(f.from, 5);
+			ck_assert_uint_eq(f.flags, 0);
+		} else {
+			ck_assert_int_eq(f.kind, NC_IPC_FRAME_BROADCAST);
+			ck_assert_int_eq(f.from, 0);
+		}
+	} else {
+		ck_assert_int_eq(rc, -1);
+		ck_assert_msg(strncmp(why, msg_frames[_i].reason,
+		    strlen(msg_frames[_i].reason)) == 0, "%s", why);
+	}
+}
+END_TEST
+
+/* The largest payload fits, one byte more does not. */
+START_TEST(test_msg_frame_sizes)
+{
+	struct nc_ipc_frame	 f;
+	const char		*why;
+	char			*buf;
+	uint32_t		 len;
+
+	buf = calloc(1, NC_IPC_FRAME_HEADER + NC_IPC_MSG_MAX + 1);
+	ck_assert_ptr_nonnull(buf);
+	buf[0] = NC_IPC_FRAME_BROADCAST;
+	buf[1] = NC_IPC_MSG_VERSION;
+	len = htole32(NC_IPC_MSG_MAX);
+	memcpy(buf + 4, &len, sizeof len);
+	ck_assert_int_eq(nc_ipc_frame_parse(buf, NC_IPC_FRAME_HEADER +
+	    NC_IPC_MSG_MAX, 0, false, &f, &why), 0);
+	ck_assert_uint_eq(f.len, NC_IPC_MSG_MAX);
+	len = htole32(NC_IPC_MSG_MAX + 1);
+	memcpy(buf + 4, &len, sizeof len);
+	ck_assert_int_eq(nc_ipc_frame_parse(buf, NC_IPC_FRAME_HEADER +
+	    NC_IPC_MSG_MAX + 1, 0, false, &f, &why), -1);
+	ck_assert_str_eq(why, "malformed frame: payload of 65001 bytes "
+	    "(1 to 65000)");
+	free(buf);
+}
+END_TEST
+
+/* Message frames as a receiver keeps them: the payloads copied. */
+struct mrx {
+	int		 n;
+	int		 from[8];
+	unsigned	 flags[8];
+	char		*payload[8];
+	size_t		 len[8];
+	char		*last;		/* the last payload */
+	bool		 terminated;	/* every payload had its NUL */
+};
+
+static void
+mrx_frame(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
+    size_t nfds, void *arg)
+{
+	struct mrx	*x = arg;
+
+	(void)ipc;
+	close_all(fds, nfds);
+	ck_assert(f->kind == NC_IPC_FRAME_MESSAGE ||
+	    f->kind == NC_IPC_FRAME_BROADCAST);
+	if (f->payload[f->len] != '\0')
+		x->terminated = false;
+	free(x->last);
+	x->last = strndup(f->payload, f->len);
+	if (x->n < 8) {
+		x->from[x->n] = f->from;
+		x->flags[x->n] = f->flags;
+		x->payload[x->n] = strndup(f->payload, f->len);
+		x->len[x->n] = f->len;
+	}
+	x->n++;
+}
+
+static void
+mrx_clear(struct mrx *x)
+{
+	int	i;
+
+	for (i = 0; i < x->n && i < 8; i++)
+		free(x->payload[i]);
+	free(x->last);
+	memset(x, 0, sizeof *x);
+	x->terminated = true;
+}
+
+/*
+ * One message frame to three channels: the two with nothing queued send
+ * it at once, the third queues it behind what waits there (its reader
+ * comes late); all three get the same bytes, in order. A broadcast frame
+ * carries its flags.
+ */
+START_TEST(test_msg_frames_shared)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a[3], *b[3];
+	struct nc_ipc_shared	 sh;
+	struct mrx		 x[3];
+	struct frx		 unused;
+	char			*payload;
+	int			 sv[3][2], before, i, filler = 0;
+	size_t			 len = 40000;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&unused, 0, sizeof unused);
+	payload = malloc(len + 1);
+	ck_assert_ptr_nonnull(payload);
+	payload[0] = '"';
+	memset(payload + 1, 'y', len - 2);
+	payload[len - 1] = '"';
+	payload[len] = '\0';
+	memset(x, 0, sizeof x);
+	for (i = 0; i < 3; i++) {
+		mrx_clear(&x[i]);
+		ck_assert_int_eq(nc_ipc_socketpair(sv[i]), 0);
+		a[i] = nc_ipc_new(base, sv[i][0], frx_msg, frx_error, &unused);
+		b[i] = NULL;
+		if (i < 2) {
+			b[i] = nc_ipc_new(base, sv[i][1], frx_msg, frx_error,
+			    &x[i]);
+			nc_ipc_set_frame_cb(b[i], mrx_frame);
+		}
+	}
+	/* The third's kernel buffer full: what follows waits in its queue. */
+	while (nc_ipc_queued(a[2]) == 0 && filler < 10000) {
+		ck_assert_int_eq(nc_ipc_send_broadcast(a[2], "0", 1, 0), 0);
+		filler++;
+	}
+	nc_ipc_message_init(&sh, 42, payload, len);
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(nc_ipc_send_shared(a[i], &sh), 0);
+	ck_assert_int_eq(nc_ipc_send_shared(a[0], &sh), 0);
+	nc_ipc_shared_release(&sh);
+	ck_assert_uint_eq(nc_ipc_queued(a[2]), 2);
+	ck_assert_int_eq(nc_ipc_send_broadcast(a[1], "[1]", 3,
+	    NC_IPC_MSG_DRAINING), 0);
+	ck_assert_int_eq(nc_ipc_send_broadcast(a[1], "", 0, 0), -1);
+	ck_assert_int_eq(nc_ipc_send_broadcast(a[1], "1", 1, 2), -1);
+	b[2] = nc_ipc_new(base, sv[2][1], frx_msg, frx_error, &x[2]);
+	nc_ipc_set_frame_cb(b[2], mrx_frame);
+	ck_assert(run_until_count(base, &x[0].n, 2, 2000));
+	ck_assert(run_until_count(base, &x[1].n, 2, 2000));
+	ck_assert(run_until_count(base, &x[2].n, filler + 1, 5000));
+	for (i = 0; i < 2; i++) {
+		ck_assert(x[i].terminated);
+		ck_assert_int_eq(x[i].from[0], 42);
+		ck_assert_uint_eq(x[i].len[0], len);
+		ck_assert_str_eq(x[i].payload[0], payload);
+	}
+	ck_assert(x[2].terminated);
+	ck_assert_str_eq(x[2].payload[0], "0");
+	ck_assert_str_eq(x[2].last, payload);
+	ck_assert_str_eq(x[0].payload[1], payload);
+	ck_assert_str_eq(x[1].payload[1], "[1]");
+	ck_assert_uint_eq(x[1].flags[1], NC_IPC_MSG_DRAINING);
+	for (i = 0; i < 3; i++) {
+		mrx_clear(&x[i]);
+		nc_ipc_free(a[i]);
+		nc_ipc_free(b[i]);
+	}
+	free(payload);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/*
+ * A shared frame queued on a channel that does not read: copied once,
+ * kept until the channel sent it or was freed, the caller's release
+ * notwithstanding.
+ */
+START_TEST(test_msg_frames_queued)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct nc_ipc_shared	 sh;
+	struct mrx		 x;
+	struct frx		 unused;
+	char			 payload[4096];
+	int			 sv[2], before, i, sent = 0;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&unused, 0, sizeof unused);
+	memset(&x, 0, sizeof x);
+	mrx_clear(&x);
+	memset(payload, '1', sizeof payload);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], frx_msg, frx_error, &unused);
+	/* Fill the kernel's buffer: the rest is queued. */
+	for (i = 0; i < 2000 && nc_ipc_queued(a) == 0; i++) {
+		nc_ipc_message_init(&sh, 1, payload, sizeof payload);
+		ck_assert_int_eq(nc_ipc_send_shared(a, &sh), 0);
+		nc_ipc_shared_release(&sh);
+		sent++;
+	}
+	ck_assert_uint_eq(nc_ipc_queued(a), 1);
+	ck_assert_uint_eq(nc_ipc_queued_bytes(a), NC_IPC_FRAME_HEADER +
+	    sizeof payload);
+	/* Changed after the release: the queued copy is not. */
+	memset(payload, '2', sizeof payload);
+	b = nc_ipc_new(base, sv[1], frx_msg, frx_error, &x);
+	nc_ipc_set_frame_cb(b, mrx_frame);
+	for (i = 0; i < 5000 && nc_ipc_queued(a) > 0; i++)
+		run_for(base, 1);
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);
+	ck_assert_int_gt(x.n, 0);
+	mrx_clear(&x);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+	ck_assert_int_gt(sent, 1);
+}
+END_TEST
+
+/* Payloads checked as jansson would, on the fast path or not. */
+static const struct {
+	const char	*text;
+	bool		 valid;
+	int		 fast;		/* -1: either */
+	bool		 spaced;
+} payloads[] = {
+	{ "{\"r\":1,\"s\":2,\"p\":\"xxxxxxxxxxxxxxxxxxxxxxx\"}", true, 1,
+	    false },
+	{ "[1,-0,0.5,-12.25e0]", true, 0, true },
+	{ " [true, false, null] ", true, 1, true },
+	{ "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\n\\u00e9\"", true, 1, false },
+	{ "{\"a\":{\"a\":1},\"b\":[{\"a\":2}]}", true, 1, false },
+	{ "{\"a\":1,\"a\":2}", false, 0, true },
+	{ "{\"a\\u0062\":1,\"ab\":2}", false, 0, true },
+	{ "{\"a\\u0062\":1,\"ac\":2}", true, 0, true },
+	{ "123456789012345678901234567890", false, 0, true },
+	{ "1e400", false, 0, true },
+	{ "\"\\u0000\"", false, 0, true },
+	{ "\"\\ud83d\\ude00\"", true, 0, true },
+	{ "\"\\ud800\"", false, 0, true },
+	{ "\"\xff\"", false, 0, true },
+	{ "\"\xc0\x80\"", false, 0, true },
+	{ "\"\xed\xa0\x80\"", false, 0, true },
+	{ "\"\xf4\x90\x80\x80\"", false, 0, true },
+	{ "\"a\tb\"", false, 0, true },
+	{ "{\"r\":", false, 0, true },
+	{ "[1,]", false, 0, true },
+	{ "01", false, 0, true },
+	{ "1.", false, 0, true },
+	{ "-", false, 0, true },
+	{ "truex", false, 0, true },
+	{ "[1] [2]", false, 0, true },
+	{ "", false, 0, true },
+	{ "\"x\\q\"", false, 0, true },
+};
+
+START_TEST(test_json_check)
+{
+	const char	*text = payloads[_i].text, *why = NULL;
+	bool		 spaced = !payloads[_i].spaced;
+	json_t		*v;
+
+	v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+	ck_assert_msg((v != NULL) == payloads[_i].valid, "jansson: %s", text);
+	json_decref(v);
+	if (payloads[_i].fast != -1)
+		ck_assert_int_eq(nc_ipc_json_fast(text, strlen(text), &spaced),
+		    payloads[_i].fast);
+	spaced = !payloads[_i].spaced;
+	ck_assert_int_eq(nc_ipc_json_check(text, strlen(text), &why,
+	    &spaced), payloads[_i].valid ? 0 : -1);
+	if (payloads[_i].valid)
+		ck_assert(spaced == payloads[_i].spaced);
+	else
+		ck_assert(why != NULL && why[0] != '\0');
+}
+END_TEST
+
+/* A long string on the fast path: any byte that ends a run is seen. */
+START_TEST(test_json_check_long)
+{
+	char	*buf;
+	size_t	 len = 65000, i;
+
+	buf = malloc(len + 1);
+	ck_assert_ptr_nonnull(buf);
+	for (i = 1; i < len - 1; i += 997) {
+		memset(buf, 'x', len);
+		buf[0] = '"';
+		buf[len - 1] = '"';
+		buf[len] = '\0';
+		ck_assert_int_eq(nc_ipc_json_fast(buf, len, NULL), 1);
+		buf[i] = '"';
+		ck_assert_int_eq(nc_ipc_json_check(buf, len, NULL, NULL), -1);
+		buf[i] = '\x01';
+		ck_assert_int_eq(nc_ipc_json_check(buf, len, NULL, NULL), -1);
+		buf[i] = '\xff';
+		ck_assert_int_eq(nc_ipc_json_check(buf, len, NULL, NULL), -1);
+		buf[i] = '\\';	/* \x, or an escaped closing quote */
+		ck_assert_int_eq(nc_ipc_json_check(buf, len, NULL, NULL), -1);
+	}
+	free(buf);
 }
 END_TEST
 
@@ -1060,6 +1422,14 @@ main(void)
 	tcase_add_test(tc, test_frame_unexpected);
 	tcase_add_loop_test(tc, test_frame_parse, 0,
 	    sizeof frames / sizeof frames[0]);
+	tcase_add_loop_test(tc, test_msg_frame_parse, 0,
+	    sizeof msg_frames / sizeof msg_frames[0]);
+	tcase_add_test(tc, test_msg_frame_sizes);
+	tcase_add_test(tc, test_msg_frames_shared);
+	tcase_add_test(tc, test_msg_frames_queued);
+	tcase_add_loop_test(tc, test_json_check, 0,
+	    sizeof payloads / sizeof payloads[0]);
+	tcase_add_test(tc, test_json_check_long);
 	tcase_add_test(tc, test_queue_and_free_close_fds);
 	tcase_add_test(tc, test_last_words_after_reset);
 	tcase_add_test(tc, test_send_now);

@@ -32,7 +32,14 @@ struct ipc_out {
 	int		 fds[NC_IPC_MAX_FDS];
 	size_t		 nfds;
 	bool		 keep_fds;	/* the caller's: not closed here */
+	struct nc_ipc_blob *blob;	/* data is in it, shared: not freed */
 	struct ipc_out	*next;
+};
+
+/* A packet queued on several channels: freed with its last reference. */
+struct nc_ipc_blob {
+	size_t		 refs;
+	char		 data[];
 };
 
 struct nc_ipc {
@@ -130,7 +137,66 @@ static bool
 ipc_is_frame(const char *buf, size_t len)
 {
 	return len > 0 && (buf[0] == NC_IPC_FRAME_CONN ||
-	    buf[0] == NC_IPC_FRAME_CONN_ACK);
+	    buf[0] == NC_IPC_FRAME_CONN_ACK ||
+	    buf[0] == NC_IPC_FRAME_BROADCAST ||
+	    buf[0] == NC_IPC_FRAME_MESSAGE);
+}
+
+/*
+ * A broadcast or message frame: the header checked, the payload only
+ * measured (its reader checks it).
+ */
+static int
+ipc_msg_frame_parse(const char *buf, size_t len, size_t nfds,
+    struct nc_ipc_frame *f, const char **reason)
+{
+	static char	 why[160];
+	uint32_t	 plen, from, zero;
+	uint16_t	 flags;
+
+	memcpy(&flags, buf + 2, sizeof flags);
+	memcpy(&plen, buf + 4, sizeof plen);
+	memcpy(&from, buf + 8, sizeof from);
+	memcpy(&zero, buf + 12, sizeof zero);
+	flags = le16toh(flags);
+	plen = le32toh(plen);
+	from = le32toh(from);
+	if (zero != 0 || from > INT_MAX || (buf[0] == NC_IPC_FRAME_BROADCAST &&
+	    from != 0)) {
+		*reason = "malformed frame: bad header";
+		return -1;
+	}
+	if (flags & ~(buf[0] == NC_IPC_FRAME_BROADCAST ?
+	    NC_IPC_MSG_DRAINING : 0)) {
+		snprintf(why, sizeof why, "malformed frame: unknown flags "
+		    "0x%04x", flags);
+		*reason = why;
+		return -1;
+	}
+	if (plen != len - NC_IPC_FRAME_HEADER) {
+		snprintf(why, sizeof why, "malformed frame: wrong size "
+		    "(payload of %u bytes in a packet of %zu)", plen, len);
+		*reason = why;
+		return -1;
+	}
+	if (plen == 0 || plen > NC_IPC_MSG_MAX) {
+		snprintf(why, sizeof why, "malformed frame: payload of %u "
+		    "bytes (1 to %d)", plen, NC_IPC_MSG_MAX);
+		*reason = why;
+		return -1;
+	}
+	if (nfds != 0) {
+		snprintf(why, sizeof why, "wrong fd count: a message takes "
+		    "none, %zu came", nfds);
+		*reason = why;
+		return -1;
+	}
+	f->kind = buf[0];
+	f->flags = flags;
+	f->from = (int)from;
+	f->payload = buf + NC_IPC_FRAME_HEADER;
+	f->len = plen;
+	return 0;
 }
 
 int
@@ -152,12 +218,16 @@ nc_ipc_frame_parse(const char *buf, size_t len, size_t nfds, bool ctrunc,
 		*reason = "malformed frame: truncated header";
 		return -1;
 	}
-	if (buf[1] != NC_IPC_FRAME_VERSION) {
+	if (buf[1] != ((buf[0] == NC_IPC_FRAME_BROADCAST ||
+	    buf[0] == NC_IPC_FRAME_MESSAGE) ? NC_IPC_MSG_VERSION :
+	    NC_IPC_FRAME_VERSION)) {
 		snprintf(why, sizeof why, "frame version %d not understood",
 		    (unsigned char)buf[1]);
 		*reason = why;
 		return -1;
 	}
+	if (buf[0] == NC_IPC_FRAME_BROADCAST || buf[0] == NC_IPC_FRAME_MESSAGE)
+		return ipc_msg_frame_parse(buf, len, nfds, f, reason);
 	memcpy(&n, buf + 2, sizeof n);
 	memcpy(&zero, buf + 4, sizeof zero);
 	memcpy(&seq, buf + 8, sizeof seq);
@@ -316,6 +386,9 @@ again:
 		ipc_fail(ipc, "closed");
 		return -1;
 	}
+	/* A frame's payload is text: it ends the packet, a NUL after it. */
+	if ((size_t)len < sizeof buf)
+		buf[len] = '\0';
 	if (!(mh.msg_flags & MSG_TRUNC) && ipc_is_frame(buf, (size_t)len)) {
 		struct nc_ipc_frame	f;
 
@@ -391,11 +464,21 @@ ipc_update_write(struct nc_ipc *ipc)
 }
 
 static void
+ipc_blob_release(struct nc_ipc_blob *b)
+{
+	if (b != NULL && --b->refs == 0)
+		free(b);
+}
+
+static void
 ipc_out_free(struct ipc_out *o)
 {
 	if (!o->keep_fds)
 		close_fds(o->fds, o->nfds);
-	free(o->data);
+	if (o->blob != NULL)
+		ipc_blob_release(o->blob);
+	else
+		free(o->data);
 	free(o);
 }
 
@@ -526,9 +609,9 @@ nc_ipc_new(struct event_base *base, int fd, nc_ipc_msg_cb msg_cb,
 	return ipc;
 }
 
-/* Queues o (seq s) and sends what the kernel takes now. */
-static long long
-ipc_queue(struct nc_ipc *ipc, struct ipc_out *o, long long s)
+/* Puts o at the end of the queue. */
+static void
+ipc_link(struct nc_ipc *ipc, struct ipc_out *o)
 {
 	if (ipc->tail != NULL)
 		ipc->tail->next = o;
@@ -541,6 +624,13 @@ ipc_queue(struct nc_ipc *ipc, struct ipc_out *o, long long s)
 	ipc->qbytes += o->len;
 	if (ipc->qbytes > ipc->low_bytes || ipc->queued > ipc->low_pkts)
 		ipc->high = true;
+}
+
+/* Queues o (seq s) and sends what the kernel takes now. */
+static long long
+ipc_queue(struct nc_ipc *ipc, struct ipc_out *o, long long s)
+{
+	ipc_link(ipc, o);
 	if (ipc_write(ipc) == -1) {
 		ipc_write_failed(ipc);
 		return s;	/* queued; freed with the channel */
@@ -708,6 +798,107 @@ nc_ipc_send_ack(struct nc_ipc *ipc, long long ack, size_t n,
 	o->len = sizeof buf;
 	(void)ipc_queue(ipc, o, 0);
 	return 0;
+}
+
+static void
+ipc_msg_header(char *buf, int kind, unsigned flags, size_t len, int from)
+{
+	uint32_t	l = htole32((uint32_t)len), f = htole32((uint32_t)from);
+	uint32_t	zero = 0;
+	uint16_t	fl = htole16((uint16_t)flags);
+
+	buf[0] = (char)kind;
+	buf[1] = NC_IPC_MSG_VERSION;
+	memcpy(buf + 2, &fl, sizeof fl);
+	memcpy(buf + 4, &l, sizeof l);
+	memcpy(buf + 8, &f, sizeof f);
+	memcpy(buf + 12, &zero, sizeof zero);
+}
+
+void
+nc_ipc_message_init(struct nc_ipc_shared *sh, int from, const char *payload,
+    size_t len)
+{
+	ipc_msg_header(sh->hdr, NC_IPC_FRAME_MESSAGE, 0, len, from);
+	sh->payload = payload;
+	sh->len = len;
+	sh->copy = NULL;
+}
+
+void
+nc_ipc_shared_release(struct nc_ipc_shared *sh)
+{
+	ipc_blob_release(sh->copy);
+	sh->copy = NULL;
+}
+
+int
+nc_ipc_send_shared(struct nc_ipc *ipc, struct nc_ipc_shared *sh)
+{
+	struct iovec	 iov[2];
+	struct msghdr	 mh;
+	struct ipc_out	*o;
+	size_t		 total = NC_IPC_FRAME_HEADER + sh->len;
+
+	if (ipc->failed || ipc->gone || ipc->queued >= NC_IPC_MAX_QUEUE ||
+	    total > NC_IPC_MAX_SIZE)
+		return -1;
+	if (ipc->head == NULL) {
+		/* Nothing waits: from the caller's bytes, no copy. */
+		iov[0].iov_base = sh->hdr;
+		iov[0].iov_len = NC_IPC_FRAME_HEADER;
+		iov[1].iov_base = (void *)(uintptr_t)sh->payload;
+		iov[1].iov_len = sh->len;
+		memset(&mh, 0, sizeof mh);
+		mh.msg_iov = iov;
+		mh.msg_iovlen = 2;
+		while (sendmsg(ipc->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+		    -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == ENOBUFS)
+				goto queue;
+			ipc_write_failed(ipc);
+			return -1;
+		}
+		return 0;
+	}
+queue:
+	if (sh->copy == NULL) {
+		if ((sh->copy = malloc(sizeof *sh->copy + total)) == NULL)
+			return -1;
+		sh->copy->refs = 1;	/* the caller's */
+		memcpy(sh->copy->data, sh->hdr, NC_IPC_FRAME_HEADER);
+		memcpy(sh->copy->data + NC_IPC_FRAME_HEADER, sh->payload,
+		    sh->len);
+	}
+	if ((o = calloc(1, sizeof *o)) == NULL)
+		return -1;
+	sh->copy->refs++;
+	o->blob = sh->copy;
+	o->data = sh->copy->data;
+	o->len = total;
+	ipc_link(ipc, o);
+	ipc_update_write(ipc);
+	return 0;
+}
+
+int
+nc_ipc_send_broadcast(struct nc_ipc *ipc, const char *payload, size_t len,
+    unsigned flags)
+{
+	struct nc_ipc_shared	sh;
+	int			rc;
+
+	if (len == 0 || len > NC_IPC_MSG_MAX ||
+	    (flags & ~NC_IPC_MSG_DRAINING) != 0)
+		return -1;
+	nc_ipc_message_init(&sh, 0, payload, len);
+	ipc_msg_header(sh.hdr, NC_IPC_FRAME_BROADCAST, flags, len, 0);
+	rc = nc_ipc_send_shared(ipc, &sh);
+	nc_ipc_shared_release(&sh);
+	return rc;
 }
 
 long long
@@ -1004,4 +1195,300 @@ nc_ipc_socketpair(int fds[2])
 {
 	return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
 	    0, fds);
+}
+
+/*
+ * The fast path of nc_ipc_json_check(): one pass, no allocation, SWAR
+ * over the plain runs of strings. It says yes only where jansson
+ * (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES) says yes too, and "not
+ * sure" (0) wherever jansson's rules are not simply the grammar's: a
+ * number with an exponent or of more than 18 characters (jansson
+ * refuses those that overflow), \u0000 and surrogate escapes, a key with
+ * an escape (keys are compared decoded), more than JF_KEYS keys in the
+ * open objects, or nesting past JF_DEPTH. Invalid text is 0 as well: the
+ * caller asks jansson why.
+ */
+#define JF_DEPTH	64
+#define JF_KEYS		256
+#define JF_ONES		0x0101010101010101ULL
+#define JF_HIGHS	0x8080808080808080ULL
+
+static bool
+jf_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int
+jf_hex(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* A UTF-8 sequence as jansson takes it: its length, or 0. */
+static size_t
+jf_utf8(const unsigned char *p, const unsigned char *end)
+{
+	uint32_t	cp;
+	size_t		n, i;
+
+	if (p[0] < 0xC2 || p[0] > 0xF4)
+		return 0;
+	n = p[0] < 0xE0 ? 2 : p[0] < 0xF0 ? 3 : 4;
+	if ((size_t)(end - p) < n)
+		return 0;
+	for (i = 1; i < n; i++)
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+	if (n == 3) {
+		cp = (uint32_t)(p[0] & 0x0F) << 12 |
+		    (uint32_t)(p[1] & 0x3F) << 6 | (p[2] & 0x3F);
+		if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))
+			return 0;
+	} else if (n == 4) {
+		cp = (uint32_t)(p[0] & 0x07) << 18 |
+		    (uint32_t)(p[1] & 0x3F) << 12 |
+		    (uint32_t)(p[2] & 0x3F) << 6 | (p[3] & 0x3F);
+		if (cp < 0x10000 || cp > 0x10FFFF)
+			return 0;
+	}
+	return n;
+}
+
+/*
+ * A string's contents from *pp (past its opening quote): 1 and *pp past
+ * its closing quote, *escaped set if it holds an escape; 0 if not sure.
+ */
+static int
+jf_string(const unsigned char **pp, const unsigned char *end, bool *escaped)
+{
+	const unsigned char	*p = *pp;
+	uint64_t		 x, t;
+	size_t			 n;
+	int			 i, h, v;
+
+	for (;;) {
+		/* Eight plain bytes at a time: none < 0x20, '"', '\\', >= 0x80. */
+		while (end - p >= 8) {
+			memcpy(&x, p, sizeof x);
+			t = ((x - JF_ONES * 0x20) & ~x) |
+			    (((x ^ (JF_ONES * '"')) - JF_ONES) &
+			    ~(x ^ (JF_ONES * '"'))) |
+			    (((x ^ (JF_ONES * '\\')) - JF_ONES) &
+			    ~(x ^ (JF_ONES * '\\'))) | x;
+			if ((t & JF_HIGHS) != 0)
+				break;
+			p += 8;
+		}
+		while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' &&
+		    *p != '\\')
+			p++;
+		if (p >= end || *p < 0x20)
+			return 0;
+		if (*p == '"') {
+			*pp = p + 1;
+			return 1;
+		}
+		if (*p == '\\') {
+			*escaped = true;
+			if (++p >= end)
+				return 0;
+			switch (*p) {
+			case '"': case '\\': case '/': case 'b': case 'f':
+			case 'n': case 'r': case 't':
+				p++;
+				continue;
+			case 'u':
+				if (end - p < 5)
+					return 0;
+				for (i = 1, v = 0; i <= 4; i++) {
+					if ((h = jf_hex(p[i])) == -1)
+						return 0;
+					v = v << 4 | h;
+				}
+				if (v == 0 || (v >= 0xD800 && v <= 0xDFFF))
+					return 0;
+				p += 5;
+				continue;
+			default:
+				return 0;
+			}
+		}
+		if (*p < 0x80 || (n = jf_utf8(p, end)) == 0)
+			return 0;
+		p += n;
+	}
+}
+
+/* A number from *pp: 1 and *pp past it, or 0 if not sure. */
+static int
+jf_number(const unsigned char **pp, const unsigned char *end)
+{
+	const unsigned char	*p = *pp, *start = *pp;
+
+	if (*p == '-')
+		p++;
+	if (p >= end)
+		return 0;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	else
+		return 0;
+	if (p < end && *p == '.') {
+		if (++p >= end || *p < '0' || *p > '9')
+			return 0;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	}
+	if ((p < end && (*p == 'e' || *p == 'E')) || p - start > 18)
+		return 0;
+	*pp = p;
+	return 1;
+}
+
+int
+nc_ipc_json_fast(const char *text, size_t len, bool *spaced)
+{
+	const unsigned char	*p = (const unsigned char *)text;
+	const unsigned char	*end = p + len, *k;
+	struct {
+		const unsigned char	*p;
+		size_t			 n;
+	}			 keys[JF_KEYS];
+	size_t			 kbase[JF_DEPTH], nkeys = 0, i;
+	char			 kind[JF_DEPTH];
+	int			 depth = 0;
+	bool			 esc, sp = false;
+
+#define JF_SKIP() do {							\
+	if (p < end && jf_space(*p)) {					\
+		sp = true;						\
+		while (p < end && jf_space(*p))				\
+			p++;						\
+	}								\
+} while (0)
+
+value:
+	JF_SKIP();
+	if (p >= end)
+		return 0;
+	switch (*p) {
+	case '{':
+	case '[':
+		if (depth == JF_DEPTH)
+			return 0;
+		kind[depth] = (char)*p++;
+		kbase[depth++] = nkeys;
+		JF_SKIP();
+		if (p < end && *p == (kind[depth - 1] == '{' ? '}' : ']')) {
+			p++;
+			depth--;
+			goto after;
+		}
+		if (kind[depth - 1] == '{')
+			goto key;
+		goto value;
+	case '"':
+		p++;
+		esc = false;
+		if (!jf_string(&p, end, &esc))
+			return 0;
+		goto after;
+	case 't':
+		if (end - p < 4 || memcmp(p, "true", 4) != 0)
+			return 0;
+		p += 4;
+		goto after;
+	case 'f':
+		if (end - p < 5 || memcmp(p, "false", 5) != 0)
+			return 0;
+		p += 5;
+		goto after;
+	case 'n':
+		if (end - p < 4 || memcmp(p, "null", 4) != 0)
+			return 0;
+		p += 4;
+		goto after;
+	default:
+		if (!jf_number(&p, end))
+			return 0;
+		goto after;
+	}
+key:
+	JF_SKIP();
+	if (p >= end || *p != '"')
+		return 0;
+	k = ++p;
+	esc = false;
+	if (!jf_string(&p, end, &esc) || esc || nkeys == JF_KEYS)
+		return 0;
+	/* A duplicate of a key of the same object: jansson refuses it. */
+	for (i = kbase[depth - 1]; i < nkeys; i++)
+		if (keys[i].n == (size_t)(p - 1 - k) &&
+		    memcmp(keys[i].p, k, keys[i].n) == 0)
+			return 0;
+	keys[nkeys].p = k;
+	keys[nkeys++].n = (size_t)(p - 1 - k);
+	JF_SKIP();
+	if (p >= end || *p != ':')
+		return 0;
+	p++;
+	goto value;
+after:
+	JF_SKIP();
+	if (depth == 0) {
+		if (p != end)
+			return 0;
+		if (spaced != NULL)
+			*spaced = sp;
+		return 1;
+	}
+	if (p >= end)
+		return 0;
+	if (*p == ',') {
+		p++;
+		if (kind[depth - 1] == '{')
+			goto key;
+		goto value;
+	}
+	if (*p != (kind[depth - 1] == '{' ? '}' : ']'))
+		return 0;
+	p++;
+	nkeys = kbase[--depth];
+	goto after;
+#undef JF_SKIP
+}
+
+int
+nc_ipc_json_check(const char *text, size_t len, const char **reason,
+    bool *spaced)
+{
+	static char	 why[160];
+	json_error_t	 jerr;
+	json_t		*v;
+
+	if (nc_ipc_json_fast(text, len, spaced))
+		return 0;
+	if (spaced != NULL)
+		*spaced = true;
+	v = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+	    &jerr);
+	if (v == NULL) {
+		if (reason != NULL) {
+			snprintf(why, sizeof why, "%.120s", jerr.text);
+			*reason = why;
+		}
+		return -1;
+	}
+	json_decref(v);
+	return 0;
 }

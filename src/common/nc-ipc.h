@@ -39,6 +39,26 @@ struct nc_ipc;
 #define NC_IPC_FRAME_VERSION	1
 #define NC_IPC_FRAME_HEADER	16	/* bytes before the payload */
 
+/*
+ * Messages between workers as frames: `broadcast` (worker to master) and
+ * `message` (master to worker), a 16-byte header and the payload, the
+ * value's JSON text. The header: kind, version, 16 bits of flags
+ * (broadcast: NC_IPC_MSG_DRAINING), the payload's length (1 to
+ * NC_IPC_MSG_MAX, the rest of the packet), the sender's worker id
+ * (message; 0 in a broadcast, and from the operator) and 4 bytes that
+ * are 0. The master checks the header and passes the payload on as
+ * bytes; whoever parses the payload checks it (nc_ipc_json_check()). A
+ * worker started with NC_IPC_FRAMES_ENV may send broadcast frames and
+ * declares with `frames` that it reads message frames; only then does
+ * the master send it any.
+ */
+#define NC_IPC_FRAME_BROADCAST	0x03
+#define NC_IPC_FRAME_MESSAGE	0x04
+#define NC_IPC_MSG_VERSION	1
+#define NC_IPC_MSG_DRAINING	0x0001	/* to the pool's draining ones too */
+#define NC_IPC_MSG_MAX		65000	/* NC_CLUSTER_MESSAGE_MAX */
+#define NC_IPC_FRAMES_ENV	"NETCLUSTER_FRAMES"
+
 struct nc_ipc_frame {
 	int		 kind;		/* NC_IPC_FRAME_* */
 	size_t		 n;		/* connections */
@@ -47,6 +67,25 @@ struct nc_ipc_frame {
 	uint64_t	 accepted;	/* ack: bit per connection */
 	size_t		 fds_lost;	/* conn: fds the kernel could not
 					   give us (out of fds): the last */
+	unsigned	 flags;		/* broadcast: NC_IPC_MSG_* */
+	int		 from;		/* message: the sender's id, or 0 */
+	const char	*payload;	/* broadcast, message: unchecked, a
+					   NUL after it when read from a
+					   channel; valid in the callback */
+	size_t		 len;
+};
+
+/*
+ * One message frame for many channels, written once: each channel with
+ * nothing queued sends it from the caller's payload straight away; the
+ * payload is copied once, for every channel that must queue it.
+ */
+struct nc_ipc_blob;
+struct nc_ipc_shared {
+	char			 hdr[NC_IPC_FRAME_HEADER];
+	const char		*payload;	/* the caller's */
+	size_t			 len;
+	struct nc_ipc_blob	*copy;		/* once one queued it */
 };
 
 /*
@@ -101,6 +140,35 @@ long long	 nc_ipc_send_conns(struct nc_ipc *, const uint32_t *listeners,
 		    const int *fds, size_t n);
 int		 nc_ipc_send_ack(struct nc_ipc *, long long ack, size_t n,
 		    uint64_t accepted, bool now);
+/*
+ * A message frame from `from` (0: the operator) with payload, for
+ * nc_ipc_send_shared() to any number of channels, then
+ * nc_ipc_shared_release() (payload must live until then).
+ * nc_ipc_send_shared() returns 0 once sent or queued, -1 when the
+ * queue is full or the channel cannot send.
+ */
+void		 nc_ipc_message_init(struct nc_ipc_shared *, int from,
+		    const char *payload, size_t len);
+int		 nc_ipc_send_shared(struct nc_ipc *, struct nc_ipc_shared *);
+void		 nc_ipc_shared_release(struct nc_ipc_shared *);
+/*
+ * Sends (or queues) a broadcast frame of payload (1 to NC_IPC_MSG_MAX
+ * bytes), flags NC_IPC_MSG_*: 0, or -1 as nc_ipc_send_shared().
+ */
+int		 nc_ipc_send_broadcast(struct nc_ipc *, const char *payload,
+		    size_t len, unsigned flags);
+/*
+ * Whether text is one JSON value in UTF-8 that jansson takes
+ * (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES): 0, or -1 and a reason
+ * (valid until the next call). *spaced, if not NULL, is set unless the
+ * text has no whitespace between its tokens. Checks without building
+ * the value, on a fast path for the common cases; jansson decides the
+ * rest. nc_ipc_json_fast() is that path alone: 1 when it is sure the
+ * text is valid, 0 when it cannot tell (for the fuzz target).
+ */
+int		 nc_ipc_json_check(const char *text, size_t len,
+		    const char **reason, bool *spaced);
+int		 nc_ipc_json_fast(const char *text, size_t len, bool *spaced);
 /*
  * Checks a packet that is a frame (its first byte not '{') and came with
  * nfds fds, ctrunc when the kernel could not give us all of them: 0 and

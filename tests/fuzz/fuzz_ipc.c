@@ -9,7 +9,11 @@
  * conn.ack) it takes has 1 to NC_IPC_MAX_FDS connections, as many fds as
  * it says (fewer only when the kernel truncated them, and then the rest
  * are counted lost), the exact size for its kind, and an ack bit only
- * for a connection sent.
+ * for a connection sent. A message frame (broadcast, message) it takes
+ * has no fd, known flags and a payload of 1 to NC_IPC_MSG_MAX bytes that
+ * is the rest of the packet. And the check of a payload (the packet's
+ * bytes, and a frame's payload) agrees with jansson: the fast path says
+ * yes only to what jansson takes, the whole check exactly to it.
  */
 
 #include <stdbool.h>
@@ -21,6 +25,36 @@
 #include "fuzz.h"
 #include "nc-ipc.h"
 
+/* A payload's check against jansson's verdict. */
+static void
+check_json(const char *text, size_t len)
+{
+	const char	*reason = NULL;
+	json_t		*v;
+	bool		 spaced = true, fast, in_string;
+	size_t		 i;
+
+	v = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+	    NULL);
+	fast = nc_ipc_json_fast(text, len, &spaced) == 1;
+	FUZZ_ASSERT(!fast || v != NULL);
+	/* Said unspaced: no whitespace outside strings, compact already. */
+	if (fast && !spaced)
+		for (i = 0, in_string = false; i < len; i++) {
+			if (in_string && text[i] == '\\')
+				i++;
+			else if (text[i] == '"')
+				in_string = !in_string;
+			else if (!in_string)
+				FUZZ_ASSERT(text[i] != ' ' && text[i] != '\t' &&
+				    text[i] != '\n' && text[i] != '\r');
+		}
+	FUZZ_ASSERT((nc_ipc_json_check(text, len, &reason, NULL) == 0) ==
+	    (v != NULL));
+	FUZZ_ASSERT(v != NULL || (reason != NULL && reason[0] != '\0'));
+	json_decref(v);
+}
+
 static void
 check_frame(const uint8_t *data, size_t size, size_t nfds)
 {
@@ -31,6 +65,18 @@ check_frame(const uint8_t *data, size_t size, size_t nfds)
 	if (nc_ipc_frame_parse((const char *)data + 1, size - 1, nfds, ctrunc,
 	    &f, &reason) == -1) {
 		FUZZ_ASSERT(reason != NULL && reason[0] != '\0');
+		return;
+	}
+	if (f.kind == NC_IPC_FRAME_BROADCAST || f.kind == NC_IPC_FRAME_MESSAGE) {
+		FUZZ_ASSERT(nfds == 0 && f.len >= 1 && f.len <= NC_IPC_MSG_MAX);
+		FUZZ_ASSERT(size - 1 == NC_IPC_FRAME_HEADER + f.len);
+		FUZZ_ASSERT(f.payload == (const char *)data + 1 +
+		    NC_IPC_FRAME_HEADER);
+		FUZZ_ASSERT((f.flags & ~(f.kind == NC_IPC_FRAME_BROADCAST ?
+		    NC_IPC_MSG_DRAINING : 0)) == 0);
+		FUZZ_ASSERT(f.from >= 0 && (f.kind == NC_IPC_FRAME_MESSAGE ||
+		    f.from == 0));
+		check_json(f.payload, f.len);
 		return;
 	}
 	FUZZ_ASSERT(f.n >= 1 && f.n <= NC_IPC_MAX_FDS && f.seq >= 0);
@@ -57,6 +103,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	nfds = data[0] % (NC_IPC_MAX_FDS + 1);
 	check_frame(data, size, nfds);
+	check_json((const char *)data + 1, size - 1);
 	msg = nc_ipc_parse((const char *)data + 1, size - 1, nfds, &reason);
 	/* The unparsed tail: its text is the value, if the packet is JSON. */
 	if ((buf = malloc(size)) != NULL) {
