@@ -193,12 +193,20 @@ broadcast_watch(struct worker *w)
 /*
  * A message for many workers, written out once per kind of channel: from
  * the value's text as it came when there is one (nothing is written out
- * again), else from the value.
+ * again), else from the value. The text of a broadcast frame is
+ * unchecked: it goes as it is to a worker that reads message frames
+ * (whose library checks it), and is checked once, on the first worker
+ * that does not (a JSON `message`, whose value an older library takes
+ * as checked; a line channel); not JSON, it goes to none of those.
  */
 struct outmsg {
 	json_t		*v;
+	bool		 own_v;		/* parsed here: ours to free */
 	const char	*raw;		/* the value's JSON text, or NULL */
 	size_t		 rawlen;
+	bool		 unchecked;	/* raw: a frame's payload, as it came */
+	bool		 bad;		/* and it is not JSON */
+	struct worker	*sender;	/* NULL: the operator */
 	char		*vtext;		/* v written out, if raw was NULL */
 	int		 from;
 	const char	*service;	/* from the operator, or NULL */
@@ -206,19 +214,58 @@ struct outmsg {
 	size_t		 len;
 	char		*line;		/* for a line channel, with its newline */
 	size_t		 llen;
+	struct nc_ipc_shared sh;	/* as a frame */
+	bool		 sh_ready;
 };
 
 static void
 outmsg_clear(struct outmsg *m)
 {
+	if (m->sh_ready)
+		nc_ipc_shared_release(&m->sh);
+	if (m->own_v)
+		json_decref(m->v);
 	free(m->vtext);
 	free(m->text);
 	free(m->line);
 }
 
+/*
+ * A frame's payload, for a worker that takes the master's word for it:
+ * checked once. False when it is not JSON (counted and logged on the
+ * sender, the 1st, 2nd, 4th... time).
+ */
+static bool
+outmsg_checked(struct outmsg *m)
+{
+	const char	*why = "?";
+	struct worker	*w = m->sender;
+
+	if (m->unchecked) {
+		m->unchecked = false;
+		if (nc_ipc_json_check(m->raw, m->rawlen, &why, NULL) == -1) {
+			m->bad = true;
+			w->bad_messages++;
+			if ((w->bad_messages & (w->bad_messages - 1)) == 0)
+				log_warnx("worker %d [pid %d]: a message that "
+				    "is not JSON (%s) goes to no worker that "
+				    "reads no frames (%lu such)", w->id,
+				    (int)w->pid, why, w->bad_messages);
+		}
+	}
+	return !m->bad;
+}
+
 static int
 outmsg_value(struct outmsg *m)
 {
+	if (m->v == NULL) {
+		/* A checked payload, parsed to be written out again. */
+		if ((m->v = json_loadb(m->raw, m->rawlen, JSON_DECODE_ANY,
+		    NULL)) == NULL)
+			return -1;
+		m->own_v = true;
+	}
 	if ((m->vtext = json_dumps(m->v, JSON_COMPACT |
 	    JSON_ENCODE_ANY)) == NULL)
 		return -1;
@@ -306,6 +353,18 @@ deliver(struct worker *w, struct outmsg *m, bool *slow)
 			    w->dropped);
 		return 0;
 	}
+	if (w->ipc != NULL && w->msg_frames) {
+		if (!m->sh_ready) {
+			if (m->raw == NULL && outmsg_value(m) == -1)
+				return 0;
+			nc_ipc_message_init(&m->sh, m->from, m->raw,
+			    m->rawlen);
+			m->sh_ready = true;
+		}
+		return nc_ipc_send_shared(w->ipc, &m->sh) == 0 ? 1 : 0;
+	}
+	if (!outmsg_checked(m))
+		return 0;
 	if (w->ipc != NULL) {
 		if (m->text == NULL && outmsg_build(m, false) == -1)
 			return 0;
@@ -355,6 +414,30 @@ broadcast(struct worker *w, json_t *v, const char *raw, size_t rawlen,
 	m.v = v;
 	m.raw = raw;
 	m.rawlen = rawlen;
+	m.sender = w;
+	m.from = w->id;
+	(void)deliver_pool(w->pool, &m, w, with_draining, &slow);
+	outmsg_clear(&m);
+	if (slow)
+		sender_pause(w);
+}
+
+/*
+ * A broadcast frame from w: payload, its value's text, unchecked, goes
+ * on as it is (see struct outmsg); the flow control is the same.
+ */
+void
+broadcast_frame(struct worker *w, const char *payload, size_t len,
+    bool with_draining)
+{
+	struct outmsg	m;
+	bool		slow = false;
+
+	memset(&m, 0, sizeof m);
+	m.raw = payload;
+	m.rawlen = len;
+	m.unchecked = true;
+	m.sender = w;
 	m.from = w->id;
 	(void)deliver_pool(w->pool, &m, w, with_draining, &slow);
 	outmsg_clear(&m);

@@ -241,6 +241,21 @@ msg_broadcast(struct worker *w, json_t *msg)
 	return 0;
 }
 
+/*
+ * The worker's library reads message frames (it was started with
+ * NC_IPC_FRAMES_ENV): its messages come so from now on.
+ */
+static int
+msg_frames(struct worker *w, json_t *msg)
+{
+	json_t	*v = json_object_get(msg, "message");
+
+	if (!json_is_integer(v) || json_integer_value(v) < 1)
+		return -1;
+	w->msg_frames = true;
+	return 0;
+}
+
 static int
 msg_fatal(struct worker *w, json_t *msg)
 {
@@ -304,6 +319,7 @@ static const struct msg_type {
 	    msg_conn_ack },
 	{ "count.reply", 0,	1 << W_ONLINE | 1 << W_STOPPING, msg_count_reply },
 	{ "fatal",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_fatal },
+	{ "frames",	0,	ANY_LIVE,		msg_frames },
 	{ "hello",	0,	1 << W_STARTING,	msg_hello },
 	{ "listen",	0,	1 << W_STARTING | 1 << W_ONLINE, msg_listen },
 	{ "listening",	0,	ANY_LIVE,		msg_listening },
@@ -364,7 +380,10 @@ dispatch_msg(struct worker *w, json_t *msg, int *fds, size_t nfds)
 	json_decref(msg);
 }
 
-/* A frame: from a worker, only the answer to a conn frame. */
+/*
+ * A frame: from a worker, the answer to a conn frame, or a broadcast,
+ * whose payload goes on unparsed (broadcast.c).
+ */
 static void
 dispatch_frame(struct worker *w, const struct nc_ipc_frame *f, int *fds,
     size_t nfds)
@@ -374,7 +393,16 @@ dispatch_frame(struct worker *w, const struct nc_ipc_frame *f, int *fds,
 
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
-	if (f->kind != NC_IPC_FRAME_CONN_ACK)
+	if (f->kind == NC_IPC_FRAME_BROADCAST) {
+		/* Of one we killed or that is gone, as a JSON broadcast. */
+		if (!w->killed && w->state != W_DEAD)
+			broadcast_frame(w, f->payload, f->len,
+			    (f->flags & NC_IPC_MSG_DRAINING) != 0);
+		return;
+	}
+	if (f->kind == NC_IPC_FRAME_MESSAGE)
+		why = "unexpected message frame";
+	else if (f->kind != NC_IPC_FRAME_CONN_ACK)
 		why = "unexpected conn frame";
 	else if (!(w->state == W_ONLINE || w->state == W_STOPPING ||
 	    w->state == W_DEAD))

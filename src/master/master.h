@@ -173,6 +173,8 @@ struct worker {
 	json_t			*last_count;
 	/* broadcast.c */
 	unsigned long		 dropped;
+	bool			 msg_frames;	/* reads message frames */
+	unsigned long		 bad_messages;	/* its payloads not JSON */
 	struct bufferevent	*msg_bev;	/* inherit program: messages */
 	struct timespec		 msg_progress;
 	bool			 bp_paused;
@@ -373,6 +375,8 @@ void	 dispatch_init(void);
 /* broadcast.c: messages between workers, and from the operator. */
 void	 broadcast(struct worker *from, json_t *v, const char *raw,
 	    size_t rawlen, bool draining);
+void	 broadcast_frame(struct worker *from, const char *payload,
+	    size_t len, bool draining);
 int	 broadcast_send(const char *service, json_t *v, char *err, size_t);
 void	 broadcast_line_open(struct worker *, int fd);
 void	 broadcast_line_close(struct worker *);

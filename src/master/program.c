@@ -125,6 +125,7 @@ program_child(const struct pooldef *def, const int *fds, int *tmp, int n,
 	unsetenv("WATCHDOG_PID");
 	unsetenv("NETCLUSTER_CHANNEL_FD");
 	unsetenv("NETCLUSTER_MESSAGE_FD");
+	unsetenv(NC_IPC_FRAMES_ENV);
 	unsetenv("NODE_CHANNEL_FD");
 	unsetenv("NODE_CHANNEL_SERIALIZATION_MODE");
 	unsetenv("LISTEN_FDS");
@@ -146,9 +147,10 @@ program_child(const struct pooldef *def, const int *fds, int *tmp, int n,
 		}
 	}
 	setenv("NETCLUSTER_SERVICE", conf->name, 1);
-	if (pe->chan)
+	if (pe->chan) {
 		setenv("NETCLUSTER_CHANNEL_FD", "3", 1);
-	else {
+		setenv(NC_IPC_FRAMES_ENV, "1", 1);	/* reads message frames */
+	} else {
 		/* The message channel, if any, is the last fd: not a socket
 		 * of LISTEN_FDS. */
 		snprintf(num, sizeof num, "%d", pe->mfd != -1 ? n - 1 : n);

@@ -247,6 +247,7 @@ worker_exec(struct worker *w, int chan)
 		snprintf(env, sizeof env, "%d", w->id);
 		setenv("NETCLUSTER_WORKER_ID", env, 1);
 		setenv("NETCLUSTER_SERVICE", w->pool->name, 1);
+		setenv(NC_IPC_FRAMES_ENV, "1", 1);	/* reads message frames */
 		/* systemd speaks to the master only. */
 		unsetenv("NOTIFY_SOCKET");
 		unsetenv("WATCHDOG_USEC");
