@@ -22,8 +22,10 @@
  *   {"cmd": "report", "round": R}
  *	every worker but the sender prints the same line with what it has.
  *
- * The sender prints "round R: sent N in T s, K retries". Every line goes
- * to stdout, which netclusterd writes into its log with the worker's id.
+ * The sender prints "round R: sent N in T s, K retries"; a message from
+ * a worker that is not a round's is printed as "message from worker ID:
+ * TEXT". Every line goes to stdout, which netclusterd writes into its
+ * log with the worker's id.
  */
 
 #include <signal.h>
@@ -181,8 +183,12 @@ on_message(void *emitter, const struct nc_event_args *ev, void *arg)
 		return;
 	}
 	/* {"r":R,"s":SEQ,...}: written by make_message(), relayed as is. */
-	if (strncmp(ev->data, "{\"r\":", 5) != 0)
+	if (strncmp(ev->data, "{\"r\":", 5) != 0) {
+		/* Not a round's: said, for tests/e2e/messages.py. */
+		printf("message from worker %d: %.200s\n", ev->from, ev->data);
+		fflush(stdout);
 		return;
+	}
 	r = strtol(ev->data + 5, NULL, 10);
 	if (r != b.rround || (s = field(ev->data, ",\"s\":")) < 0)
 		return;

@@ -12,13 +12,27 @@ once it took nothing for 1 s: what is for it is dropped and logged (1st,
 2nd, 4th... drop), the live receiver gets everything in order, the
 master's RSS stays bounded, and once resumed the stopped one has what
 waited for it (about 1 MiB), nothing out of order. Resumed while the
-broadcast goes on, it gets messages again, to the last: one gap."""
+broadcast goes on, it gets messages again, to the last: one gap.
+
+Messages as frames (docs/protocol.md): a pool of cluster-msg workers,
+one of them run as a program built against an older library (it reads
+and sends JSON), and hostile workers (tests/e2e/hostile_worker.py). A
+payload that is not JSON, or not UTF-8, is dropped by each receiving
+library and logged, and by the master for the older one, and a good
+message after it reaches all three; a frame whose length, version, kind
+or size is wrong gets its sender killed as a protocol error; no receiver
+dies. Then messages of 64 B, 4 KiB and 65000 B (the most
+nc_cluster_broadcast() takes) arrive whole and in order, from a worker
+that sends frames to the older one and the others, and from the older
+one (JSON) to the others."""
 
 import json
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -27,6 +41,9 @@ from harness import (BUILD, Daemon, SCALE, check, no_quarantine, run)
 
 # The libtool wrapper execs the real binary: the worker's pid is its own.
 CLUSTER_MSG = os.path.join(BUILD, "bench", "cluster-msg")
+HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                       "hostile_worker.py")
+ROLE = re.compile(r"worker (\d+) \[pid (\d+)\]: role (\w+)$")
 COUNT = 20000
 SIZE = 4096
 SMALL_COUNT = 200000
@@ -353,7 +370,118 @@ def test_stalled_receiver_comes_back():
         d.stop()
 
 
+def roles(d):
+    """{role: [worker ids]}, from the "role" lines of hostile_worker.py."""
+    out = {}
+    for line in d.lines:
+        m = ROLE.search(line)
+        if m:
+            out.setdefault(m.group(3), []).append(int(m.group(1)))
+    return out
+
+
+def wait_for(d, pred, what, timeout=20):
+    deadline = time.monotonic() + timeout * SCALE
+    while not pred():
+        check(time.monotonic() < deadline, "no %s after %d s; log:\n%s" % (
+            what, timeout * SCALE, "\n".join(d.lines[-40:])))
+        d.read_lines(0.1)
+
+
+def lines_of(d, wid, text):
+    """Lines of worker wid's output (or of the master about it) with text."""
+    return [l for l in d.lines if re.search(r"worker %d \[pid \d+\]: " %
+                                            wid, l) and text in l]
+
+
+def test_frames_hostile_and_older():
+    tmp = tempfile.mkdtemp(prefix="nc-e2e-frames.")
+    counter = os.path.join(tmp, "starts")
+    d = Daemon([{"name": "msg", "handler": "program", "sockets": "cluster",
+                 "mode": "round-robin", "listen": ["127.0.0.1:0"],
+                 "command": [sys.executable, HOSTILE],
+                 "env": {"HOSTILE_COUNTER": counter,
+                         "HOSTILE_MESSAGES": CLUSTER_MSG}}],
+               workers=4, env=no_quarantine())
+    try:
+        d.wait_online()
+        wait_workers(d)
+        wait_for(d, lambda: sum(len(v) for v in roles(d).values()) >= 4,
+                 "role of every worker")
+        r = roles(d)
+        hostile, older = r["payloads"][0], r["older"][0]
+        reals = r["real"]
+        check(len(reals) == 2, "roles: %s" % r)
+        pids = {w["id"]: w["pid"] for w in d.ctl("workers")["workers"]}
+
+        # Payloads that are not JSON: dropped by each receiver, logged.
+        order(d, cmd="hostile", step="payloads")
+        for wid in reals:
+            for k in (1, 2):
+                wait_for(d, lambda: lines_of(
+                    d, wid, "cluster: a message from worker %d is not JSON "
+                    % hostile) and lines_of(d, wid, "dropped (%d dropped)"
+                                            % k), "drop %d logged by worker "
+                         "%d" % (k, wid))
+        for k in (1, 2):
+            wait_for(d, lambda: lines_of(
+                d, hostile, "a message that is not JSON") and lines_of(
+                    d, hostile, "goes to no worker that reads no frames "
+                    "(%d such)" % k), "the master's drop %d for the older "
+                     "worker" % k)
+        for wid in reals + [older]:
+            wait_for(d, lambda: lines_of(
+                d, wid, 'message from worker %d: {"hostile":"ok"}' %
+                hostile), "the good message at worker %d" % wid)
+        check(not lines_of(d, older, "is not JSON"), "the older worker "
+              "got a payload that is not JSON")
+
+        # Bad frames: the sender is killed, each in turn, nobody else.
+        order(d, cmd="hostile", step="length")
+        for role, why in (("payloads", "malformed frame: wrong size"),
+                          ("version", "frame version 2 not understood"),
+                          ("message", "unexpected message frame"),
+                          ("size", "malformed frame: payload of 65001 "
+                           "bytes")):
+            wait_for(d, lambda: role in roles(d), "worker of role %s" %
+                     role)
+            wid = roles(d)[role][0]
+            wait_for(d, lambda: lines_of(d, wid, "protocol error: " + why),
+                     "protocol error of the %s worker" % role)
+        wait_for(d, lambda: len(roles(d).get("real", [])) == 3,
+                 "the last replacement")
+        ws = wait_workers(d)
+        for wid in reals + [older]:
+            check(ws.get(wid) == pids[wid], "worker %d is gone or another "
+                  "(%s, was %d)" % (wid, ws.get(wid), pids[wid]))
+        check(d.proc.poll() is None, "the master exited")
+
+        # Every size, in order, frames to the older worker and JSON back.
+        new = roles(d)["real"][2]
+        rnd = 0
+        for sender, n, size in ((reals[0], 2000, 64), (reals[0], 500, 4096),
+                                (reals[0], 200, 65000), (older, 500, 4096),
+                                (older, 100, 65000)):
+            rnd += 1
+            live = [w for w in reals + [older, new] if w != sender]
+            order(d, cmd="run", round=rnd, sender=sender, n=n, size=size)
+            got = wait_received(d, rnd, live, BROADCAST_S)
+            for wid in live:
+                g = got[wid]
+                check(g["got"] == n and g["missing"] == 0 and
+                      g["reordered"] == 0, "round %d (%d x %d B from %d): "
+                      "worker %d: %s" % (rnd, n, size, sender, wid, g))
+        check(not master_lines(d, "dropped"), "messages dropped:\n%s" %
+              "\n".join(master_lines(d, "dropped")))
+        print("  frames: 2 bad payloads dropped by 3 receivers, 4 bad frames "
+              "killed their senders; 64 B to 65000 B in order both ways")
+    finally:
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    run([test_slow_receiver_loses_nothing, test_slow_receiver_holds_the_sender,
+    run([test_frames_hostile_and_older,
+         test_slow_receiver_loses_nothing, test_slow_receiver_holds_the_sender,
          test_stalled_receiver_is_dropped,
          test_stalled_receiver_comes_back])
