@@ -54,6 +54,7 @@ struct nc_ipc {
 	bool		 high;		/* above them since the last call */
 	void		(*low_cb)(struct nc_ipc *, void *);
 	long long	 seq;
+	size_t		 burst;		/* packets read per wake-up at most */
 	bool		 failed;
 	bool		 gone;		/* the peer closed: nothing goes out */
 	bool		 eof;
@@ -438,9 +439,21 @@ again:
 static void
 ipc_read_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct nc_ipc	*ipc = arg;
+	size_t		 burst = ipc->burst, n;
+
 	(void)fd;
 	(void)what;
-	(void)ipc_read_one(arg);
+	/* With a burst of 1 the channel is not touched after the callback. */
+	for (n = 1; ipc_read_one(ipc) == 1 && n < burst; n++)
+		if (ipc->failed || ipc->eof || !nc__event_pending(ipc->rev))
+			break;
+}
+
+void
+nc_ipc_set_burst(struct nc_ipc *ipc, size_t n)
+{
+	ipc->burst = n > 0 ? n : 1;
 }
 
 void
@@ -594,6 +607,7 @@ nc_ipc_new(struct event_base *base, int fd, nc_ipc_msg_cb msg_cb,
 	ipc->error_cb = error_cb;
 	ipc->arg = arg;
 	ipc->seq = 1;
+	ipc->burst = 1;
 	ipc->rev = event_new(base, fd, EV_READ | EV_PERSIST, ipc_read_cb, ipc);
 	ipc->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, ipc_write_cb,
 	    ipc);

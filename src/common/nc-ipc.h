@@ -236,6 +236,12 @@ long		 nc_ipc_idle_ms(const struct nc_ipc *);
  */
 void		 nc_ipc_set_low_cb(struct nc_ipc *, size_t bytes, size_t pkts,
 		    void (*cb)(struct nc_ipc *, void *));
+/*
+ * Reads up to n packets per wake-up of the loop (default 1), as long as
+ * the channel is read (not paused, failed or ended): for a peer that
+ * sends many at once. Only where no callback frees the channel.
+ */
+void		 nc_ipc_set_burst(struct nc_ipc *, size_t n);
 /* Stops (or resumes) reading the channel: backpressure on the peer. */
 void		 nc_ipc_pause(struct nc_ipc *, bool);
 void		 nc_ipc_free(struct nc_ipc *);

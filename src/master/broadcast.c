@@ -42,6 +42,7 @@
 #define MSG_HARD_PKTS		(NC_IPC_MAX_QUEUE - 256)	/* room for conn */
 #define MSG_STALL_MS		1000
 #define MSG_TICK_MS		100
+#define MSG_BURST		32	/* packets read a wake-up, per channel */
 
 static bool		 bp_active;	/* some sender is paused */
 static struct event	*bp_timer;
@@ -181,13 +182,21 @@ queue_low_cb(struct nc_ipc *ipc, void *arg)
 	messages_drained();
 }
 
-/* Tells us when a channel's queue is down to half the marks of behind. */
+/*
+ * Tells us when a channel's queue is down to half the marks of behind;
+ * and reads a channel MSG_BURST packets a wake-up at most, since a
+ * worker that broadcasts sends many at once (the master's callbacks
+ * never free a channel: it closes when the worker is reaped). A pause
+ * for backpressure stops a burst at once.
+ */
 static void
 broadcast_watch(struct worker *w)
 {
-	if (w->ipc != NULL)
+	if (w->ipc != NULL) {
 		nc_ipc_set_low_cb(w->ipc, MSG_SOFT_BYTES / 2,
 		    MSG_SOFT_PKTS / 2, queue_low_cb);
+		nc_ipc_set_burst(w->ipc, MSG_BURST);
+	}
 }
 
 /*

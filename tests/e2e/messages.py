@@ -45,6 +45,9 @@ HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        "hostile_worker.py")
 ROLE = re.compile(r"worker (\d+) \[pid (\d+)\]: role (\w+)$")
 COUNT = 20000
+# Enough for the slow receiver to be stopped several times: the master
+# relays 4 KiB messages at well over 50,000 a second.
+SLOW_COUNT = 100000
 SIZE = 4096
 SMALL_COUNT = 200000
 RSS_LIMIT_KIB = 16 * 1024
@@ -248,7 +251,7 @@ def slow_receiver(n, size, stop_s, run_s):
 
 def test_slow_receiver_loses_nothing():
     """Stopped 100 ms, running 200 ms."""
-    slow_receiver(COUNT, SIZE, 0.1, 0.2)
+    slow_receiver(SLOW_COUNT, SIZE, 0.1, 0.2)
 
 
 def test_slow_receiver_holds_the_sender():
@@ -333,8 +336,9 @@ def report(d, rnd, wid):
 
 def test_stalled_receiver_comes_back():
     """Stopped until the master dropped 256 messages for it, then
-    resumed while the broadcast goes on: it gets messages again, up to
-    the last, with one gap and nothing out of order."""
+    resumed while the broadcast goes on (SLOW_COUNT: long enough to
+    still run then): it gets messages again, up to the last, with one
+    gap and nothing out of order."""
     d = msg_daemon()
     pids = []
     try:
@@ -344,20 +348,21 @@ def test_stalled_receiver_comes_back():
         sender, live, stopped = sorted(ws)
         os.kill(ws[stopped], signal.SIGSTOP)
         rss = Rss(d)
-        order(d, cmd="run", round=1, sender=sender, n=COUNT, size=SIZE)
+        order(d, cmd="run", round=1, sender=sender, n=SLOW_COUNT,
+              size=SIZE)
         d.wait_log("does not read its channel: a message for it is "
                    "dropped (256 dropped)", timeout=BROADCAST_S)
         os.kill(ws[stopped], signal.SIGCONT)
         check(sent(d, 1) is None, "the broadcast ended before SIGCONT")
         got = wait_received(d, 1, (live,), BROADCAST_S, rss)
-        d.wait_log(": round 1: sent %d in" % COUNT)
+        d.wait_log(": round 1: sent %d in" % SLOW_COUNT)
         g = got[live]
-        check(g["got"] == COUNT and g["missing"] == 0 and
+        check(g["got"] == SLOW_COUNT and g["missing"] == 0 and
               g["reordered"] == 0, "live worker %d: %s" % (live, g))
         # It prints its line by itself once it got the last message.
         v = wait_received(d, 1, (stopped,), 30, rss)[stopped]
         check(v["missing"] >= 256 and v["reordered"] == 0 and
-              v["got"] + v["missing"] == COUNT,
+              v["got"] + v["missing"] == SLOW_COUNT,
               "resumed worker %d: %s" % (stopped, v))
         rss.check()
         drops = [int(m.group(3)) for m in (DROPPED.search(l)
