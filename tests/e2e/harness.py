@@ -214,11 +214,7 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
                 hung = True
-        try:
-            while self.read_lines(0.2):
-                pass
-        except Failure:
-            pass
+        self.read_to_end()
         self.proc.stderr.close()
         for name in os.listdir(self.dir):
             os.unlink(os.path.join(self.dir, name))

@@ -297,7 +297,9 @@ def test_rss_program():
            "command": [PYTHON, LEAKY], "cwd": tmp, "settle_ms": 200,
            "env": {"RECYCLE_LEAK_MIB": str(LEAK_MIB)},
            "recycle": {"rss_mib": limit}}
-    d = Daemon([svc], workers=2)
+    # Each drain waits for the load's clients to finish: on a machine
+    # loaded well past its cores, one took over 3 s under ASan.
+    d = Daemon([svc], workers=2, extra={"shutdown_timeout_ms": 3000 * SCALE})
     try:
         d.wait_online()
         d.wait_log("recycle_leaky: pid", 2)
