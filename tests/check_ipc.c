@@ -464,6 +464,23 @@ static const struct {
 	{ "0301000007000000" "0000000000000000" "7b2261223a317d", 1,
 	    "wrong fd count" },
 	{ "03010000070000", 0, "malformed frame: truncated header" },
+	/* two messages in a batch: from 5 {"a":1}, from 6 1 */
+	{ "0501000018000000" "0200000000000000"
+	    "0500000007000000" "7b2261223a317d" "0600000001000000" "31", 0,
+	    NULL },
+	{ "0501000018000000" "0300000000000000"
+	    "0500000007000000" "7b2261223a317d" "0600000001000000" "31", 0,
+	    "malformed frame: fewer messages than it says" },
+	{ "0501000018000000" "0100000000000000"
+	    "0500000007000000" "7b2261223a317d" "0600000001000000" "31", 0,
+	    "malformed frame: bytes after its messages" },
+	{ "0501000018000000" "0200000000000000"
+	    "0500000007000000" "7b2261223a317d" "0600000002000000" "31", 0,
+	    "malformed frame: bad message in a batch" },
+	{ "0501000009000000" "0000000000000000" "0500000000000000" "31", 0,
+	    "malformed frame: bad header" },
+	{ "0501000009000000" "0100000000000000" "0500000000000000" "31", 0,
+	    "malformed frame: bad message in a batch" },
 };
 
 START_TEST(test_msg_frame_parse)
@@ -487,7 +504,25 @@ START_TEST(test_msg_frame_parse)
 		ck_assert_msg(rc == 0, "refused: %s", why);
 		ck_assert_uint_eq(f.len, len - NC_IPC_FRAME_HEADER);
 		ck_assert_ptr_eq(f.payload, buf + NC_IPC_FRAME_HEADER);
-		if (f.kind == NC_IPC_FRAME_MESSAGE) {
+		if (f.kind == NC_IPC_FRAME_MESSAGES) {
+			size_t		 off = 0, l;
+			const char	*t;
+			int		 from;
+
+			ck_assert_uint_eq(f.n, 2);
+			ck_assert_int_eq(nc_ipc_frame_next(&f, &off, &from, &t,
+			    &l), 1);
+			ck_assert_int_eq(from, 5);
+			ck_assert_uint_eq(l, 7);
+			ck_assert(memcmp(t, "{\"a\":1}", 7) == 0);
+			ck_assert_int_eq(nc_ipc_frame_next(&f, &off, &from, &t,
+			    &l), 1);
+			ck_assert_int_eq(from, 6);
+			ck_assert_uint_eq(l, 1);
+			ck_assert_int_eq(*t, '1');
+			ck_assert_int_eq(nc_ipc_frame_next(&f, &off, &from, &t,
+			    &l), 0);
+		} else if (f.kind == NC_IPC_FRAME_MESSAGE) {
 			ck_assert_int_eq(f.from, 5);
 			ck_assert_uint_eq(f.flags, 0);
 		} else {
@@ -703,6 +738,92 @@ START_TEST(test_msg_frames_queued)
 	event_base_free(base);
 	ck_assert_int_eq(fd_count(), before);
 	ck_assert_int_gt(sent, 1);
+}
+END_TEST
+
+/* Message frames counted by packet and by message, senders in order. */
+struct fbx {
+	int	n, msgs;
+	int	from[16];
+};
+
+static void
+fbx_frame(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
+    size_t nfds, void *arg)
+{
+	struct fbx	*x = arg;
+	const char	*t;
+	size_t		 off = 0, len;
+	int		 from;
+
+	(void)ipc;
+	close_all(fds, nfds);
+	x->n++;
+	while (nc_ipc_frame_next(f, &off, &from, &t, &len) == 1)
+		x->from[x->msgs++ % 16] = from;
+}
+
+/*
+ * Behind a queue, messages join one messages frame, counted one each:
+ * one packet for the reader, in order; a large one goes alone after it,
+ * and the batch after that is a new one.
+ */
+START_TEST(test_msg_batches)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct nc_ipc_shared	 sh;
+	struct frx		 unused;
+	struct fbx		 x;
+	char			 big[5000];
+	size_t			 q;
+	int			 sv[2], before, i, filler = 0;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&unused, 0, sizeof unused);
+	memset(&x, 0, sizeof x);
+	memset(big, '7', sizeof big);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], frx_msg, frx_error, &unused);
+	/* Nothing queued: it goes alone, at once. */
+	ck_assert_int_eq(nc_ipc_send_batched(a, 3, "0", 1), 0);
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);
+	while (nc_ipc_queued(a) == 0 && filler < 10000) {
+		nc_ipc_message_init(&sh, 1, "2", 1);
+		ck_assert_int_eq(nc_ipc_send_shared(a, &sh), 0);
+		nc_ipc_shared_release(&sh);
+		filler++;
+	}
+	q = nc_ipc_queued(a);
+	ck_assert_uint_eq(q, 1);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 4, "[1]", 3), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 5, "\"x\"", 3), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 6, "{}", 2), 0);
+	ck_assert_uint_eq(nc_ipc_queued(a), q + 3);
+	nc_ipc_message_init(&sh, 7, big, sizeof big);
+	ck_assert_int_eq(nc_ipc_send_shared(a, &sh), 0);
+	nc_ipc_shared_release(&sh);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 8, "null", 4), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 8, "", 0), -1);
+	ck_assert_uint_eq(nc_ipc_queued(a), q + 5);
+	ck_assert_uint_eq(nc_ipc_queued_bytes(a), (NC_IPC_FRAME_HEADER + 1) +
+	    (NC_IPC_FRAME_HEADER + 3 * NC_IPC_ENTRY_HEADER + 8) +
+	    (NC_IPC_FRAME_HEADER + sizeof big) +
+	    (NC_IPC_FRAME_HEADER + NC_IPC_ENTRY_HEADER + 4));
+	b = nc_ipc_new(base, sv[1], frx_msg, frx_error, &x);
+	nc_ipc_set_frame_cb(b, fbx_frame);
+	ck_assert(run_until_count(base, &x.msgs, filler + 6, 5000));
+	ck_assert_int_eq(x.n, filler + 4);	/* packets */
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);
+	ck_assert_uint_eq(nc_ipc_queued_bytes(a), 0);
+	/* The last six, in order: the last filler, 4, 5, 6, 7, 8. */
+	for (i = 0; i < 6; i++)
+		ck_assert_int_eq(x.from[(filler + i) % 16], i == 0 ? 1 : i + 3);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
 }
 END_TEST
 
@@ -1427,6 +1548,7 @@ main(void)
 	tcase_add_test(tc, test_msg_frame_sizes);
 	tcase_add_test(tc, test_msg_frames_shared);
 	tcase_add_test(tc, test_msg_frames_queued);
+	tcase_add_test(tc, test_msg_batches);
 	tcase_add_loop_test(tc, test_json_check, 0,
 	    sizeof payloads / sizeof payloads[0]);
 	tcase_add_test(tc, test_json_check_long);

@@ -379,25 +379,47 @@ cluster_emit_message(const char *text, size_t len, int from)
 }
 
 /*
- * A message frame: its payload is as the sending worker wrote it, which
- * the master did not check. One that is not a JSON value in UTF-8 is
- * dropped here and logged (the 1st, 2nd, 4th... time); the channel
- * goes on. The payload is NUL-terminated (nc-ipc.h).
+ * A message frame, or a messages frame of several: each payload is as
+ * the sending worker wrote it, which the master did not check. One that
+ * is not a JSON value in UTF-8 is dropped here and logged (the 1st, 2nd,
+ * 4th... time); the others, and the channel, go on. The event gets the
+ * text NUL-terminated: a message frame's is (nc-ipc.h), a batch's is
+ * copied.
  */
 static void
 cluster_message_frame(const struct nc_ipc_frame *f)
 {
-	const char	*why = NULL;
+	char		 buf[NC_IPC_BATCH_MAX + 1], *copy;
+	const char	*why, *text;
+	size_t		 off = 0, len;
+	int		 from;
 
-	if (nc_ipc_json_check(f->payload, f->len, &why, NULL) == -1) {
-		cl.bad_messages++;
-		if ((cl.bad_messages & (cl.bad_messages - 1)) == 0)
-			log_warnx("cluster: a message from worker %d is not "
-			    "JSON (%s): dropped (%lu dropped)", f->from,
-			    why != NULL ? why : "?", cl.bad_messages);
-		return;
+	while (nc_ipc_frame_next(f, &off, &from, &text, &len)) {
+		why = NULL;
+		if (nc_ipc_json_check(text, len, &why, NULL) == -1) {
+			cl.bad_messages++;
+			if ((cl.bad_messages & (cl.bad_messages - 1)) == 0)
+				log_warnx("cluster: a message from worker %d "
+				    "is not JSON (%s): dropped (%lu dropped)",
+				    from, why != NULL ? why : "?",
+				    cl.bad_messages);
+			continue;
+		}
+		if (f->kind == NC_IPC_FRAME_MESSAGE) {
+			cluster_emit_message(text, len, from);
+			continue;
+		}
+		copy = len < sizeof buf ? buf : malloc(len + 1);
+		if (copy == NULL) {
+			log_warnx("cluster: out of memory; a message is lost");
+			continue;
+		}
+		memcpy(copy, text, len);
+		copy[len] = '\0';
+		cluster_emit_message(copy, len, from);
+		if (copy != buf)
+			free(copy);
 	}
-	cluster_emit_message(f->payload, f->len, f->from);
 }
 
 static void
@@ -412,7 +434,8 @@ cluster_frame_cb(struct nc_ipc *ipc, const struct nc_ipc_frame *f, int *fds,
 		cluster_conns(f->seq, f->listeners, f->n, fds, nfds, true);
 		return;
 	}
-	if (f->kind == NC_IPC_FRAME_MESSAGE) {
+	if (f->kind == NC_IPC_FRAME_MESSAGE ||
+	    f->kind == NC_IPC_FRAME_MESSAGES) {
 		cluster_message_frame(f);
 		return;
 	}

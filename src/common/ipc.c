@@ -33,6 +33,9 @@ struct ipc_out {
 	size_t		 nfds;
 	bool		 keep_fds;	/* the caller's: not closed here */
 	struct nc_ipc_blob *blob;	/* data is in it, shared: not freed */
+	size_t		 count;		/* messages in it: 1, more in a batch */
+	size_t		 cap;		/* a batch: bytes allocated */
+	bool		 batch;		/* a messages frame, growing */
 	struct ipc_out	*next;
 };
 
@@ -135,12 +138,52 @@ bad:
 }
 
 static bool
+ipc_is_msg_kind(char kind)
+{
+	return kind == NC_IPC_FRAME_BROADCAST || kind == NC_IPC_FRAME_MESSAGE ||
+	    kind == NC_IPC_FRAME_MESSAGES;
+}
+
+static bool
 ipc_is_frame(const char *buf, size_t len)
 {
 	return len > 0 && (buf[0] == NC_IPC_FRAME_CONN ||
-	    buf[0] == NC_IPC_FRAME_CONN_ACK ||
-	    buf[0] == NC_IPC_FRAME_BROADCAST ||
-	    buf[0] == NC_IPC_FRAME_MESSAGE);
+	    buf[0] == NC_IPC_FRAME_CONN_ACK || ipc_is_msg_kind(buf[0]));
+}
+
+/*
+ * The entries of a messages frame, after its header: count of them, each
+ * a from, a length of 1 to NC_IPC_MSG_MAX and that many bytes, filling
+ * len exactly. 0, or -1 and a reason.
+ */
+static int
+ipc_entries_check(const char *p, size_t len, uint32_t count,
+    const char **reason)
+{
+	uint32_t	from, elen, i;
+
+	for (i = 0; i < count; i++) {
+		if (len < NC_IPC_ENTRY_HEADER) {
+			*reason = "malformed frame: fewer messages than it says";
+			return -1;
+		}
+		memcpy(&from, p, sizeof from);
+		memcpy(&elen, p + 4, sizeof elen);
+		from = le32toh(from);
+		elen = le32toh(elen);
+		if (from > INT_MAX || elen == 0 || elen > NC_IPC_MSG_MAX ||
+		    elen > len - NC_IPC_ENTRY_HEADER) {
+			*reason = "malformed frame: bad message in a batch";
+			return -1;
+		}
+		p += NC_IPC_ENTRY_HEADER + elen;
+		len -= NC_IPC_ENTRY_HEADER + elen;
+	}
+	if (len != 0) {
+		*reason = "malformed frame: bytes after its messages";
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -162,8 +205,10 @@ ipc_msg_frame_parse(const char *buf, size_t len, size_t nfds,
 	flags = le16toh(flags);
 	plen = le32toh(plen);
 	from = le32toh(from);
-	if (zero != 0 || from > INT_MAX || (buf[0] == NC_IPC_FRAME_BROADCAST &&
-	    from != 0)) {
+	if (zero != 0 || (buf[0] == NC_IPC_FRAME_MESSAGE && from > INT_MAX) ||
+	    (buf[0] == NC_IPC_FRAME_BROADCAST && from != 0) ||
+	    (buf[0] == NC_IPC_FRAME_MESSAGES && (from == 0 ||
+	    from > NC_IPC_MAX_SIZE / (NC_IPC_ENTRY_HEADER + 1)))) {
 		*reason = "malformed frame: bad header";
 		return -1;
 	}
@@ -180,12 +225,16 @@ ipc_msg_frame_parse(const char *buf, size_t len, size_t nfds,
 		*reason = why;
 		return -1;
 	}
-	if (plen == 0 || plen > NC_IPC_MSG_MAX) {
+	if (buf[0] != NC_IPC_FRAME_MESSAGES && (plen == 0 ||
+	    plen > NC_IPC_MSG_MAX)) {
 		snprintf(why, sizeof why, "malformed frame: payload of %u "
 		    "bytes (1 to %d)", plen, NC_IPC_MSG_MAX);
 		*reason = why;
 		return -1;
 	}
+	if (buf[0] == NC_IPC_FRAME_MESSAGES && ipc_entries_check(buf +
+	    NC_IPC_FRAME_HEADER, plen, from, reason) == -1)
+		return -1;
 	if (nfds != 0) {
 		snprintf(why, sizeof why, "wrong fd count: a message takes "
 		    "none, %zu came", nfds);
@@ -194,10 +243,40 @@ ipc_msg_frame_parse(const char *buf, size_t len, size_t nfds,
 	}
 	f->kind = buf[0];
 	f->flags = flags;
-	f->from = (int)from;
+	if (buf[0] == NC_IPC_FRAME_MESSAGES)
+		f->n = from;
+	else
+		f->from = (int)from;
 	f->payload = buf + NC_IPC_FRAME_HEADER;
 	f->len = plen;
 	return 0;
+}
+
+int
+nc_ipc_frame_next(const struct nc_ipc_frame *f, size_t *off, int *from,
+    const char **text, size_t *len)
+{
+	uint32_t	v;
+
+	if (f->kind == NC_IPC_FRAME_MESSAGE) {
+		if (*off != 0)
+			return 0;
+		*off = f->len;
+		*from = f->from;
+		*text = f->payload;
+		*len = f->len;
+		return 1;
+	}
+	if (f->kind != NC_IPC_FRAME_MESSAGES || *off >= f->len)
+		return 0;
+	/* Checked when the frame was parsed. */
+	memcpy(&v, f->payload + *off, sizeof v);
+	*from = (int)le32toh(v);
+	memcpy(&v, f->payload + *off + 4, sizeof v);
+	*len = le32toh(v);
+	*text = f->payload + *off + NC_IPC_ENTRY_HEADER;
+	*off += NC_IPC_ENTRY_HEADER + *len;
+	return 1;
 }
 
 int
@@ -219,15 +298,14 @@ nc_ipc_frame_parse(const char *buf, size_t len, size_t nfds, bool ctrunc,
 		*reason = "malformed frame: truncated header";
 		return -1;
 	}
-	if (buf[1] != ((buf[0] == NC_IPC_FRAME_BROADCAST ||
-	    buf[0] == NC_IPC_FRAME_MESSAGE) ? NC_IPC_MSG_VERSION :
+	if (buf[1] != (ipc_is_msg_kind(buf[0]) ? NC_IPC_MSG_VERSION :
 	    NC_IPC_FRAME_VERSION)) {
 		snprintf(why, sizeof why, "frame version %d not understood",
 		    (unsigned char)buf[1]);
 		*reason = why;
 		return -1;
 	}
-	if (buf[0] == NC_IPC_FRAME_BROADCAST || buf[0] == NC_IPC_FRAME_MESSAGE)
+	if (ipc_is_msg_kind(buf[0]))
 		return ipc_msg_frame_parse(buf, len, nfds, f, reason);
 	memcpy(&n, buf + 2, sizeof n);
 	memcpy(&zero, buf + 4, sizeof zero);
@@ -534,7 +612,7 @@ ipc_write(struct nc_ipc *ipc)
 		ipc->head = o->next;
 		if (ipc->head == NULL)
 			ipc->tail = NULL;
-		ipc->queued--;
+		ipc->queued -= o->count;
 		ipc->qbytes -= o->len;
 		ipc_out_free(o);
 		clock_gettime(CLOCK_MONOTONIC, &ipc->progress);
@@ -634,7 +712,9 @@ ipc_link(struct nc_ipc *ipc, struct ipc_out *o)
 		clock_gettime(CLOCK_MONOTONIC, &ipc->progress);
 	}
 	ipc->tail = o;
-	ipc->queued++;
+	if (o->count == 0)
+		o->count = 1;
+	ipc->queued += o->count;
 	ipc->qbytes += o->len;
 	if (ipc->qbytes > ipc->low_bytes || ipc->queued > ipc->low_pkts)
 		ipc->high = true;
@@ -895,6 +975,76 @@ queue:
 	o->len = total;
 	ipc_link(ipc, o);
 	ipc_update_write(ipc);
+	return 0;
+}
+
+int
+nc_ipc_send_batched(struct nc_ipc *ipc, int from, const char *payload,
+    size_t len)
+{
+	struct nc_ipc_shared	 sh;
+	struct ipc_out		*o = ipc->tail;
+	size_t			 need, cap;
+	uint32_t		 v;
+	char			*data;
+	int			 rc;
+
+	if (ipc->failed || ipc->gone || ipc->queued >= NC_IPC_MAX_QUEUE ||
+	    len == 0 || len > NC_IPC_MSG_MAX)
+		return -1;
+	if (ipc->head == NULL) {
+		/* Nothing waits: it goes now, alone. */
+		nc_ipc_message_init(&sh, from, payload, len);
+		rc = nc_ipc_send_shared(ipc, &sh);
+		nc_ipc_shared_release(&sh);
+		return rc;
+	}
+	need = NC_IPC_ENTRY_HEADER + len;
+	if (o == NULL || !o->batch || o->len + need > NC_IPC_MAX_SIZE) {
+		if ((o = calloc(1, sizeof *o)) == NULL)
+			return -1;
+		o->cap = NC_IPC_FRAME_HEADER + need;
+		if (o->cap < 1024)
+			o->cap = 1024;
+		if ((o->data = malloc(o->cap)) == NULL) {
+			free(o);
+			return -1;
+		}
+		ipc_msg_header(o->data, NC_IPC_FRAME_MESSAGES, 0, 0, 0);
+		o->len = NC_IPC_FRAME_HEADER;
+		o->batch = true;
+		ipc_link(ipc, o);	/* counted as one message: none yet */
+		o->count = 0;
+		ipc->queued--;
+		ipc_update_write(ipc);
+	}
+	if (o->len + need > o->cap) {
+		cap = o->cap * 2;
+		if (cap < o->len + need)
+			cap = o->len + need;
+		if (cap > NC_IPC_MAX_SIZE)
+			cap = NC_IPC_MAX_SIZE;
+		if ((data = realloc(o->data, cap)) == NULL)
+			return -1;
+		o->data = data;
+		o->cap = cap;
+	}
+	v = htole32((uint32_t)from);
+	memcpy(o->data + o->len, &v, sizeof v);
+	v = htole32((uint32_t)len);
+	memcpy(o->data + o->len + 4, &v, sizeof v);
+	memcpy(o->data + o->len + NC_IPC_ENTRY_HEADER, payload, len);
+	o->len += need;
+	o->count++;
+	/* The header: the payload's length and the count. */
+	v = htole32((uint32_t)(o->len - NC_IPC_FRAME_HEADER));
+	memcpy(o->data + 4, &v, sizeof v);
+	v = htole32((uint32_t)o->count);
+	memcpy(o->data + 8, &v, sizeof v);
+	ipc->queued++;
+	ipc->qbytes += need;
+	if (ipc->qbytes > ipc->low_bytes || ipc->queued > ipc->low_pkts)
+		ipc->high = true;
 	return 0;
 }
 

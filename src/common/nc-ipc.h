@@ -50,10 +50,16 @@ struct nc_ipc;
  * bytes; whoever parses the payload checks it (nc_ipc_json_check()). A
  * worker started with NC_IPC_FRAMES_ENV may send broadcast frames and
  * declares with `frames` that it reads message frames; only then does
- * the master send it any.
+ * the master send it any. A messages frame carries several for a
+ * receiver whose queue is not empty: its header has the count where a
+ * message has `from`, and its payload is the messages one after the
+ * other, each a 32-bit from, a 32-bit length and its text.
  */
 #define NC_IPC_FRAME_BROADCAST	0x03
 #define NC_IPC_FRAME_MESSAGE	0x04
+#define NC_IPC_FRAME_MESSAGES	0x05	/* several: to a receiver behind */
+#define NC_IPC_ENTRY_HEADER	8	/* a batch's message: from, length */
+#define NC_IPC_BATCH_MAX	4096	/* payloads batched: at most this */
 #define NC_IPC_MSG_VERSION	1
 #define NC_IPC_MSG_DRAINING	0x0001	/* to the pool's draining ones too */
 #define NC_IPC_MSG_MAX		65000	/* NC_CLUSTER_MESSAGE_MAX */
@@ -61,7 +67,7 @@ struct nc_ipc;
 
 struct nc_ipc_frame {
 	int		 kind;		/* NC_IPC_FRAME_* */
-	size_t		 n;		/* connections */
+	size_t		 n;		/* connections; messages in a batch */
 	long long	 seq;		/* conn: its seq; ack: the conn's */
 	uint32_t	 listeners[NC_IPC_MAX_FDS];	/* conn */
 	uint64_t	 accepted;	/* ack: bit per connection */
@@ -152,6 +158,22 @@ void		 nc_ipc_message_init(struct nc_ipc_shared *, int from,
 int		 nc_ipc_send_shared(struct nc_ipc *, struct nc_ipc_shared *);
 void		 nc_ipc_shared_release(struct nc_ipc_shared *);
 /*
+ * A message from `from` with payload (copied) for one channel: sent at
+ * once alone when nothing is queued, else added to the messages frame at
+ * the end of the queue (a new one when there is none or it is full).
+ * Each message counts one in nc_ipc_queued(). 0, or -1 as
+ * nc_ipc_send_shared().
+ */
+int		 nc_ipc_send_batched(struct nc_ipc *, int from,
+		    const char *payload, size_t len);
+/*
+ * The messages of a message or messages frame, in order: 1 and the next
+ * one's sender, text (not NUL-terminated in a batch) and length, from
+ * *off (start at 0), or 0 at the end.
+ */
+int		 nc_ipc_frame_next(const struct nc_ipc_frame *, size_t *off,
+		    int *from, const char **text, size_t *len);
+/*
  * Sends (or queues) a broadcast frame of payload (1 to NC_IPC_MSG_MAX
  * bytes), flags NC_IPC_MSG_*: 0, or -1 as nc_ipc_send_shared().
  */
@@ -223,7 +245,10 @@ const char	*nc_ipc_member_value(const char *raw, size_t len,
 json_t		*nc_ipc_parse_tail(char *buf, size_t len, size_t nfds,
 		    const char *type, const char *key, const char **val,
 		    size_t *vlen);
-/* Packets and bytes queued, not yet taken by the kernel. */
+/*
+ * Packets (messages, counting each of a batch) and bytes queued, not yet
+ * taken by the kernel.
+ */
 size_t		 nc_ipc_queued(const struct nc_ipc *);
 size_t		 nc_ipc_queued_bytes(const struct nc_ipc *);
 /* Is it still read (not failed, not at its end)? */

@@ -363,9 +363,16 @@ deliver(struct worker *w, struct outmsg *m, bool *slow)
 		return 0;
 	}
 	if (w->ipc != NULL && w->msg_frames) {
+		if (m->raw == NULL && outmsg_value(m) == -1)
+			return 0;
+		/*
+		 * Behind a queue, a small one joins the batch at its end:
+		 * one packet, one wake-up, for many.
+		 */
+		if (m->rawlen <= NC_IPC_BATCH_MAX && nc_ipc_queued(w->ipc) > 0)
+			return nc_ipc_send_batched(w->ipc, m->from, m->raw,
+			    m->rawlen) == 0 ? 1 : 0;
 		if (!m->sh_ready) {
-			if (m->raw == NULL && outmsg_value(m) == -1)
-				return 0;
 			nc_ipc_message_init(&m->sh, m->from, m->raw,
 			    m->rawlen);
 			m->sh_ready = true;

@@ -400,7 +400,7 @@ dispatch_frame(struct worker *w, const struct nc_ipc_frame *f, int *fds,
 			    (f->flags & NC_IPC_MSG_DRAINING) != 0);
 		return;
 	}
-	if (f->kind == NC_IPC_FRAME_MESSAGE)
+	if (f->kind == NC_IPC_FRAME_MESSAGE || f->kind == NC_IPC_FRAME_MESSAGES)
 		why = "unexpected message frame";
 	else if (f->kind != NC_IPC_FRAME_CONN_ACK)
 		why = "unexpected conn frame";

@@ -11,7 +11,8 @@
  * are counted lost), the exact size for its kind, and an ack bit only
  * for a connection sent. A message frame (broadcast, message) it takes
  * has no fd, known flags and a payload of 1 to NC_IPC_MSG_MAX bytes that
- * is the rest of the packet. And the check of a payload (the packet's
+ * is the rest of the packet; a messages frame, as many messages as it
+ * says, each of 1 to NC_IPC_MSG_MAX bytes, that fill it. And the check of a payload (the packet's
  * bytes, and a frame's payload) agrees with jansson: the fast path says
  * yes only to what jansson takes, the whole check exactly to it.
  */
@@ -65,6 +66,24 @@ check_frame(const uint8_t *data, size_t size, size_t nfds)
 	if (nc_ipc_frame_parse((const char *)data + 1, size - 1, nfds, ctrunc,
 	    &f, &reason) == -1) {
 		FUZZ_ASSERT(reason != NULL && reason[0] != '\0');
+		return;
+	}
+	if (f.kind == NC_IPC_FRAME_MESSAGES) {
+		size_t		 off = 0, len, n = 0;
+		const char	*text;
+		int		 from;
+
+		FUZZ_ASSERT(nfds == 0 && f.flags == 0 && f.n >= 1);
+		FUZZ_ASSERT(size - 1 == NC_IPC_FRAME_HEADER + f.len);
+		while (nc_ipc_frame_next(&f, &off, &from, &text, &len) == 1) {
+			FUZZ_ASSERT(from >= 0 && len >= 1 &&
+			    len <= NC_IPC_MSG_MAX);
+			FUZZ_ASSERT(text >= f.payload && text + len <=
+			    f.payload + f.len);
+			check_json(text, len);
+			n++;
+		}
+		FUZZ_ASSERT(n == f.n && off == f.len);
 		return;
 	}
 	if (f.kind == NC_IPC_FRAME_BROADCAST || f.kind == NC_IPC_FRAME_MESSAGE) {
