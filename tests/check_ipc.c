@@ -787,7 +787,7 @@ START_TEST(test_msg_batches)
 	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
 	a = nc_ipc_new(base, sv[0], frx_msg, frx_error, &unused);
 	/* Nothing queued: it goes alone, at once. */
-	ck_assert_int_eq(nc_ipc_send_batched(a, 3, "0", 1), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 3, "0", 1, false), 0);
 	ck_assert_uint_eq(nc_ipc_queued(a), 0);
 	while (nc_ipc_queued(a) == 0 && filler < 10000) {
 		nc_ipc_message_init(&sh, 1, "2", 1);
@@ -797,15 +797,15 @@ START_TEST(test_msg_batches)
 	}
 	q = nc_ipc_queued(a);
 	ck_assert_uint_eq(q, 1);
-	ck_assert_int_eq(nc_ipc_send_batched(a, 4, "[1]", 3), 0);
-	ck_assert_int_eq(nc_ipc_send_batched(a, 5, "\"x\"", 3), 0);
-	ck_assert_int_eq(nc_ipc_send_batched(a, 6, "{}", 2), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 4, "[1]", 3, false), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 5, "\"x\"", 3, true), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 6, "{}", 2, false), 0);
 	ck_assert_uint_eq(nc_ipc_queued(a), q + 3);
 	nc_ipc_message_init(&sh, 7, big, sizeof big);
 	ck_assert_int_eq(nc_ipc_send_shared(a, &sh), 0);
 	nc_ipc_shared_release(&sh);
-	ck_assert_int_eq(nc_ipc_send_batched(a, 8, "null", 4), 0);
-	ck_assert_int_eq(nc_ipc_send_batched(a, 8, "", 0), -1);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 8, "null", 4, false), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 8, "", 0, true), -1);
 	ck_assert_uint_eq(nc_ipc_queued(a), q + 5);
 	ck_assert_uint_eq(nc_ipc_queued_bytes(a), (NC_IPC_FRAME_HEADER + 1) +
 	    (NC_IPC_FRAME_HEADER + 3 * NC_IPC_ENTRY_HEADER + 8) +
@@ -820,6 +820,39 @@ START_TEST(test_msg_batches)
 	/* The last six, in order: the last filler, 4, 5, 6, 7, 8. */
 	for (i = 0; i < 6; i++)
 		ck_assert_int_eq(x.from[(filler + i) % 16], i == 0 ? 1 : i + 3);
+	nc_ipc_free(a);
+	nc_ipc_free(b);
+	event_base_free(base);
+	ck_assert_int_eq(fd_count(), before);
+}
+END_TEST
+
+/* Deferred, messages wait for the loop: one packet for all of them. */
+START_TEST(test_msg_batches_deferred)
+{
+	struct event_base	*base;
+	struct nc_ipc		*a, *b;
+	struct frx		 unused;
+	struct fbx		 x;
+	int			 sv[2], before;
+
+	before = fd_count();
+	base = event_base_new();
+	memset(&unused, 0, sizeof unused);
+	memset(&x, 0, sizeof x);
+	ck_assert_int_eq(nc_ipc_socketpair(sv), 0);
+	a = nc_ipc_new(base, sv[0], frx_msg, frx_error, &unused);
+	b = nc_ipc_new(base, sv[1], frx_msg, frx_error, &x);
+	nc_ipc_set_frame_cb(b, fbx_frame);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 2, "1", 1, true), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 3, "2", 1, true), 0);
+	ck_assert_int_eq(nc_ipc_send_batched(a, 4, "3", 1, true), 0);
+	ck_assert_uint_eq(nc_ipc_queued(a), 3);
+	ck_assert(run_until_count(base, &x.msgs, 3, 2000));
+	ck_assert_int_eq(x.n, 1);
+	ck_assert_int_eq(x.from[0], 2);
+	ck_assert_int_eq(x.from[2], 4);
+	ck_assert_uint_eq(nc_ipc_queued(a), 0);
 	nc_ipc_free(a);
 	nc_ipc_free(b);
 	event_base_free(base);
@@ -1549,6 +1582,7 @@ main(void)
 	tcase_add_test(tc, test_msg_frames_shared);
 	tcase_add_test(tc, test_msg_frames_queued);
 	tcase_add_test(tc, test_msg_batches);
+	tcase_add_test(tc, test_msg_batches_deferred);
 	tcase_add_loop_test(tc, test_json_check, 0,
 	    sizeof payloads / sizeof payloads[0]);
 	tcase_add_test(tc, test_json_check_long);

@@ -980,7 +980,7 @@ queue:
 
 int
 nc_ipc_send_batched(struct nc_ipc *ipc, int from, const char *payload,
-    size_t len)
+    size_t len, bool defer)
 {
 	struct nc_ipc_shared	 sh;
 	struct ipc_out		*o = ipc->tail;
@@ -992,7 +992,7 @@ nc_ipc_send_batched(struct nc_ipc *ipc, int from, const char *payload,
 	if (ipc->failed || ipc->gone || ipc->queued >= NC_IPC_MAX_QUEUE ||
 	    len == 0 || len > NC_IPC_MSG_MAX)
 		return -1;
-	if (ipc->head == NULL) {
+	if (ipc->head == NULL && !defer) {
 		/* Nothing waits: it goes now, alone. */
 		nc_ipc_message_init(&sh, from, payload, len);
 		rc = nc_ipc_send_shared(ipc, &sh);

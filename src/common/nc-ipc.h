@@ -159,13 +159,14 @@ int		 nc_ipc_send_shared(struct nc_ipc *, struct nc_ipc_shared *);
 void		 nc_ipc_shared_release(struct nc_ipc_shared *);
 /*
  * A message from `from` with payload (copied) for one channel: sent at
- * once alone when nothing is queued, else added to the messages frame at
- * the end of the queue (a new one when there is none or it is full).
- * Each message counts one in nc_ipc_queued(). 0, or -1 as
- * nc_ipc_send_shared().
+ * once alone when nothing is queued and not defer, else added to the
+ * messages frame at the end of the queue (a new one when there is none
+ * or it is full), which goes when the loop finds the channel writable:
+ * with defer, what else is sent meanwhile joins it. Each message counts
+ * one in nc_ipc_queued(). 0, or -1 as nc_ipc_send_shared().
  */
 int		 nc_ipc_send_batched(struct nc_ipc *, int from,
-		    const char *payload, size_t len);
+		    const char *payload, size_t len, bool defer);
 /*
  * The messages of a message or messages frame, in order: 1 and the next
  * one's sender, text (not NUL-terminated in a batch) and length, from

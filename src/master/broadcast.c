@@ -43,6 +43,7 @@
 #define MSG_STALL_MS		1000
 #define MSG_TICK_MS		100
 #define MSG_BURST		32	/* packets read a wake-up, per channel */
+#define MSG_BATCH_ALWAYS	512	/* bytes: batched even when not behind */
 
 static bool		 bp_active;	/* some sender is paused */
 static struct event	*bp_timer;
@@ -366,12 +367,16 @@ deliver(struct worker *w, struct outmsg *m, bool *slow)
 		if (m->raw == NULL && outmsg_value(m) == -1)
 			return 0;
 		/*
-		 * Behind a queue, a small one joins the batch at its end:
-		 * one packet, one wake-up, for many.
+		 * Behind a queue, a message of up to NC_IPC_BATCH_MAX joins
+		 * the batch at its end: one packet, one wake-up, for many. A
+		 * small one always does, sent once the loop has read what
+		 * else came (MSG_BURST): copying it costs less than a
+		 * sendmsg and a wake-up of its own.
 		 */
-		if (m->rawlen <= NC_IPC_BATCH_MAX && nc_ipc_queued(w->ipc) > 0)
+		if (m->rawlen <= MSG_BATCH_ALWAYS || (m->rawlen <=
+		    NC_IPC_BATCH_MAX && nc_ipc_queued(w->ipc) > 0))
 			return nc_ipc_send_batched(w->ipc, m->from, m->raw,
-			    m->rawlen) == 0 ? 1 : 0;
+			    m->rawlen, true) == 0 ? 1 : 0;
 		if (!m->sh_ready) {
 			nc_ipc_message_init(&m->sh, m->from, m->raw,
 			    m->rawlen);
