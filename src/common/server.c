@@ -564,15 +564,60 @@ server_report_later(struct nc_server *s)
  * goes to the back of the line (nginx does the same), so connections go
  * around the workers instead of piling on one.
  */
+/*
+ * The kernel allows 500 such nested paths to one socket (fs/eventpoll.c,
+ * path_limits): past them, adding a set that holds it (or it to a set
+ * that is watched) fails with EINVAL. A process that finds them taken (a
+ * pool of more than 500 workers, or old and new ones together in a
+ * reload) watches the socket itself and is woken with every other such
+ * one: it serves, at the cost of the wake-ups.
+ */
+static int
+server_watch_direct(struct nc_server *s)
+{
+	if (s->aev != NULL)
+		(void)event_del(s->aev);
+	if (s->xfd != -1) {
+		close(s->xfd);
+		s->xfd = -1;
+	}
+	if (s->aev == NULL) {
+		if ((s->aev = event_new(s->base, s->fd, EV_READ | EV_PERSIST,
+		    server_accept_cb, s)) == NULL)
+			return -1;
+	} else if (event_assign(s->aev, s->base, s->fd, EV_READ |
+	    EV_PERSIST, server_accept_cb, s) == -1)
+		return -1;
+	return event_add(s->aev, NULL);
+}
+
+/* Whether set xfd may go in another set: the kernel's limit not met. */
+static bool
+server_nest_ok(int xfd)
+{
+	struct epoll_event	ev = { .events = EPOLLIN };
+	int			probe, rc;
+
+	if ((probe = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		return true;	/* the add itself will tell */
+	rc = epoll_ctl(probe, EPOLL_CTL_ADD, xfd, &ev);
+	close(probe);
+	return rc == 0;
+}
+
 static void
 server_requeue(struct nc_server *s)
 {
 	struct epoll_event	ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
 
 	if (epoll_ctl(s->xfd, EPOLL_CTL_DEL, s->fd, NULL) == -1 ||
-	    epoll_ctl(s->xfd, EPOLL_CTL_ADD, s->fd, &ev) == -1)
-		log_warnx("server fd %d: epoll_ctl: %s", s->fd,
-		    strerror(errno));
+	    epoll_ctl(s->xfd, EPOLL_CTL_ADD, s->fd, &ev) == -1) {
+		/* Its place taken meanwhile (another process's set): it
+		 * watches the socket itself from now on. */
+		if (server_watch_direct(s) == -1)
+			log_warnx("server fd %d: cannot watch it: %s", s->fd,
+			    strerror(errno));
+	}
 }
 
 /* Watches fd (bound and listening) for connections. */
@@ -589,9 +634,18 @@ server_start(struct nc_server *s, int fd, bool shared)
 			close(s->xfd);
 		s->xfd = -1;	/* every process is woken: it still works */
 	}
+	if (s->xfd != -1 && !server_nest_ok(s->xfd)) {
+		close(s->xfd);
+		s->xfd = -1;	/* the same, past the kernel's 500 */
+	}
 	s->aev = event_new(s->base, s->xfd != -1 ? s->xfd : fd,
 	    EV_READ | EV_PERSIST, server_accept_cb, s);
-	if (s->aev == NULL || event_add(s->aev, NULL) == -1) {
+	if (s->aev == NULL) {
+		server_close_handle(s);
+		return NC_ENOMEM;
+	}
+	if (event_add(s->aev, NULL) == -1 &&
+	    (s->xfd == -1 || server_watch_direct(s) == -1)) {
 		server_close_handle(s);
 		return NC_ENOMEM;
 	}

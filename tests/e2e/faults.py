@@ -4,7 +4,9 @@ worker (the master and the other workers go on), thousands of idle and
 trickling clients (idle_timeout_ms), max_connections per worker, and a
 stop that reaches a worker before its hello."""
 
+import errno
 import os
+import select
 import selectors
 import signal
 import socket
@@ -221,6 +223,56 @@ def test_stopped_worker_round_robin():
     stopped_worker("round-robin")
 
 
+def test_past_the_kernels_nested_watchers():
+    """The kernel lets 500 epoll sets that are themselves watched hold one
+    socket (fs/eventpoll.c, path_limits); a shared worker past them (a
+    pool over 500, or a reload of a pool over 250) watches the socket
+    itself and serves. Here the test takes the 500 on the listener it
+    hands netclusterd as fd:N, then 2 shared workers must serve."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(128)
+    port = lsock.getsockname()[1]
+    outer = select.epoll()
+    sets = []
+    d = None
+    try:
+        for _ in range(500):
+            e = select.epoll()
+            sets.append(e)
+            e.register(lsock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            outer.register(e.fileno(), select.EPOLLIN)
+        # The 501st is refused: the limit is taken.
+        e = select.epoll()
+        sets.append(e)
+        e.register(lsock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        try:
+            outer.register(e.fileno(), select.EPOLLIN)
+            check(False, "the kernel took a 501st nested watcher")
+        except OSError as x:
+            check(x.errno == errno.EINVAL, "501st: %s" % x)
+        d = Daemon([echo_service("shared", listen=["fd:%d" % lsock.fileno()])],
+                   workers=2, pass_fds=(lsock.fileno(),))
+        d.wait_online()
+        ok, bad = echo_clients(("127.0.0.1", port), 200)
+        check(ok == 200 and not bad, "%d ok, %s" % (ok, bad[:3]))
+        served = [w.get("accepted") for w in d.ctl("workers")["workers"]]
+        check(len(served) == 2 and all(served), "accepted %s" % served)
+        check(not any("ENOMEM" in l or "Invalid argument" in l
+                      for l in d.lines), "logged: %s" % [
+                          l for l in d.lines if "ENOMEM" in l or
+                          "Invalid argument" in l])
+        print("  500 nested watchers taken: 2 shared workers online, 200 "
+              "of 200 served (accepted %s)" % served)
+    finally:
+        if d is not None:
+            d.stop()
+        for e in sets:
+            e.close()
+        outer.close()
+        lsock.close()
+
+
 def test_idle_and_trickling_clients():
     raise_nofile()
     idle_ms = 1000
@@ -340,5 +392,6 @@ def test_stop_before_hello():
 if __name__ == "__main__":
     run([test_fd_exhaustion_shared, test_fd_exhaustion_round_robin,
          test_stopped_worker_shared, test_stopped_worker_round_robin,
+         test_past_the_kernels_nested_watchers,
          test_idle_and_trickling_clients, test_max_connections_per_worker,
          test_stop_before_hello])

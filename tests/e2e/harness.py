@@ -95,7 +95,7 @@ class Daemon:
     """netclusterd on a temporary config; stop() always cleans up."""
 
     def __init__(self, services, workers=2, extra=None, env=None,
-                 nofile=None, binary=None):
+                 nofile=None, binary=None, pass_fds=()):
         self.dir = tempfile.mkdtemp(prefix="nc-e2e.")
         self.control = os.path.join(self.dir, "control.sock")
         conf = {"workers": workers, "control_socket": self.control,
@@ -118,7 +118,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             [binary or NETCLUSTERD, "-c", self.config],
             stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, env=e, preexec_fn=limit)
+            stdin=subprocess.DEVNULL, env=e, preexec_fn=limit,
+            pass_fds=pass_fds)
         os.set_blocking(self.proc.stderr.fileno(), False)
 
     def read_lines(self, timeout):
