@@ -24,20 +24,23 @@ or size is wrong gets its sender killed as a protocol error; no receiver
 dies. Then messages of 64 B, 4 KiB and 65000 B (the most
 nc_cluster_broadcast() takes) arrive whole and in order, from a worker
 that sends frames to the older one and the others, and from the older
-one (JSON) to the others."""
+one (JSON) to the others. Across an upgrade, the adopted workers' messages
+arrive in order too (the new master speaks JSON to them)."""
 
 import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (BUILD, Daemon, SCALE, check, no_quarantine, run)
+from harness import (BUILD, NETCLUSTERCTL, NETCLUSTERD, Daemon, SCALE, check,
+                     no_quarantine, run)
 
 # The libtool wrapper execs the real binary: the worker's pid is its own.
 CLUSTER_MSG = os.path.join(BUILD, "bench", "cluster-msg")
@@ -49,7 +52,9 @@ COUNT = 20000
 # relays 4 KiB messages at well over 50,000 a second.
 SLOW_COUNT = 100000
 SIZE = 4096
-SMALL_COUNT = 200000
+# Small ones go in batches, several hundred thousand a second: enough
+# for several stops of the slow receiver.
+SMALL_COUNT = 1000000
 RSS_LIMIT_KIB = 16 * 1024
 # Wall time for a broadcast of COUNT messages; the slow receiver's runs
 # of 200 ms in 300 ms make it take longer.
@@ -485,8 +490,67 @@ def test_frames_hostile_and_older():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_messages_across_upgrade():
+    """netclusterctl upgrade (the same binary, from a copy): the new master
+    does not know which workers said `frames`, so it sends the workers it
+    adopts JSON messages, and takes their broadcast frames. The file's
+    command is made to fail first, so that the rollover fails and the
+    adopted workers serve on: messages among them arrive whole and in
+    order, before the upgrade and after it."""
+    tmp = tempfile.mkdtemp(prefix="nc-e2e-upg.")
+    binary = os.path.join(tmp, "netclusterd")
+    shutil.copy(NETCLUSTERD, binary)
+    svc = {"name": "msg", "handler": "program", "sockets": "cluster",
+           "mode": "round-robin", "listen": ["127.0.0.1:0"],
+           "command": [CLUSTER_MSG, "-h", "127.0.0.1", "-p", "0"]}
+    d = Daemon([svc], workers=3, env=no_quarantine(), binary=binary)
+    try:
+        d.wait_online()
+        ws = wait_workers(d)
+        sender, a, b = sorted(ws)
+        order(d, cmd="run", round=1, sender=sender, n=2000, size=4096)
+        got = wait_received(d, 1, (a, b), BROADCAST_S)
+        for wid in (a, b):
+            check(got[wid]["got"] == 2000 and got[wid]["missing"] == 0 and
+                  got[wid]["reordered"] == 0, "before: %s" % got)
+        with open(d.config) as f:
+            conf = json.load(f)
+        conf["services"][0]["command"] = ["/bin/false"]
+        conf["services"][0]["ready_timeout_ms"] = 2000
+        with open(d.config, "w") as f:
+            json.dump(conf, f)
+        p = subprocess.run([NETCLUSTERCTL, "-s", d.control, "upgrade"],
+                           capture_output=True, text=True,
+                           timeout=60 * SCALE)
+        # It answers with the failed rollover; the upgrade itself held.
+        check("keep serving" in p.stderr, "upgrade: %r" % p.stderr)
+        d.wait_log("upgraded in place")
+        d.wait_log("adopted", count=3)
+        d.wait_log("the workers not yet replaced keep serving",
+                   timeout=30)
+        # Adopted, they are online (their listening is not handed over).
+        now = {w["id"]: w["pid"] for w in d.ctl("workers")["workers"]
+               if w["state"] == "online"}
+        check(now == ws, "the adopted workers: %s, before %s" % (now, ws))
+        for rnd, size in ((2, 64), (3, 65000)):
+            order(d, cmd="run", round=rnd, sender=sender, n=1000,
+                  size=size)
+            got = wait_received(d, rnd, (a, b), BROADCAST_S)
+            for wid in (a, b):
+                check(got[wid]["got"] == 1000 and
+                      got[wid]["missing"] == 0 and
+                      got[wid]["reordered"] == 0, "after: %s" % got)
+        check(not master_lines(d, "protocol error"), "protocol errors:\n%s"
+              % "\n".join(master_lines(d, "protocol error")))
+        print("  upgraded, the rollover failed: the adopted workers' "
+              "messages in order")
+    finally:
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    run([test_frames_hostile_and_older,
+    run([test_frames_hostile_and_older, test_messages_across_upgrade,
          test_slow_receiver_loses_nothing, test_slow_receiver_holds_the_sender,
          test_stalled_receiver_is_dropped,
          test_stalled_receiver_comes_back])
