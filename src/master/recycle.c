@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,19 +22,46 @@
 #include "master.h"
 
 #define RECYCLE_TICK_MS		250
+#define RECYCLE_RSS_TICKS	4	/* rss_mib: read every 4th tick, 1 s */
 #define RECYCLE_RETRY_S		5	/* after a replacement that failed */
 
 static struct event	*tick;
+
+static unsigned int	 ticks;
+
+/*
+ * The MiB pid has resident, as its statm says (its second field, in
+ * pages), or -1. open and read: for hundreds of workers a second, stdio's
+ * buffer and scanning cost the master more than the read itself.
+ */
+static long
+recycle_rss_mib(pid_t pid)
+{
+	char		 path[64], buf[128], *p;
+	ssize_t		 n;
+	long		 pages;
+	int		 fd;
+
+	snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	(void)strtol(buf, &p, 10);
+	pages = strtol(p, NULL, 10);
+	return pages * sysconf(_SC_PAGESIZE) / (1024 * 1024);
+}
 
 /* The limit w passed, in why, or NULL. */
 static const char *
 recycle_due(const struct worker *w, char *why, size_t len)
 {
 	const struct nc_recycle	*r = &w->def->svc->recycle;
-	char			 path[64];
-	long			 pages, rss;
+	long			 rss;
 	double			 lived = gen_elapsed_s(&w->started);
-	FILE			*f;
 
 	if (r->connections > 0 && (double)w->accepted >=
 	    r->connections * w->jitter) {
@@ -44,26 +72,26 @@ recycle_due(const struct worker *w, char *why, size_t len)
 		snprintf(why, len, "lived %.1f s", lived);
 		return "age_ms";
 	}
-	if (r->rss_mib <= 0)
-		return NULL;
-	snprintf(path, sizeof path, "/proc/%d/statm", (int)w->pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return NULL;
-	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
-		rss = 0;
-	fclose(f);
-	rss = rss * sysconf(_SC_PAGESIZE) / (1024 * 1024);
-	if ((double)rss < r->rss_mib * w->jitter)
+	if (r->rss_mib <= 0 || ticks % RECYCLE_RSS_TICKS != 0 ||
+	    (rss = recycle_rss_mib(w->pid)) < 0 ||
+	    (double)rss < r->rss_mib * w->jitter)
 		return NULL;
 	snprintf(why, len, "has %ld MiB resident", rss);
 	return "rss_mib";
 }
 
-/* A pool's slot whose worker is due, or NULL: none while one recycles. */
+/*
+ * A pool's slot whose worker is due, or NULL: none while one recycles.
+ * Of several, the oldest worker's, so that none waits behind a slot that
+ * is due again each time it is looked at (a fast leak).
+ */
 static struct slot *
 recycle_pick(struct pool *p, char *why, size_t len, const char **limit)
 {
-	struct worker	*w;
+	struct worker	*w, *best = NULL;
+	struct slot	*pick = NULL;
+	const char	*l;
+	char		 text[96];
 	int		 i;
 
 	if (p->rollout != NULL || p->def == NULL)
@@ -73,12 +101,17 @@ recycle_pick(struct pool *p, char *why, size_t len, const char **limit)
 			return NULL;	/* a replacement under way */
 	for (i = 0; i < p->nslots && i < p->size; i++) {
 		w = p->slots[i]->worker;
-		if (worker_serves(w) && w->recycle_after <= gen_elapsed_s(
-		    &master.started) && (*limit = recycle_due(w, why,
-		    len)) != NULL)
-			return p->slots[i];
+		if (!worker_serves(w) || w->recycle_after > gen_elapsed_s(
+		    &master.started) || (best != NULL && gen_elapsed_s(
+		    &w->started) <= gen_elapsed_s(&best->started)) ||
+		    (l = recycle_due(w, text, sizeof text)) == NULL)
+			continue;
+		best = w;
+		pick = p->slots[i];
+		*limit = l;
+		snprintf(why, len, "%s", text);
 	}
-	return NULL;
+	return pick;
 }
 
 static void
@@ -95,6 +128,7 @@ recycle_tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	if (master.stopping || master.upgrading)
 		return;
+	ticks++;
 	for (i = 0; i < master.gen->npools; i++) {
 		p = master.gen->pools[i];
 		if ((s = recycle_pick(p, why, sizeof why, &limit)) == NULL)
