@@ -403,8 +403,9 @@ next_cp(const unsigned char *s, size_t len, size_t *i)
 	return cp;
 }
 
-static int
-hex_value(unsigned char c)
+/* The value of hex digit c, or -1. */
+int
+nc__hex_value(unsigned char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -447,8 +448,8 @@ nc__encode_string(enum nc__encoding enc, const char *str, size_t len,
 	case NC__ENC_HEX:
 		/* Pairs of hex digits, up to the first pair that is not. */
 		for (i = 0; i + 1 < len; i += 2) {
-			if ((hi = hex_value(s[i])) < 0 ||
-			    (lo = hex_value(s[i + 1])) < 0)
+			if ((hi = nc__hex_value(s[i])) < 0 ||
+			    (lo = nc__hex_value(s[i + 1])) < 0)
 				break;
 			b[0] = (unsigned char)(hi << 4 | lo);
 			if ((rc = put(out, b, 1)) != 0)

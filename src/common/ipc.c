@@ -1383,18 +1383,6 @@ jf_space(unsigned char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static int
-jf_hex(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* A UTF-8 sequence as jansson takes it: its length, or 0. */
 static size_t
 jf_utf8(const unsigned char *p, const unsigned char *end)
@@ -1472,7 +1460,7 @@ jf_string(const unsigned char **pp, const unsigned char *end, bool *escaped)
 				if (end - p < 5)
 					return 0;
 				for (i = 1, v = 0; i <= 4; i++) {
-					if ((h = jf_hex(p[i])) == -1)
+					if ((h = nc__hex_value(p[i])) == -1)
 						return 0;
 					v = v << 4 | h;
 				}

@@ -186,5 +186,6 @@ int		nc__decoder_end(struct nc__decoder *, struct evbuffer *out);
 /* Turns UTF-8 text into the bytes of enc, as Buffer.from(str, enc). */
 int		nc__encode_string(enum nc__encoding, const char *str, size_t len,
 		    struct evbuffer *out);
+int		nc__hex_value(unsigned char);
 
 #endif /* NC_INT_H */

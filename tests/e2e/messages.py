@@ -72,8 +72,12 @@ BEHIND = " is too far behind: a message for it is dropped"
 
 
 def msg_daemon():
+    # No heartbeat: a receiver stopped for a whole broadcast must stay
+    # (a slow run could pass worker_timeout_ms' 30 s and see it killed
+    # as hung, which supervision.py tests).
     return Daemon([{"name": "msg", "handler": "program",
                     "sockets": "cluster", "mode": "round-robin",
+                    "worker_timeout_ms": 0,
                     "listen": ["127.0.0.1:0"],
                     "command": [CLUSTER_MSG, "-h", "127.0.0.1", "-p", "0"]}],
                   workers=3, env=no_quarantine())
