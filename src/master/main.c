@@ -402,12 +402,16 @@ main(int argc, char **argv)
 	if (upgrade != NULL) {
 		main_adopt(upgrade);
 		reload_start_all();
-		/* Adopted workers that exited during the exec: reap them. */
-		main_reap();
+		/*
+		 * The client waits for the rollover from now on, before any
+		 * reaping may end it (a new worker that already failed).
+		 */
 		if (json_integer_value(json_object_get(upgrade, "client")) > 2)
 			control_adopt((int)json_integer_value(json_object_get(
 			    upgrade, "client")), json_string_value(
 			    json_object_get(upgrade, "version")));
+		/* Adopted workers that exited during the exec: reap them. */
+		main_reap();
 		json_decref(upgrade);
 	} else
 		for (i = 0; i < master.gen->npools; i++)
