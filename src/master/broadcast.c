@@ -420,6 +420,20 @@ deliver_pool(struct pool *p, struct outmsg *m, const struct worker *skip,
 	return n;
 }
 
+/* m from w to the others of its pool, with the flow control. */
+static void
+broadcast_from(struct worker *w, struct outmsg *m, bool with_draining)
+{
+	bool	slow = false;
+
+	m->sender = w;
+	m->from = w->id;
+	(void)deliver_pool(w->pool, m, w, with_draining, &slow);
+	outmsg_clear(m);
+	if (slow)
+		sender_pause(w);
+}
+
 /*
  * v from w to every other live worker of its pool; raw, if not NULL, is
  * v's JSON text as it came.
@@ -429,18 +443,12 @@ broadcast(struct worker *w, json_t *v, const char *raw, size_t rawlen,
     bool with_draining)
 {
 	struct outmsg	m;
-	bool		slow = false;
 
 	memset(&m, 0, sizeof m);
 	m.v = v;
 	m.raw = raw;
 	m.rawlen = rawlen;
-	m.sender = w;
-	m.from = w->id;
-	(void)deliver_pool(w->pool, &m, w, with_draining, &slow);
-	outmsg_clear(&m);
-	if (slow)
-		sender_pause(w);
+	broadcast_from(w, &m, with_draining);
 }
 
 /*
@@ -452,18 +460,12 @@ broadcast_frame(struct worker *w, const char *payload, size_t len,
     bool with_draining)
 {
 	struct outmsg	m;
-	bool		slow = false;
 
 	memset(&m, 0, sizeof m);
 	m.raw = payload;
 	m.rawlen = len;
 	m.unchecked = true;
-	m.sender = w;
-	m.from = w->id;
-	(void)deliver_pool(w->pool, &m, w, with_draining, &slow);
-	outmsg_clear(&m);
-	if (slow)
-		sender_pause(w);
+	broadcast_from(w, &m, with_draining);
 }
 
 /*
