@@ -26,7 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "nc-accept.h"
 #include "nc-cluster.h"
@@ -83,6 +86,8 @@ static struct {
 	int			 closing;	/* servers yet to close */
 	bool			 frames;	/* the master reads broadcast
 						   frames: NC_IPC_FRAMES_ENV */
+	struct event		*beat;		/* pong every so often, unasked */
+	long long		 beat_ms;
 	unsigned long		 bad_messages;	/* payloads not JSON */
 } cl = { .fd = -1, .id = -1 };
 
@@ -532,6 +537,66 @@ cluster_ping(json_t *msg)
 	    (json_int_t)nc__server_total_accepted()));
 }
 
+/*
+ * Arms the next beat at the next multiple of every ms of the monotonic
+ * clock, which all processes share: the workers of a pool beat together
+ * and the master takes their pongs in a few wake-ups, not one each.
+ */
+static void
+cluster_beat_arm(void)
+{
+	struct timespec	ts;
+	struct timeval	tv;
+	long long	now, wait;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	wait = cl.beat_ms - now % cl.beat_ms;
+	tv.tv_sec = (time_t)(wait / 1000);
+	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
+	if (event_add(cl.beat, &tv) == -1)
+		log_warnx("cluster: cannot arm the heartbeat");
+}
+
+static void
+cluster_beat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	cluster_send(json_pack("{s:s, s:I}", "type", "pong", "accepted",
+	    (json_int_t)nc__server_total_accepted()));
+	if (cl.beat != NULL)
+		cluster_beat_arm();
+}
+
+/*
+ * `beat`: the heartbeat without the master's pings, which cost it a
+ * send and a wake-up per worker: a `pong` every `every` ms from a timer
+ * of the loop (a stuck loop misses it as it would miss a ping); 0 stops.
+ * The timer never keeps the loop going (cluster_unref_events()).
+ */
+static void
+cluster_beat(json_t *msg)
+{
+	json_int_t	ms = json_integer_value(json_object_get(msg, "every"));
+
+	if (ms <= 0) {
+		if (cl.beat != NULL)
+			event_free(cl.beat);
+		cl.beat = NULL;
+		return;
+	}
+	cl.beat_ms = ms > 86400000 ? 86400000 : (long long)ms;
+	if (cl.beat == NULL && (cl.beat = evtimer_new(cl.base,
+	    cluster_beat_cb, NULL)) == NULL) {
+		log_warnx("cluster: cannot arm the heartbeat");
+		return;
+	}
+	/* The first at once: the master counts silence from its `beat`. */
+	cluster_beat_cb(-1, 0, NULL);
+}
+
 /* A message from another worker or the operator: the MESSAGE event. */
 static void
 cluster_message(json_t *msg)
@@ -631,6 +696,8 @@ cluster_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 		cluster_message(msg);
 	else if (strcmp(type, "ping") == 0 && nfds == 0)
 		cluster_ping(msg);
+	else if (strcmp(type, "beat") == 0 && nfds == 0)
+		cluster_beat(msg);
 	else if (cluster_auto() && strcmp(type, "count") == 0 && nfds == 0)
 		cluster_count(msg);
 	else if (cluster_auto() && strcmp(type, "stop") == 0 && nfds == 0)
@@ -670,11 +737,13 @@ cluster_error_cb(struct nc_ipc *ipc, const char *reason, void *arg)
 static int
 cluster_unref_events(struct nc__handle *h)
 {
+	int	beat = cl.beat != NULL ? nc__event_pending(cl.beat) : 0;
+
 	(void)h;
 	if (cl.ipc == NULL || !nc_ipc_reading(cl.ipc))
-		return 0;
-	return cl.pending == NULL && cl.rr == NULL &&
-	    cl.em.count[NC_EV_MESSAGE] == 0 ? 1 : 0;
+		return beat;
+	return beat + (cl.pending == NULL && cl.rr == NULL &&
+	    cl.em.count[NC_EV_MESSAGE] == 0 ? 1 : 0);
 }
 
 static int
@@ -718,6 +787,10 @@ cluster_close_channel(void)
 {
 	if (cl.ipc == NULL)
 		return;
+	if (cl.beat != NULL) {
+		event_free(cl.beat);
+		cl.beat = NULL;
+	}
 	nc_ipc_flush(cl.ipc, 1000);
 	nc__handle_remove(&cl.handle);
 	nc_ipc_free(cl.ipc);
@@ -897,11 +970,12 @@ nc__cluster_listen(struct nc_server *s, struct event_base *base,
 		return NC_ENOMEM;
 	/*
 	 * "frames": connections may come as frames (nc-ipc.h); "heartbeat":
-	 * it answers `ping` (a worker from before exits at an unknown type).
+	 * 1, it answers `ping` (a worker from before exits at an unknown
+	 * type), 2, and `beat` too.
 	 */
 	msg = json_pack("{s:s, s:s, s:i, s:i, s:i}", "type", "listen",
 	    "address", address, "backlog", backlog, "frames",
-	    NC_IPC_FRAME_VERSION, "heartbeat", 1);
+	    NC_IPC_FRAME_VERSION, "heartbeat", 2);
 	/* netcluster-worker says which listener it means: two services may
 	 * both listen on "127.0.0.1:0". */
 	if (msg != NULL && service != NULL &&

@@ -143,9 +143,14 @@ msg_listen(struct worker *w, json_t *msg)
 	/* Connections may come to it as frames (nc-ipc.h). */
 	if (json_integer_value(json_object_get(msg, "frames")) >= 1)
 		w->frames = true;
-	/* It answers `ping` (heartbeat.c); one from before would exit. */
+	/*
+	 * It answers `ping` (heartbeat.c); one from before would exit. 2:
+	 * it also beats by itself when sent `beat`.
+	 */
 	if (json_integer_value(json_object_get(msg, "heartbeat")) >= 1)
 		w->heartbeat = true;
+	if (json_integer_value(json_object_get(msg, "heartbeat")) >= 2)
+		w->beats = true;
 	if (l->svc->mode == NC_MODE_ROUND_ROBIN) {
 		w->rr[l->id] = true;
 		reply_listen(w, msg, 0, l, -1);

@@ -23,8 +23,11 @@
 #define HEARTBEAT_TICK_MS	100
 #define HEARTBEAT_MAX_MS	1000	/* between two pings, at most */
 #define HUNG_KILL_MS		500	/* from SIGABRT to SIGKILL */
+#define HEARTBEAT_LATE_MS	500	/* a tick this late: judged next */
 
 static struct event	*tick;
+static struct timespec	 walk_at;	/* the next walk; 0: the next tick */
+static struct timespec	 last;		/* the last tick, or the first's arming */
 
 /*
  * How w is watched: asked every *interval ms (0: never), hung once
@@ -102,47 +105,97 @@ heartbeat_hung(struct worker *w, const char *why)
 	worker_event(w, WEV_CHANGED);
 }
 
-static void
-heartbeat_one(struct worker *w, const struct timespec *now)
+/*
+ * What w needs now: `beat` or `ping`, and its silence judged (unless the
+ * tick is late). Returns the ms until it needs looking at again.
+ */
+static long
+heartbeat_one(struct worker *w, const struct timespec *now, bool late)
 {
 	char	why[128];
 	int	interval, timeout, quiet;
-	long	silent;
+	long	silent, due = HEARTBEAT_MAX_MS;
 
 	heartbeat_plan(w, &interval, &timeout, &quiet);
-	if (interval > 0 && gen_ms_between(&w->pinged, now) >= interval) {
-		w->pinged = *now;
-		worker_send(w, json_pack("{s:s}", "type", "ping"));
+	if (w->beats && interval > 0) {
+		if (w->beat_ms != interval) {
+			w->beat_ms = interval;
+			worker_send(w, json_pack("{s:s, s:i}", "type", "beat",
+			    "every", interval));
+		}
+	} else if (interval > 0) {
+		if (gen_ms_between(&w->pinged, now) >= interval) {
+			w->pinged = *now;
+			worker_send(w, json_pack("{s:s}", "type", "ping"));
+		}
+		due = interval - gen_ms_between(&w->pinged, now);
 	}
-	if (timeout <= 0)
-		return;
+	if (timeout <= 0 || late)
+		return due;
 	silent = gen_ms_between(&w->heard, now);
 	if (silent >= timeout) {
 		snprintf(why, sizeof why, "silent for %ld ms "
 		    "(worker_timeout_ms %d)", silent, timeout);
 		heartbeat_hung(w, why);
-	} else if (silent >= quiet && !w->silent) {
+		return due;
+	}
+	if (silent >= quiet && !w->silent) {
 		w->silent = true;
 		log_warnx("service %s: worker %d [pid %d] (slot %d) silent for "
 		    "%ld ms; it takes nothing until it answers", w->pool->name,
 		    w->id, (int)w->pid, w->slot, silent);
 		worker_event(w, WEV_CHANGED);
 	}
+	if (!w->silent && quiet - silent < due)
+		due = quiet - silent;
+	if (timeout - silent < due)
+		due = timeout - silent;
+	return due;
 }
 
+/*
+ * Every HEARTBEAT_TICK_MS, but the workers are walked only when one of
+ * them is due (at least every HEARTBEAT_MAX_MS, and at once when one
+ * comes online): at rest with a few hundred workers, the walk was most
+ * of what the master did.
+ */
 static void
 heartbeat_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct worker	*w, *next;
-	struct timespec	 now;
+	static bool		 skipped;
+	struct worker		*w, *next;
+	struct timespec		 now;
+	bool			 late;
+	long			 due, soonest = HEARTBEAT_MAX_MS;
 
 	(void)fd;
 	(void)what;
 	(void)arg;
 	clock_gettime(CLOCK_MONOTONIC, &now);
+	/*
+	 * The master itself was held up (a loaded machine, a long request):
+	 * what the workers said meanwhile may still be unread, so nobody's
+	 * silence is judged on this tick, only on the next (which is, even
+	 * if late as well).
+	 */
+	late = !skipped && gen_ms_between(&last, &now) >= HEARTBEAT_LATE_MS;
+	skipped = late;
+	last = now;
+	if (!late && walk_at.tv_sec != 0 && gen_ms_between(&now, &walk_at) > 0)
+		return;
 	for (w = gen_next_worker(NULL); w != NULL; w = next) {
 		next = gen_next_worker(w);
-		heartbeat_one(w, &now);
+		if ((due = heartbeat_one(w, &now, late)) < soonest)
+			soonest = due;
+	}
+	if (late)
+		soonest = 0;	/* judged on the next tick */
+	walk_at = now;
+	walk_at.tv_sec += soonest / 1000;
+	walk_at.tv_nsec += (soonest % 1000) * 1000000;
+	if (walk_at.tv_nsec >= 1000000000) {
+		walk_at.tv_sec++;
+		walk_at.tv_nsec -= 1000000000;
 	}
 }
 
@@ -152,6 +205,8 @@ heartbeat_online(struct worker *w)
 {
 	clock_gettime(CLOCK_MONOTONIC, &w->heard);
 	w->pinged = w->heard;
+	w->beat_ms = 0;
+	walk_at.tv_sec = 0;	/* walked on the next tick */
 }
 
 /* A pong: the connections it took so far (recycle.c counts them). */
@@ -170,6 +225,7 @@ heartbeat_init(void)
 	struct timeval	tv = { 0, HEARTBEAT_TICK_MS * 1000 };
 
 	worker_hook(WEV_ONLINE, heartbeat_online);
+	clock_gettime(CLOCK_MONOTONIC, &last);
 	if ((tick = event_new(master.base, -1, EV_PERSIST, heartbeat_tick_cb,
 	    NULL)) == NULL || event_add(tick, &tv) == -1)
 		fatalx("cannot arm the heartbeat");

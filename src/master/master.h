@@ -144,6 +144,8 @@ struct worker {
 	struct timespec		 heard;		/* its last word, or ping */
 	struct timespec		 pinged;
 	bool			 heartbeat;	/* answers `ping` */
+	bool			 beats;		/* and `beat`: pongs unasked */
+	int			 beat_ms;	/* the `beat` it was sent */
 	bool			 silent;	/* not heard of late */
 	unsigned long long	 accepted;	/* connections it took */
 	double			 jitter;	/* its recycle limits' factor */

@@ -458,11 +458,12 @@ pool_export(void)
 		if (w->state == W_DEAD || (w->ipc == NULL && !w->program))
 			continue;
 		e = json_pack("{s:s, s:i, s:i, s:i, s:i, s:s, s:b, s:b, s:b, "
-		    "s:O*}", "service", w->pool->name, "pid", (int)w->pid,
+		    "s:b, s:O*}", "service", w->pool->name, "pid", (int)w->pid,
 		    "slot", w->slot, "id", w->id, "generation", w->generation,
 		    "state", worker_state_name(w->state), "program",
 		    w->program, "frames", w->frames, "heartbeat",
-		    w->heartbeat, "last_count", w->last_count);
+		    w->heartbeat, "beats", w->beats, "last_count",
+		    w->last_count);
 		if (e == NULL)
 			continue;
 		if (w->program) {
@@ -536,6 +537,8 @@ pool_adopt_one(json_t *e)
 	w->frames = json_is_true(json_object_get(e, "frames"));
 	/* A worker from before this said nothing: it is never pinged. */
 	w->heartbeat = json_is_true(json_object_get(e, "heartbeat"));
+	/* Sent `beat` again: what it was told is not known here. */
+	w->beats = json_is_true(json_object_get(e, "beats"));
 	if (json_is_object(json_object_get(e, "last_count")))
 		w->last_count = json_incref(json_object_get(e, "last_count"));
 	if (json_is_true(json_object_get(e, "program"))) {

@@ -55,6 +55,13 @@ recycle_rss_mib(pid_t pid)
 	return pages * sysconf(_SC_PAGESIZE) / (1024 * 1024);
 }
 
+/* Whether any limit of r is on. */
+static bool
+recycle_on(const struct nc_recycle *r)
+{
+	return r->connections > 0 || r->age_ms > 0 || r->rss_mib > 0;
+}
+
 /* The limit w passed, in why, or NULL. */
 static const char *
 recycle_due(const struct worker *w, char *why, size_t len)
@@ -101,7 +108,8 @@ recycle_pick(struct pool *p, char *why, size_t len, const char **limit)
 			return NULL;	/* a replacement under way */
 	for (i = 0; i < p->nslots && i < p->size; i++) {
 		w = p->slots[i]->worker;
-		if (!worker_serves(w) || w->recycle_after > gen_elapsed_s(
+		if (!worker_serves(w) || !recycle_on(&w->def->svc->recycle) ||
+		    w->recycle_after > gen_elapsed_s(
 		    &master.started) || (best != NULL && gen_elapsed_s(
 		    &w->started) <= gen_elapsed_s(&best->started)) ||
 		    (l = recycle_due(w, text, sizeof text)) == NULL)

@@ -26,8 +26,11 @@ is killed, replaced, logged and counted (cause="timeout",
 code="worker_timeout_ms").
 
 Who is asked: only a worker that said "heartbeat" in its listen gets
-`ping` (heartbeat_worker.py, both ways); one that did not, as a worker
-of a libnetcluster from before would, is never asked and serves on. A
+`ping` (heartbeat_worker.py, all three ways); one that said 2 gets one
+`beat` instead and serves on on its own pongs; one that said nothing, as
+a worker of a libnetcluster from before would, is never asked and
+serves on. A master stopped for twice worker_timeout_ms kills nobody
+once it goes on: what the workers said meanwhile is read first. A
 reuseport worker stopped long enough to be silent has the master serve
 its slot's socket; once it goes on and answers, it takes its socket
 back at once: the master accepts nothing more there."""
@@ -785,21 +788,21 @@ def lines_of(path, word):
 
 def test_heartbeat_only_if_said():
     tmp = tempfile.mkdtemp(prefix="nc-e2e-hb.")
-    logs = {n: os.path.join(tmp, n + ".log") for n in ("says", "mute")}
+    levels = {"says": "1", "mute": "0", "beats": "2"}
+    logs = {n: os.path.join(tmp, n + ".log") for n in levels}
 
     def service(name):
         return {"name": name, "handler": "program", "sockets": "cluster",
                 "mode": "shared", "listen": ["127.0.0.1:0"],
                 "command": [sys.executable, HB_PROGRAM],
                 "worker_timeout_ms": 400,       # a ping each 100 ms
-                "env": {"HB_SAYS": "1" if name == "says" else "0",
-                        "HB_LOG": logs[name]}}
+                "env": {"HB_SAYS": levels[name], "HB_LOG": logs[name]}}
 
     try:
         with Busy():
-            d = Daemon([service("says"), service("mute")], workers=1)
+            d = Daemon([service(n) for n in levels], workers=1)
             try:
-                d.wait_online(2)
+                d.wait_online(3)
                 before = {w["service"]: w["pid"] for w in d.slot_workers()}
                 # Ten pings to the one that says it answers: far past the
                 # 400 ms the other would have had to answer its first.
@@ -815,8 +818,19 @@ def test_heartbeat_only_if_said():
                       "\"heartbeat\", %d to the one that did not; workers "
                       "%s" % (lines_of(logs["says"], "ping"),
                               lines_of(logs["mute"], "ping"), after))
+                print("  heartbeat 2: told %s, pinged %d times" % (
+                    [l for l in open(logs["beats"]).read().split("\n")
+                     if l.startswith("beat ")], lines_of(logs["beats"],
+                                                         "ping")))
                 check(lines_of(logs["mute"], "ping") == 0,
                       "a worker that did not say \"heartbeat\" was pinged")
+                # One that beats by itself is told how often, once, and
+                # never pinged: its own pongs keep it online.
+                check(lines_of(logs["beats"], "beat 100") == 1,
+                      "the worker that beats was not told \"beat\" 100 "
+                      "once")
+                check(lines_of(logs["beats"], "ping") == 0,
+                      "a worker that beats by itself was pinged")
                 check(after == {n: (before[n], "online") for n in before},
                       "workers before %s, after %s" % (before, after))
                 st = d.ctl("status")["services"]
@@ -878,6 +892,44 @@ def test_silent_then_answers():
             d.stop()
 
 
+def test_master_stopped():
+    """The master stopped (SIGSTOP) for twice worker_timeout_ms with 8
+    workers beating: once it goes on, what they said meanwhile is read
+    before anyone's silence is judged, and nobody is killed or taken out
+    of rotation over the next two timeouts."""
+    timeout_ms = 1000
+    with Busy():
+        d = Daemon([echo_service("shared", worker_timeout_ms=timeout_ms)],
+                   workers=8)
+        try:
+            d.wait_online(8)
+            before = sorted(w["pid"] for w in d.slot_workers())
+            mark = len(d.lines)
+            os.kill(d.proc.pid, signal.SIGSTOP)
+            try:
+                time.sleep(2 * timeout_ms / 1000.0)    # what is tested
+            finally:
+                os.kill(d.proc.pid, signal.SIGCONT)
+            # Two timeouts more, watched: nothing is to happen in them.
+            end = time.monotonic() + 2 * timeout_ms / 1000.0 * SCALE
+            while time.monotonic() < end:
+                d.read_lines(max(end - time.monotonic(), 0.01))
+            after = sorted(w["pid"] for w in d.slot_workers())
+            said = [l for l in d.lines[mark:]
+                    if re.search(r"silent for|killing it", l)]
+            print("  master stopped %.1f s: workers %s, then %s; %d lines "
+                  "of silence" % (2 * timeout_ms / 1000.0,
+                                  "same" if after == before else before,
+                                  "same" if after == before else after,
+                                  len(said)))
+            check(not said, "workers judged silent after the master was "
+                  "stopped:\n%s" % "\n".join(said))
+            check(after == before, "workers %s, then %s" % (before, after))
+            check(echo_once(d.port()) == "made", "no echo after")
+        finally:
+            d.stop()
+
+
 if __name__ == "__main__":
     # A hung worker's SIGABRT leaves no core behind.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -885,4 +937,4 @@ if __name__ == "__main__":
          test_ready_while_hung, test_notify_reloads, test_notify_not_ready,
          test_never_ready_backs_off, test_settle_exit, test_watchdog,
          test_heartbeat_only_if_said,
-         test_silent_then_answers])
+         test_silent_then_answers, test_master_stopped])
