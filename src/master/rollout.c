@@ -196,8 +196,15 @@ rollout_end(struct rollout *ro, const char *err)
 		    i < p->nslots; i++) {
 			if ((w = p->slots[i]->next) == NULL)
 				continue;
+			/*
+			 * Stopped as on a reload, not killed: one that listened
+			 * may hold connections (shared, reuseport), which end
+			 * as they would (shutdown_timeout_ms).
+			 */
+			log_info("service %s: worker %d [pid %d] (slot %d) of "
+			    "the failed batch: stopping it", p->name, w->id,
+			    (int)w->pid, w->slot);
 			pool_drain_worker(w);
-			worker_kill(w, "its batch did not come online");
 		}
 		/*
 		 * The slots replaced and the old ones stay; slots the reload

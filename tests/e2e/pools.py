@@ -712,20 +712,30 @@ def test_pools_under_load():
 def test_failed_batch():
     """ce's second generation exits 1 at start (its wrapper sees a file):
     a batched reload stops at the batch that failed, says so, and the
-    workers not yet replaced go on."""
+    workers not yet replaced go on. A batch of two whose one worker came
+    online and the other failed after: the one online is stopped and
+    drains (exit 0), not killed."""
     tmp = tempfile.mkdtemp(prefix="nc-pools.")
     wrapper = os.path.join(tmp, "ce.sh")
     fail = os.path.join(tmp, "fail")
     token = os.path.join(tmp, "pass-once")
+    slow = os.path.join(tmp, "slow")
+    go = os.path.join(tmp, "go")
     with open(wrapper, "w") as f:
         # With fail: exit 1 at start, but for one start if token is
-        # there (rmdir takes it, once).
+        # there (rmdir takes it, once); with slow, only once go is there
+        # (waited for 30 s at most).
         f.write("#!/bin/sh\n"
                 "if [ -e %s ] && ! rmdir %s 2>/dev/null; then\n"
+                "\tn=0\n"
+                "\twhile [ -e %s ] && [ ! -e %s ] && [ $n -lt 600 ]; do\n"
+                "\t\tsleep 0.05; n=$((n + 1))\n"
+                "\tdone\n"
                 "\techo '<3>ce.sh: told to fail' >&2\n"
                 "\texit 1\n"
                 "fi\n"
-                "exec %s -p 0 -h 127.0.0.1\n" % (fail, token, CLUSTER_ECHO))
+                "exec %s -p 0 -h 127.0.0.1\n" % (fail, token, slow, go,
+                                                 CLUSTER_ECHO))
     os.chmod(wrapper, 0o755)
     counts = dict(COUNTS)
     counts["ce"] = 3
@@ -790,6 +800,57 @@ def test_failed_batch():
 
         step("reload ce --batch 1, batch 1 fails", lambda: failed(1, False))
         step("reload ce --batch 1, batch 2 fails", lambda: failed(2, True))
+
+        def failed_late():
+            """--batch 2: one new worker online, then the other fails."""
+            before = wait_pools(d, counts)
+            old = set(pids(before["ce"]).values())
+            for path in (fail, slow):
+                with open(path, "w"):
+                    pass
+            os.mkdir(token)
+            mark = len(d.lines)
+            reload = subprocess.Popen(
+                [NETCLUSTERCTL, "-s", d.control, "reload", "ce", "--batch",
+                 "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            try:
+                # `workers` lists the slots' workers, not a batch's.
+                online = re.compile(r"service ce: worker \d+ \[pid (\d+)\] "
+                                    r"\(slot \d+\) online")
+                deadline = time.monotonic() + 30 * SCALE
+                while True:
+                    new = [int(m.group(1)) for m in map(
+                        online.search, d.lines[mark:]) if m]
+                    if new:
+                        break
+                    check(time.monotonic() < deadline, "no new ce worker "
+                          "online; log:\n%s" % "\n".join(d.lines[-20:]))
+                    d.read_lines(0.05)
+                check(new[0] not in old, "pid %d was online before" % new[0])
+                with open(go, "w"):
+                    pass
+                out, err = reload.communicate(timeout=60 * SCALE)
+            finally:
+                if reload.poll() is None:
+                    reload.kill()
+                    reload.wait()
+            check(reload.returncode == 1 and re.match(
+                r"netclusterctl: service ce: batch 1 of 2 failed: its "
+                r"worker \d+ \[pid \d+\] ended before it was online",
+                err), "reload: %d %r" % (reload.returncode, err))
+            drained(d, mark, "ce", new[0])
+            check(not any("killing it" in l for l in d.lines[mark:]),
+                  "a worker was killed: %s" % [
+                      l for l in d.lines[mark:] if "killing it" in l])
+            after = wait_pools(d, counts)
+            check(pids(after["ce"]) == pids(before["ce"]), "ce: %s, before "
+                  "%s" % (pids(after["ce"]), pids(before["ce"])))
+            for path in (fail, slow, go):
+                os.unlink(path)
+            return " (its online worker %d drained)" % new[0]
+        step("reload ce --batch 2, the second of batch 1 fails later",
+             failed_late)
 
         def good():
             before = wait_pools(d, counts)
