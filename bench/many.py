@@ -322,8 +322,8 @@ class Notify:
 
 class Nc(Many):
     """netclusterd with the services given, the metrics listener on, the
-    supervision as by default (worker_timeout_ms 30000: a ping a second
-    to every worker) and recycle.rss_mib (its RSS sampled every 250 ms),
+    supervision as by default (worker_timeout_ms 30000: a pong a second
+    from every worker) and recycle.rss_mib (its RSS sampled every second),
     its log at info level, READY=1 on a NOTIFY_SOCKET of ours."""
 
     kind = "netclusterd"
