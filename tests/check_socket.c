@@ -778,11 +778,12 @@ START_TEST(test_socket_connect_forms)
 
 	nc_socket_destroy(p[0]->s);
 	nc_socket_destroy(p[1]->s);
-	ck_assert(run_until(fx.base, &p[0]->rec.counts[NC_EV_CLOSE], WAIT));
-	ck_assert(run_until(fx.base, &p[1]->rec.counts[NC_EV_CLOSE], WAIT));
-	/* A destroyed socket is closed for good (ERR_SOCKET_CLOSED). */
+	/* Destroyed, before `close`: ERR_SOCKET_CLOSED (after it, the
+	 * socket connects again: test_reconnect_*). */
 	ck_assert_int_eq(nc_socket_connect_port(p[0]->s, port, "127.0.0.1",
 	    must_not_call, NULL), NC_ERR_SOCKET_CLOSED);
+	ck_assert(run_until(fx.base, &p[0]->rec.counts[NC_EV_CLOSE], WAIT));
+	ck_assert(run_until(fx.base, &p[1]->rec.counts[NC_EV_CLOSE], WAIT));
 }
 END_TEST
 
@@ -2207,6 +2208,308 @@ START_TEST(test_write_after_end)
 END_TEST
 
 /*
+ * connect() again after `close`, as Node's socket.connect() does.
+ */
+
+/*
+ * What tests/node/reconnect.js prints under Node v20.20.2 (checked by
+ * tests/node-order.sh): the same socket connects, echoes 6 bytes, ends,
+ * and connects again from inside its `close` listener; its counts and
+ * addresses start afresh. Node's `ready` (after `connect`) has no
+ * counterpart here and is not listened to there.
+ */
+#define NODE_RECONNECT \
+	"new connecting=0 destroyed=0 read=0 written=0 remote=none local=none\n" \
+	"connect() connecting=1 destroyed=0 read=0 written=0 remote=none " \
+	"local=none\n" \
+	"connect connecting=0 destroyed=0 read=0 written=0 remote=port " \
+	"local=set\n" \
+	"data 6 connecting=0 destroyed=0 read=6 written=6 remote=port " \
+	"local=set\n" \
+	"finish connecting=0 destroyed=0 read=6 written=6 remote=port " \
+	"local=set\n" \
+	"end connecting=0 destroyed=0 read=6 written=6 remote=port local=set\n" \
+	"close hadError=0 connecting=0 destroyed=1 read=6 written=6 " \
+	"remote=port local=none\n" \
+	"connect() again connecting=1 destroyed=0 read=0 written=0 " \
+	"remote=none local=none\n" \
+	"connect connecting=0 destroyed=0 read=0 written=0 remote=port " \
+	"local=set\n" \
+	"data 6 connecting=0 destroyed=0 read=6 written=6 remote=port " \
+	"local=set\n" \
+	"finish connecting=0 destroyed=0 read=6 written=6 remote=port " \
+	"local=set\n" \
+	"end connecting=0 destroyed=0 read=6 written=6 remote=port local=set\n" \
+	"close hadError=0 connecting=0 destroyed=1 read=6 written=6 " \
+	"remote=port local=none\n"
+
+static struct {
+	struct nc_socket	*s;
+	char			 log[2048];
+	int			 round;
+	int			 closes;
+	int			 timeouts;
+	int			 datas;
+	char			 text[64];	/* what `data` brought */
+	bool			 end_on_data;
+	int			 rc;		/* the last connect() */
+} rx;
+
+static void
+rx_state(const char *tag)
+{
+	size_t	n = strlen(rx.log);
+
+	snprintf(rx.log + n, sizeof rx.log - n, "%s connecting=%d "
+	    "destroyed=%d read=%llu written=%llu remote=%s local=%s\n", tag,
+	    nc_socket_connecting(rx.s), nc_socket_destroyed(rx.s),
+	    (unsigned long long)nc_socket_bytes_read(rx.s),
+	    (unsigned long long)nc_socket_bytes_written(rx.s),
+	    nc_socket_remote_port(rx.s) == fx.port ? "port" : "none",
+	    nc_socket_local_port(rx.s) > 0 ? "set" : "none");
+}
+
+static void
+rx_event_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	tag[64];
+
+	(void)arg;
+	ck_assert_ptr_eq(emitter, rx.s);
+	if (ev->event == NC_EV_TIMEOUT)
+		rx.timeouts++;
+	if (ev->event == NC_EV_ERROR)
+		snprintf(tag, sizeof tag, "error %d", ev->error->code);
+	else
+		snprintf(tag, sizeof tag, "%s", nc_event_name(ev->event));
+	rx_state(tag);
+}
+
+static void
+rx_write_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	ck_assert_int_ge(nc_socket_write(rx.s, "hello!", 6, NULL, NULL), 0);
+}
+
+static void
+rx_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	tag[32];
+
+	(void)emitter;
+	(void)arg;
+	snprintf(tag, sizeof tag, "data %zu", ev->len);
+	rx_state(tag);
+	rx.datas++;
+	strncat(rx.text, ev->data, sizeof rx.text - strlen(rx.text) - 1);
+	if (rx.end_on_data)
+		ck_assert_int_eq(nc_socket_end(rx.s, NULL, 0), 0);
+}
+
+/* `close`: connects again inside the listener the first time. */
+static void
+rx_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	tag[32];
+
+	(void)emitter;
+	(void)arg;
+	rx.closes++;
+	snprintf(tag, sizeof tag, "close hadError=%d", ev->had_error);
+	rx_state(tag);
+	if (++rx.round < 2) {
+		rx.rc = nc_socket_connect_port(rx.s, fx.port, "127.0.0.1", NULL,
+		    NULL);
+		rx_state("connect() again");
+	}
+}
+
+/* A socket listened to as tests/node/reconnect.js listens to it. */
+static void
+rx_socket(void)
+{
+	static const enum nc_event	 evs[] = { NC_EV_LOOKUP, NC_EV_CONNECT,
+	    NC_EV_END, NC_EV_FINISH, NC_EV_TIMEOUT, NC_EV_ERROR };
+	struct nc_socket_options	 so;
+	size_t				 i;
+
+	memset(&rx, 0, sizeof rx);
+	memset(&so, 0, sizeof so);
+	so.base = fx.base;
+	rx.s = nc_socket_new(&so);
+	ck_assert_ptr_nonnull(rx.s);
+	ck_assert_int_eq(nc_socket_set_encoding(rx.s, "utf8"), 0);
+	for (i = 0; i < sizeof evs / sizeof evs[0]; i++)
+		ck_assert_int_eq(nc_socket_on(rx.s, evs[i], rx_event_cb, NULL),
+		    0);
+	ck_assert_int_eq(nc_socket_on(rx.s, NC_EV_DATA, rx_data_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(rx.s, NC_EV_CLOSE, rx_close_cb, NULL),
+	    0);
+}
+
+/* test-net-bytes-stats.js, test-net-reconnect.js: Node's transcript. */
+START_TEST(test_reconnect_node_order)
+{
+	fx.on_connection = on_conn_echo;
+	server_start();
+	rx_socket();
+	rx.end_on_data = true;
+	ck_assert_int_eq(nc_socket_on(rx.s, NC_EV_CONNECT, rx_write_cb, NULL),
+	    0);
+	rx_state("new");
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, fx.port, "127.0.0.1",
+	    NULL, NULL), 0);
+	rx_state("connect()");
+	ck_assert(run_until_count(fx.base, &rx.closes, 2, WAIT));
+	ck_assert_int_eq(rx.rc, 0);
+	ck_assert_str_eq(rx.log, NODE_RECONNECT);
+	/* Each connection read and wrote 6: 12 in all (bytes-stats). */
+	ck_assert_int_eq(fx.connections, 2);
+	/* Freed after its second `close`: the loop runs dry. */
+}
+END_TEST
+
+/* The server ends the first connection and holds the others open. */
+static void
+on_conn_end_first(struct peer *p)
+{
+	if (fx.connections == 1)
+		on_conn_end(p);
+}
+
+/*
+ * Later, on a socket the program holds: timeout, encoding, noDelay and
+ * keepAlive carry over (Node v20 sets TCP_NODELAY, SO_KEEPALIVE and
+ * TCP_KEEPIDLE on the new fd again), the connect listener is called,
+ * and the idle timer runs on the new connection.
+ */
+START_TEST(test_reconnect_later_keeps_options)
+{
+	struct peer	*q = peer_new();	/* its connect listener only */
+
+	fx.on_connection = on_conn_end_first;
+	server_start();
+	rx_socket();
+	nc_socket_hold(rx.s);
+	ck_assert_int_eq(nc_socket_set_timeout(rx.s, 100, NULL, NULL), 0);
+	ck_assert_int_eq(nc_socket_set_no_delay(rx.s, true), 0);
+	ck_assert_int_eq(nc_socket_set_keep_alive(rx.s, true, 7000), 0);
+	ck_assert_int_eq(nc_socket_set_encoding(rx.s, "hex"), 0);
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, fx.port, "127.0.0.1",
+	    NULL, NULL), 0);
+	rx.round = 1;		/* no connect() inside `close` */
+	ck_assert(run_until(fx.base, &rx.closes, WAIT));
+	ck_assert(nc_socket_destroyed(rx.s));
+	rx.timeouts = 0;
+
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, fx.port, "127.0.0.1",
+	    connect_cb, q), 0);
+	ck_assert(!nc_socket_destroyed(rx.s));
+	ck_assert(nc_socket_connecting(rx.s));
+	ck_assert(run_until(fx.base, &q->connect_cb_calls, WAIT));
+	ck_assert(run_until_count(fx.base, &fx.connections, 2, WAIT));
+	ck_assert(run_until(fx.base, &rx.timeouts, WAIT));
+	ck_assert(!nc_socket_destroyed(rx.s));
+	ck_assert_int_eq(sockopt(rx.s, IPPROTO_TCP, TCP_NODELAY), 1);
+	ck_assert_int_eq(sockopt(rx.s, SOL_SOCKET, SO_KEEPALIVE), 1);
+	ck_assert_int_eq(sockopt(rx.s, IPPROTO_TCP, TCP_KEEPIDLE), 7);
+	/* The encoding too: the server's bytes come as hex. */
+	ck_assert_int_eq(nc_socket_write(fx.accepted[1]->s, "\x01\xff", 2,
+	    NULL, NULL), 1);
+	ck_assert(run_until(fx.base, &rx.datas, WAIT));
+	ck_assert_str_eq(rx.text, "01ff");
+	ck_assert_uint_eq(nc_socket_bytes_read(rx.s), 2);
+	ck_assert_int_eq(q->connect_cb_calls, 1);
+	nc_socket_destroy(rx.s);
+	ck_assert(run_until_count(fx.base, &rx.closes, 2, WAIT));
+	nc_socket_release(rx.s);
+}
+END_TEST
+
+/*
+ * Between destroy() and `close`: refused (NC_ERR_SOCKET_CLOSED). Node
+ * connects there and then emits the old connection's `close` while the
+ * new one connects; a caveat in libnetcluster(3).
+ */
+START_TEST(test_reconnect_before_close_refused)
+{
+	fx.on_connection = on_conn_echo;
+	server_start();
+	rx_socket();
+	rx.round = 1;
+	nc_socket_hold(rx.s);
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, fx.port, "127.0.0.1",
+	    NULL, NULL), 0);
+	ck_assert(run_until(fx.base, &fx.connections, WAIT));
+	nc_socket_destroy(rx.s);
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, fx.port, "127.0.0.1",
+	    NULL, NULL), NC_ERR_SOCKET_CLOSED);
+	ck_assert(run_until(fx.base, &rx.closes, WAIT));
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, fx.port, "127.0.0.1",
+	    NULL, NULL), 0);
+	ck_assert(run_until_count(fx.base, &fx.connections, 2, WAIT));
+	nc_socket_destroy(rx.s);
+	ck_assert(run_until_count(fx.base, &rx.closes, 2, WAIT));
+	nc_socket_release(rx.s);
+}
+END_TEST
+
+/* After an error: the error is gone, `close` is clean the next time. */
+START_TEST(test_reconnect_after_error)
+{
+	int	closed_port;
+
+	fx.on_connection = on_conn_end;
+	server_start();
+	closed_port = free_port();
+	rx_socket();
+	rx.round = 1;
+	nc_socket_hold(rx.s);
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, closed_port, "127.0.0.1",
+	    NULL, NULL), 0);
+	ck_assert(run_until(fx.base, &rx.closes, WAIT));
+	ck_assert_ptr_nonnull(strstr(rx.log, "close hadError=1"));
+	ck_assert_ptr_nonnull(strstr(rx.log, "error -111"));
+	rx.log[0] = '\0';
+	ck_assert_int_eq(nc_socket_connect_port(rx.s, fx.port, "127.0.0.1",
+	    NULL, NULL), 0);
+	ck_assert(run_until_count(fx.base, &rx.closes, 2, WAIT));
+	ck_assert_ptr_nonnull(strstr(rx.log, "close hadError=0"));
+	ck_assert_ptr_null(strstr(rx.log, "error"));
+	nc_socket_release(rx.s);
+}
+END_TEST
+
+/* A server's connection, once closed, connects out as Node's does. */
+START_TEST(test_reconnect_server_side)
+{
+	struct nc_socket	*a;
+
+	fx.on_connection = on_conn_echo;
+	server_start();
+	(void)client_connected();
+	a = fx.accepted[0]->s;
+	nc_socket_destroy(a);
+	ck_assert(run_until(fx.base, &fx.accepted[0]->rec.counts[NC_EV_CLOSE],
+	    WAIT));
+	ck_assert_int_eq(nc_socket_connect_port(a, fx.port, "127.0.0.1", NULL,
+	    NULL), 0);
+	ck_assert(run_until_count(fx.base, &fx.connections, 2, WAIT));
+	ck_assert(run_until(fx.base, &fx.accepted[0]->rec.counts[NC_EV_CONNECT],
+	    WAIT));
+	ck_assert(!nc_socket_destroyed(a));
+	nc_socket_destroy(a);
+	ck_assert(run_until_count(fx.base,
+	    &fx.accepted[0]->rec.counts[NC_EV_CLOSE], 2, WAIT));
+	/* Closed once per connection; teardown checks for one. */
+	fx.accepted[0]->rec.counts[NC_EV_CLOSE] = 1;
+}
+END_TEST
+
+/*
  * destroy().
  */
 
@@ -3489,6 +3792,11 @@ socket_suite(void)
 	tcase_add_test(tc, test_unhandled_error_logged);
 	tcase_add_test(tc, test_destroy_inside_listeners);
 	tcase_add_test(tc, test_listeners);
+	tcase_add_test(tc, test_reconnect_node_order);
+	tcase_add_test(tc, test_reconnect_later_keeps_options);
+	tcase_add_test(tc, test_reconnect_before_close_refused);
+	tcase_add_test(tc, test_reconnect_after_error);
+	tcase_add_test(tc, test_reconnect_server_side);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("flow");

@@ -2,7 +2,9 @@
 # Node's own order of events when a server closes with connections open:
 # runs tests/node/close-order.js under node for each scenario and checks
 # that it prints the order tests/check_server.c asserts (its NODE_ORDER_*
-# lines). node is required (scripts/deps installs Debian's nodejs).
+# lines); and tests/node/reconnect.js, a socket connecting again after
+# `close`, against tests/check_socket.c's NODE_RECONNECT. node is
+# required (scripts/deps installs Debian's nodejs).
 set -eu
 s=${srcdir:-.}
 if ! command -v node >/dev/null 2>&1; then
@@ -29,4 +31,22 @@ for scenario in end two destroy reset; do
 		fail=1
 	fi
 done
+# A socket that connects again after `close` (tests/check_socket.c,
+# NODE_RECONNECT: its string literals, joined).
+want=$(python3 - "$s/tests/check_socket.c" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+m = re.search(r'#define NODE_RECONNECT \\\n((?:.*\\\n)*.*\n)', text)
+lits = re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1)) if m else []
+sys.stdout.write("".join(lits).replace("\\n", "\n"))
+PY
+)
+got=$(node "$s/tests/node/reconnect.js")
+if [ -n "$want" ] && [ "$got" = "$want" ]; then
+	echo "reconnect: $(printf '%s\n' "$got" | wc -l) lines as check_socket's"
+else
+	echo "reconnect: node prints:"; printf '%s\n' "$got"
+	echo "reconnect: check_socket's NODE_RECONNECT:"; printf '%s' "$want"
+	fail=1
+fi
 exit $fail

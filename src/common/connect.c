@@ -313,8 +313,9 @@ nc_socket_connect(struct nc_socket *s, const struct nc_connect_options *o,
 	if ((rc = connect_check(o)) != 0)
 		return rc;
 	family = o->family == 0 ? 4 : o->family;
-	if (s->state == S_DESTROYED)
-		return NC_ERR_SOCKET_CLOSED;
+	/* After `close`, the same socket again, as in Node. */
+	if (s->state == S_DESTROYED && (rc = nc__socket_reopen(s)) != 0)
+		return rc;
 	if (s->state != S_IDLE)
 		return s->state == S_OPEN ? -EISCONN : -EALREADY;
 

@@ -50,7 +50,6 @@ struct socket_connect {
 	int			 local_port;
 	int			 family;
 	int			 error_port;
-	unsigned int		 keep_alive_delay; /* set before the fd was */
 };
 
 /*
@@ -144,6 +143,9 @@ struct nc_socket {
 						 * apply */
 	bool			 remote_named:1; /* remote is a PROXY header's
 						 * unix path, in text */
+	bool			 close_emitted:1; /* may connect again */
+	uint16_t		 keep_alive_secs; /* setKeepAlive()'s delay,
+						 * for each connection */
 };
 
 /* socket.c */
@@ -160,6 +162,7 @@ void		nc__socket_emit(struct nc_socket *,
 void		nc__socket_apply_options(struct nc_socket *);
 void		nc__socket_set_remote(struct nc_socket *,
 		    const struct nc__proxy_info *);
+int		nc__socket_reopen(struct nc_socket *);
 
 /* connect.c */
 void		nc__socket_connect_ready(struct nc_socket *);

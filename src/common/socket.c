@@ -484,8 +484,53 @@ socket_closed_cb(void *arg)
 	memset(&args, 0, sizeof args);
 	args.event = NC_EV_CLOSE;
 	args.had_error = s->err != NULL;
+	s->close_emitted = true;	/* connect() may start anew */
 	socket_emit(s, &args);
 	nc_socket_release(s);	/* the library's reference */
+}
+
+/*
+ * connect() on a socket whose `close` was emitted, as Node's
+ * socket.connect() after `close`: the same socket connects again with
+ * its listeners, allowHalfOpen, timeout, encoding, noDelay and
+ * keepAlive, and, as with the new handle Node makes, without its error,
+ * its addresses or its counts (bytesRead and bytesWritten start from 0).
+ * The library takes its reference again: the socket is freed after its
+ * next `close`. Before `close`, NC_ERR_SOCKET_CLOSED.
+ */
+int
+nc__socket_reopen(struct nc_socket *s)
+{
+	if (s->state != S_DESTROYED || !s->close_emitted)
+		return NC_ERR_SOCKET_CLOSED;
+	if (s->err != NULL && s->err != &socket_oom_error)
+		free(s->err);
+	s->err = NULL;
+	if (s->out != NULL) {
+		evbuffer_free(s->out);
+		s->out = NULL;
+	}
+	s->bytes_flushed = s->bytes_read = 0;
+	memset(&s->remote, 0, sizeof s->remote);
+	memset(&s->local, 0, sizeof s->local);
+	if (s->text != NULL) {
+		s->text->has_remote = s->text->has_local = false;
+		if (s->text->decoded != NULL)
+			(void)evbuffer_drain(s->text->decoded,
+			    evbuffer_get_length(s->text->decoded));
+		nc__decoder_init(&s->text->decoder, s->text->decoder.enc);
+	}
+	s->readable = s->writable = true;
+	s->eof = s->peer_ended = s->ended = s->finished = false;
+	s->need_drain = false;
+	s->closed_early = s->tcp = s->remote_named = false;
+	s->close_emitted = false;
+	log_debug("socket: destroyed -> idle (connects again)");
+	s->state = S_IDLE;
+	nc_socket_hold(s);	/* the library's reference, anew */
+	/* Node's connect() restarts the idle timer. */
+	socket_activity(s);
+	return 0;
 }
 
 static void
@@ -565,6 +610,12 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 		s->fd = -1;
 	}
 	s->readable = s->writable = false;
+	/*
+	 * Node asks the handle for the local address, and the handle is
+	 * gone: localAddress and localPort are undefined from here on;
+	 * the peer's, asked once, stay.
+	 */
+	s->local.family = 0;
 
 	server = s->server;
 	s->server = NULL;
@@ -1172,26 +1223,20 @@ nc_socket_set_keep_alive(struct nc_socket *s, bool enable,
 {
 	int	on = enable ? 1 : 0, secs;
 
-	if (s->state == S_IDLE || s->state == S_LOOKUP ||
-	    s->state == S_CONNECTING) {
-		/* Kept for when it connects. */
-		if (s->conn == NULL &&
-		    (s->conn = calloc(1, sizeof *s->conn)) == NULL)
-			return NC_ENOMEM;
-		s->conn->keep_alive_delay = initial_delay_ms;
-	}
+	/* Linux takes at most 32767 s (MAX_TCP_KEEPIDLE). */
+	secs = initial_delay_ms > 32767000 ? 32767 :
+	    (int)((initial_delay_ms + 999) / 1000);
+	/* Kept for a connection to come, and for each after it (Node). */
+	s->keep_alive_secs = (uint16_t)secs;
 	s->keep_alive = enable;
 	s->has_keep_alive = true;
 	if (s->fd == -1 || !s->tcp)
 		return 0;
 	if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == -1)
 		return -errno;
-	if (enable && initial_delay_ms > 0) {
-		secs = (int)((initial_delay_ms + 999) / 1000);
-		if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs,
-		    sizeof secs) == -1)
-			return -errno;
-	}
+	if (enable && secs > 0 && setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE,
+	    &secs, sizeof secs) == -1)
+		return -errno;
 	return 0;
 }
 
@@ -1201,9 +1246,9 @@ nc__socket_apply_options(struct nc_socket *s)
 {
 	if (s->has_no_delay)
 		(void)nc_socket_set_no_delay(s, s->no_delay);
-	if (s->has_keep_alive && s->conn != NULL)
+	if (s->has_keep_alive)
 		(void)nc_socket_set_keep_alive(s, s->keep_alive,
-		    s->conn->keep_alive_delay);
+		    (unsigned int)s->keep_alive_secs * 1000);
 }
 
 int
