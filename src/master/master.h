@@ -152,6 +152,8 @@ struct worker {
 	double			 recycle_after;	/* s of master.started */
 	struct event		*ready_ev;	/* settle, or ready timeout */
 	int			 notify_fd;	/* its NOTIFY_SOCKET, or -1 */
+	int			 statm_fd;	/* its /proc/PID/statm, once
+						   read (recycle.c), or -1 */
 	struct event		*notify_ev;
 	char			*status;	/* its STATUS= */
 	unsigned long		 foreign_notes;	/* from other processes */

@@ -30,25 +30,29 @@ static struct event	*tick;
 static unsigned int	 ticks;
 
 /*
- * The MiB pid has resident, as its statm says (its second field, in
- * pages), or -1. open and read: for hundreds of workers a second, stdio's
- * buffer and scanning cost the master more than the read itself.
+ * The MiB w has resident, as its statm says (its second field, in
+ * pages), or -1. The file is opened once and read again from its start
+ * each time: for hundreds of workers a second, the path's walk on each
+ * open was most of the cost. The fd names the process, not the pid: it
+ * reads nothing once the worker is gone.
  */
 static long
-recycle_rss_mib(pid_t pid)
+recycle_rss_mib(struct worker *w)
 {
 	char		 path[64], buf[128], *p;
 	ssize_t		 n;
 	long		 pages;
-	int		 fd;
 
-	snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	if (w->statm_fd == -1) {
+		snprintf(path, sizeof path, "/proc/%d/statm", (int)w->pid);
+		if ((w->statm_fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			return -1;
+	}
+	if ((n = pread(w->statm_fd, buf, sizeof buf - 1, 0)) <= 0) {
+		close(w->statm_fd);
+		w->statm_fd = -1;
 		return -1;
-	n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
+	}
 	buf[n] = '\0';
 	(void)strtol(buf, &p, 10);
 	pages = strtol(p, NULL, 10);
@@ -64,7 +68,7 @@ recycle_on(const struct nc_recycle *r)
 
 /* The limit w passed, in why, or NULL. */
 static const char *
-recycle_due(const struct worker *w, char *why, size_t len)
+recycle_due(struct worker *w, char *why, size_t len)
 {
 	const struct nc_recycle	*r = &w->def->svc->recycle;
 	long			 rss;
@@ -80,7 +84,7 @@ recycle_due(const struct worker *w, char *why, size_t len)
 		return "age_ms";
 	}
 	if (r->rss_mib <= 0 || ticks % RECYCLE_RSS_TICKS != 0 ||
-	    (rss = recycle_rss_mib(w->pid)) < 0 ||
+	    (rss = recycle_rss_mib(w)) < 0 ||
 	    (double)rss < r->rss_mib * w->jitter)
 		return NULL;
 	snprintf(why, len, "has %ld MiB resident", rss);

@@ -123,7 +123,7 @@ worker_new(struct pool *p, struct slot *s, struct pooldef *def)
 	w->slot = s != NULL ? s->index : -1;
 	w->id = master.next_worker_id++;
 	w->restarts = s != NULL ? s->restarts : 0;
-	w->exec_fd = w->out_fd = w->notify_fd = -1;
+	w->exec_fd = w->out_fd = w->notify_fd = w->statm_fd = -1;
 	w->state = W_STARTING;
 	w->jitter = 1.0;
 	TAILQ_INIT(&w->inflights);
@@ -386,6 +386,8 @@ worker_free(struct worker *w)
 		event_free(w->notify_ev);
 	if (w->notify_fd != -1)
 		close(w->notify_fd);
+	if (w->statm_fd != -1)
+		close(w->statm_fd);
 	free(w->status);
 	json_decref(w->last_count);
 	json_decref(w->listening);
