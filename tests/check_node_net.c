@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "helpers.h"
@@ -540,6 +541,213 @@ START_TEST(test_net_socket_byteswritten)
 }
 END_TEST
 
+/*
+ * test-net-server-call-listen-multiple-times.js: listening again right
+ * after an `error` (EADDRINUSE) works; a second listen() while listening
+ * is ERR_SERVER_ALREADY_LISTEN; listening again after close() works.
+ */
+static struct {
+	struct nc_server	*dummy, *server;
+	int			 errors, listened, relistened;
+} lm;
+
+static struct nc_server *
+new_server(void)
+{
+	struct nc_server_options	o;
+	struct nc_server		*s;
+
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	s = nc_create_server(&o, NULL, NULL);
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+static void
+lm_relisten_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	lm.relistened++;
+	ck_assert_int_eq(nc_server_close(lm.dummy, NULL, NULL), 0);
+	ck_assert_int_eq(nc_server_close(emitter, NULL, NULL), 0);
+}
+
+static void
+lm_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)arg;
+	lm.errors++;
+	ck_assert_int_eq(ev->error->code, NC_EADDRINUSE);
+	ck_assert_int_eq(nc_server_listen(emitter, 0, HOST, 0, lm_relisten_cb,
+	    NULL), 0);
+}
+
+static void
+lm_dummy_listening_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_server_listen(lm.server, bound_port(emitter), HOST,
+	    0, NULL, NULL), 0);
+}
+
+static void
+lm_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	lm.listened++;
+	ck_assert_int_eq(nc_server_close(emitter, NULL, NULL), 0);
+}
+
+static void
+lm_close_and_listen_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_server_close(emitter, NULL, NULL), 0);
+	ck_assert_int_eq(nc_server_listen(emitter, 0, HOST, 0, lm_close_cb,
+	    NULL), 0);
+}
+
+START_TEST(test_net_server_call_listen_multiple_times)
+{
+	struct nc_server	*second, *third;
+
+	memset(&lm, 0, sizeof lm);
+	/* First: after `error`, listen again at once. */
+	lm.dummy = new_server();
+	lm.server = new_server();
+	ck_assert_int_eq(nc_server_on(lm.server, NC_EV_ERROR, lm_error_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_server_listen(lm.dummy, 0, HOST, 0,
+	    lm_dummy_listening_cb, NULL), 0);
+	/* Second: listen() while listening throws. */
+	second = new_server();
+	ck_assert_int_eq(nc_server_listen(second, 0, HOST, 0, lm_close_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_server_listen(second, 0, HOST, 0, NULL, NULL),
+	    NC_ERR_SERVER_ALREADY_LISTEN);
+	/* Third: after close(), listen again. */
+	third = new_server();
+	ck_assert_int_eq(nc_server_listen(third, 0, HOST, 0,
+	    lm_close_and_listen_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(lm.errors, 1);
+	ck_assert_int_eq(lm.relistened, 1);
+	ck_assert_int_eq(lm.listened, 2);	/* second's, third's again */
+	nc_server_release(lm.dummy);
+	nc_server_release(lm.server);
+	nc_server_release(second);
+	nc_server_release(third);
+}
+END_TEST
+
+/*
+ * test-net-connect-buffer.js: a write made while connecting counts its
+ * UTF-8 bytes in bytesWritten at once (15 for "L'État, c'est "), and
+ * not again once it goes out; its callback comes after `connect`; the
+ * server reads "L'État, c'est moi" with end(b). Left out: the writes of
+ * non-buffers that throw (C's types), and write()'s false under
+ * highWaterMark 0 (no such option here).
+ */
+static struct {
+	struct evbuffer		*buf;
+	int			 connected, written, ends;
+} cb_;
+
+static void
+connect_buffer_data_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(evbuffer_add(cb_.buf, ev->data, ev->len), 0);
+}
+
+static void
+connect_buffer_end_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	const char	*want = "L'\xc3\x89tat, c'est moi";
+
+	(void)ev;
+	(void)arg;
+	cb_.ends++;
+	ck_assert_uint_eq(evbuffer_get_length(cb_.buf), strlen(want));
+	ck_assert(memcmp(evbuffer_pullup(cb_.buf, -1), want,
+	    strlen(want)) == 0);
+	ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+}
+
+static void
+connect_buffer_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA,
+	    connect_buffer_data_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    connect_buffer_end_cb, NULL), 0);
+}
+
+static void
+connect_buffer_connect_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	cb_.connected = 1;
+}
+
+static void
+connect_buffer_write_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)s;
+	(void)arg;
+	ck_assert_int_eq(status, 0);
+	cb_.written = 1;
+	ck_assert(cb_.connected);
+}
+
+START_TEST(test_net_connect_buffer)
+{
+	struct nc_socket_options	 so;
+	struct nc_socket		*s;
+	const char			*a = "L'\xc3\x89tat, c'est ";
+
+	memset(&cb_, 0, sizeof cb_);
+	cb_.buf = evbuffer_new();
+	ck_assert_ptr_nonnull(cb_.buf);
+	server_listen(connect_buffer_connection_cb, NULL);
+	memset(&so, 0, sizeof so);
+	so.base = t.base;
+	s = nc_socket_new(&so);
+	ck_assert_ptr_nonnull(s);
+	ck_assert_int_eq(nc_socket_connect_port(s, t.port, HOST,
+	    connect_buffer_connect_cb, NULL), 0);
+	ck_assert(nc_socket_connecting(s));	/* readyState 'opening' */
+	ck_assert_int_ge(nc_socket_write_string(s, a, NULL,
+	    connect_buffer_write_cb, NULL), 0);
+	ck_assert_uint_eq(nc_socket_bytes_written(s), strlen(a));
+	ck_assert_uint_eq(strlen(a), 15);
+	ck_assert_int_ge(nc_socket_end_string(s, "moi", NULL), 0);
+	ck_assert(nc_socket_connecting(s));
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert(cb_.connected);
+	ck_assert(cb_.written);
+	ck_assert_int_eq(cb_.ends, 1);
+	evbuffer_free(cb_.buf);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -554,6 +762,8 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_server_close);
 	tcase_add_test(tc, test_net_allow_half_open);
 	tcase_add_test(tc, test_net_socket_byteswritten);
+	tcase_add_test(tc, test_net_server_call_listen_multiple_times);
+	tcase_add_test(tc, test_net_connect_buffer);
 	suite_add_tcase(s, tc);
 	return s;
 }
