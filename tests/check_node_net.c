@@ -748,6 +748,262 @@ START_TEST(test_net_connect_buffer)
 }
 END_TEST
 
+/* A counter as common.mustCall() keeps one, for listeners that count. */
+static void
+count_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(*(int *)arg)++;
+}
+
+/*
+ * test-net-write-cb-on-destroy-before-connect.js: a write made while
+ * connecting, then destroy(): its callback gets
+ * ERR_SOCKET_CLOSED_BEFORE_CONNECTION, and `connect` never comes.
+ */
+static int	wd_status, wd_calls;
+
+static void
+write_destroy_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)s;
+	(void)arg;
+	wd_calls++;
+	wd_status = status;
+}
+
+START_TEST(test_net_write_cb_on_destroy_before_connect)
+{
+	struct nc_socket_options	 so;
+	struct nc_socket		*s;
+	int				 connects = 0;
+
+	wd_status = wd_calls = 0;
+	server_listen(NULL, NULL);
+	memset(&so, 0, sizeof so);
+	so.base = t.base;
+	s = nc_socket_new(&so);
+	ck_assert_ptr_nonnull(s);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CONNECT, count_cb, &connects),
+	    0);
+	ck_assert_int_eq(nc_socket_connect_port(s, t.port, NULL, NULL, NULL),
+	    0);
+	ck_assert(nc_socket_connecting(s));
+	ck_assert_int_ge(nc_socket_write_string(s, "foo", NULL,
+	    write_destroy_cb, NULL), 0);
+	nc_socket_destroy(s);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(connects, 0);
+	ck_assert_int_eq(wd_calls, 1);
+	ck_assert_int_eq(wd_status, NC_ERR_SOCKET_CLOSED_BEFORE_CONNECTION);
+}
+END_TEST
+
+/*
+ * test-net-socket-destroy-send.js: destroyed twice at `connect`, then
+ * written to: v20's version, as node v20.20.2 runs it here, has the
+ * write's callback get ERR_STREAM_DESTROYED and no `error` (older ones
+ * had ERR_SOCKET_CLOSED and an `error`). destroy() returning the socket
+ * is JS's.
+ */
+static int	ds_errors, ds_writes, ds_write_status;
+
+static void
+destroy_send_error_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	(void)ev;
+	ds_errors++;
+}
+
+static void
+destroy_send_write_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)s;
+	(void)arg;
+	ds_writes++;
+	ds_write_status = status;
+}
+
+static void
+destroy_send_connect_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)ev;
+	(void)arg;
+	nc_socket_destroy(emitter);
+	nc_socket_destroy(emitter);
+	ck_assert_int_eq(nc_socket_on(emitter, NC_EV_ERROR,
+	    destroy_send_error_cb, NULL), 0);
+	(void)nc_socket_write(emitter, "kaboom", 6, destroy_send_write_cb,
+	    NULL);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_socket_destroy_send)
+{
+	ds_errors = ds_writes = ds_write_status = 0;
+	server_listen(NULL, NULL);
+	(void)connect_port(destroy_send_connect_cb, NULL);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ds_errors, 0);
+	ck_assert_int_eq(ds_writes, 1);
+	ck_assert_int_eq(ds_write_status, NC_ERR_STREAM_DESTROYED);
+}
+END_TEST
+
+/*
+ * test-net-better-error-messages-listen.js: listen(1, "1.1.1.1"), an
+ * address not of this machine: `error` names the address, the port and
+ * the syscall "listen"; neither `listening` nor a connection comes.
+ */
+static int	bl_errors;
+
+static void
+better_listen_error_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	bl_errors++;
+	ck_assert_str_eq(ev->error->address, "1.1.1.1");
+	ck_assert_int_eq(ev->error->port, 1);
+	ck_assert_str_eq(ev->error->syscall, "listen");
+}
+
+START_TEST(test_net_better_error_messages_listen)
+{
+	struct nc_server_options	o;
+	int				listening = 0, connections = 0;
+
+	bl_errors = 0;
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	t.server = nc_create_server(&o, count_cb, &connections);
+	ck_assert_ptr_nonnull(t.server);
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR,
+	    better_listen_error_cb, NULL), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 1, "1.1.1.1", 0, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(bl_errors, 1);
+	ck_assert_int_eq(listening, 0);
+	ck_assert_int_eq(connections, 0);
+}
+END_TEST
+
+/*
+ * test-net-server-drop-connections.js: maxConnections 1, two clients:
+ * one connection, and one `drop` whose local and remote address, port
+ * and the remote family are all there.
+ */
+static struct {
+	struct nc_socket	*first;
+	int			 connections, drops;
+} dc;
+
+static void
+drop_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	dc.connections++;
+	dc.first = ev->socket;
+}
+
+static void
+drop_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)arg;
+	dc.drops++;
+	ck_assert_ptr_nonnull(ev->local);
+	ck_assert_ptr_nonnull(ev->remote);
+	ck_assert_str_ne(ev->local->address, "");
+	ck_assert_int_gt(ev->local->port, 0);
+	ck_assert_str_ne(ev->remote->address, "");
+	ck_assert_int_gt(ev->remote->port, 0);
+	ck_assert_str_ne(ev->remote->family, "");
+	ck_assert_ptr_nonnull(dc.first);
+	nc_socket_destroy(dc.first);
+	ck_assert_int_eq(nc_server_close(emitter, NULL, NULL), 0);
+}
+
+START_TEST(test_net_server_drop_connections)
+{
+	memset(&dc, 0, sizeof dc);
+	server_listen(drop_connection_cb, NULL);
+	ck_assert_int_eq(nc_server_set_max_connections(t.server, 1), 0);
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_DROP, drop_cb, NULL),
+	    0);
+	(void)connect_port(NULL, NULL);
+	(void)connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(dc.connections, 1);
+	ck_assert_int_eq(dc.drops, 1);
+}
+END_TEST
+
+/*
+ * test-net-writable.js: the server ends at once; the client, connected
+ * to "localhost", writes from its `end` listener, where it is still
+ * writable: no error. (Node's socket.writable is read here as the
+ * write's outcome: no `error`, the write not refused.)
+ */
+static int	wr_ends, wr_errors, wr_status = 1;
+
+static void
+writable_write_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)s;
+	(void)arg;
+	wr_status = status;
+}
+
+static void
+writable_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	wr_ends++;
+	ck_assert(!nc_socket_destroyed(emitter));
+	ck_assert_int_ge(nc_socket_write_string(emitter, "hello world", NULL,
+	    writable_write_cb, NULL), 0);
+}
+
+static void
+writable_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+}
+
+START_TEST(test_net_writable)
+{
+	struct nc_socket	*s;
+
+	wr_ends = wr_errors = 0;
+	wr_status = 1;
+	server_listen(writable_connection_cb, NULL);
+	ck_assert_int_eq(nc_connect_port(t.base, t.port, "localhost", NULL,
+	    NULL, &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_END, writable_end_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, count_cb, &wr_errors),
+	    0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(wr_ends, 1);
+	ck_assert_int_eq(wr_errors, 0);
+	ck_assert_int_eq(wr_status, 0);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -764,6 +1020,11 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_socket_byteswritten);
 	tcase_add_test(tc, test_net_server_call_listen_multiple_times);
 	tcase_add_test(tc, test_net_connect_buffer);
+	tcase_add_test(tc, test_net_write_cb_on_destroy_before_connect);
+	tcase_add_test(tc, test_net_socket_destroy_send);
+	tcase_add_test(tc, test_net_better_error_messages_listen);
+	tcase_add_test(tc, test_net_server_drop_connections);
+	tcase_add_test(tc, test_net_writable);
 	suite_add_tcase(s, tc);
 	return s;
 }
