@@ -1004,6 +1004,207 @@ START_TEST(test_net_writable)
 }
 END_TEST
 
+/*
+ * test-net-connect-no-arg.js: connecting with neither a port nor a path,
+ * by net.connect() and by socket.connect() (with {} too), is
+ * ERR_MISSING_ARGS with Node's message, and creates nothing. (A call
+ * without arguments is C's {} here.)
+ */
+START_TEST(test_net_connect_no_arg)
+{
+	struct nc_connect_options	 o;
+	struct nc_socket_options	 so;
+	struct nc_socket		*s = (void *)1;
+
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	ck_assert_int_eq(nc_connect(&o, NULL, NULL, &s), NC_ERR_MISSING_ARGS);
+	ck_assert_ptr_null(s);
+	ck_assert_int_eq(nc_connect(NULL, NULL, NULL, &s),
+	    NC_ERR_MISSING_ARGS);
+	ck_assert_str_eq(nc_err_name(NC_ERR_MISSING_ARGS), "ERR_MISSING_ARGS");
+	ck_assert_str_eq(nc_strerror(NC_ERR_MISSING_ARGS), "The \"options\" "
+	    "or \"port\" or \"path\" argument must be specified");
+	memset(&so, 0, sizeof so);
+	so.base = t.base;
+	s = nc_socket_new(&so);
+	ck_assert_ptr_nonnull(s);
+	ck_assert_int_eq(nc_socket_connect(s, &o, NULL, NULL),
+	    NC_ERR_MISSING_ARGS);
+	ck_assert_int_eq(nc_socket_connect(s, NULL, NULL, NULL),
+	    NC_ERR_MISSING_ARGS);
+	ck_assert(!nc_socket_connecting(s));
+	nc_socket_destroy(s);
+}
+END_TEST
+
+/*
+ * test-net-socket-destroy-twice.js: a connection refused; destroy()
+ * inside `error`: one `error`, one `close`.
+ */
+static int	dt_errors, dt_closes;
+
+static void
+destroy_twice_error_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)arg;
+	dt_errors++;
+	ck_assert_int_eq(ev->error->code, NC_ECONNREFUSED);
+	nc_socket_destroy(emitter);
+}
+
+static void
+destroy_twice_closed_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	struct nc_socket	*s;
+
+	(void)ev;
+	(void)arg;
+	(void)emitter;
+	ck_assert_int_eq(nc_connect_port(t.base, t.port, HOST, NULL, NULL,
+	    &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, destroy_twice_error_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CLOSE, count_cb, &dt_closes),
+	    0);
+}
+
+START_TEST(test_net_socket_destroy_twice)
+{
+	dt_errors = dt_closes = 0;
+	server_listen(NULL, NULL);
+	/* A port nothing listens on: the server's, once it closed. */
+	ck_assert_int_eq(nc_server_close(t.server, destroy_twice_closed_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(dt_errors, 1);
+	ck_assert_int_eq(dt_closes, 1);
+}
+END_TEST
+
+/*
+ * test-net-bytes-written-large.js: end() of 10,000,000 bytes counts them
+ * in bytesWritten at once and at `finish` (end's callback), and the
+ * server reads all of them; the same with a 10,000,000-character string.
+ */
+#define LARGE_N	10000000
+
+static struct {
+	unsigned long long	 server_read;
+	int			 finishes, server_ends;
+} bl;
+
+static void
+large_finish_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	bl.finishes++;
+	ck_assert_uint_eq(nc_socket_bytes_written(emitter), LARGE_N);
+}
+
+static void
+large_server_end_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)ev;
+	(void)arg;
+	bl.server_ends++;
+	bl.server_read = nc_socket_bytes_read(emitter);
+	if (bl.server_ends == 2)
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+large_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	nc_socket_resume(ev->socket);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    large_server_end_cb, NULL), 0);
+}
+
+START_TEST(test_net_bytes_written_large)
+{
+	struct nc_socket	*s;
+	char			*big;
+	int			 i;
+
+	memset(&bl, 0, sizeof bl);
+	server_listen(large_connection_cb, NULL);
+	big = malloc(LARGE_N + 1);
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'a', LARGE_N);
+	big[LARGE_N] = '\0';
+	for (i = 0; i < 2; i++) {
+		s = connect_port(NULL, NULL);
+		ck_assert_int_eq(nc_socket_on(s, NC_EV_FINISH, large_finish_cb,
+		    NULL), 0);
+		if (i == 0)
+			ck_assert_int_ge(nc_socket_end(s, big, LARGE_N), 0);
+		else
+			ck_assert_int_ge(nc_socket_end_string(s, big, NULL), 0);
+		ck_assert_uint_eq(nc_socket_bytes_written(s), LARGE_N);
+		ck_assert(run_until_count(t.base, &bl.server_ends, i + 1,
+		    30000));
+		ck_assert_uint_eq(bl.server_read, LARGE_N);
+	}
+	free(big);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(bl.finishes, 2);
+}
+END_TEST
+
+/*
+ * test-net-error-twice.js: the server writes 10 MiB to a client that is
+ * destroyed as soon as it connects: the server's socket emits one
+ * `error` (EPIPE or ECONNRESET), never the same error twice, and closes.
+ */
+static int	et_errors, et_closes;
+
+static void
+error_twice_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	char	*buf;
+
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_ERROR, count_cb,
+	    &et_errors), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_CLOSE, count_cb,
+	    &et_closes), 0);
+	buf = calloc(1, 10 * 1024 * 1024);
+	ck_assert_ptr_nonnull(buf);
+	(void)nc_socket_write(ev->socket, buf, 10 * 1024 * 1024, NULL, NULL);
+	free(buf);
+}
+
+static void
+error_twice_client_connect_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)ev;
+	(void)arg;
+	nc_socket_destroy(emitter);
+}
+
+START_TEST(test_net_error_twice)
+{
+	et_errors = et_closes = 0;
+	server_listen(error_twice_connection_cb, NULL);
+	(void)connect_port(error_twice_client_connect_cb, NULL);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(et_errors, 1);
+	ck_assert_int_eq(et_closes, 1);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -1025,6 +1226,10 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_better_error_messages_listen);
 	tcase_add_test(tc, test_net_server_drop_connections);
 	tcase_add_test(tc, test_net_writable);
+	tcase_add_test(tc, test_net_connect_no_arg);
+	tcase_add_test(tc, test_net_socket_destroy_twice);
+	tcase_add_test(tc, test_net_bytes_written_large);
+	tcase_add_test(tc, test_net_error_twice);
 	suite_add_tcase(s, tc);
 	return s;
 }
