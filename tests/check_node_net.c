@@ -1205,6 +1205,460 @@ START_TEST(test_net_error_twice)
 }
 END_TEST
 
+/* A new socket on the test's base, not connected. */
+static struct nc_socket *
+socket_new(void)
+{
+	struct nc_socket_options	 so;
+	struct nc_socket		*s;
+
+	memset(&so, 0, sizeof so);
+	so.base = t.base;
+	s = nc_socket_new(&so);
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+/*
+ * test-net-bind-twice.js: a second server on the first one's 127.0.0.1
+ * port: `error` EADDRINUSE, and its listening callback never called.
+ */
+START_TEST(test_net_bind_twice)
+{
+	struct nc_server	*second;
+	int			 errors = 0, listening = 0;
+
+	server_listen(NULL, NULL);
+	second = new_server();
+	ck_assert_int_eq(nc_server_on(second, NC_EV_ERROR, count_cb, &errors),
+	    0);
+	ck_assert_int_eq(nc_server_listen(second, t.port, HOST, 0, count_cb,
+	    &listening), 0);
+	ck_assert(run_until(t.base, &errors, 5000));
+	ck_assert_int_eq(listening, 0);
+	ck_assert(!nc_server_listening(second));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(errors, 1);
+	nc_server_release(second);
+}
+END_TEST
+
+/*
+ * test-net-buffersize.js: before the connection each write('a') raises
+ * bufferSize by one; it is 0 at `finish`.
+ */
+static int	bsz_finishes;
+
+static void
+buffersize_finish_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)ev;
+	(void)arg;
+	bsz_finishes++;
+	ck_assert_uint_eq(nc_socket_buffer_size(emitter), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_buffersize)
+{
+	struct nc_socket	*s;
+	size_t			 i;
+
+	bsz_finishes = 0;
+	server_listen(NULL, NULL);
+	s = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_FINISH, buffersize_finish_cb,
+	    NULL), 0);
+	ck_assert_uint_eq(nc_socket_buffer_size(s), 0);
+	for (i = 1; i < 10; i++) {
+		ck_assert_int_ge(nc_socket_write(s, "a", 1, NULL, NULL), 0);
+		ck_assert_uint_eq(nc_socket_buffer_size(s), i);
+	}
+	ck_assert_int_eq(nc_socket_end(s, NULL, 0), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(bsz_finishes, 1);
+}
+END_TEST
+
+/* test-net-connect-destroy.js: destroy() on a socket never connected:
+ * `close` once. */
+START_TEST(test_net_connect_destroy)
+{
+	struct nc_socket	*s = socket_new();
+	int			 closes = 0;
+
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CLOSE, count_cb, &closes), 0);
+	nc_socket_destroy(s);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(closes, 1);
+}
+END_TEST
+
+/*
+ * test-net-connect-immediate-destroy.js: connect to 127.0.0.1 and
+ * destroy() in the same turn, to a port nothing listens on any more:
+ * neither `connect` nor `error`.
+ */
+START_TEST(test_net_connect_immediate_destroy)
+{
+	struct nc_socket	*s;
+	int			 connects = 0, errors = 0;
+
+	server_listen(NULL, NULL);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	s = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CONNECT, count_cb, &connects),
+	    0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, count_cb, &errors), 0);
+	nc_socket_destroy(s);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(connects, 0);
+	ck_assert_int_eq(errors, 0);
+}
+END_TEST
+
+/*
+ * test-net-dns-lookup.js: connect(port, "localhost") to a 127.0.0.1
+ * server: `lookup` with no error, "127.0.0.1", family 4, "localhost".
+ * test-net-dns-lookup-skip.js: to an IP literal, no `lookup`.
+ */
+static int	lk_lookups;
+
+static void
+dns_lookup_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)arg;
+	lk_lookups++;
+	ck_assert_ptr_null(ev->error);
+	ck_assert_str_eq(ev->address, "127.0.0.1");
+	ck_assert_int_eq(ev->family, 4);
+	ck_assert_str_eq(ev->host, "localhost");
+	nc_socket_destroy(emitter);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_dns_lookup)
+{
+	struct nc_socket	*s;
+
+	lk_lookups = 0;
+	server_listen(NULL, NULL);
+	ck_assert_int_eq(nc_connect_port(t.base, t.port, "localhost", NULL,
+	    NULL, &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_LOOKUP, dns_lookup_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(lk_lookups, 1);
+}
+END_TEST
+
+static void
+close_on_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(*(int *)arg)++;
+	nc_socket_destroy(emitter);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_dns_lookup_skip)
+{
+	struct nc_socket	*s;
+	int			 lookups = 0, connects = 0;
+
+	server_listen(NULL, NULL);
+	s = connect_port(close_on_connect_cb, &connects);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_LOOKUP, count_cb, &lookups), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(connects, 1);
+	ck_assert_int_eq(lookups, 0);
+}
+END_TEST
+
+/*
+ * test-net-during-close.js: the server closes right after a client
+ * starts to connect; the client's remote address, family and port read
+ * while connecting are not known (NULL, -1), and do not fail.
+ * test-net-remote-address.js: not known while connecting, known at
+ * `connect`. test-net-socket-connecting.js: connecting until then.
+ */
+static int	ra_connects;
+
+static void
+remote_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ra_connects++;
+	ck_assert(!nc_socket_connecting(emitter));
+	ck_assert_str_eq(nc_socket_remote_address(emitter), HOST);
+	ck_assert_str_eq(nc_socket_remote_family(emitter), "IPv4");
+	ck_assert_int_eq(nc_socket_remote_port(emitter), t.port);
+	nc_socket_destroy(emitter);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_remote_address)
+{
+	struct nc_socket	*s;
+
+	ra_connects = 0;
+	server_listen(NULL, NULL);
+	s = connect_port(remote_connect_cb, NULL);
+	ck_assert(nc_socket_connecting(s));
+	ck_assert_ptr_null(nc_socket_remote_address(s));
+	ck_assert_ptr_null(nc_socket_remote_family(s));
+	ck_assert_int_eq(nc_socket_remote_port(s), -1);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ra_connects, 1);
+}
+END_TEST
+
+START_TEST(test_net_during_close)
+{
+	struct nc_socket	*s;
+
+	server_listen(NULL, NULL);
+	s = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_ptr_null(nc_socket_remote_address(s));
+	ck_assert_ptr_null(nc_socket_remote_family(s));
+	ck_assert_int_eq(nc_socket_remote_port(s), -1);
+	nc_socket_destroy(s);
+	ck_assert_int_eq(nc_run(t.base), 0);
+}
+END_TEST
+
+/*
+ * test-net-listen-close-server.js: listen(0, cb) and close() at once:
+ * neither `listening` nor `error`. test-net-listening.js: listening is
+ * false before listen(), true in its callback, false in close()'s.
+ */
+START_TEST(test_net_listen_close_server)
+{
+	int	listening = 0, errors = 0;
+
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR, count_cb,
+	    &errors), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(listening, 0);
+	ck_assert_int_eq(errors, 0);
+}
+END_TEST
+
+static int	ln_checks;
+
+static void
+listening_false_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ln_checks++;
+	ck_assert(!nc_server_listening(emitter));
+}
+
+static void
+listening_true_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ln_checks++;
+	ck_assert(nc_server_listening(emitter));
+	ck_assert_int_eq(nc_server_close(emitter, listening_false_cb, NULL),
+	    0);
+}
+
+START_TEST(test_net_listening)
+{
+	ln_checks = 0;
+	t.server = new_server();
+	ck_assert(!nc_server_listening(t.server));
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0,
+	    listening_true_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ln_checks, 2);
+}
+END_TEST
+
+/*
+ * test-net-local-address-port.js: a server's connection has the
+ * server's address and port as its local ones.
+ */
+static int	lap_connections;
+
+static void
+local_address_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	lap_connections++;
+	ck_assert_str_eq(nc_socket_local_address(ev->socket), HOST);
+	ck_assert_int_eq(nc_socket_local_port(ev->socket), t.port);
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_local_address_port)
+{
+	lap_connections = 0;
+	server_listen(local_address_connection_cb, NULL);
+	nc_socket_resume(connect_port(NULL, NULL));
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(lap_connections, 1);
+}
+END_TEST
+
+/* test-net-socket-end-before-connect.js: end() right after the connect
+ * call: `close` comes. */
+START_TEST(test_net_socket_end_before_connect)
+{
+	struct nc_socket	*s;
+	int			 closes = 0;
+
+	server_listen(NULL, NULL);
+	s = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CLOSE, count_cb, &closes), 0);
+	ck_assert_int_eq(nc_socket_end(s, NULL, 0), 0);
+	ck_assert(run_until(t.base, &closes, 5000));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(closes, 1);
+}
+END_TEST
+
+/*
+ * test-net-settimeout.js: setTimeout(100) and then setTimeout(0) before
+ * the connection: no `timeout` within 200 ms.
+ * test-net-timeout-no-handle.js: setTimeout(50) on a socket that never
+ * connects: `timeout` comes, `connect` does not.
+ */
+START_TEST(test_net_settimeout)
+{
+	struct nc_socket	*s;
+	int			 timeouts = 0, connects = 0;
+
+	server_listen(NULL, NULL);
+	s = connect_port(count_cb, &connects);
+	ck_assert_int_eq(nc_socket_set_timeout(s, 100, count_cb, &timeouts),
+	    0);
+	ck_assert_int_eq(nc_socket_set_timeout(s, 0, NULL, NULL), 0);
+	run_for(t.base, 200);
+	ck_assert_int_eq(timeouts, 0);
+	ck_assert_int_eq(connects, 1);
+	nc_socket_destroy(s);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+END_TEST
+
+static void
+timeout_destroy_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(*(int *)arg)++;
+	nc_socket_destroy(emitter);
+}
+
+START_TEST(test_net_timeout_no_handle)
+{
+	struct nc_socket	*s = socket_new();
+	int			 timeouts = 0, connects = 0;
+
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CONNECT, count_cb, &connects),
+	    0);
+	ck_assert_int_eq(nc_socket_set_timeout(s, 50, timeout_destroy_cb,
+	    &timeouts), 0);
+	ck_assert(run_until(t.base, &timeouts, 5000));
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(timeouts, 1);
+	ck_assert_int_eq(connects, 0);
+}
+END_TEST
+
+/*
+ * test-net-write-connect-write.js: write("before") before the
+ * connection, write("after") at `connect`; an echo server sends back
+ * "beforeafter".
+ */
+static struct {
+	char	got[32];
+	int	ends;
+} wcw;
+
+static void
+echo_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)arg;
+	ck_assert_int_ge(nc_socket_write(emitter, ev->data, ev->len, NULL,
+	    NULL), 0);
+}
+
+static void
+echo_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, echo_data_cb,
+	    NULL), 0);
+}
+
+static void
+wcw_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_ge(nc_socket_write_string(emitter, "after", NULL, NULL,
+	    NULL), 0);
+}
+
+static void
+wcw_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)arg;
+	strncat(wcw.got, ev->data, sizeof wcw.got - strlen(wcw.got) - 1);
+	if (strlen(wcw.got) >= strlen("beforeafter")) {
+		ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	}
+}
+
+START_TEST(test_net_write_connect_write)
+{
+	struct nc_socket	*s;
+
+	memset(&wcw, 0, sizeof wcw);
+	server_listen(echo_connection_cb, NULL);
+	s = connect_port(wcw_connect_cb, NULL);
+	ck_assert_int_eq(nc_socket_set_encoding(s, "utf8"), 0);
+	ck_assert_int_ge(nc_socket_write_string(s, "before", NULL, NULL, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_DATA, wcw_data_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_str_eq(wcw.got, "beforeafter");
+}
+END_TEST
+
+/* test-net-server-unref.js: an unref'd listening server: the loop ends. */
+START_TEST(test_net_server_unref)
+{
+	int	listening = 0;
+
+	t.server = new_server();
+	nc_server_unref(t.server);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert(nc_server_listening(t.server));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -1230,6 +1684,22 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_socket_destroy_twice);
 	tcase_add_test(tc, test_net_bytes_written_large);
 	tcase_add_test(tc, test_net_error_twice);
+	tcase_add_test(tc, test_net_bind_twice);
+	tcase_add_test(tc, test_net_buffersize);
+	tcase_add_test(tc, test_net_connect_destroy);
+	tcase_add_test(tc, test_net_connect_immediate_destroy);
+	tcase_add_test(tc, test_net_dns_lookup);
+	tcase_add_test(tc, test_net_dns_lookup_skip);
+	tcase_add_test(tc, test_net_remote_address);
+	tcase_add_test(tc, test_net_during_close);
+	tcase_add_test(tc, test_net_listen_close_server);
+	tcase_add_test(tc, test_net_listening);
+	tcase_add_test(tc, test_net_local_address_port);
+	tcase_add_test(tc, test_net_socket_end_before_connect);
+	tcase_add_test(tc, test_net_settimeout);
+	tcase_add_test(tc, test_net_timeout_no_handle);
+	tcase_add_test(tc, test_net_write_connect_write);
+	tcase_add_test(tc, test_net_server_unref);
 	suite_add_tcase(s, tc);
 	return s;
 }
