@@ -18,6 +18,8 @@
 
 #include <sys/types.h>
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1659,6 +1661,424 @@ START_TEST(test_net_server_unref)
 }
 END_TEST
 
+/*
+ * test-net-better-error-messages-path.js: connecting to a unix path that
+ * is not there: `error` ENOENT, "connect ENOENT PATH", no `connect`.
+ * test-net-better-error-messages-listen-path.js: listening on a path
+ * whose directory is not there: `error` names the path, no `listening`.
+ */
+static int	ep_errors;
+
+static void
+error_path_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	want[256];
+
+	(void)emitter;
+	ep_errors++;
+	ck_assert_str_eq(ev->error->address, (const char *)arg);
+	if (ev->error->code == NC_ENOENT && strcmp(ev->error->syscall,
+	    "connect") == 0) {
+		snprintf(want, sizeof want, "connect ENOENT %s",
+		    (const char *)arg);
+		ck_assert_str_eq(ev->error->message, want);
+	} else
+		ck_assert_str_eq(ev->error->syscall, "listen");
+}
+
+START_TEST(test_net_better_error_messages_path)
+{
+	struct nc_socket	*s;
+	const char		*path = tmpdir_path("not-there.sock");
+	int			 connects = 0;
+
+	ep_errors = 0;
+	ck_assert_int_eq(nc_connect_path(t.base, path, count_cb, &connects,
+	    &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, error_path_cb,
+	    (void *)path), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ep_errors, 1);
+	ck_assert_int_eq(connects, 0);
+	tmpdir_cleanup();
+}
+END_TEST
+
+START_TEST(test_net_better_error_messages_listen_path)
+{
+	const char	*path = "/blah/fadfa";
+	int		 listening = 0;
+
+	ep_errors = 0;
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR, error_path_cb,
+	    (void *)path), 0);
+	ck_assert_int_eq(nc_server_listen_path(t.server, path, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ep_errors, 1);
+	ck_assert_int_eq(listening, 0);
+}
+END_TEST
+
+/*
+ * test-net-socket-timeout.js: a negative delay is ERR_OUT_OF_RANGE; 0,
+ * 1 and 1e6 are taken; a 1 ms timeout fires once (the socket is
+ * destroyed in it); setTimeout() after destroy() never fires. (The
+ * non-numbers, Infinity and NaN are JS's.)
+ */
+START_TEST(test_net_socket_timeout)
+{
+	struct nc_socket	*s;
+	int			 timeouts = 0, late = 0;
+
+	server_listen(NULL, NULL);
+	s = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_set_timeout(s, -1, NULL, NULL),
+	    NC_ERR_OUT_OF_RANGE);
+	ck_assert_int_eq(nc_socket_set_timeout(s, 0, NULL, NULL), 0);
+	ck_assert_int_eq(nc_socket_set_timeout(s, 1000000, NULL, NULL), 0);
+	ck_assert_int_eq(nc_socket_set_timeout(s, 1, timeout_destroy_cb,
+	    &timeouts), 0);
+	ck_assert(run_until(t.base, &timeouts, 5000));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(timeouts, 1);
+
+	s = socket_new();
+	nc_socket_hold(s);
+	nc_socket_destroy(s);
+	ck_assert_int_eq(nc_socket_set_timeout(s, 1, count_cb, &late), 0);
+	run_for(t.base, 50);
+	ck_assert_int_eq(late, 0);
+	nc_socket_release(s);
+}
+END_TEST
+
+/*
+ * test-net-server-pause-on-connect.js: a pauseOnConnect server's
+ * connection gets no `data` (bytesRead 0) until resume(); a plain
+ * server's gets it at once.
+ */
+static struct {
+	struct nc_socket	*paused;
+	int			 paused_data, plain_data;
+} pc;
+
+static void
+pause_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(*(int *)arg)++;
+	if (arg == &pc.paused_data)
+		nc_socket_destroy(emitter);
+}
+
+static void
+pause_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	pc.paused = ev->socket;
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, pause_data_cb,
+	    &pc.paused_data), 0);
+}
+
+static void
+plain_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, pause_data_cb,
+	    &pc.plain_data), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+START_TEST(test_net_server_pause_on_connect)
+{
+	struct nc_server_options	 o;
+	struct nc_server		*plain;
+	struct nc_socket		*a, *b;
+	int				 listening = 0, plain_port;
+
+	memset(&pc, 0, sizeof pc);
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.pause_on_connect = true;
+	t.server = nc_create_server(&o, pause_connection_cb, NULL);
+	ck_assert_ptr_nonnull(t.server);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, count_cb,
+	    &listening), 0);
+	plain = new_server();
+	ck_assert_int_eq(nc_server_on(plain, NC_EV_CONNECTION,
+	    plain_connection_cb, NULL), 0);
+	ck_assert_int_eq(nc_server_listen(plain, 0, HOST, 0, count_cb,
+	    &listening), 0);
+	ck_assert(run_until_count(t.base, &listening, 2, 5000));
+	t.port = bound_port(t.server);
+	plain_port = bound_port(plain);
+	a = connect_port(NULL, NULL);
+	ck_assert_int_ge(nc_socket_end_string(a, "hello", NULL), 0);
+	ck_assert_int_eq(nc_connect_port(t.base, plain_port, HOST, NULL, NULL,
+	    &b), 0);
+	nc_socket_resume(b);
+	ck_assert_int_ge(nc_socket_end_string(b, "hello", NULL), 0);
+	ck_assert(run_until(t.base, &pc.plain_data, 5000));
+	/* Paused: nothing read while the plain one got its data. */
+	run_for(t.base, 50);
+	ck_assert_ptr_nonnull(pc.paused);
+	ck_assert_int_eq(pc.paused_data, 0);
+	ck_assert_uint_eq(nc_socket_bytes_read(pc.paused), 0);
+	nc_socket_resume(pc.paused);
+	ck_assert(run_until(t.base, &pc.paused_data, 5000));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_server_close(plain, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	nc_server_release(plain);
+}
+END_TEST
+
+/*
+ * test-net-binary.js: the client, at `connect`, writes the 256 byte
+ * values from 255 down to 0 as a latin1 string, and for each character
+ * it reads back writes one more, 0 up to 255, then ends; the server
+ * echoes in latin1. The client reads 512 characters: 255 down to 0, then
+ * 0 up to 255. Text in C is UTF-8: a latin1 character above 127 is two
+ * bytes of it, and NUL is written by its length, not as a C string.
+ */
+static struct {
+	unsigned char	 recv[512];
+	int		 n, j;
+} bn;
+
+/* UTF-8 text of latin1 characters to their bytes; the count. */
+static size_t
+latin1_bytes(const char *text, size_t len, unsigned char *out)
+{
+	const unsigned char	*p = (const unsigned char *)text;
+	size_t			 i, n = 0;
+
+	for (i = 0; i < len; i++) {
+		if (p[i] < 0x80)
+			out[n++] = p[i];
+		else if (i + 1 < len) {
+			out[n++] = (unsigned char)(((p[i] & 0x03) << 6) |
+			    (p[i + 1] & 0x3f));
+			i++;
+		}
+	}
+	return n;
+}
+
+static void
+binary_echo_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	unsigned char	out[4096];
+	size_t		n;
+
+	(void)arg;
+	ck_assert_uint_le(ev->len, sizeof out);
+	n = latin1_bytes(ev->data, ev->len, out);
+	ck_assert_int_ge(nc_socket_write(emitter, out, n, NULL, NULL), 0);
+}
+
+static void
+binary_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_encoding(ev->socket, "latin1"), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, binary_echo_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+static void
+binary_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	unsigned char	all[256];
+	int		i;
+
+	(void)ev;
+	(void)arg;
+	for (i = 0; i < 256; i++)
+		all[i] = (unsigned char)(255 - i);
+	ck_assert_int_ge(nc_socket_write(emitter, all, sizeof all, NULL,
+	    NULL), 0);
+}
+
+static void
+binary_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	unsigned char	got[4096], c;
+	size_t		n, k;
+
+	(void)arg;
+	ck_assert_uint_le(ev->len, sizeof got);
+	n = latin1_bytes(ev->data, ev->len, got);
+	for (k = 0; k < n; k++) {
+		ck_assert_int_lt(bn.n, 512);
+		bn.recv[bn.n++] = got[k];
+		if (bn.j < 256) {
+			c = (unsigned char)bn.j++;
+			ck_assert_int_ge(nc_socket_write(emitter, &c, 1, NULL,
+			    NULL), 0);
+			if (bn.j == 256)
+				ck_assert_int_eq(nc_socket_end(emitter, NULL,
+				    0), 0);
+		}
+	}
+}
+
+static void
+binary_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_binary)
+{
+	struct nc_socket	*s;
+	int			 i;
+
+	memset(&bn, 0, sizeof bn);
+	server_listen(binary_connection_cb, NULL);
+	s = connect_port(binary_connect_cb, NULL);
+	ck_assert_int_eq(nc_socket_set_encoding(s, "latin1"), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_DATA, binary_data_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CLOSE, binary_close_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(bn.n, 512);
+	for (i = 0; i < 256; i++) {
+		ck_assert_int_eq(bn.recv[i], 255 - i);
+		ck_assert_int_eq(bn.recv[i + 256], i);
+	}
+}
+END_TEST
+
+/*
+ * test-net-server-max-connections.js: maxConnections 10 and 20 clients,
+ * the server holding what it takes: 10 clients get "hello", the other
+ * 10 are closed without data; then all end.
+ */
+static struct {
+	struct nc_socket	*clients[20];
+	int			 hellos, dropped, closes;
+	bool			 got[20];
+} mc;
+
+static void
+max_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_ge(nc_socket_write_string(ev->socket, "hello", NULL,
+	    NULL, NULL), 0);
+}
+
+static void
+max_done(void)
+{
+	int	i;
+
+	if (mc.hellos + mc.dropped < 20)
+		return;
+	for (i = 0; i < 20; i++)
+		nc_socket_destroy(mc.clients[i]);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+max_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	int	i = (int)(intptr_t)arg;
+
+	(void)emitter;
+	ck_assert_str_eq(ev->data, "hello");
+	ck_assert(!mc.got[i]);
+	mc.got[i] = true;
+	mc.hellos++;
+	max_done();
+}
+
+static void
+max_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	int	i = (int)(intptr_t)arg;
+
+	(void)emitter;
+	(void)ev;
+	mc.closes++;
+	if (!mc.got[i] && mc.hellos + mc.dropped < 20) {
+		mc.dropped++;
+		max_done();
+	}
+}
+
+START_TEST(test_net_server_max_connections)
+{
+	int	i;
+
+	memset(&mc, 0, sizeof mc);
+	server_listen(max_connection_cb, NULL);
+	ck_assert_int_eq(nc_server_set_max_connections(t.server, 10), 0);
+	for (i = 0; i < 20; i++) {
+		mc.clients[i] = connect_port(NULL, NULL);
+		nc_socket_hold(mc.clients[i]);
+		ck_assert_int_eq(nc_socket_set_encoding(mc.clients[i], "utf8"),
+		    0);
+		ck_assert_int_eq(nc_socket_on(mc.clients[i], NC_EV_DATA,
+		    max_data_cb, (void *)(intptr_t)i), 0);
+		ck_assert_int_eq(nc_socket_on(mc.clients[i], NC_EV_CLOSE,
+		    max_close_cb, (void *)(intptr_t)i), 0);
+	}
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(mc.hellos, 10);
+	ck_assert_int_eq(mc.dropped, 10);
+	ck_assert_int_eq(mc.closes, 20);
+	for (i = 0; i < 20; i++)
+		nc_socket_release(mc.clients[i]);
+}
+END_TEST
+
+/*
+ * test-net-connect-options-port.js, in part: ports -1 and 65536 are
+ * ERR_SOCKET_BAD_PORT at the call, in every form, and create nothing.
+ */
+START_TEST(test_net_connect_options_port)
+{
+	struct nc_connect_options	 o;
+	struct nc_socket		*s;
+	int				 bad[] = { -1, 65536 };
+	size_t				 i;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_int_eq(nc_connect_port(t.base, bad[i], HOST, NULL,
+		    NULL, &s), NC_ERR_SOCKET_BAD_PORT);
+		ck_assert_ptr_null(s);
+		memset(&o, 0, sizeof o);
+		o.base = t.base;
+		o.port = bad[i];
+		ck_assert_int_eq(nc_connect(&o, NULL, NULL, &s),
+		    NC_ERR_SOCKET_BAD_PORT);
+		s = socket_new();
+		ck_assert_int_eq(nc_socket_connect_port(s, bad[i], HOST, NULL,
+		    NULL), NC_ERR_SOCKET_BAD_PORT);
+		ck_assert(!nc_socket_connecting(s));
+		nc_socket_destroy(s);
+	}
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -1700,6 +2120,13 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_timeout_no_handle);
 	tcase_add_test(tc, test_net_write_connect_write);
 	tcase_add_test(tc, test_net_server_unref);
+	tcase_add_test(tc, test_net_better_error_messages_path);
+	tcase_add_test(tc, test_net_better_error_messages_listen_path);
+	tcase_add_test(tc, test_net_socket_timeout);
+	tcase_add_test(tc, test_net_server_pause_on_connect);
+	tcase_add_test(tc, test_net_binary);
+	tcase_add_test(tc, test_net_server_max_connections);
+	tcase_add_test(tc, test_net_connect_options_port);
 	suite_add_tcase(s, tc);
 	return s;
 }
