@@ -2079,6 +2079,273 @@ START_TEST(test_net_connect_options_port)
 }
 END_TEST
 
+/*
+ * test-net-can-reset-timeout.js: the server's connection has
+ * setTimeout(100); writing from its `timeout` listener counts as
+ * activity; the client ends at the data, and `timeout` came once.
+ */
+static int	crt_timeouts, crt_client_ends;
+
+static void
+crt_timeout_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	crt_timeouts++;
+	ck_assert_int_ge(nc_socket_write_string(emitter, "WHAT.", NULL, NULL,
+	    NULL), 0);
+}
+
+static void
+crt_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_timeout(ev->socket, 100, NULL, NULL),
+	    0);
+	nc_socket_resume(ev->socket);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_TIMEOUT,
+	    crt_timeout_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+static void
+end_on_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+}
+
+static void
+close_server_on_end_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	if (arg != NULL)
+		(*(int *)arg)++;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_can_reset_timeout)
+{
+	struct nc_socket	*c;
+
+	crt_timeouts = crt_client_ends = 0;
+	server_listen(crt_connection_cb, NULL);
+	c = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_DATA, end_on_data_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_END, close_server_on_end_cb,
+	    &crt_client_ends), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(crt_timeouts, 1);
+	ck_assert_int_eq(crt_client_ends, 1);
+}
+END_TEST
+
+/*
+ * test-net-large-string.js: 40 * 1024 characters of 'あ' (3 bytes of
+ * UTF-8 each) written as utf8, then end(); the server, with
+ * setEncoding("utf8"), receives exactly that many characters, however
+ * the reads split them.
+ */
+#define LS_CHARS	(40 * 1024)
+
+static size_t	ls_chars;
+
+static void
+ls_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	size_t	i;
+
+	(void)emitter;
+	(void)arg;
+	for (i = 0; i < ev->len; i++)
+		if (((unsigned char)ev->data[i] & 0xc0) != 0x80)
+			ls_chars++;	/* a character's first byte */
+}
+
+static void
+ls_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_encoding(ev->socket, "UTF-8"), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, ls_data_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+START_TEST(test_net_large_string)
+{
+	struct nc_socket	*c;
+	char			*data;
+	int			 i;
+
+	ls_chars = 0;
+	data = malloc(LS_CHARS * 3 + 1);
+	ck_assert_ptr_nonnull(data);
+	for (i = 0; i < LS_CHARS; i++)
+		memcpy(data + i * 3, "\xe3\x81\x82", 3);
+	data[LS_CHARS * 3] = '\0';
+	server_listen(ls_connection_cb, NULL);
+	c = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_END, close_server_on_end_cb,
+	    NULL), 0);
+	ck_assert_int_ge(nc_socket_write_string(c, data, "UTF-8", NULL, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_end(c, NULL, 0), 0);
+	free(data);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_uint_eq(ls_chars, LS_CHARS);
+}
+END_TEST
+
+/*
+ * test-net-connect-paused-connection.js: the server and its connections
+ * unref'd, a client that connects paused: the loop ends (a paused
+ * socket does not hold it).
+ */
+static struct nc_socket	*cp_conn;
+
+static void
+cp_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	nc_socket_unref(ev->socket);
+	cp_conn = ev->socket;
+	nc_socket_hold(cp_conn);
+}
+
+START_TEST(test_net_connect_paused_connection)
+{
+	struct nc_socket	*c;
+
+	cp_conn = NULL;
+	server_listen(cp_connection_cb, NULL);
+	c = connect_port(NULL, NULL);
+	nc_socket_hold(c);
+	nc_socket_pause(c);
+	nc_server_unref(t.server);
+	ck_assert_int_eq(nc_run(t.base), 0);	/* it ends */
+	ck_assert(!nc_socket_destroyed(c));
+	nc_socket_destroy(c);
+	nc_socket_release(c);
+	if (cp_conn != NULL) {
+		nc_socket_destroy(cp_conn);
+		nc_socket_release(cp_conn);
+	}
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+END_TEST
+
+/*
+ * test-net-socket-local-address.js: one client socket connects twice to
+ * 127.0.0.1; each time its local port at `connect` is the server's
+ * connection's remote port.
+ */
+static struct {
+	int	server_remote[2], client_local[2];
+	int	connections, connects;
+} sla;
+
+static void
+sla_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	sla.server_remote[sla.connections++] =
+	    nc_socket_remote_port(ev->socket);
+	nc_socket_resume(ev->socket);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+static void
+sla_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	sla.client_local[sla.connects++] = nc_socket_local_port(emitter);
+	ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+}
+
+static void
+sla_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	if (sla.connects < 2)
+		ck_assert_int_eq(nc_socket_connect_port(emitter, t.port, HOST,
+		    NULL, NULL), 0);
+	else
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_socket_local_address)
+{
+	struct nc_socket	*c;
+	int			 i;
+
+	memset(&sla, 0, sizeof sla);
+	server_listen(sla_connection_cb, NULL);
+	c = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_CONNECT, sla_connect_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_CLOSE, sla_close_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(sla.connections, 2);
+	ck_assert_int_eq(sla.connects, 2);
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_gt(sla.client_local[i], 0);
+		ck_assert_int_eq(sla.client_local[i], sla.server_remote[i]);
+	}
+}
+END_TEST
+
+static int	cbt_errors;
+
+static void
+lm_error_cb_client(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	cbt_errors++;
+	ck_assert_int_eq(ev->error->code, NC_EADDRINUSE);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+/*
+ * test-net-client-bind-twice.js: a client whose localAddress and
+ * localPort are a listening server's: `error` EADDRINUSE, no `connect`.
+ */
+START_TEST(test_net_client_bind_twice)
+{
+	struct nc_connect_options	 o;
+	struct nc_socket		*c;
+	int				 connects = 0;
+
+	server_listen(NULL, NULL);
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.port = t.port;
+	o.host = HOST;
+	o.local_address = HOST;
+	o.local_port = t.port;
+	cbt_errors = 0;
+	ck_assert_int_eq(nc_connect(&o, count_cb, &connects, &c), 0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_ERROR, lm_error_cb_client,
+	    NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(connects, 0);
+	ck_assert_int_eq(cbt_errors, 1);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -2127,6 +2394,11 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_binary);
 	tcase_add_test(tc, test_net_server_max_connections);
 	tcase_add_test(tc, test_net_connect_options_port);
+	tcase_add_test(tc, test_net_can_reset_timeout);
+	tcase_add_test(tc, test_net_large_string);
+	tcase_add_test(tc, test_net_connect_paused_connection);
+	tcase_add_test(tc, test_net_socket_local_address);
+	tcase_add_test(tc, test_net_client_bind_twice);
 	suite_add_tcase(s, tc);
 	return s;
 }
