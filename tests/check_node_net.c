@@ -18,10 +18,14 @@
 
 #include <sys/types.h>
 
+#include <fcntl.h>
+#include <limits.h>
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -2346,6 +2350,236 @@ START_TEST(test_net_client_bind_twice)
 }
 END_TEST
 
+/*
+ * test-net-listen-invalid-port.js: a port past 65535 is
+ * ERR_SOCKET_BAD_PORT for listen(port), listen(port, host) and
+ * listen({port}). (4294967295 is past C's int: INT_MAX and 65536 here.)
+ */
+START_TEST(test_net_listen_invalid_port)
+{
+	struct nc_listen_options	o;
+	int				bad[] = { 65536, INT_MAX };
+	size_t				i;
+
+	t.server = new_server();
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_int_eq(nc_server_listen(t.server, bad[i], NULL, 0,
+		    NULL, NULL), NC_ERR_SOCKET_BAD_PORT);
+		ck_assert_int_eq(nc_server_listen(t.server, bad[i], "0.0.0.0",
+		    0, NULL, NULL), NC_ERR_SOCKET_BAD_PORT);
+		memset(&o, 0, sizeof o);
+		o.port = bad[i];
+		ck_assert_int_eq(nc_server_listen_options(t.server, &o, NULL,
+		    NULL), NC_ERR_SOCKET_BAD_PORT);
+	}
+	ck_assert(!nc_server_listening(t.server));
+}
+END_TEST
+
+/*
+ * test-net-listen-fd0.js: listen({fd: 0}), where fd 0 is not a
+ * listening socket: no failure at the call, `error` EINVAL or ENOTSOCK
+ * after.
+ */
+static int	fd0_errors, fd0_code;
+
+static void
+fd0_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	fd0_errors++;
+	fd0_code = ev->error->code;
+}
+
+START_TEST(test_net_listen_fd0)
+{
+	struct nc_listen_options	o;
+	int				null_fd, saved;
+
+	/* fd 0 as the test runs it may be anything: /dev/null here. */
+	saved = dup(0);
+	ck_assert_int_ge(saved, 0);
+	null_fd = open("/dev/null", O_RDONLY);
+	ck_assert_int_ge(null_fd, 0);
+	ck_assert_int_eq(dup2(null_fd, 0), 0);
+	close(null_fd);
+	fd0_errors = fd0_code = 0;
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR, fd0_error_cb,
+	    NULL), 0);
+	memset(&o, 0, sizeof o);
+	o.has_fd = true;
+	o.fd = 0;
+	ck_assert_int_eq(nc_server_listen_options(t.server, &o, NULL, NULL),
+	    0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(fd0_errors, 1);
+	ck_assert(fd0_code == NC_EINVAL || fd0_code == NC_ENOTSOCK);
+	ck_assert_int_eq(dup2(saved, 0), 0);
+	close(saved);
+}
+END_TEST
+
+/*
+ * test-net-listen-ipv6only.js: listening on :: with ipv6Only, a
+ * connection to 0.0.0.0 on its port is refused.
+ */
+static int	v6_refused;
+
+static void
+v6only_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	v6_refused++;
+	ck_assert_int_eq(ev->error->code, NC_ECONNREFUSED);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_listen_ipv6only)
+{
+	struct nc_listen_options	 o;
+	struct nc_socket		*c;
+	int				 listening = 0, connects = 0;
+
+	if (!have_ipv6()) {
+		fprintf(stderr, "skipped: no IPv6\n");
+		return;
+	}
+	v6_refused = 0;
+	t.server = new_server();
+	memset(&o, 0, sizeof o);
+	o.host = "::";
+	o.ipv6_only = true;
+	ck_assert_int_eq(nc_server_listen_options(t.server, &o, count_cb,
+	    &listening), 0);
+	ck_assert(run_until(t.base, &listening, 5000));
+	ck_assert_int_eq(nc_connect_port(t.base, bound_port(t.server),
+	    "0.0.0.0", count_cb, &connects, &c), 0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_ERROR, v6only_error_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(v6_refused, 1);
+	ck_assert_int_eq(connects, 0);
+}
+END_TEST
+
+/*
+ * test-net-server-listen-remove-callback.js: the listen callback is a
+ * once listener: none is left at `close`, and listening again works.
+ */
+static int	rc_closes;
+
+static void
+rc_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	rc_closes++;
+	ck_assert_uint_eq(nc_server_listener_count(emitter, NC_EV_LISTENING),
+	    0);
+}
+
+static void
+rc_close_now_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_server_close(emitter, NULL, NULL), 0);
+}
+
+START_TEST(test_net_server_listen_remove_callback)
+{
+	rc_closes = 0;
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_CLOSE, rc_close_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0,
+	    rc_close_now_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0,
+	    rc_close_now_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(rc_closes, 2);
+}
+END_TEST
+
+/*
+ * test-net-end-destroyed.js: the client end()s at `connect` and the
+ * server ends too: at the client's `end` it is not destroyed yet.
+ */
+static int	ed_ends;
+
+static void
+ed_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ed_ends++;
+	ck_assert(!nc_socket_destroyed(emitter));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+end_at_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+}
+
+static void
+end_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+}
+
+START_TEST(test_net_end_destroyed)
+{
+	struct nc_socket	*c;
+
+	ed_ends = 0;
+	server_listen(end_connection_cb, NULL);
+	c = connect_port(end_at_connect_cb, NULL);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_END, ed_end_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ed_ends, 1);
+}
+END_TEST
+
+/*
+ * test-net-server-listen-path.js: listen on a unix path, with and
+ * without a callback (listen(path) and listen({path})): `listening`,
+ * then close.
+ */
+START_TEST(test_net_server_listen_path)
+{
+	struct nc_listen_options	 o;
+	struct nc_server		*b;
+	int				 listening = 0, events = 0;
+
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_listen_path(t.server,
+	    tmpdir_path("a.sock"), count_cb, &listening), 0);
+	b = new_server();
+	ck_assert_int_eq(nc_server_on(b, NC_EV_LISTENING, count_cb, &events),
+	    0);
+	memset(&o, 0, sizeof o);
+	o.path = tmpdir_path("b.sock");
+	ck_assert_int_eq(nc_server_listen_options(b, &o, NULL, NULL), 0);
+	ck_assert(run_until(t.base, &listening, 5000));
+	ck_assert(run_until(t.base, &events, 5000));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_server_close(b, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	nc_server_release(b);
+	tmpdir_cleanup();
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -2399,6 +2633,12 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_connect_paused_connection);
 	tcase_add_test(tc, test_net_socket_local_address);
 	tcase_add_test(tc, test_net_client_bind_twice);
+	tcase_add_test(tc, test_net_listen_invalid_port);
+	tcase_add_test(tc, test_net_listen_fd0);
+	tcase_add_test(tc, test_net_listen_ipv6only);
+	tcase_add_test(tc, test_net_server_listen_remove_callback);
+	tcase_add_test(tc, test_net_end_destroyed);
+	tcase_add_test(tc, test_net_server_listen_path);
 	suite_add_tcase(s, tc);
 	return s;
 }
