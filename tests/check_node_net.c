@@ -16,7 +16,11 @@
  *   which is what the test counts.
  */
 
+#include <sys/socket.h>
 #include <sys/types.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <fcntl.h>
 #include <limits.h>
@@ -2580,6 +2584,363 @@ START_TEST(test_net_server_listen_path)
 }
 END_TEST
 
+/*
+ * test-net-socket-connect-without-cb.js: socket.connect() without a
+ * callback still emits `connect`. test-net-socket-connecting.js:
+ * connecting is true right after the call and false at `connect`.
+ */
+static int	scw_connects;
+
+static void
+scw_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	scw_connects++;
+	ck_assert(!nc_socket_connecting(emitter));
+	nc_socket_destroy(emitter);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_socket_connect_without_cb)
+{
+	struct nc_socket	*s = socket_new();
+
+	scw_connects = 0;
+	server_listen(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CONNECT, scw_connect_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_connect_port(s, t.port, HOST, NULL, NULL),
+	    0);
+	ck_assert(nc_socket_connecting(s));
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(scw_connects, 1);
+}
+END_TEST
+
+START_TEST(test_net_socket_connecting)
+{
+	struct nc_socket	*s;
+
+	scw_connects = 0;
+	server_listen(NULL, NULL);
+	s = connect_port(scw_connect_cb, NULL);
+	ck_assert(nc_socket_connecting(s));
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(scw_connects, 1);
+}
+END_TEST
+
+/*
+ * test-net-eaddrinuse.js: a second server on a port taken: its `error`
+ * is EADDRINUSE. test-net-server-try-ports.js: the same, and from that
+ * error listener listen(0) works; the message names EADDRINUSE.
+ */
+static int	ea_errors, ea_listening;
+
+static void
+ea_listening_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ea_listening++;
+	ck_assert_int_eq(nc_server_close(emitter, NULL, NULL), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+ea_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)arg;
+	ea_errors++;
+	ck_assert_int_eq(ev->error->code, NC_EADDRINUSE);
+	ck_assert_ptr_nonnull(strstr(ev->error->message, "EADDRINUSE"));
+	ck_assert_int_eq(nc_server_listen(emitter, 0, HOST, 0,
+	    ea_listening_cb, NULL), 0);
+}
+
+START_TEST(test_net_eaddrinuse)
+{
+	struct nc_server	*second;
+	int			 errors = 0;
+
+	fd0_errors = fd0_code = 0;
+	server_listen(NULL, NULL);
+	second = new_server();
+	ck_assert_int_eq(nc_server_on(second, NC_EV_ERROR, count_cb, &errors),
+	    0);
+	ck_assert_int_eq(nc_server_on(second, NC_EV_ERROR, fd0_error_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_server_listen(second, t.port, HOST, 0, NULL,
+	    NULL), 0);
+	ck_assert(run_until(t.base, &errors, 5000));
+	ck_assert_int_eq(fd0_code, NC_EADDRINUSE);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	nc_server_release(second);
+}
+END_TEST
+
+START_TEST(test_net_server_try_ports)
+{
+	struct nc_server	*second;
+
+	ea_errors = ea_listening = 0;
+	server_listen(NULL, NULL);
+	second = new_server();
+	ck_assert_int_eq(nc_server_on(second, NC_EV_ERROR, ea_error_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_server_listen(second, t.port, HOST, 0, NULL,
+	    NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ea_errors, 1);
+	ck_assert_int_eq(ea_listening, 1);
+	nc_server_release(second);
+}
+END_TEST
+
+/*
+ * test-net-persistent-nodelay.js, test-net-persistent-keepalive.js:
+ * setNoDelay(), and setKeepAlive(true, 400), before the connection
+ * apply to it once it is made (Node spies on its handle; here the
+ * socket's options are read back); with keep-alive the connection stays
+ * open past the delay (600 ms).
+ */
+static int	pk_connects;
+static bool	pk_nodelay;
+
+static int
+sockopt_of(struct nc_socket *s, int level, int name)
+{
+	int		v = -1;
+	socklen_t	len = sizeof v;
+
+	ck_assert_int_eq(getsockopt(nc_socket_fd(s), level, name, &v, &len),
+	    0);
+	return v;
+}
+
+static void
+pk_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	pk_connects++;
+	if (pk_nodelay)
+		ck_assert_int_eq(sockopt_of(emitter, IPPROTO_TCP, TCP_NODELAY),
+		    1);
+	else {
+		ck_assert_int_eq(sockopt_of(emitter, SOL_SOCKET, SO_KEEPALIVE),
+		    1);
+		ck_assert_int_eq(sockopt_of(emitter, IPPROTO_TCP,
+		    TCP_KEEPIDLE), 1);
+	}
+}
+
+static void
+persistent(bool nodelay)
+{
+	struct nc_socket	*s = socket_new();
+
+	pk_connects = 0;
+	pk_nodelay = nodelay;
+	server_listen(NULL, NULL);
+	nc_socket_hold(s);
+	if (nodelay)
+		ck_assert_int_eq(nc_socket_set_no_delay(s, true), 0);
+	else
+		ck_assert_int_eq(nc_socket_set_keep_alive(s, true, 400), 0);
+	ck_assert_int_eq(nc_socket_connect_port(s, t.port, HOST,
+	    pk_connect_cb, NULL), 0);
+	ck_assert(run_until(t.base, &pk_connects, 5000));
+	if (!nodelay) {
+		run_for(t.base, 600);
+		ck_assert(!nc_socket_destroyed(s));
+	}
+	nc_socket_destroy(s);
+	nc_socket_release(s);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+}
+
+START_TEST(test_net_persistent_nodelay)
+{
+	persistent(true);
+}
+END_TEST
+
+START_TEST(test_net_persistent_keepalive)
+{
+	persistent(false);
+}
+END_TEST
+
+/*
+ * test-net-server-unref-persistent.js: unref() before listen() holds:
+ * the loop ends with the server listening.
+ * test-net-server-close-before-calling-lookup-callback.js: listen(0,
+ * "localhost") and close() before the name is resolved: no `listening`,
+ * the loop ends.
+ */
+START_TEST(test_net_server_unref_persistent)
+{
+	t.server = new_server();
+	nc_server_unref(t.server);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, NULL, NULL),
+	    0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert(nc_server_listening(t.server));
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(test_net_server_close_before_calling_lookup_callback)
+{
+	int	listening = 0;
+
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_listen(t.server, 0, "localhost", 0,
+	    count_cb, &listening), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(listening, 0);
+	ck_assert(!nc_server_listening(t.server));
+}
+END_TEST
+
+/*
+ * test-net-socket-end-callback.js: end() after `connect`, with and
+ * without data: its completion (end's callback in Node, `finish` here)
+ * comes once each.
+ */
+static int	sec_finishes;
+
+static void
+sec_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	int	form = (int)(intptr_t)arg;
+
+	(void)ev;
+	if (form == 0)
+		ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+	else if (form == 1)
+		ck_assert_int_ge(nc_socket_end_string(emitter, "foo", NULL), 0);
+	else
+		ck_assert_int_ge(nc_socket_end_string(emitter, "foo", "utf8"),
+		    0);
+}
+
+static void
+sec_finish_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	if (++sec_finishes == 3)
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+resume_end_connection_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	nc_socket_resume(ev->socket);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+START_TEST(test_net_socket_end_callback)
+{
+	struct nc_socket	*s;
+	int			 i;
+
+	sec_finishes = 0;
+	server_listen(resume_end_connection_cb, NULL);
+	for (i = 0; i < 3; i++) {
+		s = connect_port(sec_connect_cb, (void *)(intptr_t)i);
+		ck_assert_int_eq(nc_socket_on(s, NC_EV_FINISH, sec_finish_cb,
+		    NULL), 0);
+	}
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(sec_finishes, 3);
+}
+END_TEST
+
+/*
+ * test-net-remote-address-port.js: the server's connection has the
+ * client's address (127.0.0.1), family and a port other than the
+ * server's; the client's remote port is the server's; both still read
+ * at `close`.
+ */
+static struct {
+	int	checks;
+} rap;
+
+static void
+rap_check(struct nc_socket *s, bool server_side)
+{
+	ck_assert_str_eq(nc_socket_remote_address(s), HOST);
+	ck_assert_str_eq(nc_socket_remote_family(s), "IPv4");
+	if (server_side)
+		ck_assert_int_ne(nc_socket_remote_port(s), t.port);
+	else
+		ck_assert_int_eq(nc_socket_remote_port(s), t.port);
+	rap.checks++;
+}
+
+static void
+rap_server_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	rap_check(emitter, true);
+}
+
+static void
+rap_client_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	rap_check(emitter, false);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+rap_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	rap_check(ev->socket, true);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_CLOSE,
+	    rap_server_close_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+}
+
+static void
+rap_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	rap_check(emitter, false);
+	nc_socket_resume(emitter);
+}
+
+START_TEST(test_net_remote_address_port)
+{
+	struct nc_socket	*c;
+
+	memset(&rap, 0, sizeof rap);
+	server_listen(rap_connection_cb, NULL);
+	c = connect_port(rap_connect_cb, NULL);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_CLOSE, rap_client_close_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(rap.checks, 4);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -2639,6 +3000,16 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_server_listen_remove_callback);
 	tcase_add_test(tc, test_net_end_destroyed);
 	tcase_add_test(tc, test_net_server_listen_path);
+	tcase_add_test(tc, test_net_socket_connect_without_cb);
+	tcase_add_test(tc, test_net_socket_connecting);
+	tcase_add_test(tc, test_net_server_try_ports);
+	tcase_add_test(tc, test_net_persistent_nodelay);
+	tcase_add_test(tc, test_net_persistent_keepalive);
+	tcase_add_test(tc, test_net_eaddrinuse);
+	tcase_add_test(tc, test_net_server_unref_persistent);
+	tcase_add_test(tc, test_net_server_close_before_calling_lookup_callback);
+	tcase_add_test(tc, test_net_socket_end_callback);
+	tcase_add_test(tc, test_net_remote_address_port);
 	suite_add_tcase(s, tc);
 	return s;
 }
