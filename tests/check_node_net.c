@@ -2941,6 +2941,406 @@ START_TEST(test_net_remote_address_port)
 }
 END_TEST
 
+/* A custom lookup (Node's `lookup` option) answering what arg says. */
+struct fake_lookup {
+	int		 status;
+	const char	*address;
+	int		 family;
+	int		 calls;
+	char		 host[64];
+	int		 asked_family;
+};
+
+static void
+fake_lookup(const char *host, int family, struct nc_lookup_req *req,
+    void *arg)
+{
+	struct fake_lookup	*l = arg;
+
+	l->calls++;
+	snprintf(l->host, sizeof l->host, "%s", host);
+	l->asked_family = family;
+	nc_lookup_done(req, l->status, l->address, l->family);
+}
+
+/*
+ * test-net-better-error-messages-port-hostname.js and
+ * test-net-connect-immediate-finish.js: a host the lookup does not find
+ * (v20 mocks the lookup; so here): `error` ENOTFOUND from "getaddrinfo"
+ * naming the host, no `connect`; the second with end() at once.
+ */
+static int	nf_errors;
+
+static void
+not_found_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	nf_errors++;
+	ck_assert_int_eq(ev->error->code, NC_ENOTFOUND);
+	ck_assert_str_eq(ev->error->syscall, "getaddrinfo");
+	ck_assert_str_eq(ev->error->address, "something.invalid");
+}
+
+static void
+not_found(bool end_at_once)
+{
+	struct fake_lookup		 l = { .status = NC_ENOTFOUND };
+	struct nc_connect_options	 o;
+	struct nc_socket		*s;
+	int				 connects = 0;
+
+	nf_errors = 0;
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.port = 12345;
+	o.host = "something.invalid";
+	o.lookup = fake_lookup;
+	o.lookup_arg = &l;
+	ck_assert_int_eq(nc_connect(&o, count_cb, &connects, &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, not_found_error_cb,
+	    NULL), 0);
+	if (end_at_once)
+		ck_assert_int_eq(nc_socket_end(s, NULL, 0), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(nf_errors, 1);
+	ck_assert_int_eq(connects, 0);
+	ck_assert_int_eq(l.calls, 1);
+}
+
+START_TEST(test_net_better_error_messages_port_hostname)
+{
+	not_found(false);
+}
+END_TEST
+
+START_TEST(test_net_connect_immediate_finish)
+{
+	not_found(true);
+}
+END_TEST
+
+/*
+ * test-net-dns-custom-lookup.js: a custom lookup asked for family 4 and
+ * then 6 answers 127.0.0.1 and ::1: `lookup` reports no error, the
+ * address and family, and the connection is made.
+ * test-net-connect-options-ipv6.js: family 6 with a lookup for "dummy"
+ * answering ::1: the lookup is asked "dummy" and 6.
+ */
+static int	cl_lookups, cl_connections;
+
+static void
+cl_lookup_event_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	const struct fake_lookup	*l = arg;
+
+	(void)emitter;
+	cl_lookups++;
+	ck_assert_ptr_null(ev->error);
+	ck_assert_str_eq(ev->address, l->address);
+	ck_assert_int_eq(ev->family, l->family);
+}
+
+static void
+cl_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	cl_connections++;
+	nc_socket_destroy(ev->socket);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+custom_lookup(int family, const char *host)
+{
+	struct fake_lookup		 l = { .status = 0 };
+	struct nc_connect_options	 o;
+	struct nc_socket		*s;
+	int				 listening = 0;
+
+	if (family == 6 && !have_ipv6()) {
+		fprintf(stderr, "skipped: no IPv6\n");
+		return;
+	}
+	cl_lookups = cl_connections = 0;
+	l.address = family == 6 ? "::1" : HOST;
+	l.family = family;
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_CONNECTION,
+	    cl_connection_cb, NULL), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, l.address, 0, count_cb,
+	    &listening), 0);
+	ck_assert(run_until(t.base, &listening, 5000));
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.port = bound_port(t.server);
+	o.host = host;
+	o.family = family;
+	o.lookup = fake_lookup;
+	o.lookup_arg = &l;
+	ck_assert_int_eq(nc_connect(&o, NULL, NULL, &s), 0);
+	nc_socket_resume(s);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_LOOKUP, cl_lookup_event_cb,
+	    &l), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(l.calls, 1);
+	ck_assert_str_eq(l.host, host);
+	ck_assert_int_eq(l.asked_family, family);
+	ck_assert_int_eq(cl_lookups, 1);
+	ck_assert_int_eq(cl_connections, 1);
+}
+
+START_TEST(test_net_dns_custom_lookup)
+{
+	custom_lookup(4, "localhost");
+}
+END_TEST
+
+START_TEST(test_net_connect_options_ipv6)
+{
+	custom_lookup(6, "dummy");
+}
+END_TEST
+
+/*
+ * test-net-connect-after-destroy.js: connect to a host that needs a
+ * lookup and destroy() in the same turn: nothing is emitted once the
+ * lookup returns, and nothing fails.
+ */
+START_TEST(test_net_connect_after_destroy)
+{
+	struct nc_socket	*s;
+	int			 connects = 0, errors = 0, lookups = 0;
+
+	ck_assert_int_eq(nc_connect_port(t.base, 12345, "localhost",
+	    count_cb, &connects, &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, count_cb, &errors), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_LOOKUP, count_cb, &lookups),
+	    0);
+	nc_socket_destroy(s);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(connects, 0);
+	ck_assert_int_eq(errors, 0);
+	ck_assert_int_eq(lookups, 0);
+}
+END_TEST
+
+/*
+ * test-net-pingpong.js: over a unix path, 127.0.0.1, localhost and ::1,
+ * a client sends "PING" and the allowHalfOpen server answers "PONG", N
+ * times; bufferSize stays 0-4; after the client's end() a last PING
+ * still gets its PONG; N + 1 PONGs; the server ends at the client's
+ * `end`.
+ */
+#define PP_N	1000
+
+static struct {
+	int	pongs, server_pings, sent, closes;
+	bool	client_ended;
+} pp;
+
+static void
+pp_server_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	size_t	i;
+
+	(void)arg;
+	for (i = 0; i + 4 <= ev->len; i += 4) {
+		ck_assert(memcmp(ev->data + i, "PING", 4) == 0);
+		pp.server_pings++;
+		ck_assert_uint_le(nc_socket_buffer_size(emitter), 4);
+		ck_assert_int_ge(nc_socket_write(emitter, "PONG", 4, NULL,
+		    NULL), 0);
+	}
+}
+
+static void
+pp_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_no_delay(ev->socket, true), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA,
+	    pp_server_data_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+static void
+pp_client_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	size_t	i;
+
+	(void)arg;
+	for (i = 0; i + 4 <= ev->len; i += 4) {
+		ck_assert(memcmp(ev->data + i, "PONG", 4) == 0);
+		pp.pongs++;
+		if (pp.sent < PP_N) {
+			pp.sent++;
+			ck_assert_int_ge(nc_socket_write(emitter, "PING", 4,
+			    NULL, NULL), 0);
+		} else if (!pp.client_ended) {
+			/* A PING after our own end() still gets a PONG. */
+			pp.client_ended = true;
+			ck_assert_int_ge(nc_socket_write(emitter, "PING", 4,
+			    NULL, NULL), 0);
+			ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+		}
+	}
+}
+
+static void
+pp_client_connect_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_no_delay(emitter, true), 0);
+	pp.sent = 1;
+	ck_assert_int_ge(nc_socket_write(emitter, "PING", 4, NULL, NULL), 0);
+}
+
+static void
+pp_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert(!ev->had_error);
+	pp.closes++;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+pingpong(const char *path, const char *host)
+{
+	struct nc_server_options	 o;
+	struct nc_socket		*c;
+	int				 listening = 0;
+
+	memset(&pp, 0, sizeof pp);
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.allow_half_open = true;
+	t.server = nc_create_server(&o, pp_connection_cb, NULL);
+	ck_assert_ptr_nonnull(t.server);
+	if (path != NULL)
+		ck_assert_int_eq(nc_server_listen_path(t.server, path,
+		    count_cb, &listening), 0);
+	else
+		ck_assert_int_eq(nc_server_listen(t.server, 0, host, 0,
+		    count_cb, &listening), 0);
+	ck_assert(run_until(t.base, &listening, 5000));
+	if (path != NULL)
+		ck_assert_int_eq(nc_connect_path(t.base, path,
+		    pp_client_connect_cb, NULL, &c), 0);
+	else
+		ck_assert_int_eq(nc_connect_port(t.base, bound_port(t.server),
+		    strcmp(host, "::1") == 0 ? "::1" : "localhost",
+		    pp_client_connect_cb, NULL, &c), 0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_DATA, pp_client_data_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_CLOSE, pp_close_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(pp.pongs, PP_N + 1);
+	ck_assert_int_eq(pp.server_pings, PP_N + 1);
+	ck_assert_int_eq(pp.closes, 1);
+	nc_server_release(t.server);
+	t.server = NULL;
+}
+
+START_TEST(test_net_pingpong)
+{
+	pingpong(tmpdir_path("pp.sock"), NULL);
+	pingpong(NULL, HOST);
+	if (have_ipv6())
+		pingpong(NULL, "::1");
+	else
+		fprintf(stderr, "skipped: no IPv6 (::1)\n");
+	tmpdir_cleanup();
+}
+END_TEST
+
+/*
+ * test-net-throttle.js: the server writes 1 KiB chunks until write()
+ * says false, two more, and ends; the client pauses at its data for a
+ * while (no `data` meanwhile) and resumes, more than once; it receives
+ * everything written.
+ */
+static struct {
+	struct nc_socket	*client;
+	struct event		*timer;
+	size_t			 written, received;
+	int			 pauses;
+	bool			 paused;
+} th;
+
+static void
+th_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	th.paused = false;
+	nc_socket_resume(th.client);
+}
+
+static void
+th_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	struct timeval	tv = { 0, 20000 };
+
+	(void)arg;
+	ck_assert(!th.paused);
+	th.received += ev->len;
+	if (th.pauses < 3) {
+		th.pauses++;
+		th.paused = true;
+		nc_socket_pause(emitter);
+		ck_assert_int_eq(evtimer_add(th.timer, &tv), 0);
+	}
+}
+
+static void
+th_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	chunk[1024];
+	int	i, n;
+
+	(void)emitter;
+	(void)arg;
+	memset(chunk, 'x', sizeof chunk);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	do {
+		n = nc_socket_write(ev->socket, chunk, sizeof chunk, NULL,
+		    NULL);
+		ck_assert_int_ge(n, 0);
+		th.written += sizeof chunk;
+	} while (n == 1);
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(nc_socket_write(ev->socket, chunk,
+		    sizeof chunk, NULL, NULL), 0);
+		th.written += sizeof chunk;
+	}
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+}
+
+START_TEST(test_net_throttle)
+{
+	memset(&th, 0, sizeof th);
+	th.timer = evtimer_new(t.base, th_resume_cb, NULL);
+	ck_assert_ptr_nonnull(th.timer);
+	server_listen(th_connection_cb, NULL);
+	th.client = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(th.client, NC_EV_DATA, th_data_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_gt(th.pauses, 1);
+	ck_assert_uint_eq(th.received, th.written);
+	event_free(th.timer);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -3010,6 +3410,13 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_server_close_before_calling_lookup_callback);
 	tcase_add_test(tc, test_net_socket_end_callback);
 	tcase_add_test(tc, test_net_remote_address_port);
+	tcase_add_test(tc, test_net_better_error_messages_port_hostname);
+	tcase_add_test(tc, test_net_connect_immediate_finish);
+	tcase_add_test(tc, test_net_dns_custom_lookup);
+	tcase_add_test(tc, test_net_connect_options_ipv6);
+	tcase_add_test(tc, test_net_connect_after_destroy);
+	tcase_add_test(tc, test_net_pingpong);
+	tcase_add_test(tc, test_net_throttle);
 	suite_add_tcase(s, tc);
 	return s;
 }
