@@ -90,6 +90,18 @@ server_listen(nc_listener_cb connection, void *arg)
 	t.port = bound_port(t.server);
 }
 
+/* t.server, made by the test, listens on 127.0.0.1, port 0. */
+static void
+server_listen_existing(void)
+{
+	int	listening = 0;
+
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, listening_cb,
+	    &listening), 0);
+	ck_assert(run_until(t.base, &listening, 5000));
+	t.port = bound_port(t.server);
+}
+
 static struct nc_socket *
 connect_port(nc_listener_cb connect_listener, void *arg)
 {
@@ -3341,6 +3353,412 @@ START_TEST(test_net_throttle)
 }
 END_TEST
 
+/*
+ * test-net-after-close.js: once the client's `close` came, setNoDelay,
+ * setKeepAlive, bufferSize, pause, resume, address, remoteAddress and
+ * remotePort on it do not fail. (Node's remoteAddress there is
+ * undefined unless it was read before; here the peer's address, read at
+ * connect, stays: a value, not a failure, either way.)
+ */
+static int	ac_closes;
+
+static void
+ac_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	struct nc_address	a;
+
+	(void)ev;
+	(void)arg;
+	ac_closes++;
+	ck_assert_int_eq(nc_socket_set_no_delay(emitter, true), 0);
+	ck_assert_int_eq(nc_socket_set_keep_alive(emitter, true, 0), 0);
+	ck_assert_uint_eq(nc_socket_buffer_size(emitter), 0);
+	nc_socket_pause(emitter);
+	nc_socket_resume(emitter);
+	(void)nc_socket_address(emitter, &a);
+	(void)nc_socket_remote_address(emitter);
+	(void)nc_socket_remote_port(emitter);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+START_TEST(test_net_after_close)
+{
+	struct nc_socket	*c;
+
+	ac_closes = 0;
+	server_listen(end_connection_cb, NULL);
+	c = connect_port(NULL, NULL);
+	nc_socket_resume(c);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_CLOSE, ac_close_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ac_closes, 1);
+}
+END_TEST
+
+/*
+ * test-net-pause-resume-connecting.js: five clients paused and resumed
+ * in turn before they connect, each sent a line and ended by the
+ * server: those left resumed (3) get `data`, those left paused (2) none.
+ */
+static struct {
+	struct nc_socket	*c[5];
+	int			 connections, data, resets;
+	struct event		*timer;
+} prc;
+
+static void
+prc_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	/* The paused clients are destroyed with this unread: a reset. */
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_ERROR, count_cb,
+	    &prc.resets), 0);
+	ck_assert_int_ge(nc_socket_end_string(ev->socket,
+	    "This was the year he fell to pieces.", NULL), 0);
+	if (++prc.connections == 5)
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+prc_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int	i;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (i = 0; i < 5; i++)
+		nc_socket_destroy(prc.c[i]);
+}
+
+START_TEST(test_net_pause_resume_connecting)
+{
+	struct timeval	tv = { 0, 300000 };
+	int		i;
+
+	memset(&prc, 0, sizeof prc);
+	server_listen(prc_connection_cb, NULL);
+	for (i = 0; i < 5; i++) {
+		prc.c[i] = connect_port(NULL, NULL);
+		nc_socket_hold(prc.c[i]);
+		ck_assert_int_eq(nc_socket_on(prc.c[i], NC_EV_DATA, count_cb,
+		    &prc.data), 0);
+	}
+	nc_socket_pause(prc.c[0]);		/* pause, resume: data */
+	nc_socket_resume(prc.c[0]);
+	nc_socket_pause(prc.c[1]);		/* pause: none */
+	nc_socket_pause(prc.c[2]);		/* pause, resume, pause: none */
+	nc_socket_resume(prc.c[2]);
+	nc_socket_pause(prc.c[2]);
+	nc_socket_pause(prc.c[3]);		/* pause, resume, pause, */
+	nc_socket_resume(prc.c[3]);		/* resume: data */
+	nc_socket_pause(prc.c[3]);
+	nc_socket_resume(prc.c[3]);
+	nc_socket_resume(prc.c[4]);		/* resume: data */
+	/* Node's test looks after its run; here after 300 ms. */
+	prc.timer = evtimer_new(t.base, prc_done_cb, NULL);
+	ck_assert_ptr_nonnull(prc.timer);
+	ck_assert_int_eq(evtimer_add(prc.timer, &tv), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(prc.connections, 5);
+	ck_assert_int_eq(prc.data, 3);
+	event_free(prc.timer);
+	for (i = 0; i < 5; i++)
+		nc_socket_release(prc.c[i]);
+}
+END_TEST
+
+/*
+ * test-net-keepalive.js: the server's connection gets
+ * setKeepAlive(true, 50) and both ends setTimeout(0); 100 ms later both
+ * are still open; then both end.
+ */
+static struct nc_socket	*ka_server_side;
+
+static void
+ka_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ka_server_side = ev->socket;
+	nc_socket_hold(ka_server_side);
+	ck_assert_int_eq(nc_socket_set_keep_alive(ev->socket, true, 50), 0);
+	ck_assert_int_eq(nc_socket_set_timeout(ev->socket, 0, NULL, NULL), 0);
+	nc_socket_resume(ev->socket);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+START_TEST(test_net_keepalive)
+{
+	struct nc_socket	*c;
+	int			 connects = 0;
+
+	ka_server_side = NULL;
+	server_listen(ka_connection_cb, NULL);
+	c = connect_port(count_cb, &connects);
+	nc_socket_hold(c);
+	nc_socket_resume(c);
+	ck_assert_int_eq(nc_socket_set_timeout(c, 0, NULL, NULL), 0);
+	ck_assert(run_until(t.base, &connects, 5000));
+	run_for(t.base, 100);
+	ck_assert_ptr_nonnull(ka_server_side);
+	ck_assert(!nc_socket_destroyed(c));
+	ck_assert(!nc_socket_destroyed(ka_server_side));
+	ck_assert_int_eq(sockopt_of(ka_server_side, SOL_SOCKET, SO_KEEPALIVE),
+	    1);
+	ck_assert_int_eq(nc_socket_end(c, NULL, 0), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	nc_socket_release(c);
+	nc_socket_release(ka_server_side);
+}
+END_TEST
+
+/*
+ * test-net-socket-close-after-end.js: both sides end("foo"); the server
+ * reads late (100 ms: paused, then resumed, for Node's `readable` and
+ * read()); its `end` comes before its `close`.
+ */
+static struct {
+	struct event	*timer;
+	struct nc_socket *conn;
+	bool		 end_emitted;
+	int		 closes;
+} sce;
+
+static void
+sce_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	nc_socket_resume(sce.conn);
+}
+
+static void
+sce_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	sce.end_emitted = true;
+}
+
+static void
+sce_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	sce.closes++;
+	ck_assert(sce.end_emitted);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+sce_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	struct timeval	tv = { 0, 100000 };
+
+	(void)emitter;
+	(void)arg;
+	sce.conn = ev->socket;
+	nc_socket_pause(ev->socket);
+	ck_assert_int_eq(evtimer_add(sce.timer, &tv), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END, sce_end_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_CLOSE, sce_close_cb,
+	    NULL), 0);
+	ck_assert_int_ge(nc_socket_end_string(ev->socket, "foo", NULL), 0);
+}
+
+static void
+sce_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	nc_socket_resume(emitter);
+	ck_assert_int_ge(nc_socket_end_string(emitter, "foo", NULL), 0);
+}
+
+START_TEST(test_net_socket_close_after_end)
+{
+	memset(&sce, 0, sizeof sce);
+	sce.timer = evtimer_new(t.base, sce_resume_cb, NULL);
+	ck_assert_ptr_nonnull(sce.timer);
+	server_listen(sce_connection_cb, NULL);
+	(void)connect_port(sce_connect_cb, NULL);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(sce.closes, 1);
+	event_free(sce.timer);
+}
+END_TEST
+
+/*
+ * test-net-write-slow.js: the server writes 10 x 200,000 bytes with a
+ * callback each and ends, with setTimeout(1000) turned off once all ten
+ * are flushed (a `timeout` fails the test); the client pauses 20 ms at
+ * each `data`: all ten callbacks, and 2,000,000 bytes received.
+ */
+#define WS_SIZE	200000
+#define WS_N	10
+
+static struct {
+	struct nc_socket	*client;
+	struct event		*timer;
+	int			 flushed, timeouts;
+	size_t			 received;
+} ws;
+
+static void
+ws_flushed_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)arg;
+	ck_assert_int_eq(status, 0);
+	if (++ws.flushed == WS_N)
+		ck_assert_int_eq(nc_socket_set_timeout(s, 0, NULL, NULL), 0);
+}
+
+static void
+ws_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	*buf;
+	int	 i;
+
+	(void)emitter;
+	(void)arg;
+	buf = malloc(WS_SIZE);
+	ck_assert_ptr_nonnull(buf);
+	memset(buf, 'a', WS_SIZE);
+	ck_assert_int_eq(nc_socket_set_no_delay(ev->socket, true), 0);
+	ck_assert_int_eq(nc_socket_set_timeout(ev->socket, 1000, count_cb,
+	    &ws.timeouts), 0);
+	for (i = 0; i < WS_N; i++)
+		ck_assert_int_ge(nc_socket_write(ev->socket, buf, WS_SIZE,
+		    ws_flushed_cb, NULL), 0);
+	free(buf);
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+}
+
+static void
+ws_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	nc_socket_resume(ws.client);
+}
+
+static void
+ws_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	struct timeval	tv = { 0, 20000 };
+
+	(void)arg;
+	ws.received += ev->len;
+	nc_socket_pause(emitter);
+	ck_assert_int_eq(evtimer_add(ws.timer, &tv), 0);
+}
+
+START_TEST(test_net_write_slow)
+{
+	memset(&ws, 0, sizeof ws);
+	ws.timer = evtimer_new(t.base, ws_resume_cb, NULL);
+	ck_assert_ptr_nonnull(ws.timer);
+	server_listen(ws_connection_cb, NULL);
+	ws.client = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(ws.client, NC_EV_DATA, ws_data_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ws.client, NC_EV_END,
+	    close_server_on_end_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ws.flushed, WS_N);
+	ck_assert_int_eq(ws.timeouts, 0);
+	ck_assert_uint_eq(ws.received, (size_t)WS_SIZE * WS_N);
+	event_free(ws.timer);
+}
+END_TEST
+
+/*
+ * test-net-pipe-connect-errors.js: connecting to a path that is a
+ * regular file fails with ENOTSOCK or ECONNREFUSED, to one that is not
+ * there with ENOENT. (Its EACCES case needs a user other than root.)
+ */
+static int	pce_code, pce_errors;
+
+static void
+pce_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	pce_errors++;
+	pce_code = ev->error->code;
+}
+
+static void
+pipe_connect(const char *path, int *connects)
+{
+	struct nc_socket	*s;
+
+	ck_assert_int_eq(nc_connect_path(t.base, path, count_cb, connects,
+	    &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, pce_error_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+}
+
+START_TEST(test_net_pipe_connect_errors)
+{
+	const char	*file = tmpdir_path("a-file");
+	int		 fd, connects = 0;
+
+	fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	pce_errors = 0;
+	pipe_connect(file, &connects);
+	ck_assert_int_eq(pce_errors, 1);
+	ck_assert(pce_code == NC_ENOTSOCK || pce_code == NC_ECONNREFUSED);
+	pipe_connect(tmpdir_path("not-there"), &connects);
+	ck_assert_int_eq(pce_errors, 2);
+	ck_assert_int_eq(pce_code, NC_ENOENT);
+	ck_assert_int_eq(connects, 0);
+	tmpdir_cleanup();
+}
+END_TEST
+
+/*
+ * test-net-listen-after-destroying-stdin.js: with stdin closed, a
+ * server listens, takes a connection (destroys it), and closes.
+ */
+static void
+destroy_and_close_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
+{
+	(*(int *)arg)++;
+	nc_socket_destroy(ev->socket);
+	ck_assert_int_eq(nc_server_close(emitter, NULL, NULL), 0);
+}
+
+START_TEST(test_net_listen_after_destroying_stdin)
+{
+	int	saved = dup(0), connections = 0;
+
+	ck_assert_int_ge(saved, 0);
+	close(0);
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_CONNECTION,
+	    destroy_and_close_cb, &connections), 0);
+	server_listen_existing();
+	nc_socket_resume(connect_port(NULL, NULL));
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(connections, 1);
+	ck_assert_int_eq(dup2(saved, 0), 0);
+	close(saved);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -3417,6 +3835,13 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_connect_after_destroy);
 	tcase_add_test(tc, test_net_pingpong);
 	tcase_add_test(tc, test_net_throttle);
+	tcase_add_test(tc, test_net_after_close);
+	tcase_add_test(tc, test_net_pause_resume_connecting);
+	tcase_add_test(tc, test_net_keepalive);
+	tcase_add_test(tc, test_net_socket_close_after_end);
+	tcase_add_test(tc, test_net_write_slow);
+	tcase_add_test(tc, test_net_pipe_connect_errors);
+	tcase_add_test(tc, test_net_listen_after_destroying_stdin);
 	suite_add_tcase(s, tc);
 	return s;
 }
