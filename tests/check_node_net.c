@@ -3759,6 +3759,143 @@ START_TEST(test_net_listen_after_destroying_stdin)
 }
 END_TEST
 
+/*
+ * test-net-write-after-end-nt.js: the client end()s at `connect`; at its
+ * `end` (the server's FIN) a write returns false and its callback gets
+ * EPIPE; `error` comes on a later turn, not inside the write.
+ */
+static struct {
+	int	errors, wcb, wcb_status, ends;
+} wae;
+
+static void
+wae_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	wae.errors++;
+	ck_assert_int_eq(ev->error->code, NC_EPIPE);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+wae_write_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)s;
+	(void)arg;
+	wae.wcb++;
+	wae.wcb_status = status;
+}
+
+static void
+wae_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	wae.ends++;
+	ck_assert_int_eq(nc_socket_write_string(emitter, "hello", NULL,
+	    wae_write_cb, NULL), 0);
+	ck_assert_int_eq(wae.errors, 0);	/* not yet */
+}
+
+static void
+wae_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_on(emitter, NC_EV_ERROR, wae_error_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(emitter, NC_EV_END, wae_end_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_end(emitter, NULL, 0), 0);
+}
+
+START_TEST(test_net_write_after_end_nt)
+{
+	memset(&wae, 0, sizeof wae);
+	server_listen(end_connection_cb, NULL);
+	(void)connect_port(wae_connect_cb, NULL);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(wae.ends, 1);
+	ck_assert_int_eq(wae.errors, 1);
+	ck_assert_int_eq(wae.wcb, 1);
+	ck_assert_int_eq(wae.wcb_status, NC_EPIPE);
+}
+END_TEST
+
+/*
+ * test-net-write-after-close.js: the client ends; the server's
+ * connection (allowHalfOpen false) closes; a write to it after its
+ * `close` gets EPIPE in its callback (Node's writeAfterFIN answers before
+ * the destroyed stream does), and no `error` is emitted.
+ */
+static struct {
+	int	errors, wcb, wcb_status;
+} wac;
+
+static void
+wac_write_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)s;
+	(void)arg;
+	wac.wcb++;
+	wac.wcb_status = status;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+wac_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_write_string(emitter, "test", NULL,
+	    wac_write_cb, NULL), 0);
+}
+
+static void
+wac_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	nc_socket_resume(ev->socket);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_ERROR, count_cb,
+	    &wac.errors), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_CLOSE, wac_close_cb,
+	    NULL), 0);
+}
+
+START_TEST(test_net_write_after_close)
+{
+	memset(&wac, 0, sizeof wac);
+	server_listen(wac_connection_cb, NULL);
+	(void)connect_port(end_at_connect_cb, NULL);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(wac.wcb, 1);
+	ck_assert_int_eq(wac.wcb_status, NC_EPIPE);
+	ck_assert_int_eq(wac.errors, 0);
+}
+END_TEST
+
+/*
+ * test-net-listen-error.js: listen(1, "1.1.1.1"): `error`, and the
+ * listening callback never called (as better-error-messages-listen,
+ * without its fields).
+ */
+START_TEST(test_net_listen_error)
+{
+	int	listening = 0, errors = 0;
+
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR, count_cb,
+	    &errors), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 1, "1.1.1.1", 0, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(errors, 1);
+	ck_assert_int_eq(listening, 0);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -3842,6 +3979,9 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_write_slow);
 	tcase_add_test(tc, test_net_pipe_connect_errors);
 	tcase_add_test(tc, test_net_listen_after_destroying_stdin);
+	tcase_add_test(tc, test_net_write_after_end_nt);
+	tcase_add_test(tc, test_net_write_after_close);
+	tcase_add_test(tc, test_net_listen_error);
 	suite_add_tcase(s, tc);
 	return s;
 }

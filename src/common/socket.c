@@ -1008,6 +1008,17 @@ socket_write_queued(struct nc_socket *s, size_t direct, nc_write_cb cb,
 static int
 socket_write_check(struct nc_socket *s, nc_write_cb cb, void *arg)
 {
+	if (s->peer_ended && s->ended) {
+		/*
+		 * "This socket has been ended by the other party": Node's
+		 * writeAfterFIN, which replaces write() at the peer's FIN
+		 * (allowHalfOpen false), so it answers before the stream's
+		 * own checks, destroyed or not; `error` only while open.
+		 */
+		socket_write_refused(s, NC_EPIPE, cb, arg);
+		socket_error(s, NC_EPIPE, "write");
+		return 0;
+	}
 	if (s->state == S_DESTROYED) {
 		/* Node's Writable checks `ending` before `destroyed`. */
 		socket_write_refused(s, s->ended ?
@@ -1020,12 +1031,6 @@ socket_write_check(struct nc_socket *s, nc_write_cb cb, void *arg)
 		 * without a handle. */
 		socket_write_refused(s, NC_ERR_SOCKET_CLOSED, cb, arg);
 		socket_error(s, NC_ERR_SOCKET_CLOSED, NULL);
-		return 0;
-	}
-	if (s->peer_ended && s->ended) {
-		/* "This socket has been ended by the other party" */
-		socket_write_refused(s, NC_EPIPE, cb, arg);
-		socket_error(s, NC_EPIPE, "write");
 		return 0;
 	}
 	if (s->ended) {
