@@ -739,7 +739,24 @@ connect_buffer_write_cb(struct nc_socket *s, int status, void *arg)
 	ck_assert(cb_.connected);
 }
 
+static void connect_buffer(void);
+
 START_TEST(test_net_connect_buffer)
+{
+	connect_buffer();
+}
+END_TEST
+
+/* test-net-connect-buffer2.js: the same scenario again, Node's second
+ * copy of it. */
+START_TEST(test_net_connect_buffer2)
+{
+	connect_buffer();
+}
+END_TEST
+
+static void
+connect_buffer(void)
 {
 	struct nc_socket_options	 so;
 	struct nc_socket		*s;
@@ -768,7 +785,7 @@ START_TEST(test_net_connect_buffer)
 	ck_assert_int_eq(cb_.ends, 1);
 	evbuffer_free(cb_.buf);
 }
-END_TEST
+
 
 /* A counter as common.mustCall() keeps one, for listeners that count. */
 static void
@@ -3896,6 +3913,383 @@ START_TEST(test_net_listen_error)
 }
 END_TEST
 
+/*
+ * test-net-listen-close-server-callback-is-not-function.js: listen(0)
+ * and close() at once, with a `close` listener: `close` once, no
+ * `listening`.
+ */
+START_TEST(test_net_listen_close_server_callback_is_not_function)
+{
+	int	listening = 0, closes = 0;
+
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_CLOSE, count_cb,
+	    &closes), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(closes, 1);
+	ck_assert_int_eq(listening, 0);
+}
+END_TEST
+
+/*
+ * test-net-localerror.js: a localAddress that is not an address is
+ * refused at the call. Node says ERR_INVALID_IP_ADDRESS; libnetcluster
+ * ERR_INVALID_ARG_VALUE (libnetcluster(3)). (The localPort type check is
+ * JS's.)
+ */
+START_TEST(test_net_localerror)
+{
+	struct nc_connect_options	 o;
+	struct nc_socket		*s;
+
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.port = 12345;
+	o.host = HOST;
+	o.local_address = "foobar";
+	ck_assert_int_eq(nc_connect(&o, NULL, NULL, &s),
+	    NC_ERR_INVALID_ARG_VALUE);
+	ck_assert_ptr_null(s);
+}
+END_TEST
+
+/*
+ * test-net-dns-error.js: a host of 64 '*', which the resolver refuses
+ * without asking anyone: `lookup` with the error (ENOTFOUND, or
+ * EAI_FAIL) and neither address nor family, then `error` with the same
+ * code; no `connect`.
+ */
+static int	de_lookups, de_errors, de_code;
+
+static void
+de_lookup_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	de_lookups++;
+	ck_assert_ptr_nonnull(ev->error);
+	de_code = ev->error->code;
+	ck_assert(de_code == NC_ENOTFOUND || strcmp(nc_err_name(de_code),
+	    "EAI_FAIL") == 0);
+	ck_assert_ptr_null(ev->address);
+	ck_assert_int_eq(ev->family, 0);
+}
+
+static void
+de_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	de_errors++;
+	ck_assert_int_eq(ev->error->code, de_code);
+}
+
+START_TEST(test_net_dns_error)
+{
+	struct nc_socket	*s;
+	char			 host[65];
+	int			 connects = 0;
+
+	de_lookups = de_errors = de_code = 0;
+	memset(host, '*', 64);
+	host[64] = '\0';
+	ck_assert_int_eq(nc_connect_port(t.base, 42, host, count_cb,
+	    &connects, &s), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_LOOKUP, de_lookup_cb, NULL),
+	    0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, de_error_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(de_lookups, 1);
+	ck_assert_int_eq(de_errors, 1);
+	ck_assert_int_eq(connects, 0);
+}
+END_TEST
+
+/*
+ * test-net-end-without-connect.js: end() on a socket that never
+ * connected does not fail, emits nothing, and leaves it not writable:
+ * a write after it fails with ERR_STREAM_WRITE_AFTER_END in its
+ * callback and `error`, then `close` (as node v20.20.2 does here).
+ */
+static int	ewc_status = 1;
+
+static void
+ewc_write_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)s;
+	(void)arg;
+	ewc_status = status;
+}
+
+START_TEST(test_net_end_without_connect)
+{
+	struct nc_socket	*s = socket_new();
+	int			 errors = 0, closes = 0, finishes = 0;
+
+	ewc_status = 1;
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, fd0_error_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, count_cb, &errors), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_CLOSE, count_cb, &closes), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_FINISH, count_cb, &finishes),
+	    0);
+	ck_assert_int_eq(nc_socket_end(s, NULL, 0), 0);
+	run_for(t.base, 10);
+	ck_assert_int_eq(errors + closes + finishes, 0);
+	ck_assert_int_eq(nc_socket_write(s, "x", 1, ewc_write_cb, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(ewc_status, NC_ERR_STREAM_WRITE_AFTER_END);
+	ck_assert_int_eq(errors, 1);
+	ck_assert_int_eq(fd0_code, NC_ERR_STREAM_WRITE_AFTER_END);
+	ck_assert_int_eq(closes, 1);
+	ck_assert_int_eq(finishes, 0);
+}
+END_TEST
+
+/*
+ * test-net-connect-options-path.js: a unix path connected to in every
+ * form: net.connect(path), net.connect({path}), createConnection(path)
+ * and ({path}), socket.connect(path) and ({path}), each with and
+ * without a connect callback: each `connect` once, twelve connections.
+ */
+static int	cop_connections, cop_connects;
+
+static void
+cop_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	if (++cop_connections == 12)
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+}
+
+static void
+cop_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	cop_connects++;
+	nc_socket_resume(emitter);
+}
+
+START_TEST(test_net_connect_options_path)
+{
+	struct nc_connect_options	 o;
+	struct nc_socket		*s;
+	const char			*path = tmpdir_path("cop.sock");
+	int				 listening = 0, i, with;
+
+	cop_connections = cop_connects = 0;
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_CONNECTION,
+	    cop_connection_cb, NULL), 0);
+	ck_assert_int_eq(nc_server_listen_path(t.server, path, count_cb,
+	    &listening), 0);
+	ck_assert(run_until(t.base, &listening, 5000));
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.path = path;
+	for (i = 0; i < 12; i++) {
+		with = i % 2;
+		switch (i / 2) {
+		case 0:
+			ck_assert_int_eq(nc_connect_path(t.base, path, NULL,
+			    NULL, &s), 0);
+			break;
+		case 1:
+			ck_assert_int_eq(nc_connect(&o, NULL, NULL, &s), 0);
+			break;
+		case 2:
+			ck_assert_int_eq(nc_create_connection_path(t.base,
+			    path, NULL, NULL, &s), 0);
+			break;
+		case 3:
+			ck_assert_int_eq(nc_create_connection(&o, NULL, NULL,
+			    &s), 0);
+			break;
+		case 4:
+			s = socket_new();
+			ck_assert_int_eq(nc_socket_connect_path(s, path, NULL,
+			    NULL), 0);
+			break;
+		default:
+			s = socket_new();
+			ck_assert_int_eq(nc_socket_connect(s, &o, NULL, NULL),
+			    0);
+			break;
+		}
+		/* With a callback: as the listener of `connect`, once. */
+		ck_assert_int_eq(with ? nc_socket_once(s, NC_EV_CONNECT,
+		    cop_connect_cb, NULL) : nc_socket_on(s, NC_EV_CONNECT,
+		    cop_connect_cb, NULL), 0);
+	}
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(cop_connections, 12);
+	ck_assert_int_eq(cop_connects, 12);
+	tmpdir_cleanup();
+}
+END_TEST
+
+/*
+ * test-net-persistent-ref-unref.js: unref() and then ref() before the
+ * connection: the socket is ref'd once connected, so the loop goes on
+ * until it ends (Node counts its handle's ref and unref; here the loop
+ * is seen not to end before the server's `end`).
+ */
+static int	pru_ends;
+
+START_TEST(test_net_persistent_ref_unref)
+{
+	struct nc_socket	*s = socket_new();
+
+	pru_ends = 0;
+	server_listen(resume_end_connection_cb, NULL);
+	nc_server_unref(t.server);
+	nc_socket_unref(s);
+	nc_socket_ref(s);
+	ck_assert_int_eq(nc_socket_connect_port(s, t.port, HOST,
+	    end_at_connect_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_END, count_cb, &pru_ends), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(pru_ends, 1);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+END_TEST
+
+/*
+ * test-net-socket-timeout-unref.js: unref'd sockets with timeouts of
+ * seconds, to an unref'd server whose connections are unref'd: the loop
+ * ends at once, and no `timeout` comes.
+ */
+static void
+stu_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_ge(nc_socket_write_string(ev->socket, "hello", NULL,
+	    NULL, NULL), 0);
+	nc_socket_unref(ev->socket);
+}
+
+START_TEST(test_net_socket_timeout_unref)
+{
+	struct nc_socket	*s[6];
+	int			 timeouts = 0, i;
+
+	server_listen(stu_connection_cb, NULL);
+	nc_server_unref(t.server);
+	for (i = 0; i < 6; i++) {
+		s[i] = connect_port(NULL, NULL);
+		nc_socket_hold(s[i]);
+		ck_assert_int_eq(nc_socket_set_timeout(s[i], 2000 + i * 1000,
+		    count_cb, &timeouts), 0);
+		nc_socket_unref(s[i]);
+	}
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(timeouts, 0);
+	for (i = 0; i < 6; i++) {
+		nc_socket_destroy(s[i]);
+		nc_socket_release(s[i]);
+	}
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+END_TEST
+
+/*
+ * test-net-stream.js: the server writes 10 x 2,000,000 bytes and ends;
+ * the client pauses at its first `data` and is destroyed 20 ms later:
+ * the server's connection emits one `error` (EPIPE or ECONNRESET), then
+ * `close`, and the server closes.
+ */
+static struct {
+	struct nc_socket	*client;
+	struct event		*timer;
+	int			 errors, closes, code;
+} st;
+
+static void
+st_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	st.errors++;
+	st.code = ev->error->code;
+}
+
+static void
+st_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	st.closes++;
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+st_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	*buf;
+	int	 i;
+
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_no_delay(ev->socket, true), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_ERROR, st_error_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_CLOSE, st_close_cb,
+	    NULL), 0);
+	buf = malloc(2000000);
+	ck_assert_ptr_nonnull(buf);
+	memset(buf, 'a', 2000000);
+	for (i = 0; i < 10; i++)
+		(void)nc_socket_write(ev->socket, buf, 2000000, NULL, NULL);
+	free(buf);
+	(void)nc_socket_end(ev->socket, NULL, 0);
+}
+
+static void
+st_destroy_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	nc_socket_destroy(st.client);
+}
+
+static void
+st_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	struct timeval	tv = { 0, 20000 };
+
+	(void)ev;
+	(void)arg;
+	if (nc_socket_is_paused(emitter))
+		return;
+	nc_socket_pause(emitter);
+	ck_assert_int_eq(evtimer_add(st.timer, &tv), 0);
+}
+
+START_TEST(test_net_stream)
+{
+	memset(&st, 0, sizeof st);
+	st.timer = evtimer_new(t.base, st_destroy_cb, NULL);
+	ck_assert_ptr_nonnull(st.timer);
+	server_listen(st_connection_cb, NULL);
+	st.client = connect_port(NULL, NULL);
+	ck_assert_int_eq(nc_socket_on(st.client, NC_EV_DATA, st_data_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(st.errors, 1);
+	ck_assert(st.code == NC_EPIPE || st.code == NC_ECONNRESET);
+	ck_assert_int_eq(st.closes, 1);
+	event_free(st.timer);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -3982,6 +4376,15 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_write_after_end_nt);
 	tcase_add_test(tc, test_net_write_after_close);
 	tcase_add_test(tc, test_net_listen_error);
+	tcase_add_test(tc, test_net_connect_buffer2);
+	tcase_add_test(tc, test_net_listen_close_server_callback_is_not_function);
+	tcase_add_test(tc, test_net_localerror);
+	tcase_add_test(tc, test_net_dns_error);
+	tcase_add_test(tc, test_net_end_without_connect);
+	tcase_add_test(tc, test_net_connect_options_path);
+	tcase_add_test(tc, test_net_persistent_ref_unref);
+	tcase_add_test(tc, test_net_socket_timeout_unref);
+	tcase_add_test(tc, test_net_stream);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1026,16 +1026,17 @@ socket_write_check(struct nc_socket *s, nc_write_cb cb, void *arg)
 		    cb, arg);
 		return 0;
 	}
+	/* Writable's `ending` first, then _writeGeneric's handle. */
+	if (s->ended) {
+		socket_write_refused(s, NC_ERR_STREAM_WRITE_AFTER_END, cb, arg);
+		socket_error(s, NC_ERR_STREAM_WRITE_AFTER_END, NULL);
+		return 0;
+	}
 	if (s->state == S_IDLE) {
 		/* Neither connected nor connecting: Node's _writeGeneric
 		 * without a handle. */
 		socket_write_refused(s, NC_ERR_SOCKET_CLOSED, cb, arg);
 		socket_error(s, NC_ERR_SOCKET_CLOSED, NULL);
-		return 0;
-	}
-	if (s->ended) {
-		socket_write_refused(s, NC_ERR_STREAM_WRITE_AFTER_END, cb, arg);
-		socket_error(s, NC_ERR_STREAM_WRITE_AFTER_END, NULL);
 		return 0;
 	}
 	return 1;
