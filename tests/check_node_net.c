@@ -18,7 +18,9 @@
 
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -4290,6 +4292,195 @@ START_TEST(test_net_stream)
 }
 END_TEST
 
+/*
+ * test-net-write-fully-async-buffer.js and -hex-string.js: the client
+ * writes a chunk again and again until write() says false, goes on at
+ * each `drain`, for many rounds (200 of 1 MiB; 20 of a 2,000,000-digit
+ * hex string, 1 MB), and the server reads everything; then destroy.
+ * (The buffer test's V8 GC part is JS's.)
+ */
+static struct {
+	const char	*chunk;
+	size_t		 len;
+	const char	*encoding;
+	int		 rounds, done;
+	size_t		 written, read;
+	struct nc_socket *client;
+} wfa;
+
+static void
+wfa_write_more(struct nc_socket *s)
+{
+	int	n;
+
+	while (wfa.done < wfa.rounds) {
+		wfa.done++;
+		if (wfa.encoding != NULL)
+			n = nc_socket_write_string(s, wfa.chunk, wfa.encoding,
+			    NULL, NULL);
+		else
+			n = nc_socket_write(s, wfa.chunk, wfa.len, NULL, NULL);
+		ck_assert_int_ge(n, 0);
+		wfa.written += wfa.encoding != NULL ? wfa.len / 2 : wfa.len;
+		if (n == 0)
+			return;		/* at `drain` */
+	}
+	ck_assert_int_eq(nc_socket_end(s, NULL, 0), 0);
+}
+
+static void
+wfa_drain_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	wfa_write_more(emitter);
+}
+
+static void
+wfa_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	wfa_write_more(emitter);
+}
+
+static void
+wfa_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	wfa.read += ev->len;
+}
+
+static void
+wfa_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	nc_socket_destroy(emitter);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+wfa_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, wfa_data_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END, wfa_end_cb,
+	    NULL), 0);
+}
+
+static void
+write_fully_async(const char *chunk, size_t len, const char *encoding,
+    int rounds)
+{
+	memset(&wfa, 0, sizeof wfa);
+	wfa.chunk = chunk;
+	wfa.len = len;
+	wfa.encoding = encoding;
+	wfa.rounds = rounds;
+	server_listen(wfa_connection_cb, NULL);
+	wfa.client = connect_port(wfa_connect_cb, NULL);
+	ck_assert_int_eq(nc_socket_on(wfa.client, NC_EV_DRAIN, wfa_drain_cb,
+	    NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(wfa.done, rounds);
+	ck_assert_uint_eq(wfa.read, wfa.written);
+}
+
+START_TEST(test_net_write_fully_async_buffer)
+{
+	char	*chunk = malloc(1024 * 1024);
+
+	ck_assert_ptr_nonnull(chunk);
+	memset(chunk, 0x42, 1024 * 1024);
+	write_fully_async(chunk, 1024 * 1024, NULL, 200);
+	free(chunk);
+}
+END_TEST
+
+START_TEST(test_net_write_fully_async_hex_string)
+{
+	char	*hex = malloc(2000000 + 1);
+
+	ck_assert_ptr_nonnull(hex);
+	memset(hex, 'a', 2000000);
+	hex[2000000] = '\0';
+	write_fully_async(hex, 2000000, "hex", 20);
+	free(hex);
+}
+END_TEST
+
+/*
+ * test-net-server-listen-handle.js: listening on a socket already bound
+ * (TCP and unix), by its fd, gives `listening`; on the fd of a regular
+ * file, `error` EINVAL from "listen". (Node makes its handles with
+ * internal bindings; here plain sockets.)
+ */
+static int	slh_errors, slh_code;
+
+static void
+slh_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	slh_errors++;
+	slh_code = ev->error->code;
+	ck_assert_str_eq(ev->error->syscall, "listen");
+}
+
+START_TEST(test_net_server_listen_handle)
+{
+	struct sockaddr_in	 sin;
+	struct sockaddr_un	 sun;
+	struct nc_server	*a, *b, *c;
+	int			 fd_tcp, fd_unix, fd_file, listening = 0;
+
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd_tcp, 0);
+	ck_assert_int_eq(bind(fd_tcp, (struct sockaddr *)&sin, sizeof sin), 0);
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s",
+	    tmpdir_path("h.sock"));
+	fd_unix = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd_unix, 0);
+	ck_assert_int_eq(bind(fd_unix, (struct sockaddr *)&sun, sizeof sun),
+	    0);
+	fd_file = open(tmpdir_path("a-file"), O_RDWR | O_CREAT | O_CLOEXEC,
+	    0600);
+	ck_assert_int_ge(fd_file, 0);
+	slh_errors = slh_code = 0;
+	a = new_server();
+	b = new_server();
+	c = new_server();
+	ck_assert_int_eq(nc_server_listen_handle(a, fd_tcp, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_server_listen_handle(b, fd_unix, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_server_on(c, NC_EV_ERROR, slh_error_cb, NULL), 0);
+	ck_assert_int_eq(nc_server_listen_handle(c, fd_file, count_cb,
+	    &listening), 0);
+	ck_assert(run_until_count(t.base, &listening, 2, 5000));
+	ck_assert(run_until(t.base, &slh_errors, 5000));
+	ck_assert_int_eq(slh_code, NC_EINVAL);
+	ck_assert_int_eq(nc_server_close(a, NULL, NULL), 0);
+	ck_assert_int_eq(nc_server_close(b, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(listening, 2);
+	nc_server_release(a);
+	nc_server_release(b);
+	nc_server_release(c);
+	close(fd_file);
+	tmpdir_cleanup();
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -4385,6 +4576,9 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_persistent_ref_unref);
 	tcase_add_test(tc, test_net_socket_timeout_unref);
 	tcase_add_test(tc, test_net_stream);
+	tcase_add_test(tc, test_net_write_fully_async_buffer);
+	tcase_add_test(tc, test_net_write_fully_async_hex_string);
+	tcase_add_test(tc, test_net_server_listen_handle);
 	suite_add_tcase(s, tc);
 	return s;
 }

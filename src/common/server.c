@@ -1018,6 +1018,7 @@ nc_server_listen_path(struct nc_server *s, const char *path,
 static int
 server_listen_fd(struct nc_server *s, int fd, int backlog)
 {
+	struct stat	st;
 	int		type, acc, flags, rc;
 	socklen_t	len;
 
@@ -1026,8 +1027,18 @@ server_listen_fd(struct nc_server *s, int fd, int backlog)
 	if (fd < 0)
 		return NC_ERR_INVALID_ARG_VALUE;
 	len = sizeof type;
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1)
-		return server_fail_later(s, -errno, NULL, -1);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1) {
+		/*
+		 * Node guesses the handle's type first: neither a socket
+		 * nor a pipe (a file, a terminal) is EINVAL; a pipe is
+		 * taken for one and fails at listen(), ENOTSOCK.
+		 */
+		rc = -errno;
+		if (rc == NC_ENOTSOCK && (fstat(fd, &st) == -1 ||
+		    !S_ISFIFO(st.st_mode)))
+			rc = NC_EINVAL;
+		return server_fail_later(s, rc, NULL, -1);
+	}
 	if (type != SOCK_STREAM)
 		return server_fail_later(s, NC_EINVAL, NULL, -1);
 	len = sizeof acc;
