@@ -4481,6 +4481,156 @@ START_TEST(test_net_server_listen_handle)
 }
 END_TEST
 
+/*
+ * test-net-connect-options-allowhalfopen.js: an allowHalfOpen server
+ * end()s each connection at once; its clients, made allowHalfOpen in
+ * each form that takes the option (connect, createConnection, a socket
+ * of its own), get `end` once and are still writable 50 ms later (the
+ * write goes through), then end; the server sees each end once.
+ */
+#define AHO_N	3
+
+static struct {
+	struct nc_socket	*c[AHO_N];
+	struct event		*timer;
+	int			 client_ends, server_ends, writes_ok, closes;
+} aho;
+
+static void
+aho_server_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	if (++aho.server_ends == AHO_N)
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+}
+
+static void
+aho_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	nc_socket_resume(ev->socket);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    aho_server_end_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_end(ev->socket, NULL, 0), 0);
+}
+
+static void
+aho_write_cb(struct nc_socket *s, int status, void *arg)
+{
+	(void)arg;
+	ck_assert_int_eq(status, 0);
+	aho.writes_ok++;
+	ck_assert_int_eq(nc_socket_end(s, NULL, 0), 0);
+}
+
+static void
+aho_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int	i;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (i = 0; i < AHO_N; i++) {
+		ck_assert(!nc_socket_destroyed(aho.c[i]));
+		ck_assert_int_eq(nc_socket_write_string(aho.c[i], "hello",
+		    NULL, aho_write_cb, NULL), 1);
+	}
+}
+
+static void
+aho_client_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	struct timeval	tv = { 0, 50000 };
+
+	(void)emitter;
+	(void)ev;
+	(void)arg;
+	if (++aho.client_ends == AHO_N)
+		ck_assert_int_eq(evtimer_add(aho.timer, &tv), 0);
+}
+
+START_TEST(test_net_connect_options_allowhalfopen)
+{
+	struct nc_server_options	 so;
+	struct nc_socket_options	 sko;
+	struct nc_connect_options	 o;
+	int				 i;
+
+	memset(&aho, 0, sizeof aho);
+	aho.timer = evtimer_new(t.base, aho_later_cb, NULL);
+	ck_assert_ptr_nonnull(aho.timer);
+	memset(&so, 0, sizeof so);
+	so.base = t.base;
+	so.allow_half_open = true;
+	t.server = nc_create_server(&so, aho_connection_cb, NULL);
+	ck_assert_ptr_nonnull(t.server);
+	server_listen_existing();
+	memset(&o, 0, sizeof o);
+	o.base = t.base;
+	o.port = t.port;
+	o.host = HOST;
+	o.allow_half_open = true;
+	ck_assert_int_eq(nc_connect(&o, NULL, NULL, &aho.c[0]), 0);
+	ck_assert_int_eq(nc_create_connection(&o, NULL, NULL, &aho.c[1]), 0);
+	memset(&sko, 0, sizeof sko);
+	sko.base = t.base;
+	sko.allow_half_open = true;
+	aho.c[2] = nc_socket_new(&sko);
+	ck_assert_ptr_nonnull(aho.c[2]);
+	ck_assert_int_eq(nc_socket_connect(aho.c[2], &o, NULL, NULL), 0);
+	for (i = 0; i < AHO_N; i++) {
+		nc_socket_resume(aho.c[i]);
+		ck_assert_int_eq(nc_socket_on(aho.c[i], NC_EV_END,
+		    aho_client_end_cb, NULL), 0);
+		ck_assert_int_eq(nc_socket_on(aho.c[i], NC_EV_CLOSE, count_cb,
+		    &aho.closes), 0);
+	}
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_int_eq(aho.client_ends, AHO_N);
+	ck_assert_int_eq(aho.writes_ok, AHO_N);
+	ck_assert_int_eq(aho.server_ends, AHO_N);
+	ck_assert_int_eq(aho.closes, AHO_N);
+	event_free(aho.timer);
+}
+END_TEST
+
+/*
+ * test-net-server-listen-options.js, in part: listen(0) and listen({})
+ * pick a port; -1 and 65536 are ERR_SOCKET_BAD_PORT. (The non-number
+ * and non-integer ports are JS's; its port-and-path case is left.)
+ */
+START_TEST(test_net_server_listen_options)
+{
+	struct nc_listen_options	 o;
+	struct nc_server		*s[3];
+	int				 listening = 0, i;
+
+	for (i = 0; i < 3; i++)
+		s[i] = new_server();
+	ck_assert_int_eq(nc_server_listen(s[0], 0, NULL, 0, count_cb,
+	    &listening), 0);
+	memset(&o, 0, sizeof o);
+	ck_assert_int_eq(nc_server_listen_options(s[1], &o, count_cb,
+	    &listening), 0);
+	ck_assert_int_eq(nc_server_listen(s[2], -1, NULL, 0, NULL, NULL),
+	    NC_ERR_SOCKET_BAD_PORT);
+	ck_assert_int_eq(nc_server_listen(s[2], 65536, NULL, 0, NULL, NULL),
+	    NC_ERR_SOCKET_BAD_PORT);
+	ck_assert(run_until_count(t.base, &listening, 2, 5000));
+	for (i = 0; i < 2; i++)
+		ck_assert_int_gt(bound_port(s[i]), 0);
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(nc_server_close(s[i], NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	for (i = 0; i < 3; i++)
+		nc_server_release(s[i]);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -4579,6 +4729,8 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_write_fully_async_buffer);
 	tcase_add_test(tc, test_net_write_fully_async_hex_string);
 	tcase_add_test(tc, test_net_server_listen_handle);
+	tcase_add_test(tc, test_net_connect_options_allowhalfopen);
+	tcase_add_test(tc, test_net_server_listen_options);
 	suite_add_tcase(s, tc);
 	return s;
 }
