@@ -4631,6 +4631,106 @@ START_TEST(test_net_server_listen_options)
 }
 END_TEST
 
+/*
+ * test-net-server-max-connections-close-makes-more-available.js:
+ * maxConnections 1; connection 0 is served, 1 is turned away; once 0 has
+ * ended, 2 is served and 3 turned away: the server read "0" and "2".
+ */
+static struct {
+	struct nc_socket	*c[4];
+	char			 received[8];
+	int			 closed[4], resets;
+} mm;
+
+static void mm_next(void);
+
+static void
+mm_server_data_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	strncat(mm.received, ev->data, sizeof mm.received -
+	    strlen(mm.received) - 1);
+	mm_next();
+}
+
+static void
+mm_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)arg;
+	ck_assert_int_eq(nc_socket_set_encoding(ev->socket, "utf8"), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA,
+	    mm_server_data_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
+	    reconnect_server_end_cb, NULL), 0);
+}
+
+static void
+mm_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	char	msg[2] = { (char)('0' + (int)(intptr_t)arg), '\0' };
+
+	(void)ev;
+	(void)nc_socket_write_string(emitter, msg, NULL, NULL, NULL);
+}
+
+static void
+mm_close_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+{
+	(void)emitter;
+	(void)ev;
+	mm.closed[(int)(intptr_t)arg]++;
+	mm_next();
+}
+
+static void
+mm_connect(int i)
+{
+	mm.c[i] = connect_port(mm_connect_cb, (void *)(intptr_t)i);
+	nc_socket_resume(mm.c[i]);
+	/* A turned-away client may see a reset: not an error of the test. */
+	ck_assert_int_eq(nc_socket_on(mm.c[i], NC_EV_ERROR, count_cb,
+	    &mm.resets), 0);
+	ck_assert_int_eq(nc_socket_on(mm.c[i], NC_EV_CLOSE, mm_close_cb,
+	    (void *)(intptr_t)i), 0);
+}
+
+/* The next step, once what the last one waited for came. */
+static void
+mm_next(void)
+{
+	if (strcmp(mm.received, "0") == 0 && mm.c[1] == NULL)
+		mm_connect(1);			/* 0 served: try 1 */
+	else if (mm.c[1] != NULL && mm.closed[1] && mm.c[2] == NULL &&
+	    !mm.closed[0] && mm.c[0] != NULL) {
+		ck_assert_int_eq(nc_socket_end(mm.c[0], NULL, 0), 0);
+		mm.c[2] = mm.c[0];		/* ending 0: wait for it */
+	} else if (mm.closed[0] && mm.c[2] == mm.c[0]) {
+		mm.c[2] = NULL;
+		mm_connect(2);			/* 0 gone: 2 */
+	} else if (strcmp(mm.received, "02") == 0 && mm.c[3] == NULL)
+		mm_connect(3);			/* 2 served: try 3 */
+	else if (mm.c[3] != NULL && mm.closed[3] && !mm.closed[2] &&
+	    mm.c[2] != NULL) {
+		ck_assert_int_eq(nc_socket_end(mm.c[2], NULL, 0), 0);
+		ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	}
+}
+
+START_TEST(test_net_server_max_connections_close_makes_more_available)
+{
+	memset(&mm, 0, sizeof mm);
+	server_listen(mm_connection_cb, NULL);
+	ck_assert_int_eq(nc_server_set_max_connections(t.server, 1), 0);
+	mm_connect(0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+	ck_assert_str_eq(mm.received, "02");
+	ck_assert_int_eq(mm.closed[0] + mm.closed[1] + mm.closed[2] +
+	    mm.closed[3], 4);
+}
+END_TEST
+
 static Suite *
 node_net_suite(void)
 {
@@ -4731,6 +4831,8 @@ node_net_suite(void)
 	tcase_add_test(tc, test_net_server_listen_handle);
 	tcase_add_test(tc, test_net_connect_options_allowhalfopen);
 	tcase_add_test(tc, test_net_server_listen_options);
+	tcase_add_test(tc,
+	    test_net_server_max_connections_close_makes_more_available);
 	suite_add_tcase(s, tc);
 	return s;
 }
