@@ -1,9 +1,10 @@
 /*
- * Hung workers. A worker that answers on a channel is asked `ping` every
- * interval (a quarter of its service's worker_timeout_ms, at most
- * HEARTBEAT_MAX_MS) and answers from its loop; a notify program that was
- * given WATCHDOG_USEC pings by itself (WATCHDOG=1, ready.c). Whatever a
- * worker says counts. Silent for two intervals, it no longer counts as
+ * Hung workers. A worker whose library beats by itself is sent `beat`
+ * once with its interval (a quarter of its service's worker_timeout_ms,
+ * at most HEARTBEAT_MAX_MS) and sends `pong` every interval from its
+ * loop; one of an older library is asked `ping` every interval and
+ * answers from its loop; a notify program that was given WATCHDOG_USEC
+ * pings by itself (WATCHDOG=1, ready.c). Whatever a worker says counts. Silent for two intervals, it no longer counts as
  * serving (worker_serves(): /ready, the agent, status, hand-offs); silent
  * worker_timeout_ms, it is killed: SIGABRT to its process group, so it
  * leaves a core where the operator keeps them, then SIGKILL HUNG_KILL_MS
