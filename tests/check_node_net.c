@@ -127,9 +127,9 @@ static struct {
 	int			 server_closes;
 } rc;
 
+/* `end` from the peer: end this side too (Node's socket.end()). */
 static void
-reconnect_server_end_cb(void *emitter, const struct nc_event_args *ev,
-    void *arg)
+end_on_end_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 {
 	(void)ev;
 	(void)arg;
@@ -156,7 +156,7 @@ reconnect_connection_cb(void *emitter, const struct nc_event_args *ev,
 	ck_assert_int_ge(nc_socket_write(ev->socket, "hello\r\n", 7, NULL,
 	    NULL), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_CLOSE,
 	    reconnect_server_close_cb, NULL), 0);
 }
@@ -1833,7 +1833,7 @@ plain_connection_cb(void *emitter, const struct nc_event_args *ev,
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, pause_data_cb,
 	    &pc.plain_data), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 START_TEST(test_net_server_pause_on_connect)
@@ -1934,7 +1934,7 @@ binary_connection_cb(void *emitter, const struct nc_event_args *ev,
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, binary_echo_cb,
 	    NULL), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 static void
@@ -2148,7 +2148,7 @@ crt_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_TIMEOUT,
 	    crt_timeout_cb, NULL), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 static void
@@ -2217,7 +2217,7 @@ ls_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA, ls_data_cb,
 	    NULL), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 START_TEST(test_net_large_string)
@@ -2303,7 +2303,7 @@ sla_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 	    nc_socket_remote_port(ev->socket);
 	nc_socket_resume(ev->socket);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 static void
@@ -2418,15 +2418,16 @@ END_TEST
  * listening socket: no failure at the call, `error` EINVAL or ENOTSOCK
  * after.
  */
-static int	fd0_errors, fd0_code;
+/* How many `error`s a test's socket or server emitted, and the last code. */
+static int	err_count, err_code;
 
 static void
-fd0_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
+record_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 {
 	(void)emitter;
 	(void)arg;
-	fd0_errors++;
-	fd0_code = ev->error->code;
+	err_count++;
+	err_code = ev->error->code;
 }
 
 START_TEST(test_net_listen_fd0)
@@ -2441,9 +2442,9 @@ START_TEST(test_net_listen_fd0)
 	ck_assert_int_ge(null_fd, 0);
 	ck_assert_int_eq(dup2(null_fd, 0), 0);
 	close(null_fd);
-	fd0_errors = fd0_code = 0;
+	err_count = err_code = 0;
 	t.server = new_server();
-	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR, fd0_error_cb,
+	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR, record_error_cb,
 	    NULL), 0);
 	memset(&o, 0, sizeof o);
 	o.has_fd = true;
@@ -2451,8 +2452,8 @@ START_TEST(test_net_listen_fd0)
 	ck_assert_int_eq(nc_server_listen_options(t.server, &o, NULL, NULL),
 	    0);
 	ck_assert_int_eq(nc_run(t.base), 0);
-	ck_assert_int_eq(fd0_errors, 1);
-	ck_assert(fd0_code == NC_EINVAL || fd0_code == NC_ENOTSOCK);
+	ck_assert_int_eq(err_count, 1);
+	ck_assert(err_code == NC_EINVAL || err_code == NC_ENOTSOCK);
 	ck_assert_int_eq(dup2(saved, 0), 0);
 	close(saved);
 }
@@ -2697,17 +2698,17 @@ START_TEST(test_net_eaddrinuse)
 	struct nc_server	*second;
 	int			 errors = 0;
 
-	fd0_errors = fd0_code = 0;
+	err_count = err_code = 0;
 	server_listen(NULL, NULL);
 	second = new_server();
 	ck_assert_int_eq(nc_server_on(second, NC_EV_ERROR, count_cb, &errors),
 	    0);
-	ck_assert_int_eq(nc_server_on(second, NC_EV_ERROR, fd0_error_cb, NULL),
+	ck_assert_int_eq(nc_server_on(second, NC_EV_ERROR, record_error_cb, NULL),
 	    0);
 	ck_assert_int_eq(nc_server_listen(second, t.port, HOST, 0, NULL,
 	    NULL), 0);
 	ck_assert(run_until(t.base, &errors, 5000));
-	ck_assert_int_eq(fd0_code, NC_EADDRINUSE);
+	ck_assert_int_eq(err_code, NC_EADDRINUSE);
 	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
 	ck_assert_int_eq(nc_run(t.base), 0);
 	nc_server_release(second);
@@ -2742,17 +2743,6 @@ END_TEST
 static int	pk_connects;
 static bool	pk_nodelay;
 
-static int
-sockopt_of(struct nc_socket *s, int level, int name)
-{
-	int		v = -1;
-	socklen_t	len = sizeof v;
-
-	ck_assert_int_eq(getsockopt(nc_socket_fd(s), level, name, &v, &len),
-	    0);
-	return v;
-}
-
 static void
 pk_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 {
@@ -2760,12 +2750,12 @@ pk_connect_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 	(void)arg;
 	pk_connects++;
 	if (pk_nodelay)
-		ck_assert_int_eq(sockopt_of(emitter, IPPROTO_TCP, TCP_NODELAY),
+		ck_assert_int_eq(sockopt(emitter, IPPROTO_TCP, TCP_NODELAY),
 		    1);
 	else {
-		ck_assert_int_eq(sockopt_of(emitter, SOL_SOCKET, SO_KEEPALIVE),
+		ck_assert_int_eq(sockopt(emitter, SOL_SOCKET, SO_KEEPALIVE),
 		    1);
-		ck_assert_int_eq(sockopt_of(emitter, IPPROTO_TCP,
+		ck_assert_int_eq(sockopt(emitter, IPPROTO_TCP,
 		    TCP_KEEPIDLE), 1);
 	}
 }
@@ -2881,7 +2871,7 @@ resume_end_connection_cb(void *emitter, const struct nc_event_args *ev,
 	(void)arg;
 	nc_socket_resume(ev->socket);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 START_TEST(test_net_socket_end_callback)
@@ -3197,7 +3187,7 @@ pp_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA,
 	    pp_server_data_cb, NULL), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 static void
@@ -3512,7 +3502,7 @@ ka_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 	ck_assert_int_eq(nc_socket_set_timeout(ev->socket, 0, NULL, NULL), 0);
 	nc_socket_resume(ev->socket);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 START_TEST(test_net_keepalive)
@@ -3531,7 +3521,7 @@ START_TEST(test_net_keepalive)
 	ck_assert_ptr_nonnull(ka_server_side);
 	ck_assert(!nc_socket_destroyed(c));
 	ck_assert(!nc_socket_destroyed(ka_server_side));
-	ck_assert_int_eq(sockopt_of(ka_server_side, SOL_SOCKET, SO_KEEPALIVE),
+	ck_assert_int_eq(sockopt(ka_server_side, SOL_SOCKET, SO_KEEPALIVE),
 	    1);
 	ck_assert_int_eq(nc_socket_end(c, NULL, 0), 0);
 	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
@@ -4038,7 +4028,7 @@ START_TEST(test_net_end_without_connect)
 	int			 errors = 0, closes = 0, finishes = 0;
 
 	ewc_status = 1;
-	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, fd0_error_cb, NULL), 0);
+	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, record_error_cb, NULL), 0);
 	ck_assert_int_eq(nc_socket_on(s, NC_EV_ERROR, count_cb, &errors), 0);
 	ck_assert_int_eq(nc_socket_on(s, NC_EV_CLOSE, count_cb, &closes), 0);
 	ck_assert_int_eq(nc_socket_on(s, NC_EV_FINISH, count_cb, &finishes),
@@ -4050,7 +4040,7 @@ START_TEST(test_net_end_without_connect)
 	ck_assert_int_eq(nc_run(t.base), 0);
 	ck_assert_int_eq(ewc_status, NC_ERR_STREAM_WRITE_AFTER_END);
 	ck_assert_int_eq(errors, 1);
-	ck_assert_int_eq(fd0_code, NC_ERR_STREAM_WRITE_AFTER_END);
+	ck_assert_int_eq(err_code, NC_ERR_STREAM_WRITE_AFTER_END);
 	ck_assert_int_eq(closes, 1);
 	ck_assert_int_eq(finishes, 0);
 }
@@ -4669,7 +4659,7 @@ mm_connection_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_DATA,
 	    mm_server_data_cb, NULL), 0);
 	ck_assert_int_eq(nc_socket_on(ev->socket, NC_EV_END,
-	    reconnect_server_end_cb, NULL), 0);
+	    end_on_end_cb, NULL), 0);
 }
 
 static void

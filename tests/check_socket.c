@@ -569,18 +569,6 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int
-sockopt(struct nc_socket *s, int level, int name)
-{
-	int		v = -1;
-	socklen_t	len = sizeof v;
-
-	ck_assert_int_ne(nc_socket_fd(s), -1);
-	ck_assert_int_eq(getsockopt(nc_socket_fd(s), level, name, &v, &len),
-	    0);
-	return v;
-}
-
 static bool
 buf_eq(struct evbuffer *b, const void *data, size_t len)
 {

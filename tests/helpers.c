@@ -89,6 +89,18 @@ bound_port(struct nc_server *server)
 }
 
 int
+sockopt(struct nc_socket *s, int level, int name)
+{
+	int		v = -1;
+	socklen_t	len = sizeof v;
+
+	ck_assert_int_ne(nc_socket_fd(s), -1);
+	ck_assert_int_eq(getsockopt(nc_socket_fd(s), level, name, &v, &len),
+	    0);
+	return v;
+}
+
+int
 fd_count(void)
 {
 	DIR		*d;

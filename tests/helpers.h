@@ -33,6 +33,9 @@ void	 run_for(struct event_base *base, int ms);
 /* The port a listening server got. */
 int	 bound_port(struct nc_server *);
 
+/* An int socket option of a connected socket's fd (getsockopt). */
+int	 sockopt(struct nc_socket *, int level, int name);
+
 /* The number of open fds of this process (/proc/self/fd). */
 int	 fd_count(void);
 
