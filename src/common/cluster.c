@@ -525,16 +525,24 @@ cluster_count(json_t *msg)
 }
 
 /*
- * `ping`: the master's heartbeat, answered from the loop (a stuck loop
- * misses it, and the master kills a worker silent too long), with the
- * connections taken so far, which its recycling counts.
+ * `pong`: the heartbeat, sent from the loop (a stuck loop misses it, and
+ * the master kills a worker silent too long), with the connections taken
+ * so far, which its recycling counts: the answer to ping (its seq as
+ * `ack`), or NULL, a beat of our own.
  */
 static void
-cluster_ping(json_t *msg)
+cluster_pong(json_t *ping)
 {
-	cluster_send(json_pack("{s:s, s:I, s:I}", "type", "pong", "ack",
-	    json_integer_value(json_object_get(msg, "seq")), "accepted",
-	    (json_int_t)nc__server_total_accepted()));
+	json_t	*msg = json_pack("{s:s, s:I}", "type", "pong", "accepted",
+	    (json_int_t)nc__server_total_accepted());
+
+	if (msg != NULL && ping != NULL && json_object_set_new(msg, "ack",
+	    json_integer(json_integer_value(json_object_get(ping, "seq")))) ==
+	    -1) {
+		json_decref(msg);
+		msg = NULL;
+	}
+	cluster_send(msg);
 }
 
 /*
@@ -564,8 +572,7 @@ cluster_beat_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	cluster_send(json_pack("{s:s, s:I}", "type", "pong", "accepted",
-	    (json_int_t)nc__server_total_accepted()));
+	cluster_pong(NULL);
 	if (cl.beat != NULL)
 		cluster_beat_arm();
 }
@@ -695,7 +702,7 @@ cluster_msg_cb(struct nc_ipc *ipc, json_t *msg, int *fds, size_t nfds,
 	else if (strcmp(type, "message") == 0 && nfds == 0)
 		cluster_message(msg);
 	else if (strcmp(type, "ping") == 0 && nfds == 0)
-		cluster_ping(msg);
+		cluster_pong(msg);
 	else if (strcmp(type, "beat") == 0 && nfds == 0)
 		cluster_beat(msg);
 	else if (cluster_auto() && strcmp(type, "count") == 0 && nfds == 0)
