@@ -376,13 +376,13 @@ check_table(const struct vector *v, size_t n, const char *table)
 
 #define CHECK_TABLE(t)	check_table(t, sizeof t / sizeof t[0], #t)
 
-START_TEST(test_node_isip)
+START_TEST(test_net_isip)
 {
 	CHECK_TABLE(node_isip);
 }
 END_TEST
 
-START_TEST(test_node_isipv4)
+START_TEST(test_net_isipv4)
 {
 	size_t	i;
 
@@ -394,7 +394,7 @@ START_TEST(test_node_isipv4)
 }
 END_TEST
 
-START_TEST(test_node_isipv6)
+START_TEST(test_net_isipv6)
 {
 	size_t	i;
 
@@ -432,16 +432,28 @@ START_TEST(test_edge_cases)
 }
 END_TEST
 
+/*
+ * Each test in a test case of its own named for it, so that one can be run
+ * alone (CK_RUN_CASE=test_net_isipv4 tests/check_isip), as
+ * tests/node-originals.sh does beside Node's test-net-isipv4.js.
+ */
 int
 main(void)
 {
-	Suite	*s = suite_create("isip");
-	TCase	*tc = tcase_create("core");
+	const TTest	*tests[] = {
+		test_net_isip,
+		test_net_isipv4,
+		test_net_isipv6,
+		test_edge_cases,
+	};
+	Suite		*s = suite_create("isip");
+	TCase		*tc;
+	size_t		 i;
 
-	tcase_add_test(tc, test_node_isip);
-	tcase_add_test(tc, test_node_isipv4);
-	tcase_add_test(tc, test_node_isipv6);
-	tcase_add_test(tc, test_edge_cases);
-	suite_add_tcase(s, tc);
+	for (i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+		tc = tcase_create(tests[i]->name);
+		tcase_add_test(tc, tests[i]);
+		suite_add_tcase(s, tc);
+	}
 	return run_suite(s);
 }

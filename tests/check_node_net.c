@@ -4727,109 +4727,121 @@ START_TEST(test_net_server_max_connections_close_makes_more_available)
 }
 END_TEST
 
+/*
+ * Every port, each in a test case of its own named for it
+ * (test_net_reconnect for test-net-reconnect.js), so that one can be run
+ * alone: CK_RUN_CASE=test_net_reconnect tests/check_node_net, as
+ * tests/node-originals.sh does beside Node's original.
+ */
 static Suite *
 node_net_suite(void)
 {
-	Suite	*s = suite_create("node-net");
-	TCase	*tc = tcase_create("parallel");
+	const TTest	*ports[] = {
+		test_net_reconnect,
+		test_net_bytes_stats,
+		test_net_bytes_read,
+		test_net_server_close,
+		test_net_allow_half_open,
+		test_net_socket_byteswritten,
+		test_net_server_call_listen_multiple_times,
+		test_net_connect_buffer,
+		test_net_write_cb_on_destroy_before_connect,
+		test_net_socket_destroy_send,
+		test_net_better_error_messages_listen,
+		test_net_server_drop_connections,
+		test_net_writable,
+		test_net_connect_no_arg,
+		test_net_socket_destroy_twice,
+		test_net_bytes_written_large,
+		test_net_error_twice,
+		test_net_bind_twice,
+		test_net_buffersize,
+		test_net_connect_destroy,
+		test_net_connect_immediate_destroy,
+		test_net_dns_lookup,
+		test_net_dns_lookup_skip,
+		test_net_remote_address,
+		test_net_during_close,
+		test_net_listen_close_server,
+		test_net_listening,
+		test_net_local_address_port,
+		test_net_socket_end_before_connect,
+		test_net_settimeout,
+		test_net_timeout_no_handle,
+		test_net_write_connect_write,
+		test_net_server_unref,
+		test_net_better_error_messages_path,
+		test_net_better_error_messages_listen_path,
+		test_net_socket_timeout,
+		test_net_server_pause_on_connect,
+		test_net_binary,
+		test_net_server_max_connections,
+		test_net_connect_options_port,
+		test_net_can_reset_timeout,
+		test_net_large_string,
+		test_net_connect_paused_connection,
+		test_net_socket_local_address,
+		test_net_client_bind_twice,
+		test_net_listen_invalid_port,
+		test_net_listen_fd0,
+		test_net_listen_ipv6only,
+		test_net_server_listen_remove_callback,
+		test_net_end_destroyed,
+		test_net_server_listen_path,
+		test_net_socket_connect_without_cb,
+		test_net_socket_connecting,
+		test_net_server_try_ports,
+		test_net_persistent_nodelay,
+		test_net_persistent_keepalive,
+		test_net_eaddrinuse,
+		test_net_server_unref_persistent,
+		test_net_server_close_before_calling_lookup_callback,
+		test_net_socket_end_callback,
+		test_net_remote_address_port,
+		test_net_better_error_messages_port_hostname,
+		test_net_connect_immediate_finish,
+		test_net_dns_custom_lookup,
+		test_net_connect_options_ipv6,
+		test_net_connect_after_destroy,
+		test_net_pingpong,
+		test_net_throttle,
+		test_net_after_close,
+		test_net_pause_resume_connecting,
+		test_net_keepalive,
+		test_net_socket_close_after_end,
+		test_net_write_slow,
+		test_net_pipe_connect_errors,
+		test_net_listen_after_destroying_stdin,
+		test_net_write_after_end_nt,
+		test_net_write_after_close,
+		test_net_listen_error,
+		test_net_connect_buffer2,
+		test_net_listen_close_server_callback_is_not_function,
+		test_net_localerror,
+		test_net_dns_error,
+		test_net_end_without_connect,
+		test_net_connect_options_path,
+		test_net_persistent_ref_unref,
+		test_net_socket_timeout_unref,
+		test_net_stream,
+		test_net_write_fully_async_buffer,
+		test_net_write_fully_async_hex_string,
+		test_net_server_listen_handle,
+		test_net_connect_options_allowhalfopen,
+		test_net_server_listen_options,
+		test_net_server_max_connections_close_makes_more_available,
+	};
+	Suite		*s = suite_create("node-net");
+	TCase		*tc;
+	size_t		 i;
 
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, scaled_ms(30000) / 1000);
-	tcase_add_test(tc, test_net_reconnect);
-	tcase_add_test(tc, test_net_bytes_stats);
-	tcase_add_test(tc, test_net_bytes_read);
-	tcase_add_test(tc, test_net_server_close);
-	tcase_add_test(tc, test_net_allow_half_open);
-	tcase_add_test(tc, test_net_socket_byteswritten);
-	tcase_add_test(tc, test_net_server_call_listen_multiple_times);
-	tcase_add_test(tc, test_net_connect_buffer);
-	tcase_add_test(tc, test_net_write_cb_on_destroy_before_connect);
-	tcase_add_test(tc, test_net_socket_destroy_send);
-	tcase_add_test(tc, test_net_better_error_messages_listen);
-	tcase_add_test(tc, test_net_server_drop_connections);
-	tcase_add_test(tc, test_net_writable);
-	tcase_add_test(tc, test_net_connect_no_arg);
-	tcase_add_test(tc, test_net_socket_destroy_twice);
-	tcase_add_test(tc, test_net_bytes_written_large);
-	tcase_add_test(tc, test_net_error_twice);
-	tcase_add_test(tc, test_net_bind_twice);
-	tcase_add_test(tc, test_net_buffersize);
-	tcase_add_test(tc, test_net_connect_destroy);
-	tcase_add_test(tc, test_net_connect_immediate_destroy);
-	tcase_add_test(tc, test_net_dns_lookup);
-	tcase_add_test(tc, test_net_dns_lookup_skip);
-	tcase_add_test(tc, test_net_remote_address);
-	tcase_add_test(tc, test_net_during_close);
-	tcase_add_test(tc, test_net_listen_close_server);
-	tcase_add_test(tc, test_net_listening);
-	tcase_add_test(tc, test_net_local_address_port);
-	tcase_add_test(tc, test_net_socket_end_before_connect);
-	tcase_add_test(tc, test_net_settimeout);
-	tcase_add_test(tc, test_net_timeout_no_handle);
-	tcase_add_test(tc, test_net_write_connect_write);
-	tcase_add_test(tc, test_net_server_unref);
-	tcase_add_test(tc, test_net_better_error_messages_path);
-	tcase_add_test(tc, test_net_better_error_messages_listen_path);
-	tcase_add_test(tc, test_net_socket_timeout);
-	tcase_add_test(tc, test_net_server_pause_on_connect);
-	tcase_add_test(tc, test_net_binary);
-	tcase_add_test(tc, test_net_server_max_connections);
-	tcase_add_test(tc, test_net_connect_options_port);
-	tcase_add_test(tc, test_net_can_reset_timeout);
-	tcase_add_test(tc, test_net_large_string);
-	tcase_add_test(tc, test_net_connect_paused_connection);
-	tcase_add_test(tc, test_net_socket_local_address);
-	tcase_add_test(tc, test_net_client_bind_twice);
-	tcase_add_test(tc, test_net_listen_invalid_port);
-	tcase_add_test(tc, test_net_listen_fd0);
-	tcase_add_test(tc, test_net_listen_ipv6only);
-	tcase_add_test(tc, test_net_server_listen_remove_callback);
-	tcase_add_test(tc, test_net_end_destroyed);
-	tcase_add_test(tc, test_net_server_listen_path);
-	tcase_add_test(tc, test_net_socket_connect_without_cb);
-	tcase_add_test(tc, test_net_socket_connecting);
-	tcase_add_test(tc, test_net_server_try_ports);
-	tcase_add_test(tc, test_net_persistent_nodelay);
-	tcase_add_test(tc, test_net_persistent_keepalive);
-	tcase_add_test(tc, test_net_eaddrinuse);
-	tcase_add_test(tc, test_net_server_unref_persistent);
-	tcase_add_test(tc, test_net_server_close_before_calling_lookup_callback);
-	tcase_add_test(tc, test_net_socket_end_callback);
-	tcase_add_test(tc, test_net_remote_address_port);
-	tcase_add_test(tc, test_net_better_error_messages_port_hostname);
-	tcase_add_test(tc, test_net_connect_immediate_finish);
-	tcase_add_test(tc, test_net_dns_custom_lookup);
-	tcase_add_test(tc, test_net_connect_options_ipv6);
-	tcase_add_test(tc, test_net_connect_after_destroy);
-	tcase_add_test(tc, test_net_pingpong);
-	tcase_add_test(tc, test_net_throttle);
-	tcase_add_test(tc, test_net_after_close);
-	tcase_add_test(tc, test_net_pause_resume_connecting);
-	tcase_add_test(tc, test_net_keepalive);
-	tcase_add_test(tc, test_net_socket_close_after_end);
-	tcase_add_test(tc, test_net_write_slow);
-	tcase_add_test(tc, test_net_pipe_connect_errors);
-	tcase_add_test(tc, test_net_listen_after_destroying_stdin);
-	tcase_add_test(tc, test_net_write_after_end_nt);
-	tcase_add_test(tc, test_net_write_after_close);
-	tcase_add_test(tc, test_net_listen_error);
-	tcase_add_test(tc, test_net_connect_buffer2);
-	tcase_add_test(tc, test_net_listen_close_server_callback_is_not_function);
-	tcase_add_test(tc, test_net_localerror);
-	tcase_add_test(tc, test_net_dns_error);
-	tcase_add_test(tc, test_net_end_without_connect);
-	tcase_add_test(tc, test_net_connect_options_path);
-	tcase_add_test(tc, test_net_persistent_ref_unref);
-	tcase_add_test(tc, test_net_socket_timeout_unref);
-	tcase_add_test(tc, test_net_stream);
-	tcase_add_test(tc, test_net_write_fully_async_buffer);
-	tcase_add_test(tc, test_net_write_fully_async_hex_string);
-	tcase_add_test(tc, test_net_server_listen_handle);
-	tcase_add_test(tc, test_net_connect_options_allowhalfopen);
-	tcase_add_test(tc, test_net_server_listen_options);
-	tcase_add_test(tc,
-	    test_net_server_max_connections_close_makes_more_available);
-	suite_add_tcase(s, tc);
+	for (i = 0; i < sizeof ports / sizeof ports[0]; i++) {
+		tc = tcase_create(ports[i]->name);
+		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_set_timeout(tc, scaled_ms(30000) / 1000);
+		tcase_add_test(tc, ports[i]);
+		suite_add_tcase(s, tc);
+	}
 	return s;
 }
 

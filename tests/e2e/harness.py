@@ -445,7 +445,16 @@ def reloads_under_load(d, port, n, duration, threads, command="reload",
 
 
 def run(tests):
-    """Runs each test function; prints figures; exits 0 or 1."""
+    """Runs each test function, or those named on the command line;
+    prints figures; exits 0 or 1."""
+    if len(sys.argv) > 1:
+        names = {t.__name__: t for t in tests}
+        unknown = [n for n in sys.argv[1:] if n not in names]
+        if unknown:
+            print("FAIL no test named %s in %s" % (", ".join(unknown),
+                                                  sys.argv[0]))
+            sys.exit(1)
+        tests = [names[n] for n in sys.argv[1:]]
     failed = 0
     for t in tests:
         start = time.monotonic()

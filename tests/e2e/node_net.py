@@ -41,7 +41,7 @@ def wait_lines(d, pattern, count, timeout=20):
         d.read_lines(0.1)
 
 
-def test_listen_exclusive_random_ports():
+def test_net_listen_exclusive_random_ports():
     d = Daemon([service("exclusive")], workers=2)
     try:
         found = wait_lines(d, r"\[pid (\d+)\]: exclusive port (\d+)$", 2)
@@ -59,7 +59,7 @@ def test_listen_exclusive_random_ports():
         d.stop()
 
 
-def test_server_close_before_ipc_response():
+def test_net_server_close_before_ipc_response():
     d = Daemon([service("close-before-ipc")], workers=1)
     try:
         found = wait_lines(d, r"\[pid (\d+)\]: listening (\d+), loop ended$",
@@ -77,5 +77,5 @@ def test_server_close_before_ipc_response():
 
 
 if __name__ == "__main__":
-    run([test_listen_exclusive_random_ports,
-         test_server_close_before_ipc_response])
+    run([test_net_listen_exclusive_random_ports,
+         test_net_server_close_before_ipc_response])
