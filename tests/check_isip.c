@@ -447,13 +447,7 @@ main(void)
 		test_edge_cases,
 	};
 	Suite		*s = suite_create("isip");
-	TCase		*tc;
-	size_t		 i;
 
-	for (i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-		tc = tcase_create(tests[i]->name);
-		tcase_add_test(tc, tests[i]);
-		suite_add_tcase(s, tc);
-	}
+	add_cases(s, tests, sizeof tests / sizeof tests[0], NULL, NULL, 0);
 	return run_suite(s);
 }

@@ -4832,16 +4832,9 @@ node_net_suite(void)
 		test_net_server_max_connections_close_makes_more_available,
 	};
 	Suite		*s = suite_create("node-net");
-	TCase		*tc;
-	size_t		 i;
 
-	for (i = 0; i < sizeof ports / sizeof ports[0]; i++) {
-		tc = tcase_create(ports[i]->name);
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_set_timeout(tc, scaled_ms(30000) / 1000);
-		tcase_add_test(tc, ports[i]);
-		suite_add_tcase(s, tc);
-	}
+	add_cases(s, ports, sizeof ports / sizeof ports[0], setup, teardown,
+	    scaled_ms(30000) / 1000);
 	return s;
 }
 

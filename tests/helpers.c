@@ -192,6 +192,24 @@ run_suite(Suite *s)
 	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+void
+add_cases(Suite *s, const TTest *const *tests, size_t n, void (*setup)(void),
+    void (*teardown)(void), int timeout)
+{
+	TCase	*tc;
+	size_t	 i;
+
+	for (i = 0; i < n; i++) {
+		tc = tcase_create(tests[i]->name);
+		if (setup != NULL || teardown != NULL)
+			tcase_add_checked_fixture(tc, setup, teardown);
+		if (timeout > 0)
+			tcase_set_timeout(tc, timeout);
+		tcase_add_test(tc, tests[i]);
+		suite_add_tcase(s, tc);
+	}
+}
+
 static void
 recorder_cb(void *emitter, const struct nc_event_args *ev, void *arg)
 {

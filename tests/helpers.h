@@ -51,6 +51,15 @@ bool	 have_ipv6(void);
 int	 run_suite(Suite *);
 
 /*
+ * Adds each of n tests to s in a test case of its own, named for the test,
+ * so that one can be run alone (CK_RUN_CASE=test_net_reconnect), with the
+ * fixture (setup and teardown may be NULL) and a timeout in seconds (0:
+ * check's default).
+ */
+void	 add_cases(Suite *s, const TTest *const *tests, size_t n,
+	    void (*setup)(void), void (*teardown)(void), int timeout);
+
+/*
  * An event recorder: listeners that append "name" to a log so tests can
  * assert the order of events ("connect,data,end,finish,close").
  */
