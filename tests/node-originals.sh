@@ -28,6 +28,10 @@ if [ -z "${NC_NODE_TESTS:-}" ]; then
 	[ -n "${NC_NODE_TESTS_REQUIRED:-}" ] && exit 1
 	exit 77
 fi
+if [ ! -f "$list" ]; then
+	echo "node-originals: no $list"
+	exit 1
+fi
 if ! ls "$NC_NODE_TESTS"/parallel/test-net-*.js >/dev/null 2>&1; then
 	echo "node-originals: no parallel/test-net-*.js in $NC_NODE_TESTS"
 	exit 1
