@@ -257,7 +257,7 @@ connect_to(struct nc_socket *s, const char *address)
 		nc__socket_fail(s, -errno, "connect");
 		return;
 	}
-	if (nc__socket_watch_write(s) != 0)
+	if (nc__socket_update_io(s) != 0)
 		nc__socket_fail(s, NC_ENOMEM, "connect");
 }
 

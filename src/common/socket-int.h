@@ -1,7 +1,8 @@
 /*
- * The layout of struct nc_socket, shared by socket.c (streams) and
- * connect.c (resolving and connecting), and the hooks between them and
- * server.c.
+ * The layout of struct nc_socket, shared by the files of a socket's jobs
+ * (socket.c: life and reading; socket-write.c; socket-timer.c;
+ * socket-options.c; connect.c: resolving and connecting), and the hooks
+ * between them and server.c.
  */
 
 #ifndef SOCKET_INT_H
@@ -153,16 +154,32 @@ struct nc_socket *nc__socket_accepted(struct event_base *, int fd,
 		    bool allow_half_open, bool paused);
 void		nc__socket_set_state(struct nc_socket *, enum socket_state);
 int		nc__socket_open_fd(struct nc_socket *, int fd);
-int		nc__socket_watch_write(struct nc_socket *);
+int		nc__socket_update_io(struct nc_socket *);
+void		nc__socket_update_read(struct nc_socket *);
 void		nc__socket_became_open(struct nc_socket *);
 void		nc__socket_fail(struct nc_socket *, int code,
 		    const char *syscall);
+void		nc__socket_maybe_destroy(struct nc_socket *);
 void		nc__socket_emit(struct nc_socket *,
 		    const struct nc_event_args *);
+void		nc__socket_emit_simple(struct nc_socket *, enum nc_event);
+int		nc__socket_reopen(struct nc_socket *);
+
+/* socket-write.c */
+size_t		nc__socket_queued(const struct nc_socket *);
+void		nc__socket_flush(struct nc_socket *);
+void		nc__socket_schedule_after_write(struct nc_socket *);
+void		nc__socket_fail_writes(struct nc_socket *, int code);
+void		nc__socket_writes_free(struct nc_socket *);
+
+/* socket-timer.c */
+void		nc__socket_activity(struct nc_socket *);
+void		nc__socket_timer_free(struct nc_socket *);
+
+/* socket-options.c */
 void		nc__socket_apply_options(struct nc_socket *);
 void		nc__socket_set_remote(struct nc_socket *,
 		    const struct nc__proxy_info *);
-int		nc__socket_reopen(struct nc_socket *);
 
 /* connect.c */
 void		nc__socket_connect_ready(struct nc_socket *);

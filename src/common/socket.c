@@ -1,7 +1,10 @@
 /*
- * net.Socket: a TCP or unix stream on raw libevent events. Reads go
- * straight from the kernel to `data` listeners; writes queue in an
- * evbuffer and leave with sendmsg(MSG_NOSIGNAL), so no SIGPIPE is raised.
+ * net.Socket: a TCP or unix stream on raw libevent events. This file is
+ * its life and its reading: the one I/O event, opening, destroying and
+ * closing, and reads, which go straight from the kernel to `data`
+ * listeners. Writing is socket-write.c, the idle timer and the loop's
+ * accounting socket-timer.c, options and properties socket-options.c,
+ * resolving and connecting connect.c; struct nc_socket is socket-int.h.
  *
  * Life of a socket: IDLE (new) -> LOOKUP -> CONNECTING -> OPEN, or OPEN
  * at once for accepted and fd sockets; any state -> DESTROYED. The
@@ -15,13 +18,11 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -31,17 +32,10 @@
 #include "socket-int.h"
 
 #define SOCKET_READ_SIZE	65536
-#define SOCKET_HIGH_WATER_MARK	16384
-#define SOCKET_IOV_MAX		64
 
 static void	socket_io_cb(evutil_socket_t, short, void *);
-static void	socket_timeout_cb(evutil_socket_t, short, void *);
-static void	socket_flush(struct nc_socket *);
 static void	socket_error(struct nc_socket *, int, const char *);
-static void	socket_maybe_destroy(struct nc_socket *);
-static void	socket_fail_writes(struct nc_socket *, int);
 static void	socket_emit_decoded(struct nc_socket *);
-static struct socket_text *socket_text(const struct nc_socket *);
 
 static const char *state_names[] = {
 	[S_IDLE] = "idle",
@@ -63,107 +57,8 @@ socket_set_state(struct nc_socket *s, enum socket_state state)
 	s->state = state;
 }
 
-/*
- * What must not keep nc_run() alive: the idle timer never does, as in
- * Node; the rest does unless the program called nc_socket_unref().
- */
-static int
-socket_unref_events(struct nc__handle *h)
-{
-	struct socket_timer	*t = (struct socket_timer *)h;
-	struct nc_socket	*s = t->socket;
-	int			 n;
-
-	n = nc__event_pending(&t->ev);
-	if (h->unref) {
-		n += s->ev_what != 0 ? 1 : 0;
-		if (s->conn != NULL)
-			n += nc__event_pending(s->conn->lookup_ev);
-	}
-	return n;
-}
-
-static void
-socket_now(struct timespec *ts)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-}
-
-static int64_t
-socket_elapsed_ms(const struct timespec *since)
-{
-	struct timespec	now;
-
-	socket_now(&now);
-	return (int64_t)(now.tv_sec - since->tv_sec) * 1000 +
-	    (now.tv_nsec - since->tv_nsec) / 1000000;
-}
-
-static void
-socket_arm_timer(struct nc_socket *s, int64_t ms)
-{
-	struct timeval	tv;
-
-	if (ms < 0)
-		ms = 0;
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	if (event_add(&s->timer->ev, &tv) == -1)
-		log_err("socket fd %d: cannot arm the idle timer", s->fd);
-}
-
-/* The timer, made by the first setTimeout() or unref(): most sockets
- * have neither. */
-static int
-socket_timer(struct nc_socket *s)
-{
-	struct socket_timer	*t;
-
-	if (s->timer != NULL)
-		return 0;
-	if ((t = calloc(1, sizeof *t)) == NULL)
-		return NC_ENOMEM;
-	if (evtimer_assign(&t->ev, s->base, socket_timeout_cb, s) == -1) {
-		free(t);
-		return NC_ENOMEM;
-	}
-	t->socket = s;
-	nc__handle_init(&t->h, s->base, socket_unref_events);
-	s->timer = t;
-	return 0;
-}
-
-static void
-socket_timer_free(struct nc_socket *s)
-{
-	if (s->timer == NULL)
-		return;
-	(void)event_del(&s->timer->ev);
-	nc__handle_remove(&s->timer->h);
-	free(s->timer);
-	s->timer = NULL;
-}
-
-/* Any read or write: the idle timer starts again from now. */
-static void
-socket_activity(struct nc_socket *s)
-{
-	if (s->timer == NULL || s->timer->timeout_ms == 0)
-		return;
-	socket_now(&s->timer->last_activity);
-	if (!nc__event_pending(&s->timer->ev) && s->state != S_DESTROYED)
-		socket_arm_timer(s, s->timer->timeout_ms);
-}
-
 /* The error of a socket that failed when memory had run out too. */
 static struct nc__error	socket_oom_error;
-
-/* Bytes written and not yet taken by the kernel. */
-static size_t
-socket_queued(const struct nc_socket *s)
-{
-	return s->out != NULL ? evbuffer_get_length(s->out) : 0;
-}
 
 /*
  * Sets the socket's one event to what it waits for now: to read while
@@ -171,8 +66,8 @@ socket_queued(const struct nc_socket *s)
  * wait or a connect is pending. Changing it takes an event_del() and an
  * event_assign(), which libevent allows inside the event's own callback.
  */
-static int
-socket_update_io(struct nc_socket *s)
+int
+nc__socket_update_io(struct nc_socket *s)
 {
 	short	what = 0;
 
@@ -181,7 +76,7 @@ socket_update_io(struct nc_socket *s)
 	else if (s->fd != -1 && s->state == S_OPEN) {
 		if (s->readable && !s->paused && !s->eof)
 			what |= EV_READ;
-		if (socket_queued(s) > 0)
+		if (nc__socket_queued(s) > 0)
 			what |= EV_WRITE;
 	}
 	if (what == s->ev_what)
@@ -196,22 +91,6 @@ socket_update_io(struct nc_socket *s)
 		return NC_ENOMEM;
 	s->ev_what = (uint8_t)what;
 	return 0;
-}
-
-/* Waits for fd to be writable (a connect; writes see to themselves). */
-int
-nc__socket_watch_write(struct nc_socket *s)
-{
-	return socket_update_io(s);
-}
-
-/* The queue, made when a write first does not fit; NULL without memory. */
-static struct evbuffer *
-socket_out(struct nc_socket *s)
-{
-	if (s->out == NULL)
-		s->out = evbuffer_new();
-	return s->out;
 }
 
 static struct nc_socket *
@@ -230,53 +109,14 @@ socket_alloc(struct event_base *base)
 	return s;
 }
 
-/*
- * Writes with a callback, oldest first, in a ring: s->writes is the
- * newest and its next the oldest, so one pointer does for both ends.
- */
-static struct socket_write *
-socket_writes_first(const struct nc_socket *s)
-{
-	return s->writes != NULL ? s->writes->next : NULL;
-}
-
-static void
-socket_writes_push(struct nc_socket *s, struct socket_write *w)
-{
-	if (s->writes != NULL) {
-		w->next = s->writes->next;
-		s->writes->next = w;
-	} else
-		w->next = w;
-	s->writes = w;
-}
-
-static struct socket_write *
-socket_writes_pop(struct nc_socket *s)
-{
-	struct socket_write	*w;
-
-	if ((w = socket_writes_first(s)) == NULL)
-		return NULL;
-	if (w == s->writes)
-		s->writes = NULL;
-	else
-		s->writes->next = w->next;
-	w->next = NULL;
-	return w;
-}
-
 static void
 socket_free(struct nc_socket *s)
 {
-	struct socket_write	*w;
-
-	while ((w = socket_writes_pop(s)) != NULL)
-		free(w);
+	nc__socket_writes_free(s);
 	nc__listeners_free(&s->em);
 	if (s->ev_what != 0)
 		(void)event_del(&s->ev);
-	socket_timer_free(s);
+	nc__socket_timer_free(s);
 	if (s->out != NULL)
 		evbuffer_free(s->out);
 	if (s->err != NULL && s->err != &socket_oom_error)
@@ -311,8 +151,8 @@ socket_emit(struct nc_socket *s, const struct nc_event_args *args)
 	nc__listeners_emit(&s->em, s, args);
 }
 
-static void
-socket_emit_simple(struct nc_socket *s, enum nc_event ev)
+void
+nc__socket_emit_simple(struct nc_socket *s, enum nc_event ev)
 {
 	struct nc_event_args	args;
 
@@ -364,10 +204,10 @@ socket_fill_addresses(struct nc_socket *s)
 }
 
 /* Starts or stops reading to match the socket's state. */
-static void
-socket_update_read(struct nc_socket *s)
+void
+nc__socket_update_read(struct nc_socket *s)
 {
-	if (socket_update_io(s) != 0)
+	if (nc__socket_update_io(s) != 0)
 		socket_error(s, NC_ENOMEM, "read");
 }
 
@@ -384,8 +224,8 @@ socket_became_open(struct nc_socket *s)
 {
 	socket_set_state(s, S_OPEN);
 	socket_fill_addresses(s);
-	socket_update_read(s);
-	socket_activity(s);
+	nc__socket_update_read(s);
+	nc__socket_activity(s);
 }
 
 struct nc_socket *
@@ -456,7 +296,7 @@ socket_closing(struct nc_socket *s)
 	 * ERR_SOCKET_CLOSED_BEFORE_CONNECTION if the socket never opened,
 	 * ECANCELED if it did.
 	 */
-	socket_fail_writes(s, s->err != NULL ? s->err->pub.code :
+	nc__socket_fail_writes(s, s->err != NULL ? s->err->pub.code :
 	    s->closed_early ? NC_ERR_SOCKET_CLOSED_BEFORE_CONNECTION :
 	    NC_ECANCELED);
 	if (s->err == NULL)
@@ -529,7 +369,7 @@ nc__socket_reopen(struct nc_socket *s)
 	s->state = S_IDLE;
 	nc_socket_hold(s);	/* the library's reference, anew */
 	/* Node's connect() restarts the idle timer. */
-	socket_activity(s);
+	nc__socket_activity(s);
 	return 0;
 }
 
@@ -548,20 +388,6 @@ socket_closing_cb(void *arg)
 
 	socket_closing(s);
 	nc_socket_release(s);	/* this step's hold */
-}
-
-/* Completes every pending write: those whose bytes all went out
- * succeed, the others fail with code. */
-static void
-socket_fail_writes(struct nc_socket *s, int code)
-{
-	struct socket_write	*w;
-
-	while ((w = socket_writes_pop(s)) != NULL) {
-		if (w->cb != NULL)
-			w->cb(s, w->end <= s->bytes_flushed ? 0 : code, w->arg);
-		free(w);
-	}
 }
 
 /*
@@ -682,114 +508,11 @@ nc_socket_detach(struct nc_socket *s)
  * Both directions done (FIN received and our side finished): the socket
  * has nothing left to do, as Node's autoDestroy.
  */
-static void
-socket_maybe_destroy(struct nc_socket *s)
+void
+nc__socket_maybe_destroy(struct nc_socket *s)
 {
 	if (s->state == S_OPEN && s->eof && s->finished)
 		socket_destroy(s, 0, NULL);
-}
-
-static void
-socket_finish(struct nc_socket *s)
-{
-	if (s->finished || s->state != S_OPEN)
-		return;
-	if (shutdown(s->fd, SHUT_WR) == -1 && errno != ENOTCONN &&
-	    errno != ENOTSOCK) {
-		socket_error(s, -errno, "shutdown");
-		return;
-	}
-	s->finished = true;
-	nc_socket_hold(s);
-	socket_emit_simple(s, NC_EV_FINISH);
-	if (s->state != S_DESTROYED)
-		socket_maybe_destroy(s);
-	nc_socket_release(s);
-}
-
-/* After bytes left: write callbacks, `drain`, and a pending end(). */
-static void
-socket_after_write_cb(void *arg)
-{
-	struct nc_socket	*s = arg;
-	struct socket_write	*w;
-
-	s->after_write_queued = false;
-	while (s->state != S_DESTROYED && (w = socket_writes_first(s)) !=
-	    NULL && w->end <= s->bytes_flushed) {
-		(void)socket_writes_pop(s);
-		if (w->cb != NULL)
-			w->cb(s, 0, w->arg);
-		free(w);
-	}
-	if (s->state == S_OPEN && socket_queued(s) == 0) {
-		if (s->need_drain) {
-			s->need_drain = false;
-			socket_emit_simple(s, NC_EV_DRAIN);
-		}
-		if (s->state == S_OPEN && s->ended)
-			socket_finish(s);
-	}
-	nc_socket_release(s);
-}
-
-static void
-socket_schedule_after_write(struct nc_socket *s)
-{
-	if (s->after_write_queued)
-		return;
-	if (nc__defer(s->base, socket_after_write_cb, s) != 0) {
-		socket_error(s, NC_ENOMEM, "write");
-		return;
-	}
-	s->after_write_queued = true;
-	nc_socket_hold(s);
-}
-
-/* Writes as much of the queue as the kernel takes, without blocking. */
-static void
-socket_flush(struct nc_socket *s)
-{
-	struct evbuffer_iovec	vec[SOCKET_IOV_MAX];
-	struct iovec		iov[SOCKET_IOV_MAX];
-	struct msghdr		msg;
-	ssize_t			n;
-	int			i, nvec;
-
-	if (s->state != S_OPEN)
-		return;
-	while (socket_queued(s) > 0) {
-		nvec = evbuffer_peek(s->out, -1, NULL, vec, SOCKET_IOV_MAX);
-		if (nvec > SOCKET_IOV_MAX)
-			nvec = SOCKET_IOV_MAX;
-		for (i = 0; i < nvec; i++) {
-			iov[i].iov_base = vec[i].iov_base;
-			iov[i].iov_len = vec[i].iov_len;
-		}
-		memset(&msg, 0, sizeof msg);
-		msg.msg_iov = iov;
-		msg.msg_iovlen = (size_t)nvec;
-		n = sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n == -1 && errno == ENOTSOCK)
-			n = writev(s->fd, iov, nvec);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			socket_error(s, -errno, "write");
-			return;
-		}
-		(void)evbuffer_drain(s->out, (size_t)n);
-		s->bytes_flushed += (uint64_t)n;
-		socket_activity(s);
-	}
-	if (socket_update_io(s) != 0) {
-		socket_error(s, NC_ENOMEM, "write");
-		return;
-	}
-	if (s->writes != NULL || s->need_drain || s->ended)
-		socket_schedule_after_write(s);
 }
 
 static void
@@ -845,7 +568,7 @@ static void
 socket_eof(struct nc_socket *s)
 {
 	s->eof = true;
-	socket_update_read(s);
+	nc__socket_update_read(s);
 	if (s->has_encoding) {
 		/* What the decoder still holds, before `end`. */
 		if (nc__decoder_end(&s->text->decoder, s->text->decoded) != 0) {
@@ -863,20 +586,20 @@ socket_eof(struct nc_socket *s)
 	 */
 	if (!s->allow_half_open)
 		s->peer_ended = true;
-	socket_emit_simple(s, NC_EV_END);
+	nc__socket_emit_simple(s, NC_EV_END);
 	if (s->state == S_DESTROYED)
 		return;
 	if (!s->allow_half_open) {
 		if (!s->ended) {
 			s->ended = true;
 			s->writable = false;
-			socket_flush(s);
+			nc__socket_flush(s);
 			if (s->state == S_OPEN &&
-			    socket_queued(s) == 0)
-				socket_schedule_after_write(s);
+			    nc__socket_queued(s) == 0)
+				nc__socket_schedule_after_write(s);
 		}
 	}
-	socket_maybe_destroy(s);
+	nc__socket_maybe_destroy(s);
 }
 
 static void
@@ -896,7 +619,7 @@ socket_read(struct nc_socket *s)
 		socket_eof(s);
 	else {
 		s->bytes_read += (uint64_t)n;
-		socket_activity(s);
+		nc__socket_activity(s);
 		socket_emit_data(s, buf, (size_t)n);
 	}
 }
@@ -914,571 +637,12 @@ socket_io_cb(evutil_socket_t fd, short what, void *arg)
 		if (s->state == S_CONNECTING)
 			nc__socket_connect_ready(s);
 		else
-			socket_flush(s);
+			nc__socket_flush(s);
 	}
 	/* Still to be read: the write side may have paused or closed it. */
 	if ((what & EV_READ) && (s->ev_what & EV_READ))
 		socket_read(s);
 	nc_socket_release(s);
-}
-
-static void
-socket_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct nc_socket	*s = arg;
-	int64_t			 idle;
-
-	(void)fd;
-	(void)what;
-	if (s->timer->timeout_ms == 0 || s->state == S_DESTROYED)
-		return;
-	idle = socket_elapsed_ms(&s->timer->last_activity);
-	if (idle < s->timer->timeout_ms) {
-		socket_arm_timer(s, s->timer->timeout_ms - idle);
-		return;
-	}
-	/* Not re-armed: the next timeout counts from the next activity. */
-	nc_socket_hold(s);
-	socket_emit_simple(s, NC_EV_TIMEOUT);
-	nc_socket_release(s);
-}
-
-static void
-socket_write_error_cb(void *arg)
-{
-	struct socket_write	*w = arg;
-
-	w->cb(w->socket, w->status, w->arg);
-	nc_socket_release(w->socket);
-	free(w);
-}
-
-/* A write that cannot happen: its callback on a later turn. */
-static void
-socket_write_refused(struct nc_socket *s, int code, nc_write_cb cb, void *arg)
-{
-	struct socket_write	*w;
-
-	if (cb == NULL)
-		return;
-	if ((w = calloc(1, sizeof *w)) == NULL)
-		return;
-	w->socket = s;
-	w->status = code;
-	w->cb = cb;
-	w->arg = arg;
-	nc_socket_hold(s);
-	if (nc__defer(s->base, socket_write_error_cb, w) != 0) {
-		nc_socket_release(s);
-		free(w);
-	}
-}
-
-/*
- * A write whose bytes are in s->out, all but direct bytes that went out
- * at once. Returns Node's write() result: 1 below the high-water mark, 0
- * at or above it.
- */
-static int
-socket_write_queued(struct nc_socket *s, size_t direct, nc_write_cb cb,
-    void *arg)
-{
-	struct socket_write	*w;
-	size_t			 pending;
-
-	/* Node counts the whole write, even what went out at once. */
-	pending = socket_queued(s) + direct;
-	if (cb != NULL) {
-		if ((w = calloc(1, sizeof *w)) == NULL)
-			return NC_ENOMEM;
-		/* Done once everything written so far has left. */
-		w->end = s->bytes_flushed + socket_queued(s);
-		w->cb = cb;
-		w->arg = arg;
-		socket_writes_push(s, w);
-	}
-	if (pending >= SOCKET_HIGH_WATER_MARK)
-		s->need_drain = true;
-	if (s->state == S_OPEN)
-		socket_flush(s);
-	return pending < SOCKET_HIGH_WATER_MARK ? 1 : 0;
-}
-
-/* Checks a write may go; if not, fails it as Node does. */
-static int
-socket_write_check(struct nc_socket *s, nc_write_cb cb, void *arg)
-{
-	if (s->peer_ended && s->ended) {
-		/*
-		 * "This socket has been ended by the other party": Node's
-		 * writeAfterFIN, which replaces write() at the peer's FIN
-		 * (allowHalfOpen false), so it answers before the stream's
-		 * own checks, destroyed or not; `error` only while open.
-		 */
-		socket_write_refused(s, NC_EPIPE, cb, arg);
-		socket_error(s, NC_EPIPE, "write");
-		return 0;
-	}
-	if (s->state == S_DESTROYED) {
-		/* Node's Writable checks `ending` before `destroyed`. */
-		socket_write_refused(s, s->ended ?
-		    NC_ERR_STREAM_WRITE_AFTER_END : NC_ERR_STREAM_DESTROYED,
-		    cb, arg);
-		return 0;
-	}
-	/* Writable's `ending` first, then _writeGeneric's handle. */
-	if (s->ended) {
-		socket_write_refused(s, NC_ERR_STREAM_WRITE_AFTER_END, cb, arg);
-		socket_error(s, NC_ERR_STREAM_WRITE_AFTER_END, NULL);
-		return 0;
-	}
-	if (s->state == S_IDLE) {
-		/* Neither connected nor connecting: Node's _writeGeneric
-		 * without a handle. */
-		socket_write_refused(s, NC_ERR_SOCKET_CLOSED, cb, arg);
-		socket_error(s, NC_ERR_SOCKET_CLOSED, NULL);
-		return 0;
-	}
-	return 1;
-}
-
-int
-nc_socket_write(struct nc_socket *s, const void *data, size_t len,
-    nc_write_cb cb, void *arg)
-{
-	ssize_t	n = 0;
-
-	if (data == NULL && len > 0)
-		return NC_ERR_INVALID_ARG_VALUE;
-	if (!socket_write_check(s, cb, arg))
-		return 0;
-	/*
-	 * Nothing queued: straight to the kernel, and only what it does not
-	 * take is copied (the common case copies nothing). Errors are left
-	 * to the queued path, which reports them.
-	 */
-	if (len > 0 && s->state == S_OPEN && socket_queued(s) == 0 &&
-	    (n = send(s->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT)) > 0) {
-		s->bytes_flushed += (uint64_t)n;
-		socket_activity(s);
-		data = (const char *)data + n;
-		len -= (size_t)n;
-	} else
-		n = 0;
-	if (len > 0 && (socket_out(s) == NULL ||
-	    evbuffer_add(s->out, data, len) != 0))
-		return NC_ENOMEM;
-	return socket_write_queued(s, (size_t)n, cb, arg);
-}
-
-int
-nc_socket_write_buffer(struct nc_socket *s, struct evbuffer *buf,
-    nc_write_cb cb, void *arg)
-{
-	size_t	len;
-
-	if (buf == NULL)
-		return NC_ERR_INVALID_ARG_VALUE;
-	if (!socket_write_check(s, cb, arg))
-		return 0;
-	len = evbuffer_get_length(buf);
-	if (len > 0 && (socket_out(s) == NULL ||
-	    evbuffer_add_buffer(s->out, buf) != 0))
-		return NC_ENOMEM;
-	return socket_write_queued(s, 0, cb, arg);
-}
-
-int
-nc_socket_write_string(struct nc_socket *s, const char *str,
-    const char *encoding, nc_write_cb cb, void *arg)
-{
-	enum nc__encoding	 enc = NC__ENC_UTF8;
-	struct evbuffer		*tmp;
-	int			 rc;
-
-	if (str == NULL)
-		return NC_ERR_INVALID_ARG_VALUE;
-	if (encoding != NULL && (rc = nc__encoding_parse(encoding, &enc)) != 0)
-		return rc;
-	if (enc == NC__ENC_UTF8)
-		return nc_socket_write(s, str, strlen(str), cb, arg);
-	if ((tmp = evbuffer_new()) == NULL)
-		return NC_ENOMEM;
-	if ((rc = nc__encode_string(enc, str, strlen(str), tmp)) == 0)
-		rc = nc_socket_write_buffer(s, tmp, cb, arg);
-	evbuffer_free(tmp);
-	return rc;
-}
-
-static int
-socket_end(struct nc_socket *s)
-{
-	if (s->state == S_DESTROYED || s->ended)
-		return 0;
-	s->ended = true;
-	s->writable = false;
-	if (s->state == S_OPEN) {
-		socket_flush(s);
-		if (s->state == S_OPEN)
-			socket_schedule_after_write(s);
-	}
-	return 0;
-}
-
-int
-nc_socket_end(struct nc_socket *s, const void *data, size_t len)
-{
-	int	rc;
-
-	if (data != NULL && len > 0 &&
-	    (rc = nc_socket_write(s, data, len, NULL, NULL)) < 0)
-		return rc;
-	return socket_end(s);
-}
-
-int
-nc_socket_end_string(struct nc_socket *s, const char *str,
-    const char *encoding)
-{
-	int	rc;
-
-	if (str != NULL &&
-	    (rc = nc_socket_write_string(s, str, encoding, NULL, NULL)) < 0)
-		return rc;
-	return socket_end(s);
-}
-
-void
-nc_socket_pause(struct nc_socket *s)
-{
-	s->paused = true;
-	socket_update_read(s);
-}
-
-void
-nc_socket_resume(struct nc_socket *s)
-{
-	s->paused = false;
-	socket_update_read(s);
-}
-
-bool
-nc_socket_is_paused(const struct nc_socket *s)
-{
-	return s->paused;
-}
-
-int
-nc_socket_set_timeout(struct nc_socket *s, int64_t ms, nc_listener_cb cb,
-    void *arg)
-{
-	int	rc;
-
-	if (ms < 0)
-		return NC_ERR_OUT_OF_RANGE;
-	if (s->state == S_DESTROYED)
-		return 0;
-	if (ms == 0) {
-		/*
-		 * The timer goes (a proxy's upstream has one only while it
-		 * connects), unless unref() needs it. This may run inside
-		 * the timer's own callback, which touches it no more after
-		 * its listeners.
-		 */
-		if (s->timer != NULL && !s->timer->h.unref)
-			socket_timer_free(s);
-		else if (s->timer != NULL) {
-			s->timer->timeout_ms = 0;
-			(void)event_del(&s->timer->ev);
-		}
-		if (cb != NULL)
-			(void)nc__listeners_remove(&s->em, NC_EV_TIMEOUT, cb,
-			    arg);
-		return 0;
-	}
-	if ((rc = socket_timer(s)) != 0)
-		return rc;
-	if (cb != NULL) {
-		if ((rc = nc__listeners_add(&s->em, NC_EV_TIMEOUT, cb, arg,
-		    true)) != 0)
-			return rc;
-	}
-	s->timer->timeout_ms = ms;
-	socket_now(&s->timer->last_activity);
-	socket_arm_timer(s, ms);
-	return 0;
-}
-
-int
-nc_socket_set_no_delay(struct nc_socket *s, bool no_delay)
-{
-	int	on = no_delay ? 1 : 0;
-
-	s->no_delay = no_delay;
-	s->has_no_delay = true;
-	if (s->fd == -1 || !s->tcp)
-		return 0;
-	if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
-		return -errno;
-	return 0;
-}
-
-int
-nc_socket_set_keep_alive(struct nc_socket *s, bool enable,
-    unsigned int initial_delay_ms)
-{
-	int	on = enable ? 1 : 0, secs;
-
-	/* Linux takes at most 32767 s (MAX_TCP_KEEPIDLE). */
-	secs = initial_delay_ms > 32767000 ? 32767 :
-	    (int)((initial_delay_ms + 999) / 1000);
-	/* Kept for a connection to come, and for each after it (Node). */
-	s->keep_alive_secs = (uint16_t)secs;
-	s->keep_alive = enable;
-	s->has_keep_alive = true;
-	if (s->fd == -1 || !s->tcp)
-		return 0;
-	if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == -1)
-		return -errno;
-	if (enable && secs > 0 && setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE,
-	    &secs, sizeof secs) == -1)
-		return -errno;
-	return 0;
-}
-
-/* Options set before the connection existed apply once it does. */
-void
-nc__socket_apply_options(struct nc_socket *s)
-{
-	if (s->has_no_delay)
-		(void)nc_socket_set_no_delay(s, s->no_delay);
-	if (s->has_keep_alive)
-		(void)nc_socket_set_keep_alive(s, s->keep_alive,
-		    (unsigned int)s->keep_alive_secs * 1000);
-}
-
-int
-nc_socket_set_encoding(struct nc_socket *s, const char *encoding)
-{
-	enum nc__encoding	enc;
-	int			rc;
-
-	if (encoding == NULL) {
-		s->has_encoding = false;
-		return 0;
-	}
-	if ((rc = nc__encoding_parse(encoding, &enc)) != 0)
-		return rc;
-	if (socket_text(s) == NULL)
-		return NC_ENOMEM;
-	if (s->text->decoded == NULL &&
-	    (s->text->decoded = evbuffer_new()) == NULL)
-		return NC_ENOMEM;
-	nc__decoder_init(&s->text->decoder, enc);
-	s->has_encoding = true;
-	return 0;
-}
-
-int
-nc_socket_address(struct nc_socket *s, struct nc_address *a)
-{
-	struct sockaddr_storage	ss;
-	socklen_t		len = sizeof ss;
-
-	if (s->fd == -1)
-		return NC_ERR_SOCKET_CLOSED;
-	if (getsockname(s->fd, (struct sockaddr *)&ss, &len) == -1)
-		return -errno;
-	return nc__sockaddr_to_address((struct sockaddr *)&ss, len, a);
-}
-
-void
-nc_socket_ref(struct nc_socket *s)
-{
-	if (s->timer != NULL)
-		s->timer->h.unref = false;
-}
-
-void
-nc_socket_unref(struct nc_socket *s)
-{
-	if (socket_timer(s) != 0) {
-		log_err("socket fd %d: out of memory; it still keeps the loop "
-		    "alive", s->fd);
-		return;
-	}
-	s->timer->h.unref = true;
-}
-
-/*
- * The socket's text (addresses, decoder), made on first use: the address
- * getters take a const socket, and this is the one thing they change.
- */
-static struct socket_text *
-socket_text(const struct nc_socket *cs)
-{
-	struct nc_socket	*s = (struct nc_socket *)cs;
-
-	if (s->text == NULL && (s->text = calloc(1, sizeof *s->text)) == NULL)
-		log_err("socket fd %d: out of memory for its text", s->fd);
-	return s->text;
-}
-
-static void
-socket_addr_text(const struct socket_addr *a, char *buf, size_t len)
-{
-	if (inet_ntop(a->family == 6 ? AF_INET6 : AF_INET, a->addr, buf,
-	    (socklen_t)len) == NULL)
-		buf[0] = '\0';
-}
-
-const char *
-nc_socket_remote_address(const struct nc_socket *s)
-{
-	struct socket_text	*n;
-
-	if (s->remote_named)
-		return s->text->remote;
-	if (s->remote.family == 0 || (n = socket_text(s)) == NULL)
-		return NULL;
-	if (!n->has_remote) {
-		socket_addr_text(&s->remote, n->remote, sizeof n->remote);
-		n->has_remote = true;
-	}
-	return n->remote;
-}
-
-const char *
-nc_socket_remote_family(const struct nc_socket *s)
-{
-	if (s->remote_named)
-		return "";
-	if (s->remote.family == 0)
-		return NULL;
-	return s->remote.family == 6 ? "IPv6" : "IPv4";
-}
-
-int
-nc_socket_remote_port(const struct nc_socket *s)
-{
-	if (s->remote_named || s->remote.family == 0)
-		return -1;
-	return s->remote.port;
-}
-
-const char *
-nc_socket_local_address(const struct nc_socket *s)
-{
-	struct socket_text	*n;
-
-	if (s->local.family == 0 || (n = socket_text(s)) == NULL)
-		return NULL;
-	if (!n->has_local) {
-		socket_addr_text(&s->local, n->local, sizeof n->local);
-		n->has_local = true;
-	}
-	return n->local;
-}
-
-int
-nc_socket_local_port(const struct nc_socket *s)
-{
-	return s->local.family != 0 ? s->local.port : -1;
-}
-
-size_t
-nc_socket_buffer_size(const struct nc_socket *s)
-{
-	return socket_queued(s);
-}
-
-uint64_t
-nc_socket_bytes_read(const struct nc_socket *s)
-{
-	return s->bytes_read;
-}
-
-uint64_t
-nc_socket_bytes_written(const struct nc_socket *s)
-{
-	return s->bytes_flushed + socket_queued(s);
-}
-
-bool
-nc_socket_connecting(const struct nc_socket *s)
-{
-	return s->state == S_LOOKUP || s->state == S_CONNECTING;
-}
-
-bool
-nc_socket_destroyed(const struct nc_socket *s)
-{
-	return s->state == S_DESTROYED;
-}
-
-int
-nc_socket_fd(const struct nc_socket *s)
-{
-	return s->fd;
-}
-
-struct event_base *
-nc_socket_base(const struct nc_socket *s)
-{
-	return s->base;
-}
-
-int
-nc_socket_on(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
-    void *arg)
-{
-	return nc__listeners_add(&s->em, ev, cb, arg, false);
-}
-
-int
-nc_socket_once(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
-    void *arg)
-{
-	return nc__listeners_add(&s->em, ev, cb, arg, true);
-}
-
-int
-nc_socket_off(struct nc_socket *s, enum nc_event ev, nc_listener_cb cb,
-    void *arg)
-{
-	return nc__listeners_remove(&s->em, ev, cb, arg);
-}
-
-size_t
-nc_socket_listener_count(const struct nc_socket *s, enum nc_event ev)
-{
-	if ((unsigned int)ev >= NC_EV__COUNT)
-		return 0;
-	return nc__listeners_count(&s->em, ev);
-}
-
-/* The client a PROXY header named takes the place of the real peer. */
-void
-nc__socket_set_remote(struct nc_socket *s, const struct nc__proxy_info *pi)
-{
-	struct socket_text	*n;
-
-	if (s->text != NULL)
-		s->text->has_remote = false;
-	s->remote_named = false;
-	if (!pi->unix_source) {
-		s->remote.family = pi->family == 6 ? 6 : 4;
-		s->remote.port = (uint16_t)pi->src_port;
-		if (inet_pton(pi->family == 6 ? AF_INET6 : AF_INET, pi->src,
-		    s->remote.addr) == 1)
-			return;
-	}
-	/* A unix path (or text that is no address) is kept as it came. */
-	s->remote.family = 0;
-	if ((n = socket_text(s)) == NULL)
-		return;
-	snprintf(n->remote, sizeof n->remote, "%s", pi->src);
-	s->remote_named = true;
 }
 
 /* Hooks for connect.c. */
@@ -1498,9 +662,9 @@ void
 nc__socket_became_open(struct nc_socket *s)
 {
 	socket_became_open(s);
-	socket_flush(s);
+	nc__socket_flush(s);
 	if (s->state == S_OPEN && s->ended)
-		socket_schedule_after_write(s);
+		nc__socket_schedule_after_write(s);
 }
 
 void
