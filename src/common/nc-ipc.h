@@ -199,6 +199,14 @@ int		 nc_ipc_json_fast(const char *text, size_t len, bool *spaced);
  */
 int		 nc_ipc_frame_parse(const char *buf, size_t len, size_t nfds,
 		    bool ctrunc, struct nc_ipc_frame *f, const char **reason);
+/* Whether a packet is a frame: by its first byte, one of the frame kinds. */
+bool		 nc_ipc_is_frame(const char *buf, size_t len);
+/*
+ * A message whose fds the kernel could not all give us (we are out of
+ * them): the message, with "fds_lost", when it says more fds than came
+ * and is otherwise good; else NULL.
+ */
+json_t		*nc_ipc_parse_short(const char *buf, size_t len, size_t nfds);
 /*
  * Sends msg (no fds) now, or not at all: its seq once the kernel took it
  * (the peer will read it even if we die next), -1 when it would have had
