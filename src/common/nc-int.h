@@ -110,7 +110,7 @@ int		nc__lookup_start(struct event_base *, const char *host,
 int		nc__lookup_wait(const char *host, int family, int timeout_ms,
 		    char *address, size_t len, int *result_family);
 
-/* cluster.c and server.c: a server under netclusterd. */
+/* cluster.c and server.c, server-accept.c: a server under netclusterd. */
 int		nc__cluster_listen(struct nc_server *, struct event_base *,
 		    const char *address, int backlog, const char *service,
 		    int index);

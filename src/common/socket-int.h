@@ -2,7 +2,7 @@
  * The layout of struct nc_socket, shared by the files of a socket's jobs
  * (socket.c: life and reading; socket-write.c; socket-timer.c;
  * socket-options.c; connect.c: resolving and connecting), and the hooks
- * between them and server.c.
+ * between them and the server (server.c, server-accept.c).
  */
 
 #ifndef SOCKET_INT_H
@@ -185,8 +185,9 @@ void		nc__socket_set_remote(struct nc_socket *,
 void		nc__socket_connect_ready(struct nc_socket *);
 void		nc__socket_connect_free(struct nc_socket *);
 
-/* server.c */
+/* server-accept.c */
 void		nc__server_connection_closed(struct nc_server *);
+/* server.c */
 void		nc__server_handed_over(struct nc_server *);
 
 #endif /* SOCKET_INT_H */
