@@ -225,6 +225,13 @@ gen_shutdown_ms(void)
 	return master.gen->conf->cfg->shutdown_timeout_ms;
 }
 
+/* w serves: online, and heard of lately where it is asked (heartbeat.c). */
+bool
+gen_worker_serves(const struct worker *w)
+{
+	return w != NULL && w->state == W_ONLINE && !w->silent;
+}
+
 /* A pool's live processes: its slots' and its draining ones. */
 int
 gen_pool_alive(const struct pool *p)
@@ -246,7 +253,7 @@ gen_pool_online(const struct pool *p)
 	int	i, n = 0;
 
 	for (i = 0; i < p->nslots && i < p->size; i++)
-		if (worker_serves(p->slots[i]->worker))
+		if (gen_worker_serves(p->slots[i]->worker))
 			n++;
 	return n;
 }

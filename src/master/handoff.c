@@ -156,7 +156,7 @@ retry_later(void)
 static bool
 worker_can_take(struct worker *w, struct listener *l)
 {
-	if (!worker_serves(w) || !w->rr[l->id] ||
+	if (!gen_worker_serves(w) || !w->rr[l->id] ||
 	    w->inflight >= WORKER_WINDOW)
 		return false;
 	/*
@@ -659,7 +659,7 @@ slot_served(const struct listener *l, size_t j)
 	    (int)j >= l->pool->size)
 		return false;
 	s = l->pool->slots[j];
-	return worker_serves(s->worker) || worker_serves(s->next);
+	return gen_worker_serves(s->worker) || gen_worker_serves(s->next);
 }
 
 static void

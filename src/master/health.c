@@ -45,7 +45,7 @@ health_ready(char *why, size_t len)
 		for (w = gen_next_worker(NULL); w != NULL;
 		    w = gen_next_worker(w))
 			if (w->pool == master.gen->pools[i] &&
-			    worker_serves(w))
+			    gen_worker_serves(w))
 				break;
 		if (w == NULL) {
 			down = master.gen->pools[i]->name;

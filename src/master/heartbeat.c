@@ -4,8 +4,9 @@
  * at most HEARTBEAT_MAX_MS) and sends `pong` every interval from its
  * loop; one of an older library is asked `ping` every interval and
  * answers from its loop; a notify program that was given WATCHDOG_USEC
- * pings by itself (WATCHDOG=1, ready.c). Whatever a worker says counts. Silent for two intervals, it no longer counts as
- * serving (worker_serves(): /ready, the agent, status, hand-offs); silent
+ * pings by itself (WATCHDOG=1, ready.c). Whatever a worker says counts.
+ * Silent for two intervals, it no longer counts as serving
+ * (gen_worker_serves(): /ready, the agent, status, hand-offs); silent
  * worker_timeout_ms, it is killed: SIGABRT to its process group, so it
  * leaves a core where the operator keeps them, then SIGKILL HUNG_KILL_MS
  * later. Its hand-offs never acked go to another worker once it is
@@ -28,7 +29,7 @@
 
 static struct event	*tick;
 static struct timespec	 walk_at;	/* the next walk; 0: the next tick */
-static struct timespec	 last;		/* the last tick, or the first's arming */
+static struct timespec	 last;		/* the last tick, or when armed */
 
 /*
  * How w is watched: asked every *interval ms (0: never), hung once

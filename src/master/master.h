@@ -265,6 +265,7 @@ bool	 gen_all_online(void);
 const struct nc_config *gen_config(void);
 bool	 gen_busy(char *why, size_t len);
 int	 gen_shutdown_ms(void);
+bool	 gen_worker_serves(const struct worker *);
 int	 gen_pool_alive(const struct pool *);
 int	 gen_pool_online(const struct pool *);
 
@@ -299,7 +300,6 @@ void	 worker_stop(struct worker *);
 void	 worker_kill(struct worker *, const char *why);
 void	 worker_signal(struct worker *, int sig);
 void	 worker_heard(struct worker *);
-bool	 worker_serves(const struct worker *);
 void	 worker_detach(struct worker *);
 void	 worker_free(struct worker *);
 const char *worker_state_name(enum worker_state);

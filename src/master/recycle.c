@@ -112,10 +112,11 @@ recycle_pick(struct pool *p, char *why, size_t len, const char **limit)
 			return NULL;	/* a replacement under way */
 	for (i = 0; i < p->nslots && i < p->size; i++) {
 		w = p->slots[i]->worker;
-		if (!worker_serves(w) || !recycle_on(&w->def->svc->recycle) ||
-		    w->recycle_after > gen_elapsed_s(
-		    &master.started) || (best != NULL && gen_elapsed_s(
-		    &w->started) <= gen_elapsed_s(&best->started)) ||
+		if (!gen_worker_serves(w) ||
+		    !recycle_on(&w->def->svc->recycle) ||
+		    w->recycle_after > gen_elapsed_s(&master.started) ||
+		    (best != NULL && gen_elapsed_s(&w->started) <=
+		    gen_elapsed_s(&best->started)) ||
 		    (l = recycle_due(w, text, sizeof text)) == NULL)
 			continue;
 		best = w;

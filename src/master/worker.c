@@ -307,13 +307,6 @@ worker_signal(struct worker *w, int sig)
 		(void)kill(w->pid, sig);
 }
 
-/* w serves: online, and heard of lately where it is asked (heartbeat.c). */
-bool
-worker_serves(const struct worker *w)
-{
-	return w != NULL && w->state == W_ONLINE && !w->silent;
-}
-
 /* `stop`: it closes its servers and drains; killed after the timeout. */
 void
 worker_stop(struct worker *w)
