@@ -34,7 +34,6 @@
 #define SOCKET_READ_SIZE	65536
 
 static void	socket_io_cb(evutil_socket_t, short, void *);
-static void	socket_error(struct nc_socket *, int, const char *);
 static void	socket_emit_decoded(struct nc_socket *);
 
 static const char *state_names[] = {
@@ -59,6 +58,15 @@ socket_set_state(struct nc_socket *s, enum socket_state state)
 
 /* The error of a socket that failed when memory had run out too. */
 static struct nc__error	socket_oom_error;
+
+/* The socket's error, gone (socket_oom_error is shared: never freed). */
+static void
+socket_error_free(struct nc_socket *s)
+{
+	if (s->err != NULL && s->err != &socket_oom_error)
+		free(s->err);
+	s->err = NULL;
+}
 
 /*
  * Sets the socket's one event to what it waits for now: to read while
@@ -119,8 +127,7 @@ socket_free(struct nc_socket *s)
 	nc__socket_timer_free(s);
 	if (s->out != NULL)
 		evbuffer_free(s->out);
-	if (s->err != NULL && s->err != &socket_oom_error)
-		free(s->err);
+	socket_error_free(s);
 	if (s->text != NULL) {
 		if (s->text->decoded != NULL)
 			evbuffer_free(s->text->decoded);
@@ -208,7 +215,7 @@ void
 nc__socket_update_read(struct nc_socket *s)
 {
 	if (nc__socket_update_io(s) != 0)
-		socket_error(s, NC_ENOMEM, "read");
+		nc__socket_fail(s, NC_ENOMEM, "read");
 }
 
 /* Makes s an open stream on fd (connected or accepted). */
@@ -343,9 +350,7 @@ nc__socket_reopen(struct nc_socket *s)
 {
 	if (s->state != S_DESTROYED || !s->close_emitted)
 		return NC_ERR_SOCKET_CLOSED;
-	if (s->err != NULL && s->err != &socket_oom_error)
-		free(s->err);
-	s->err = NULL;
+	socket_error_free(s);
 	if (s->out != NULL) {
 		evbuffer_free(s->out);
 		s->out = NULL;
@@ -471,12 +476,6 @@ socket_destroy(struct nc_socket *s, int code, const char *syscall)
 	}
 }
 
-static void
-socket_error(struct nc_socket *s, int code, const char *syscall)
-{
-	socket_destroy(s, code, syscall);
-}
-
 void
 nc_socket_destroy(struct nc_socket *s)
 {
@@ -530,7 +529,7 @@ socket_emit_data(struct nc_socket *s, const unsigned char *buf, size_t len)
 	}
 	if (nc__decoder_write(&s->text->decoder, buf, len,
 	    s->text->decoded) != 0) {
-		socket_error(s, NC_ENOMEM, "read");
+		nc__socket_fail(s, NC_ENOMEM, "read");
 		return;
 	}
 	socket_emit_decoded(s);
@@ -547,12 +546,12 @@ socket_emit_decoded(struct nc_socket *s)
 	if (evbuffer_get_length(s->text->decoded) == 0)
 		return;		/* a character still incomplete */
 	if (evbuffer_add(s->text->decoded, "", 1) != 0) {
-		socket_error(s, NC_ENOMEM, "read");
+		nc__socket_fail(s, NC_ENOMEM, "read");
 		return;
 	}
 	n = evbuffer_get_length(s->text->decoded);
 	if ((text = (char *)evbuffer_pullup(s->text->decoded, -1)) == NULL) {
-		socket_error(s, NC_ENOMEM, "read");
+		nc__socket_fail(s, NC_ENOMEM, "read");
 		return;
 	}
 	memset(&args, 0, sizeof args);
@@ -572,7 +571,7 @@ socket_eof(struct nc_socket *s)
 	if (s->has_encoding) {
 		/* What the decoder still holds, before `end`. */
 		if (nc__decoder_end(&s->text->decoder, s->text->decoded) != 0) {
-			socket_error(s, NC_ENOMEM, "read");
+			nc__socket_fail(s, NC_ENOMEM, "read");
 			return;
 		}
 		socket_emit_decoded(s);
@@ -612,7 +611,7 @@ socket_read(struct nc_socket *s)
 	if (n == -1) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
-		socket_error(s, -errno, "read");
+		nc__socket_fail(s, -errno, "read");
 		return;
 	}
 	if (n == 0)
