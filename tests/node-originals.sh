@@ -96,6 +96,16 @@ secs() {
 	echo $((($2 - $1) / 1000000)) | awk '{ printf "%.2f s", $1 / 1000 }'
 }
 
+# Runs a command, in the mount namespace with the hosts file if there is one.
+with_hosts() {
+	if [ -n "$hosts" ]; then
+		unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' \
+		    "$hosts" "$@"
+	else
+		"$@"
+	fi
+}
+
 # The original, with its flags, its own directory and tmpdir, bounded.
 original() {
 	f=$1
@@ -104,15 +114,8 @@ original() {
 	dir=$work/run/${f%.js}
 	mkdir -p "$dir"
 	# shellcheck disable=SC2086
-	if [ -n "$hosts" ]; then
-		(cd "$dir" && NC_NODE_TMPDIR=$dir unshare -m sh -c \
-		    'mount --bind "$0" /etc/hosts && exec "$@"' \
-		    "$hosts" timeout 120 node $flags \
-		    "$work/test/parallel/$f")
-	else
-		(cd "$dir" && NC_NODE_TMPDIR=$dir timeout 120 node $flags \
-		    "$work/test/parallel/$f")
-	fi
+	(cd "$dir" && export NC_NODE_TMPDIR="$dir" &&
+	    with_hosts timeout 120 node $flags "$work/test/parallel/$f")
 }
 
 # The port of test-net-<name>.js: test_net_<name>, where it is.
