@@ -1477,17 +1477,27 @@ END_TEST
  * neither `listening` nor `error`. test-net-listening.js: listening is
  * false before listen(), true in its callback, false in close()'s.
  */
+/*
+ * listen(0, cb) and close() at once, with a listener counting ev in *seen;
+ * the loop run to its end. What the callback of listen() saw is in
+ * *listening.
+ */
+static void
+listen_close_at_once(enum nc_event ev, int *seen, int *listening)
+{
+	t.server = new_server();
+	ck_assert_int_eq(nc_server_on(t.server, ev, count_cb, seen), 0);
+	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, count_cb,
+	    listening), 0);
+	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
+	ck_assert_int_eq(nc_run(t.base), 0);
+}
+
 START_TEST(test_net_listen_close_server)
 {
 	int	listening = 0, errors = 0;
 
-	t.server = new_server();
-	ck_assert_int_eq(nc_server_on(t.server, NC_EV_ERROR, count_cb,
-	    &errors), 0);
-	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, count_cb,
-	    &listening), 0);
-	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
-	ck_assert_int_eq(nc_run(t.base), 0);
+	listen_close_at_once(NC_EV_ERROR, &errors, &listening);
 	ck_assert_int_eq(listening, 0);
 	ck_assert_int_eq(errors, 0);
 }
@@ -3920,13 +3930,7 @@ START_TEST(test_net_listen_close_server_callback_is_not_function)
 {
 	int	listening = 0, closes = 0;
 
-	t.server = new_server();
-	ck_assert_int_eq(nc_server_on(t.server, NC_EV_CLOSE, count_cb,
-	    &closes), 0);
-	ck_assert_int_eq(nc_server_listen(t.server, 0, HOST, 0, count_cb,
-	    &listening), 0);
-	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
-	ck_assert_int_eq(nc_run(t.base), 0);
+	listen_close_at_once(NC_EV_CLOSE, &closes, &listening);
 	ck_assert_int_eq(closes, 1);
 	ck_assert_int_eq(listening, 0);
 }
