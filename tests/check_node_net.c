@@ -2358,15 +2358,21 @@ START_TEST(test_net_socket_local_address)
 }
 END_TEST
 
-static int	cbt_errors;
+/* An `error` listener: counts, checks the code, closes the server. */
+struct error_close {
+	int	code;
+	int	count;
+};
 
 static void
-lm_error_cb_client(void *emitter, const struct nc_event_args *ev, void *arg)
+error_close_server_cb(void *emitter, const struct nc_event_args *ev,
+    void *arg)
 {
+	struct error_close	*e = arg;
+
 	(void)emitter;
-	(void)arg;
-	cbt_errors++;
-	ck_assert_int_eq(ev->error->code, NC_EADDRINUSE);
+	e->count++;
+	ck_assert_int_eq(ev->error->code, e->code);
 	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
 }
 
@@ -2378,6 +2384,7 @@ START_TEST(test_net_client_bind_twice)
 {
 	struct nc_connect_options	 o;
 	struct nc_socket		*c;
+	struct error_close		 inuse = { NC_EADDRINUSE, 0 };
 	int				 connects = 0;
 
 	server_listen(NULL, NULL);
@@ -2387,13 +2394,12 @@ START_TEST(test_net_client_bind_twice)
 	o.host = HOST;
 	o.local_address = HOST;
 	o.local_port = t.port;
-	cbt_errors = 0;
 	ck_assert_int_eq(nc_connect(&o, count_cb, &connects, &c), 0);
-	ck_assert_int_eq(nc_socket_on(c, NC_EV_ERROR, lm_error_cb_client,
-	    NULL), 0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_ERROR, error_close_server_cb,
+	    &inuse), 0);
 	ck_assert_int_eq(nc_run(t.base), 0);
 	ck_assert_int_eq(connects, 0);
-	ck_assert_int_eq(cbt_errors, 1);
+	ck_assert_int_eq(inuse.count, 1);
 }
 END_TEST
 
@@ -2473,29 +2479,17 @@ END_TEST
  * test-net-listen-ipv6only.js: listening on :: with ipv6Only, a
  * connection to 0.0.0.0 on its port is refused.
  */
-static int	v6_refused;
-
-static void
-v6only_error_cb(void *emitter, const struct nc_event_args *ev, void *arg)
-{
-	(void)emitter;
-	(void)arg;
-	v6_refused++;
-	ck_assert_int_eq(ev->error->code, NC_ECONNREFUSED);
-	ck_assert_int_eq(nc_server_close(t.server, NULL, NULL), 0);
-}
-
 START_TEST(test_net_listen_ipv6only)
 {
 	struct nc_listen_options	 o;
 	struct nc_socket		*c;
+	struct error_close		 refused = { NC_ECONNREFUSED, 0 };
 	int				 listening = 0, connects = 0;
 
 	if (!have_ipv6()) {
 		fprintf(stderr, "skipped: no IPv6\n");
 		return;
 	}
-	v6_refused = 0;
 	t.server = new_server();
 	memset(&o, 0, sizeof o);
 	o.host = "::";
@@ -2505,10 +2499,10 @@ START_TEST(test_net_listen_ipv6only)
 	ck_assert(run_until(t.base, &listening, 5000));
 	ck_assert_int_eq(nc_connect_port(t.base, bound_port(t.server),
 	    "0.0.0.0", count_cb, &connects, &c), 0);
-	ck_assert_int_eq(nc_socket_on(c, NC_EV_ERROR, v6only_error_cb, NULL),
-	    0);
+	ck_assert_int_eq(nc_socket_on(c, NC_EV_ERROR, error_close_server_cb,
+	    &refused), 0);
 	ck_assert_int_eq(nc_run(t.base), 0);
-	ck_assert_int_eq(v6_refused, 1);
+	ck_assert_int_eq(refused.count, 1);
 	ck_assert_int_eq(connects, 0);
 }
 END_TEST
